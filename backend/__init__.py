@@ -1,0 +1,1 @@
+"""City e-certificate platform backend."""

@@ -1,0 +1,61 @@
+"""Application factory: reads like a table of contents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask_openapi3 import Info, OpenAPI
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import miniapp_api
+from backend import cli, dept_api
+from backend.config import PROJECT_ROOT, load_settings
+from backend.edge import register_edge, validation_error
+from backend.extensions import db, limiter, migrate
+from backend.schemas import ErrorResponse
+from backend.web import public
+
+SECURITY_SCHEMES = {
+    "clientBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                     "description": "部门系统访问令牌（POST /gov/v1/oauth/token 获取）"},
+    "citizenBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                      "description": "市民访问令牌（POST /api/v1/auth/login 获取）"},
+}
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
+    settings = load_settings(overrides=overrides)
+    app = OpenAPI(
+        __name__,
+        info=Info(title="信阳市电子证照平台 API", version="1.0.0",
+                  description="City e-certificate platform: department API (/gov/v1), citizen API (/api/v1), public endpoints."),
+        security_schemes=SECURITY_SCHEMES,
+        validation_error_status=422,
+        validation_error_model=ErrorResponse,
+        validation_error_callback=validation_error,
+        doc_ui=False,
+        instance_path=settings["ECERT_INSTANCE_PATH"],
+        template_folder=str(PROJECT_ROOT / "templates"),
+    )
+    app.config.from_mapping(settings)
+    register_extensions(app)
+    register_blueprints(app)
+    register_edge(app)
+    cli.register(app)
+    return app
+
+
+def register_extensions(app: OpenAPI) -> None:
+    if app.config["ECERT_TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["ECERT_TRUSTED_PROXIES"],  # type: ignore[method-assign]
+                                x_proto=app.config["ECERT_TRUSTED_PROXIES"])
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
+    limiter.init_app(app)
+
+
+def register_blueprints(app: OpenAPI) -> None:
+    app.register_api(public.bp)
+    dept_api.register(app)
+    miniapp_api.register(app)

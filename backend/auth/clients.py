@@ -1,0 +1,82 @@
+"""Bearer access tokens of department clients, checked on every /gov/v1 request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+import jwt
+from flask import current_app, g, request
+from sqlalchemy import select
+
+from backend.errors import InsufficientScope, Unauthorized
+from backend.extensions import db
+from backend.models import ApiClient
+from backend.security.jwk import SUPPORTED_ALGS
+from backend.security.keystore import PURPOSE_PLATFORM
+from backend.services.actors import Actor
+from backend.services.clients import ACCESS_TOKEN_AUDIENCE, ACCESS_TOKEN_TYP
+from backend.web.context import keystore, request_actor_context
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+BEARER_SECURITY = [{"clientBearer": []}]
+
+
+def _bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("缺少 Bearer 访问令牌", headers={"WWW-Authenticate": 'Bearer realm="gov"'})
+    return token.strip()
+
+
+def authenticate_client() -> tuple[ApiClient, set[str]]:
+    token = _bearer_token()
+    invalid = Unauthorized("访问令牌无效或已过期", code="invalid_token",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise invalid from exc
+    if header.get("alg") not in SUPPORTED_ALGS or header.get("typ") != ACCESS_TOKEN_TYP or not header.get("kid"):
+        raise invalid
+    try:
+        signing_key, public = keystore().public_key(str(header["kid"]))
+    except Exception as exc:
+        raise invalid from exc
+    if signing_key.purpose != PURPOSE_PLATFORM:
+        raise invalid
+    try:
+        claims = jwt.decode(
+            token, public, algorithms=[signing_key.alg], audience=ACCESS_TOKEN_AUDIENCE,
+            issuer=current_app.config["ECERT_PUBLIC_URL"], options={"require": ["exp", "iat", "sub", "scope"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise invalid from exc
+    client = db.session.scalar(select(ApiClient).where(ApiClient.client_id == claims["sub"]))
+    if client is None or not client.active:
+        # A disabled client's tokens stop working at once, not at expiry.
+        raise invalid
+    return client, set(str(claims["scope"]).split())
+
+
+def require_scope(scope: str) -> Callable[[F], F]:
+    """Route decorator: a valid client bearer token carrying `scope`. Sets g.client and g.actor."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            client, scopes = authenticate_client()
+            if scope not in scopes:
+                raise InsufficientScope(f"访问令牌缺少权限范围 {scope}", details={"required_scope": scope},
+                                        headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
+            g.client = client
+            g.actor = Actor(kind="client", id=client.client_id, department_code=client.department.code,
+                            **request_actor_context())
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator

@@ -1,0 +1,249 @@
+"""Operator commands (`flask --app wsgi ...`): catalog, keys, clients, audit, jobs, demo. Each commits once."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from backend.config import PROJECT_ROOT
+from backend.errors import DomainError
+from backend.extensions import db
+from backend.security.keystore import PLATFORM_PURPOSES, PURPOSE_CERTIFICATE
+from backend.services import audit as audit_service
+from backend.services import catalog as catalog_service
+from backend.services import clients as clients_service
+from backend.services.actors import Actor
+from backend.services.demo import demo_assertion, ensure_demo_client
+from backend.web.context import keystore, now
+
+DEMO_CATALOG = PROJECT_ROOT / "catalog" / "xinyang"
+
+catalog_cli = AppGroup("catalog", help="证照目录: load and list departments and certificate types.")
+keys_cli = AppGroup("keys", help="Signing keys: create, rotate, import.")
+clients_cli = AppGroup("clients", help="Department API clients.")
+audit_cli = AppGroup("audit", help="Audit chain: verify and checkpoint.")
+jobs_cli = AppGroup("jobs", help="Scheduled, idempotent maintenance jobs.")
+demo_cli = AppGroup("demo", help="Demo data for local development.")
+
+
+def _operator() -> Actor:
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return Actor.operator(name)
+
+
+def _fail(error: DomainError) -> None:
+    db.session.rollback()
+    click.echo(f"错误 [{error.code}]: {error.message}", err=True)
+    if error.details:
+        click.echo(json.dumps(error.details, ensure_ascii=False), err=True)
+    sys.exit(1)
+
+
+def _read_jwk(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(f"cannot read JWK from {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise click.BadParameter("a JWK file holds one JSON object (a JWK or a JWK Set)")
+    return data
+
+
+@catalog_cli.command("load")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def catalog_load(path: Path) -> None:
+    """Load departments and certificate types from PATH (departments.yaml + types/*.yaml). Idempotent."""
+    try:
+        report = catalog_service.load_catalog(db.session, path, keystore(), actor=_operator(), now=now(),
+                                              signing_alg=current_app.config["ECERT_SIGNING_ALG"])
+        db.session.commit()
+    except DomainError as error:
+        _fail(error)
+        return
+    click.echo(f"departments: {len(report.departments_created)} created, {len(report.departments_updated)} updated; "
+               f"types: {len(report.types_created)} created, {len(report.types_updated)} new versions; "
+               f"{report.unchanged} unchanged")
+
+
+@catalog_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def catalog_list(as_json: bool) -> None:
+    """Departments (code, name) and the certificate types each may issue."""
+    departments = catalog_service.list_departments(db.session)
+    rows = [{"code": d.code, "name": d.name, "level": d.level,
+             "types": [{"type_code": t.type_code, "name": t.name, "catalog_version": t.catalog_version}
+                       for t in d.issuable_types]} for d in departments]
+    if as_json:
+        click.echo(json.dumps({"departments": rows}, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['code']}  {row['name']}")
+        for t in row["types"]:
+            click.echo(f"    {t['type_code']}  {t['name']} (v{t['catalog_version']})")
+
+
+@keys_cli.command("init")
+def keys_init() -> None:
+    """Create the platform keys and a signing key for every department that has none. Idempotent."""
+    store, moment, created = keystore(), now(), []
+    alg = current_app.config["ECERT_SIGNING_ALG"]
+    for purpose in PLATFORM_PURPOSES:
+        try:
+            store.active_key(purpose)
+        except DomainError:
+            created.append(store.create_key(purpose, None, "ES256", moment).kid)
+    for dept in catalog_service.list_departments(db.session):
+        try:
+            store.active_key(PURPOSE_CERTIFICATE, dept)
+        except DomainError:
+            created.append(store.create_key(PURPOSE_CERTIFICATE, dept, alg, moment).kid)
+    if created:
+        audit_service.record_event(db.session, actor=_operator(), action="keys.initialised", now=moment,
+                                   object_type="signing_key", details={"kids": created})
+    db.session.commit()
+    click.echo(f"{len(created)} key(s) created")
+
+
+@keys_cli.command("rotate")
+@click.option("--dept", "dept_code", help="USCC of the department whose signing key rotates.")
+@click.option("--platform", "purpose", type=click.Choice(PLATFORM_PURPOSES), help="Rotate a platform key instead.")
+@click.option("--alg", type=click.Choice(["ES256", "EdDSA"]), default=None)
+def keys_rotate(dept_code: str | None, purpose: str | None, alg: str | None) -> None:
+    """Make a new active key; the old public key stays published so old signatures verify."""
+    if bool(dept_code) == bool(purpose):
+        raise click.UsageError("give exactly one of --dept or --platform")
+    try:
+        dept = catalog_service.get_department(db.session, dept_code) if dept_code else None
+        moment = now()
+        key = keystore().rotate(purpose or PURPOSE_CERTIFICATE, dept, alg or current_app.config["ECERT_SIGNING_ALG"],
+                                moment)
+        audit_service.record_event(db.session, actor=_operator(), action="keys.rotated", now=moment,
+                                   object_type="signing_key", object_id=key.kid,
+                                   details={"department": dept_code, "purpose": key.purpose, "alg": key.alg})
+        db.session.commit()
+    except DomainError as error:
+        _fail(error)
+        return
+    click.echo(key.kid)
+
+
+@keys_cli.command("import")
+@click.option("--dept", "dept_code", required=True, help="USCC of the department that owns the key.")
+@click.option("--jwk", "jwk_file", required=True, type=click.Path(exists=True, dir_okay=False))
+def keys_import(dept_code: str, jwk_file: str) -> None:
+    """Register the public key of a department's own signing system."""
+    try:
+        dept = catalog_service.get_department(db.session, dept_code)
+        moment = now()
+        key = keystore().import_public_key(dept, _read_jwk(jwk_file), moment)
+        audit_service.record_event(db.session, actor=_operator(), action="keys.imported", now=moment,
+                                   object_type="signing_key", object_id=key.kid, details={"department": dept_code})
+        db.session.commit()
+    except DomainError as error:
+        _fail(error)
+        return
+    except ValueError as error:
+        db.session.rollback()
+        raise click.BadParameter(str(error)) from error
+    click.echo(key.kid)
+
+
+@clients_cli.command("add")
+@click.option("--dept", "dept_code", required=True, help="USCC of the department.")
+@click.option("--name", required=True)
+@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(sorted(clients_service.SCOPES)))
+@click.option("--jwk", "jwk_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Public JWK (or JWK Set) of the client's signing key.")
+@click.option("--callback", "callbacks", multiple=True, help="Allowed callback URL prefix (repeatable).")
+def clients_add(dept_code: str, name: str, scopes: tuple[str, ...], jwk_file: str, callbacks: tuple[str, ...]) -> None:
+    """Register a department business system; prints its client_id."""
+    try:
+        dept = catalog_service.get_department(db.session, dept_code)
+        client = clients_service.register_client(db.session, department=dept, name=name, scopes=list(scopes),
+                                                 jwks=_read_jwk(jwk_file), callback_allowlist=list(callbacks),
+                                                 actor=_operator(), now=now())
+        db.session.commit()
+    except DomainError as error:
+        _fail(error)
+        return
+    click.echo(client.client_id)
+
+
+@clients_cli.command("disable")
+@click.argument("client_id")
+def clients_disable(client_id: str) -> None:
+    """Disable a client: its tokens stop working at once."""
+    try:
+        clients_service.set_client_active(db.session, client_id, False, actor=_operator(), now=now())
+        db.session.commit()
+    except DomainError as error:
+        _fail(error)
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Recompute the whole hash chain; names the first edited, deleted or inserted sequence number."""
+    report = audit_service.verify_chain(db.session)
+    db.session.rollback()
+    if report.ok:
+        click.echo(f"audit chain OK: {report.checked} events, head seq {report.head_seq}")
+        return
+    click.echo(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem} "
+               f"({report.checked} events verified before it)", err=True)
+    sys.exit(2)
+
+
+@audit_cli.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign the current chain head with the platform key."""
+    try:
+        cp = audit_service.checkpoint(db.session, keystore(), actor=_operator(), now=now())
+        db.session.commit()
+    except DomainError as error:
+        _fail(error)
+        return
+    click.echo(f"checkpoint seq {cp.seq} {cp.chain_hash}")
+
+
+@jobs_cli.command("purge")
+def jobs_purge() -> None:
+    """Forget client-assertion ids whose assertions have expired. Idempotent."""
+    removed = clients_service.purge_used_assertions(db.session, now=now())
+    db.session.commit()
+    click.echo(f"{removed} expired assertion id(s) removed")
+
+
+@demo_cli.command("load")
+def demo_load() -> None:
+    """Load the Xinyang demo catalog and keys, and register a demo client (key under instance/). Idempotent."""
+    ctx = click.get_current_context()
+    ctx.invoke(catalog_load, path=DEMO_CATALOG)
+    ctx.invoke(keys_init)
+    client_id, key_path = ensure_demo_client(db.session, Path(current_app.instance_path), actor=_operator(), now=now())
+    db.session.commit()
+    click.echo(f"demo client {client_id}; private key in {key_path}")
+
+
+@demo_cli.command("assertion")
+def demo_client_assertion() -> None:
+    """Print a fresh client assertion of the demo client, for trying the token endpoint with curl."""
+    key_path = Path(current_app.instance_path) / "demo-client.json"
+    if not key_path.exists():
+        raise click.UsageError("run `flask --app wsgi demo load` first")
+    client_id, assertion = demo_assertion(key_path, current_app.config["ECERT_PUBLIC_URL"] + "/gov/v1/oauth/token")
+    click.echo(json.dumps({"client_id": client_id, "client_assertion": assertion}))
+
+
+def register(app: Flask) -> None:
+    for group in (catalog_cli, keys_cli, clients_cli, audit_cli, jobs_cli, demo_cli):
+        app.cli.add_command(group)

@@ -1,0 +1,15 @@
+"""Department-facing API (/gov/v1) for the departments' business systems."""
+
+from __future__ import annotations
+
+from flask_openapi3 import APIBlueprint, OpenAPI
+
+from backend.dept_api.catalog import bp as catalog_bp
+from backend.dept_api.oauth import bp as oauth_bp
+
+blueprints: tuple[APIBlueprint, ...] = (oauth_bp, catalog_bp)
+
+
+def register(app: OpenAPI) -> None:
+    for blueprint in blueprints:
+        app.register_api(blueprint)

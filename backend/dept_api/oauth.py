@@ -1,0 +1,62 @@
+"""OAuth 2 token endpoint: client credentials with private_key_jwt (RFC 7523)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from flask import Response, current_app, g, jsonify, request
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
+
+from backend.extensions import db, limiter
+from backend.schemas import COMMON_ERRORS, StrictModel, error_responses
+from backend.services.clients import ASSERTION_TYPE, issue_access_token
+from backend.web.context import keystore, now
+
+bp = APIBlueprint("gov_oauth", __name__, url_prefix="/gov/v1/oauth", abp_tags=[Tag(name="gov-oauth", description="部门系统认证")])
+
+
+class TokenForm(StrictModel):
+    grant_type: Literal["client_credentials"]
+    client_assertion_type: Literal["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"]
+    client_assertion: str = Field(min_length=1, max_length=8192, description="JWT signed with the client's key")
+    scope: str | None = Field(default=None, max_length=512, description="space-separated subset of the client's scopes")
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+    scope: str
+
+
+def token_endpoint_url() -> str:
+    return current_app.config["ECERT_PUBLIC_URL"] + "/gov/v1/oauth/token"
+
+
+@bp.post(
+    "/token",
+    responses={200: TokenResponse, **error_responses(*COMMON_ERRORS, 401, 403, 422)},
+    security=[],
+    openapi_extensions={"x-form-urlencoded": True},
+)
+@limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
+def token(form: TokenForm) -> Response:
+    """Exchange a signed client assertion for a short-lived access token."""
+    assert form.client_assertion_type == ASSERTION_TYPE
+    issued = issue_access_token(
+        db.session,
+        keystore(),
+        assertion=form.client_assertion,
+        requested_scope=form.scope,
+        token_endpoint=token_endpoint_url(),
+        issuer=current_app.config["ECERT_PUBLIC_URL"],
+        ttl=current_app.config["ECERT_ACCESS_TOKEN_TTL"],
+        max_assertion_lifetime=current_app.config["ECERT_MAX_ASSERTION_LIFETIME"],
+        source_ip=request.remote_addr,
+        request_id=g.get("request_id"),
+        now=now(),
+    )
+    body = TokenResponse(access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in,
+                         scope=issued.scope)
+    return jsonify(body.model_dump())

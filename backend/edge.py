@@ -1,0 +1,171 @@
+"""The request edge: request ids, structured logs, security headers, the one transaction and the one error shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from flask_limiter.errors import RateLimitExceeded
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from backend.errors import DomainError, PayloadTooLarge, ValidationFailed
+from backend.extensions import db
+from backend.services.audit import record_event
+from backend.web.context import now
+
+log = logging.getLogger("ecert.request")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+# zh-CN messages for errors raised by Flask/Werkzeug itself.
+_HTTP_MESSAGES = {
+    400: ("bad_request", "请求格式错误"),
+    401: ("unauthorized", "未认证或认证已失效"),
+    403: ("forbidden", "无权执行此操作"),
+    404: ("not_found", "资源不存在"),
+    405: ("method_not_allowed", "不支持该请求方法"),
+    406: ("not_acceptable", "无法提供所请求的内容类型"),
+    413: ("payload_too_large", "请求体过大"),
+    415: ("unsupported_media_type", "不支持的内容类型"),
+    429: ("rate_limited", "请求过于频繁，请稍后再试"),
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line. Callers never pass tokens or ID numbers into log records."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(app: Flask) -> None:
+    root = logging.getLogger("ecert")
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
+    root.setLevel(app.config["ECERT_LOG_LEVEL"])
+    root.propagate = False
+
+
+def error_response(error: DomainError) -> Response:
+    response = jsonify(error.to_dict())
+    response.status_code = error.status
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _pydantic_fields(exc: ValidationError) -> list[dict[str, str]]:
+    fields = []
+    for item in exc.errors(include_url=False, include_input=False):
+        location = ".".join(str(part) for part in item["loc"]) or "body"
+        fields.append({"field": location, "reason": item["type"], "detail": item["msg"]})
+    return fields
+
+
+def validation_error(exc: ValidationError) -> Response:
+    """flask-openapi3's hook: malformed JSON is a 400, invalid fields a 422, both in our shape."""
+    if request.mimetype == "application/json" and request.get_data() and request.get_json(silent=True) is None:
+        raise DomainError("请求体不是有效的 JSON", code="malformed_json")
+    fields = _pydantic_fields(exc)
+    names = "、".join(f["field"] for f in fields[:5])
+    raise ValidationFailed(f"字段校验失败：{names}", details={"fields": fields})
+
+
+def _finish_failed_request(error: DomainError) -> None:
+    """Roll back the request's work; then keep the audit trail of a refused attempt, if any."""
+    db.session.rollback()
+    if error.audit is not None:
+        note = error.audit
+        record_event(db.session, actor=note.actor, action=note.action, now=now(), outcome="failure",
+                     object_type=note.object_type, object_id=note.object_id, details=note.details)
+        db.session.commit()
+
+
+def register_edge(app: Flask) -> None:
+    configure_logging(app)
+
+    @app.before_request
+    def _start() -> None:
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        # The one commit of the request: only when it succeeded.
+        if response.status_code < 400:
+            db.session.commit()
+        else:
+            db.session.rollback()
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+        if request.path.startswith(("/api/", "/gov/")):
+            response.headers["Cache-Control"] = "no-store"
+            response.headers.setdefault("Pragma", "no-cache")
+        elapsed_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
+        # The path only: query strings may carry data that must not reach logs.
+        log.info("request", extra={"fields": {
+            "request_id": g.get("request_id"), "method": request.method, "path": request.path,
+            "status": response.status_code, "ms": elapsed_ms, "remote": request.remote_addr,
+            "client": getattr(g.get("client"), "client_id", None)}})
+        return response
+
+    @app.teardown_request
+    def _cleanup(exc: BaseException | None) -> None:
+        if exc is not None:
+            db.session.rollback()
+
+    @app.errorhandler(DomainError)
+    def _domain_error(error: DomainError) -> Response:
+        _finish_failed_request(error)
+        return error_response(error)
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(error: RateLimitExceeded) -> Response:
+        db.session.rollback()
+        retry_after = "60"
+        limit = getattr(error, "limit", None)
+        if limit is not None:
+            retry_after = str(int(limit.limit.get_expiry()))
+        return error_response(DomainError("请求过于频繁，请稍后再试", code="rate_limited",
+                                          headers={"Retry-After": retry_after}, details={"limit": str(error.description)}
+                                          ).with_status(429))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        db.session.rollback()
+        status = error.code or 500
+        if status == 413:
+            return error_response(PayloadTooLarge(details={"max_bytes": app.config["MAX_CONTENT_LENGTH"]}))
+        code, message = _HTTP_MESSAGES.get(status, ("http_error", "请求无法处理"))
+        headers = {}
+        if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
+            headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        return error_response(DomainError(message, code=code, headers=headers).with_status(status))
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        db.session.rollback()
+        log.exception("unhandled error", extra={"fields": {"request_id": g.get("request_id"), "path": request.path}})
+        return error_response(DomainError("服务器内部错误", code="internal_error").with_status(500))

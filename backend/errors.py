@@ -1,0 +1,134 @@
+"""Domain errors: a stable code, an HTTP status and a zh-CN message, rendered in one JSON shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backend.services.actors import Actor
+
+
+@dataclass(frozen=True)
+class AuditNote:
+    """A refused security-relevant attempt, recorded by the request edge after the rollback."""
+
+    actor: Actor
+    action: str
+    object_type: str | None = None
+    object_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class DomainError(Exception):
+    """Base of every error a client may see. Subclasses fix `code`, `status` and `message`."""
+
+    code = "error"
+    status = 400
+    message = "请求无法处理"
+    audit: AuditNote | None = None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or self.message)
+        if message:
+            self.message = message
+        if code:
+            self.code = code
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def with_status(self, status: int) -> DomainError:
+        self.status = status
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class BadRequest(DomainError):
+    code = "bad_request"
+    status = 400
+    message = "请求格式错误"
+
+
+class Unauthorized(DomainError):
+    code = "unauthorized"
+    status = 401
+    message = "未认证或认证已失效"
+
+
+class InvalidClient(Unauthorized):
+    code = "invalid_client"
+    message = "客户端认证失败"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    status = 403
+    message = "无权执行此操作"
+
+
+class InsufficientScope(Forbidden):
+    code = "insufficient_scope"
+    message = "访问令牌缺少所需权限范围"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status = 404
+    message = "资源不存在"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+    status = 409
+    message = "与当前状态冲突"
+
+
+class Gone(DomainError):
+    code = "gone"
+    status = 410
+    message = "资源已过期或失效"
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
+    status = 413
+    message = "请求体过大"
+
+
+class ValidationFailed(DomainError):
+    """422: a field's value is invalid. `details` names the field(s) and the reason."""
+
+    code = "validation_failed"
+    status = 422
+    message = "字段校验失败"
+
+    @classmethod
+    def for_field(cls, field: str, reason: str, message: str | None = None) -> ValidationFailed:
+        return cls(
+            message or f"字段 {field} 无效：{reason}",
+            details={"fields": [{"field": field, "reason": reason}]},
+        )
+
+
+class RateLimited(DomainError):
+    code = "rate_limited"
+    status = 429
+    message = "请求过于频繁，请稍后再试"
+
+
+class ServiceUnavailable(DomainError):
+    code = "service_unavailable"
+    status = 503
+    message = "服务暂不可用"

@@ -1,0 +1,36 @@
+"""Unbound extension instances, bound to an app in `create_app`."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from flask import request
+from flask_limiter import Limiter
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from backend.models.base import Base
+
+
+def _client_address() -> str:
+    # Behind the load balancer ProxyFix has already put the client address in remote_addr.
+    return request.remote_addr or "unknown"
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+limiter = Limiter(key_func=_client_address)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite: enforce foreign keys, WAL for concurrent readers, wait for the write lock instead of failing."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()

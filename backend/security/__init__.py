@@ -1,0 +1,1 @@
+"""Security helpers: identifier validation, masking, cryptography."""

@@ -1,0 +1,157 @@
+"""Key store: one active signing key per department and per platform purpose.
+
+`KeyStore` is the interface the rest of the code signs and verifies through; `LocalKeyStore`
+keeps private keys in the database, encrypted with the master key. A KMS/HSM implementation
+would hold the private keys remotely and implement the same methods.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any, Protocol
+
+import jwt
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.errors import Conflict, NotFound
+from backend.models import Department, SigningKey
+from backend.security.encryption import unwrap_secret, wrap_secret
+from backend.security.jwk import (
+    PrivateKey,
+    PublicKey,
+    alg_for_jwk,
+    generate_private_key,
+    load_public_jwk,
+    private_key_from_der,
+    private_key_to_der,
+    public_jwk,
+    thumbprint,
+)
+
+PURPOSE_CERTIFICATE = "certificate"  # a department signs certificates and status lists
+PURPOSE_PLATFORM = "platform"  # show codes, access tokens, callbacks, audit checkpoints
+PURPOSE_WALLET = "wallet"  # the platform-held holder key bound in `cnf`
+PLATFORM_PURPOSES = (PURPOSE_PLATFORM, PURPOSE_WALLET)
+
+
+class KeyStore(Protocol):
+    def active_key(self, purpose: str, department: Department | None = None) -> SigningKey: ...
+
+    def create_key(self, purpose: str, department: Department | None, alg: str, now: datetime) -> SigningKey: ...
+
+    def rotate(self, purpose: str, department: Department | None, alg: str, now: datetime) -> SigningKey: ...
+
+    def import_public_key(self, department: Department, jwk: dict[str, Any], now: datetime) -> SigningKey: ...
+
+    def sign_jwt(self, key: SigningKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str: ...
+
+    def public_key(self, kid: str) -> tuple[SigningKey, PublicKey]: ...
+
+    def jwks(self) -> dict[str, Any]: ...
+
+
+# Decrypted private keys, by kid. A kid's key never changes, so entries never go stale.
+_private_cache: dict[str, PrivateKey] = {}
+_cache_lock = threading.Lock()
+
+
+class LocalKeyStore:
+    """Private keys stored in `signing_key`, wrapped with the master key (AES-GCM, kid as AAD)."""
+
+    def __init__(self, session: Session, master_key: bytes) -> None:
+        self.session = session
+        self._master_key = master_key
+
+    def _owner_filter(self, purpose: str, department: Department | None) -> Any:
+        stmt = select(SigningKey).where(SigningKey.purpose == purpose, SigningKey.status == "active")
+        if department is None:
+            return stmt.where(SigningKey.department_id.is_(None))
+        return stmt.where(SigningKey.department_id == department.id, SigningKey.origin != "external")
+
+    def active_key(self, purpose: str, department: Department | None = None) -> SigningKey:
+        key = self.session.scalars(self._owner_filter(purpose, department).order_by(SigningKey.id.desc())).first()
+        if key is None:
+            owner = department.code if department else "platform"
+            raise NotFound(f"没有可用的签名密钥（{owner}/{purpose}）", code="signing_key_not_found")
+        return key
+
+    def create_key(self, purpose: str, department: Department | None, alg: str, now: datetime) -> SigningKey:
+        private = generate_private_key(alg)
+        jwk = public_jwk(private.public_key())
+        kid = thumbprint(jwk)
+        jwk.update({"kid": kid, "use": "sig", "alg": alg})
+        key = SigningKey(
+            kid=kid,
+            purpose=purpose,
+            department=department,
+            alg=alg,
+            origin="local",
+            status="active",
+            public_jwk=jwk,
+            private_key_enc=wrap_secret(self._master_key, private_key_to_der(private), kid),
+            created_at=now,
+        )
+        self.session.add(key)
+        self.session.flush()
+        return key
+
+    def rotate(self, purpose: str, department: Department | None, alg: str, now: datetime) -> SigningKey:
+        """Retire the active key (it stays published for verification) and create a new one."""
+        stmt = self._owner_filter(purpose, department).with_for_update()
+        for old in self.session.scalars(stmt):
+            old.status = "retired"
+            old.retired_at = now
+        return self.create_key(purpose, department, alg, now)
+
+    def import_public_key(self, department: Department, jwk: dict[str, Any], now: datetime) -> SigningKey:
+        """Register the public key of a department's own signing system (sync of externally signed certificates)."""
+        public = load_public_jwk(jwk)
+        alg = alg_for_jwk(jwk)
+        clean = public_jwk(public)
+        kid = thumbprint(clean)
+        if self.session.scalar(select(SigningKey).where(SigningKey.kid == kid)) is not None:
+            raise Conflict("该公钥已登记", code="key_already_registered")
+        clean.update({"kid": kid, "use": "sig", "alg": alg})
+        key = SigningKey(
+            kid=kid,
+            purpose=PURPOSE_CERTIFICATE,
+            department=department,
+            alg=alg,
+            origin="external",
+            status="active",
+            public_jwk=clean,
+            private_key_enc=None,
+            created_at=now,
+        )
+        self.session.add(key)
+        self.session.flush()
+        return key
+
+    def _private_key(self, key: SigningKey) -> PrivateKey:
+        cached = _private_cache.get(key.kid)
+        if cached is not None:
+            return cached
+        if key.private_key_enc is None:
+            raise NotFound("该密钥没有私钥，不能用于签名", code="signing_key_not_found")
+        private = private_key_from_der(unwrap_secret(self._master_key, key.private_key_enc, key.kid))
+        with _cache_lock:
+            _private_cache[key.kid] = private
+        return private
+
+    def sign_jwt(self, key: SigningKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
+        if key.status != "active":
+            raise Conflict("退役密钥不能再签名", code="signing_key_retired")
+        return jwt.encode(payload, self._private_key(key), algorithm=key.alg, headers={**(headers or {}), "kid": key.kid})
+
+    def public_key(self, kid: str) -> tuple[SigningKey, PublicKey]:
+        key = self.session.scalar(select(SigningKey).where(SigningKey.kid == kid))
+        if key is None:
+            raise NotFound("未知的密钥标识", code="unknown_kid")
+        return key, load_public_jwk({k: v for k, v in key.public_jwk.items() if k not in {"kid", "use", "alg"}})
+
+    def jwks(self) -> dict[str, Any]:
+        """Every public key, active and retired, so old signatures keep verifying."""
+        keys = self.session.scalars(select(SigningKey).order_by(SigningKey.id)).all()
+        return {"keys": [dict(key.public_jwk) for key in keys]}

@@ -1,0 +1,190 @@
+"""Audit log (责任倒查): events chained by hash in the same transaction as the change they record.
+
+Leaf hash = SHA-256(0x00 || canonical JSON of the event); chain hash = SHA-256(0x01 || previous
+chain hash || leaf hash) — the RFC 6962 leaf/node domain separation applied to a linear chain.
+Writers first update the single `audit_head` row, which locks it until their transaction ends, so
+two concurrent transactions can never append after the same head (no fork).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from backend.models import AuditCheckpoint, AuditEvent, AuditHead
+from backend.security.canonical import canonical_json
+from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
+from backend.services.actors import Actor
+
+GENESIS = "0" * 64
+HEAD_ID = 1
+
+# Keys whose values must never reach the audit log, whatever a caller passes.
+_SECRET_KEYS = re.compile(r"token|secret|password|assertion|code_verifier|private|otp|^code$", re.I)
+_ID_NUMBER_KEYS = re.compile(r"id_number|holder_code|^code_value$", re.I)
+
+
+def _scrub(details: Any, key: str = "") -> Any:
+    if isinstance(details, dict):
+        return {k: _scrub(v, k) for k, v in details.items()}
+    if isinstance(details, list):
+        return [_scrub(v, key) for v in details]
+    if _SECRET_KEYS.search(key):
+        return "[redacted]"
+    if _ID_NUMBER_KEYS.search(key) and isinstance(details, str) and len(details) > 5:
+        return details[:3] + "*" * (len(details) - 5) + details[-2:]
+    if isinstance(details, float):
+        return str(details)  # floats have no canonical JSON form
+    return details
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_document(event: AuditEvent) -> dict[str, Any]:
+    """The fields covered by the leaf hash."""
+    return {
+        "seq": event.seq,
+        "occurred_at": _timestamp(event.occurred_at),
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "department_code": event.department_code,
+        "action": event.action,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "outcome": event.outcome,
+        "source_ip": event.source_ip,
+        "request_id": event.request_id,
+        "details": event.details,
+    }
+
+
+def leaf_hash(document: dict[str, Any]) -> str:
+    return hashlib.sha256(b"\x00" + canonical_json(document)).hexdigest()
+
+
+def chain_hash(previous: str, leaf: str) -> str:
+    return hashlib.sha256(b"\x01" + bytes.fromhex(previous) + bytes.fromhex(leaf)).hexdigest()
+
+
+def ensure_head(session: Session) -> None:
+    """Create the chain head row if this database has none yet (migrations also create it)."""
+    if session.get(AuditHead, HEAD_ID) is None:
+        session.add(AuditHead(id=HEAD_ID, seq=0, chain_hash=GENESIS))
+        session.flush()
+
+
+def record_event(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    now: datetime,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    outcome: str = "success",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the chain inside the caller's transaction."""
+    session.flush()
+    # Lock first (UPDATE), then read: a concurrent writer waits here until we commit or roll back.
+    locked = session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=AuditHead.seq + 1))
+    if locked.rowcount != 1:  # type: ignore[attr-defined]
+        raise RuntimeError("audit_head row missing: run the migrations")
+    seq, previous = session.execute(
+        select(AuditHead.seq, AuditHead.chain_hash).where(AuditHead.id == HEAD_ID)
+    ).one()
+    event = AuditEvent(
+        seq=seq,
+        occurred_at=now.astimezone(UTC),
+        actor_type=actor.kind,
+        actor_id=actor.id[:64],
+        department_code=actor.department_code,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        outcome=outcome,
+        source_ip=actor.source_ip,
+        request_id=actor.request_id,
+        details=_scrub(details or {}),
+    )
+    event.leaf_hash = leaf_hash(event_document(event))
+    event.chain_hash = chain_hash(previous, event.leaf_hash)
+    session.add(event)
+    session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(chain_hash=event.chain_hash))
+    session.flush()
+    return event
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    checked: int
+    head_seq: int
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def _events(session: Session, batch: int = 1000) -> Iterator[AuditEvent]:
+    last = 0
+    while True:
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+        session.expunge_all()
+
+
+def verify_chain(session: Session) -> ChainReport:
+    """Recompute the chain; name the first sequence number that was edited, deleted or inserted."""
+    head = session.get(AuditHead, HEAD_ID)
+    head_seq = head.seq if head else 0
+    head_hash = head.chain_hash if head else GENESIS
+    expected_seq, previous, checked = 1, GENESIS, 0
+    for event in _events(session):
+        if event.seq != expected_seq:
+            if event.seq > expected_seq:
+                return ChainReport(False, checked, head_seq, expected_seq, "deleted")
+            return ChainReport(False, checked, head_seq, event.seq, "inserted")
+        leaf = leaf_hash(event_document(event))
+        if leaf != event.leaf_hash:
+            return ChainReport(False, checked, head_seq, event.seq, "edited")
+        if chain_hash(previous, leaf) != event.chain_hash:
+            return ChainReport(False, checked, head_seq, event.seq, "inserted")
+        previous = event.chain_hash
+        expected_seq += 1
+        checked += 1
+    if checked != head_seq:
+        bad = checked + 1 if checked < head_seq else head_seq + 1
+        return ChainReport(False, checked, head_seq, bad, "deleted" if checked < head_seq else "inserted")
+    if previous != head_hash:
+        return ChainReport(False, checked, head_seq, head_seq, "edited")
+    return ChainReport(True, checked, head_seq)
+
+
+def checkpoint(session: Session, keys: KeyStore, *, actor: Actor, now: datetime) -> AuditCheckpoint:
+    """Sign the current head with the platform key, so a later rewrite of the whole chain is evident."""
+    head = session.get(AuditHead, HEAD_ID)
+    if head is None:
+        raise RuntimeError("audit_head row missing: run the migrations")
+    key = keys.active_key(PURPOSE_PLATFORM)
+    signature = keys.sign_jwt(
+        key,
+        {"seq": head.seq, "chain_hash": head.chain_hash, "iat": int(now.timestamp())},
+        headers={"typ": "audit-checkpoint+jwt"},
+    )
+    cp = AuditCheckpoint(seq=head.seq, chain_hash=head.chain_hash, signature=signature, kid=key.kid, created_at=now)
+    session.add(cp)
+    record_event(session, actor=actor, action="audit.checkpoint", now=now, object_type="audit_head",
+                 object_id=str(head.seq), details={"chain_hash": head.chain_hash})
+    session.flush()
+    return cp

@@ -1,0 +1,1 @@
+"""Server-rendered pages and public endpoints; helpers shared by every face."""

@@ -1,0 +1,32 @@
+"""Per-request accessors shared by the faces: the key store, the clock, the actor's origin."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import current_app, g, request
+
+from backend.clock import now as clock_now
+from backend.extensions import db
+from backend.security.encryption import FieldCipher
+from backend.security.keystore import LocalKeyStore
+
+
+def keystore() -> LocalKeyStore:
+    return LocalKeyStore(db.session, current_app.config["ECERT_MASTER_KEY"])
+
+
+def field_cipher() -> FieldCipher:
+    cipher: FieldCipher | None = current_app.extensions.get("ecert.cipher")
+    if cipher is None:
+        cipher = FieldCipher(current_app.config["ECERT_DATA_KEYS"], current_app.config["ECERT_BLIND_INDEX_KEY"])
+        current_app.extensions["ecert.cipher"] = cipher
+    return cipher
+
+
+def now() -> datetime:
+    return clock_now()
+
+
+def request_actor_context() -> dict[str, str | None]:
+    return {"source_ip": request.remote_addr, "request_id": getattr(g, "request_id", None)}

@@ -1,0 +1,84 @@
+"""Public endpoints: health, published keys (JWKS) and the OpenAPI document."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from flask import Response, current_app, jsonify, request
+from flask_openapi3 import APIBlueprint, OpenAPI, Tag
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+from backend.errors import ServiceUnavailable
+from backend.extensions import db, limiter
+from backend.schemas import COMMON_ERRORS, error_responses
+from backend.web.context import keystore
+
+bp = APIBlueprint("public", __name__, abp_tags=[Tag(name="public", description="公开接口")])
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="ok")
+    database: str = Field(description="ok when the database answered")
+
+
+class JWK(BaseModel):
+    model_config = {"extra": "allow"}
+    kty: str
+    kid: str
+    use: str
+    alg: str
+    crv: str
+    x: str
+    y: str | None = None
+
+
+class JWKSet(BaseModel):
+    keys: list[JWK]
+
+
+@bp.get("/healthz", responses={200: HealthResponse, **error_responses(503)}, security=[])
+@limiter.exempt
+def healthz() -> Response:
+    """Liveness and readiness: answers 200 when the database answers."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise ServiceUnavailable("数据库不可用", code="database_unavailable") from exc
+    return jsonify({"status": "ok", "database": "ok"})
+
+
+@bp.get("/.well-known/jwks.json", responses={200: JWKSet, **error_responses(*COMMON_ERRORS)}, security=[])
+def jwks() -> Response:
+    """Every public key (departments and platform, active and retired) as a JWK Set."""
+    body = json.dumps(keystore().jwks(), sort_keys=True, ensure_ascii=False)
+    etag = hashlib.sha256(body.encode()).hexdigest()[:32]
+    if request.if_none_match.contains(etag):
+        return Response(status=304, headers={"ETag": f'"{etag}"'})
+    return Response(body, mimetype="application/json",
+                    headers={"Cache-Control": "public, max-age=300", "ETag": f'"{etag}"'})
+
+
+def openapi_document(app: OpenAPI) -> dict[str, Any]:
+    """flask-openapi3's document, with token forms declared as application/x-www-form-urlencoded."""
+    spec: dict[str, Any] = json.loads(json.dumps(app.api_doc))
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and operation.pop("x-form-urlencoded", False):
+                content = operation["requestBody"]["content"]
+                media = content.pop("multipart/form-data")
+                media.pop("encoding", None)
+                content["application/x-www-form-urlencoded"] = media
+    return spec
+
+
+@bp.get("/openapi.json", security=[], doc_ui=False)
+def openapi() -> Response:
+    """The OpenAPI 3.1 document of every endpoint."""
+    cached = current_app.extensions.get("ecert.openapi")
+    if cached is None:
+        cached = openapi_document(current_app)  # type: ignore[arg-type]
+        current_app.extensions["ecert.openapi"] = cached
+    return jsonify(cached)
