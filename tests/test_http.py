@@ -1,0 +1,92 @@
+"""Cross-cutting HTTP: one error shape, security headers, body cap, request ids, logs without secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from backend.app import create_app
+
+
+def test_unknown_path_answers_the_json_error_shape(client):
+    response = client.get("/gov/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.get_json() == {"error": {"code": "not_found", "message": "资源不存在"}}
+
+
+def test_wrong_method_answers_405_in_the_error_shape_with_allow(client):
+    response = client.delete("/healthz")
+    assert response.status_code == 405
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in response.headers["Allow"]
+
+
+def test_body_over_the_cap_is_refused_with_413(client):
+    response = client.post("/gov/v1/oauth/token", data={"client_assertion": "x" * (1024 * 1024 + 10)})
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "payload_too_large"
+
+
+def test_unknown_form_fields_are_rejected_with_the_field_named(client):
+    response = client.post("/gov/v1/oauth/token", data={
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": "a.b.c", "favourite_colour": "red"})
+    assert response.status_code == 422
+    fields = response.get_json()["error"]["details"]["fields"]
+    assert {"field": "favourite_colour", "reason": "extra_forbidden"}.items() <= fields[0].items()
+
+
+def test_security_headers_on_every_response(client):
+    for response in (client.get("/healthz"), client.get("/missing"), client.get("/gov/v1/catalog/types")):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "max-age=" in response.headers["Strict-Transport-Security"]
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_api_responses_are_never_cached(client):
+    response = client.get("/gov/v1/catalog/types")
+    assert response.status_code == 401
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_request_id_is_echoed_when_well_formed_and_replaced_otherwise(client):
+    assert client.get("/healthz", headers={"X-Request-Id": "abc12345-req"}).headers["X-Request-Id"] == "abc12345-req"
+    replaced = client.get("/healthz", headers={"X-Request-Id": "bad id <script>"}).headers["X-Request-Id"]
+    assert replaced and replaced != "bad id <script>"
+
+
+def test_request_logs_are_json_and_hold_neither_tokens_nor_query_strings(dept_client, caplog):
+    token = dept_client.token()
+    with caplog.at_level(logging.INFO, logger="ecert.request"):
+        dept_client.http.get("/gov/v1/catalog/types?id_number=411502199001011234",
+                             headers={"Authorization": f"Bearer {token}"})
+    records = [r for r in caplog.records if r.name == "ecert.request"]
+    assert records
+    line = json.dumps([r.getMessage() for r in records] + [getattr(r, "fields", {}) for r in records])
+    assert token not in line
+    assert "411502199001011234" not in line
+    assert records[-1].fields["path"] == "/gov/v1/catalog/types"
+    assert records[-1].fields["client"] == dept_client.client_id
+
+
+@pytest.fixture
+def failing_app(_migrated, tmp_path):
+    from tests.conftest import _settings
+
+    app = create_app(_settings(_migrated, tmp_path / "instance"))
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    return app
+
+
+def test_unexpected_errors_answer_500_in_the_error_shape_without_internals(failing_app):
+    response = failing_app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": {"code": "internal_error", "message": "服务器内部错误"}}
+    assert b"secret internals" not in response.data

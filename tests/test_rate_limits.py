@@ -1,0 +1,57 @@
+"""Rate limits (Flask-Limiter): 429 in the error shape with Retry-After; shared through Redis when configured."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from backend.app import create_app
+from tests.conftest import _settings
+
+
+@pytest.fixture
+def app_settings():
+    return {"RATELIMIT_ENABLED": True, "ECERT_RATELIMIT_TOKEN": "3 per minute",
+            "ECERT_RATELIMIT_DEFAULT": "5 per minute"}
+
+
+def token_request(client):
+    return client.post("/gov/v1/oauth/token", data={
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": "not.a.jwt"})
+
+
+def test_token_endpoint_answers_429_with_retry_after_past_its_limit(client):
+    statuses = [token_request(client).status_code for _ in range(4)]
+    assert statuses[:3] == [401, 401, 401]
+    response = token_request(client)
+    assert response.status_code == 429
+    assert response.get_json()["error"]["code"] == "rate_limited"
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+
+
+def test_default_limit_applies_to_other_endpoints(client):
+    for _ in range(5):
+        assert client.get("/.well-known/jwks.json").status_code == 200
+    response = client.get("/.well-known/jwks.json")
+    assert response.status_code == 429
+    assert "Retry-After" in response.headers
+
+
+def test_health_checks_are_never_limited(client):
+    assert all(client.get("/healthz").status_code == 200 for _ in range(10))
+
+
+@pytest.mark.skipif(not os.environ.get("ECERT_TEST_REDIS_URL"), reason="ECERT_TEST_REDIS_URL not set")
+def test_limits_are_shared_between_app_servers_through_redis(_migrated, tmp_path):
+    # Two app instances stand for two servers behind the load balancer; a unique key prefix isolates the run.
+    settings = _settings(_migrated, tmp_path / "instance", RATELIMIT_ENABLED=True,
+                         ECERT_REDIS_URL=os.environ["ECERT_TEST_REDIS_URL"], ECERT_RATELIMIT_TOKEN="4 per minute",
+                         RATELIMIT_KEY_PREFIX=f"test-{uuid.uuid4().hex}")
+    first, second = create_app(settings).test_client(), create_app(settings).test_client()
+    assert [token_request(c).status_code for c in (first, second, first, second)] == [401] * 4
+    assert token_request(first).status_code == 429
+    assert token_request(second).status_code == 429
