@@ -16,7 +16,7 @@ from backend.extensions import db, limiter, migrate
 from backend.schemas import ErrorResponse
 from backend.web import public
 
-SECURITY_SCHEMES = {
+SECURITY_SCHEMES: dict[str, Any] = {
     "clientBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                      "description": "部门系统访问令牌（POST /gov/v1/oauth/token 获取）"},
     "citizenBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",

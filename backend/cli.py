@@ -64,7 +64,7 @@ def _read_jwk(path: str) -> dict[str, Any]:
 def catalog_load(path: Path) -> None:
     """Load departments and certificate types from PATH (departments.yaml + types/*.yaml). Idempotent."""
     try:
-        report = catalog_service.load_catalog(db.session, path, keystore(), actor=_operator(), now=now(),
+        report = catalog_service.load_catalog(db.session(), path, keystore(), actor=_operator(), now=now(),
                                               signing_alg=current_app.config["ECERT_SIGNING_ALG"])
         db.session.commit()
     except DomainError as error:
@@ -79,8 +79,8 @@ def catalog_load(path: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def catalog_list(as_json: bool) -> None:
     """Departments (code, name) and the certificate types each may issue."""
-    departments = catalog_service.list_departments(db.session)
-    rows = [{"code": d.code, "name": d.name, "level": d.level,
+    departments = catalog_service.list_departments(db.session())
+    rows: list[dict[str, Any]] = [{"code": d.code, "name": d.name, "level": d.level,
              "types": [{"type_code": t.type_code, "name": t.name, "catalog_version": t.catalog_version}
                        for t in d.issuable_types]} for d in departments]
     if as_json:
@@ -102,13 +102,13 @@ def keys_init() -> None:
             store.active_key(purpose)
         except DomainError:
             created.append(store.create_key(purpose, None, "ES256", moment).kid)
-    for dept in catalog_service.list_departments(db.session):
+    for dept in catalog_service.list_departments(db.session()):
         try:
             store.active_key(PURPOSE_CERTIFICATE, dept)
         except DomainError:
             created.append(store.create_key(PURPOSE_CERTIFICATE, dept, alg, moment).kid)
     if created:
-        audit_service.record_event(db.session, actor=_operator(), action="keys.initialised", now=moment,
+        audit_service.record_event(db.session(), actor=_operator(), action="keys.initialised", now=moment,
                                    object_type="signing_key", details={"kids": created})
     db.session.commit()
     click.echo(f"{len(created)} key(s) created")
@@ -123,11 +123,11 @@ def keys_rotate(dept_code: str | None, purpose: str | None, alg: str | None) -> 
     if bool(dept_code) == bool(purpose):
         raise click.UsageError("give exactly one of --dept or --platform")
     try:
-        dept = catalog_service.get_department(db.session, dept_code) if dept_code else None
+        dept = catalog_service.get_department(db.session(), dept_code) if dept_code else None
         moment = now()
         key = keystore().rotate(purpose or PURPOSE_CERTIFICATE, dept, alg or current_app.config["ECERT_SIGNING_ALG"],
                                 moment)
-        audit_service.record_event(db.session, actor=_operator(), action="keys.rotated", now=moment,
+        audit_service.record_event(db.session(), actor=_operator(), action="keys.rotated", now=moment,
                                    object_type="signing_key", object_id=key.kid,
                                    details={"department": dept_code, "purpose": key.purpose, "alg": key.alg})
         db.session.commit()
@@ -143,10 +143,10 @@ def keys_rotate(dept_code: str | None, purpose: str | None, alg: str | None) -> 
 def keys_import(dept_code: str, jwk_file: str) -> None:
     """Register the public key of a department's own signing system."""
     try:
-        dept = catalog_service.get_department(db.session, dept_code)
+        dept = catalog_service.get_department(db.session(), dept_code)
         moment = now()
         key = keystore().import_public_key(dept, _read_jwk(jwk_file), moment)
-        audit_service.record_event(db.session, actor=_operator(), action="keys.imported", now=moment,
+        audit_service.record_event(db.session(), actor=_operator(), action="keys.imported", now=moment,
                                    object_type="signing_key", object_id=key.kid, details={"department": dept_code})
         db.session.commit()
     except DomainError as error:
@@ -168,8 +168,8 @@ def keys_import(dept_code: str, jwk_file: str) -> None:
 def clients_add(dept_code: str, name: str, scopes: tuple[str, ...], jwk_file: str, callbacks: tuple[str, ...]) -> None:
     """Register a department business system; prints its client_id."""
     try:
-        dept = catalog_service.get_department(db.session, dept_code)
-        client = clients_service.register_client(db.session, department=dept, name=name, scopes=list(scopes),
+        dept = catalog_service.get_department(db.session(), dept_code)
+        client = clients_service.register_client(db.session(), department=dept, name=name, scopes=list(scopes),
                                                  jwks=_read_jwk(jwk_file), callback_allowlist=list(callbacks),
                                                  actor=_operator(), now=now())
         db.session.commit()
@@ -184,7 +184,7 @@ def clients_add(dept_code: str, name: str, scopes: tuple[str, ...], jwk_file: st
 def clients_disable(client_id: str) -> None:
     """Disable a client: its tokens stop working at once."""
     try:
-        clients_service.set_client_active(db.session, client_id, False, actor=_operator(), now=now())
+        clients_service.set_client_active(db.session(), client_id, False, actor=_operator(), now=now())
         db.session.commit()
     except DomainError as error:
         _fail(error)
@@ -193,7 +193,7 @@ def clients_disable(client_id: str) -> None:
 @audit_cli.command("verify")
 def audit_verify() -> None:
     """Recompute the whole hash chain; names the first edited, deleted or inserted sequence number."""
-    report = audit_service.verify_chain(db.session)
+    report = audit_service.verify_chain(db.session())
     db.session.rollback()
     if report.ok:
         click.echo(f"audit chain OK: {report.checked} events, head seq {report.head_seq}")
@@ -207,7 +207,7 @@ def audit_verify() -> None:
 def audit_checkpoint() -> None:
     """Sign the current chain head with the platform key."""
     try:
-        cp = audit_service.checkpoint(db.session, keystore(), actor=_operator(), now=now())
+        cp = audit_service.checkpoint(db.session(), keystore(), actor=_operator(), now=now())
         db.session.commit()
     except DomainError as error:
         _fail(error)
@@ -218,7 +218,7 @@ def audit_checkpoint() -> None:
 @jobs_cli.command("purge")
 def jobs_purge() -> None:
     """Forget client-assertion ids whose assertions have expired. Idempotent."""
-    removed = clients_service.purge_used_assertions(db.session, now=now())
+    removed = clients_service.purge_used_assertions(db.session(), now=now())
     db.session.commit()
     click.echo(f"{removed} expired assertion id(s) removed")
 
@@ -229,7 +229,7 @@ def demo_load() -> None:
     ctx = click.get_current_context()
     ctx.invoke(catalog_load, path=DEMO_CATALOG)
     ctx.invoke(keys_init)
-    client_id, key_path = ensure_demo_client(db.session, Path(current_app.instance_path), actor=_operator(), now=now())
+    client_id, key_path = ensure_demo_client(db.session(), Path(current_app.instance_path), actor=_operator(), now=now())
     db.session.commit()
     click.echo(f"demo client {client_id}; private key in {key_path}")
 

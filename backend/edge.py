@@ -93,7 +93,7 @@ def _finish_failed_request(error: DomainError) -> None:
     db.session.rollback()
     if error.audit is not None:
         note = error.audit
-        record_event(db.session, actor=note.actor, action=note.action, now=now(), outcome="failure",
+        record_event(db.session(), actor=note.actor, action=note.action, now=now(), outcome="failure",
                      object_type=note.object_type, object_id=note.object_id, details=note.details)
         db.session.commit()
 

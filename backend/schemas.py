@@ -25,7 +25,7 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def error_responses(*statuses: int) -> dict[int, type[BaseModel]]:
+def error_responses(*statuses: int) -> dict[Any, Any]:
     return dict.fromkeys(statuses, ErrorResponse)
 
 

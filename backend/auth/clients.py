@@ -21,7 +21,7 @@ from backend.web.context import keystore, now, request_actor_context
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-BEARER_SECURITY = [{"clientBearer": []}]
+BEARER_SECURITY: list[dict[str, list[str]]] = [{"clientBearer": []}]
 
 
 def _bearer_token() -> str:

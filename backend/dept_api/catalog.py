@@ -86,4 +86,4 @@ def type_out(ctype: CertificateType) -> dict[str, Any]:
 @require_scope("catalog")
 def list_catalog_types() -> Response:
     """List every certificate type in the catalog with its fields, issuers and sharing policy."""
-    return jsonify({"items": [type_out(t) for t in list_types(db.session)]})
+    return jsonify({"items": [type_out(t) for t in list_types(db.session())]})

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from backend.extensions import db, limiter
 from backend.schemas import COMMON_ERRORS, StrictModel, error_responses
-from backend.services.clients import ASSERTION_TYPE, issue_access_token
+from backend.services.clients import issue_access_token
 from backend.web.context import keystore, now
 
 bp = APIBlueprint("gov_oauth", __name__, url_prefix="/gov/v1/oauth", abp_tags=[Tag(name="gov-oauth", description="部门系统认证")])
@@ -43,9 +43,8 @@ def token_endpoint_url() -> str:
 @limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
 def token(form: TokenForm) -> Response:
     """Exchange a signed client assertion for a short-lived access token."""
-    assert form.client_assertion_type == ASSERTION_TYPE
     issued = issue_access_token(
-        db.session,
+        db.session(),
         keystore(),
         assertion=form.client_assertion,
         requested_scope=form.scope,

@@ -118,8 +118,6 @@ def issue_access_token(
     """Verify a private_key_jwt client assertion (RFC 7523) and mint a short-lived access token."""
     header, unverified = _unverified_claims(assertion)
     alg = header.get("alg")
-    if alg not in SUPPORTED_ALGS:
-        raise InvalidClient("client_assertion 必须使用非对称签名算法（ES256 或 EdDSA）", code="invalid_client")
     client_id = unverified.get("iss")
     client = (session.scalar(select(ApiClient).where(ApiClient.client_id == client_id))
               if isinstance(client_id, str) else None)
@@ -136,6 +134,9 @@ def issue_access_token(
         raise refuse("unknown_client", "未知的客户端")
     if not client.active:
         raise refuse("client_disabled", "客户端已停用")
+    # Checked after the client lookup so that a forged (alg none / HMAC) assertion naming a real client is audited.
+    if alg not in SUPPORTED_ALGS:
+        raise refuse("unsupported_alg", "client_assertion 必须使用非对称签名算法（ES256 或 EdDSA）")
     kid = header.get("kid")
     candidates = [k for k in client.public_jwks["keys"] if kid is None or k.get("kid") in (None, kid)]
     claims: dict[str, Any] | None = None

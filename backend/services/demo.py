@@ -47,6 +47,8 @@ def demo_assertion(key_path: Path, token_endpoint: str) -> tuple[str, str]:
     """A fresh client assertion signed with the demo client's key: (client_id, assertion)."""
     stored: dict[str, Any] = json.loads(key_path.read_text())
     private = ECAlgorithm.from_jwk(stored["private_jwk"])
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key_path} does not hold a private EC key")
     issued = int(time.time())
     assertion = jwt.encode({"iss": stored["client_id"], "sub": stored["client_id"], "aud": token_endpoint,
                             "iat": issued, "exp": issued + 120, "jti": uuid.uuid4().hex}, private, algorithm="ES256")

@@ -13,7 +13,7 @@ from backend.security.keystore import LocalKeyStore
 
 
 def keystore() -> LocalKeyStore:
-    return LocalKeyStore(db.session, current_app.config["ECERT_MASTER_KEY"])
+    return LocalKeyStore(db.session(), current_app.config["ECERT_MASTER_KEY"])
 
 
 def field_cipher() -> FieldCipher:
