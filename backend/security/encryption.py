@@ -61,6 +61,10 @@ class FieldCipher:
         message = domain.encode() + b"\x00" + normalised.encode()
         return hmac.new(self._index_key, message, hashlib.sha256).hexdigest()
 
+    def keyed_digest(self, data: bytes, domain: str) -> str:
+        """Keyed HMAC-SHA256 of exact bytes: compares contents without an offline-guessable plain hash."""
+        return hmac.new(self._index_key, domain.encode() + b"\x00" + data, hashlib.sha256).hexdigest()
+
 
 def wrap_secret(master_key: bytes, secret: bytes, label: str) -> bytes:
     """Encrypt key material with the master key (AES-GCM), bound to `label` (e.g. the kid)."""
@@ -71,6 +75,8 @@ def wrap_secret(master_key: bytes, secret: bytes, label: str) -> bytes:
 def unwrap_secret(master_key: bytes, blob: bytes, label: str) -> bytes:
     if not blob or blob[0] != 1:
         raise DecryptionError("unknown wrapped-key format")
+    if len(blob) < 1 + _NONCE + 16:
+        raise DecryptionError("wrapped key too short")
     try:
         return AESGCM(master_key).decrypt(blob[1 : 1 + _NONCE], blob[1 + _NONCE :], label.encode())
     except InvalidTag as exc:
