@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from backend.errors import DomainError, PayloadTooLarge, ValidationFailed
@@ -151,6 +152,13 @@ def register_edge(app: Flask) -> None:
         return error_response(DomainError("请求过于频繁，请稍后再试", code="rate_limited",
                                           headers={"Retry-After": retry_after}, details={"limit": str(error.description)}
                                           ).with_status(429))
+
+    @app.errorhandler(IntegrityError)
+    def _integrity_error(error: IntegrityError) -> Response:
+        # A unique constraint lost a race with a concurrent request: nothing was written; the client may retry.
+        db.session.rollback()
+        log.warning("integrity conflict", extra={"fields": {"request_id": g.get("request_id"), "path": request.path}})
+        return error_response(DomainError("并发冲突，请重试", code="concurrent_conflict").with_status(409))
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

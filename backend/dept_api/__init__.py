@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask_openapi3 import APIBlueprint, OpenAPI
 
 from backend.dept_api.catalog import bp as catalog_bp
+from backend.dept_api.certificates import bp as certificates_bp
 from backend.dept_api.oauth import bp as oauth_bp
 
-blueprints: tuple[APIBlueprint, ...] = (oauth_bp, catalog_bp)
+blueprints: tuple[APIBlueprint, ...] = (oauth_bp, catalog_bp, certificates_bp)
 
 
 def register(app: OpenAPI) -> None:

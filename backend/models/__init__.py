@@ -8,6 +8,15 @@ from backend.models.catalog import (
     Department,
     certificate_type_issuer,
 )
+from backend.models.certificates import (
+    Certificate,
+    CertificateEvent,
+    ExpiryReminder,
+    IdempotencyRecord,
+    ImportBatch,
+    Notification,
+    StatusList,
+)
 from backend.models.clients import ApiClient, ClientAssertionUse
 from backend.models.keys import SigningKey
 
@@ -17,10 +26,17 @@ __all__ = [
     "AuditEvent",
     "AuditHead",
     "Base",
+    "Certificate",
+    "CertificateEvent",
     "CertificateType",
     "CertificateTypeVersion",
     "ClientAssertionUse",
     "Department",
+    "ExpiryReminder",
+    "IdempotencyRecord",
+    "ImportBatch",
+    "Notification",
     "SigningKey",
+    "StatusList",
     "certificate_type_issuer",
 ]

@@ -1,0 +1,157 @@
+"""Token Status Lists (IETF draft-ietf-oauth-status-list): random slot allocation and signed list tokens.
+
+A list's bits are derived from the certificates that hold its slots, so they can never drift from the
+certificates' states; `revision` is bumped by every change and tells when the signed token is stale.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.errors import NotFound
+from backend.models import Certificate, Department, StatusList
+from backend.models.certificates import STATUS_LIST_VALUE
+from backend.security.keystore import PURPOSE_CERTIFICATE, KeyStore
+from backend.security.sdjwt import b64url
+
+LIST_SIZE = 1 << 16  # 65,536 two-bit entries = 16 KiB before compression
+FILL_LIMIT = LIST_SIZE * 3 // 4  # keep a quarter free so random picks stay cheap and unpredictable
+BITS = 2
+TOKEN_TTL = timedelta(minutes=10)
+_rng = random.SystemRandom()
+
+
+def list_uri(public_url: str, department_code: str, list_number: int) -> str:
+    return f"{public_url}/status-lists/{department_code}/{list_number}"
+
+
+def bump_revision(session: Session, status_list_ids: set[int]) -> None:
+    if status_list_ids:
+        session.execute(update(StatusList).where(StatusList.id.in_(status_list_ids))
+                        .values(revision=StatusList.revision + 1))
+
+
+class SlotAllocator:
+    """Hands out random free slots in the department's open list; opens a new list when it fills up.
+
+    The first allocation bumps the list's revision (an UPDATE), which locks the row on PostgreSQL and takes
+    the write lock on SQLite, so concurrent issuers of one department cannot pick the same slot.
+    """
+
+    def __init__(self, session: Session, department: Department, now: datetime, *, expected: int = 1) -> None:
+        self.session = session
+        self.department = department
+        self.now = now
+        # Few slots: probe random candidates. Many (a batch): load the list's free slots once and shuffle them.
+        self.bulk = expected > 32
+        self._list: StatusList | None = None
+        self._free: list[int] = []
+        self._mine: set[int] = set()
+        self._taken = 0
+
+    def _open_list(self) -> StatusList:
+        current = self.session.scalar(select(StatusList).where(StatusList.department_id == self.department.id)
+                                      .order_by(StatusList.list_number.desc()).limit(1))
+        if current is not None:
+            self.session.execute(update(StatusList).where(StatusList.id == current.id)
+                                 .values(revision=StatusList.revision + 1))
+            self.session.refresh(current)
+            if current.allocated < FILL_LIMIT:
+                return current
+        number = 1 if current is None else current.list_number + 1
+        try:
+            with self.session.begin_nested():
+                created = StatusList(department_id=self.department.id, list_number=number, size=LIST_SIZE,
+                                     allocated=0, revision=1, created_at=self.now)
+                self.session.add(created)
+        except IntegrityError:
+            # Another transaction opened it first; use theirs.
+            return self._open_list()
+        return created
+
+    def take(self) -> tuple[StatusList, int]:
+        if self._list is None or self._list.allocated + self._taken >= FILL_LIMIT or (self.bulk and not self._free):
+            self.flush()
+            self._list = self._open_list()
+            self._mine = set()
+            if self.bulk:
+                used = set(self.session.scalars(select(Certificate.status_index)
+                                                .where(Certificate.status_list_id == self._list.id)))
+                self._free = [i for i in range(self._list.size) if i not in used]
+                _rng.shuffle(self._free)
+        self._taken += 1
+        return self._list, self._free.pop() if self.bulk else self._probe(self._list)
+
+    def _probe(self, status_list: StatusList) -> int:
+        # At most 3/4 of the list is used, so 16 random candidates all taken has probability < 1e-2.
+        while True:
+            candidates = [_rng.randrange(status_list.size) for _ in range(16)]
+            used = set(self.session.scalars(select(Certificate.status_index).where(
+                Certificate.status_list_id == status_list.id, Certificate.status_index.in_(candidates))))
+            for candidate in candidates:
+                if candidate not in used and candidate not in self._mine:
+                    self._mine.add(candidate)
+                    return candidate
+
+    def flush(self) -> None:
+        """Record how many slots this allocator took from its current list."""
+        if self._list is not None and self._taken:
+            self.session.execute(update(StatusList).where(StatusList.id == self._list.id)
+                                 .values(allocated=StatusList.allocated + self._taken))
+            self._taken = 0
+
+
+def encode_bits(entries: list[tuple[int, int]], size: int) -> bytes:
+    """Pack (index, value) pairs, two bits each, least significant bits first (draft §4.1)."""
+    packed = bytearray(size * BITS // 8)
+    for index, value in entries:
+        byte, shift = divmod(index * BITS, 8)
+        packed[byte] |= (value & 0b11) << shift
+    return bytes(packed)
+
+
+def decode_value(packed: bytes, index: int) -> int:
+    byte, shift = divmod(index * BITS, 8)
+    return (packed[byte] >> shift) & 0b11
+
+
+def get_status_list(session: Session, department_code: str, list_number: int) -> StatusList:
+    status_list = session.scalar(select(StatusList).join(Department)
+                                 .where(Department.code == department_code, StatusList.list_number == list_number))
+    if status_list is None:
+        raise NotFound("状态列表不存在", code="status_list_not_found")
+    return status_list
+
+
+def status_list_token(session: Session, keys: KeyStore, status_list: StatusList, *, public_url: str,
+                      now: datetime) -> str:
+    """The signed statuslist+jwt, rebuilt when a certificate changed or the cached one is half-way to expiry."""
+    fresh = (status_list.token is not None and status_list.token_revision == status_list.revision
+             and status_list.token_issued_at is not None and now - status_list.token_issued_at < TOKEN_TTL / 2)
+    if fresh:
+        return str(status_list.token)
+    rows = session.execute(select(Certificate.status_index, Certificate.status)
+                           .where(Certificate.status_list_id == status_list.id)).all()
+    packed = encode_bits([(index, STATUS_LIST_VALUE[status]) for index, status in rows], status_list.size)
+    department = status_list.department
+    payload: dict[str, Any] = {
+        "sub": list_uri(public_url, department.code, status_list.list_number),
+        "iss": f"{public_url}/issuers/{department.code}",
+        "iat": int(now.timestamp()),
+        "exp": int((now + TOKEN_TTL).timestamp()),
+        "ttl": int(TOKEN_TTL.total_seconds()),
+        "status_list": {"bits": BITS, "lst": b64url(zlib.compress(packed, 9))},
+    }
+    key = keys.active_key(PURPOSE_CERTIFICATE, department)
+    token = keys.sign_jwt(key, payload, headers={"typ": "statuslist+jwt"})
+    status_list.token = token
+    status_list.token_revision = status_list.revision
+    status_list.token_issued_at = now
+    return token
