@@ -193,7 +193,7 @@ def clients_disable(client_id: str) -> None:
 @audit_cli.command("verify")
 def audit_verify() -> None:
     """Recompute the whole hash chain; names the first edited, deleted or inserted sequence number."""
-    report = audit_service.verify_chain(db.session())
+    report = audit_service.verify_chain(db.session(), keystore())
     db.session.rollback()
     if report.ok:
         click.echo(f"audit chain OK: {report.checked} events, head seq {report.head_seq}")

@@ -89,6 +89,19 @@ def validation_error(exc: ValidationError) -> Response:
     raise ValidationFailed(f"字段校验失败：{names}", details={"fields": fields})
 
 
+def _refuse_unencodable_json() -> None:
+    """JSON may carry lone surrogates (\\ud800) that no UTF-8 text can hold: refuse them before any view runs."""
+    if request.mimetype != "application/json" or not request.content_length:
+        return
+    body = request.get_json(silent=True)
+    if body is None:
+        return  # malformed JSON is reported by the view's validation as a 400
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DomainError("请求体包含无效的 Unicode 字符", code="invalid_unicode") from exc
+
+
 def _finish_failed_request(error: DomainError) -> None:
     """Roll back the request's work; then keep the audit trail of a refused attempt, if any."""
     db.session.rollback()
@@ -107,6 +120,7 @@ def register_edge(app: Flask) -> None:
         incoming = request.headers.get("X-Request-Id", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
         g.started = time.perf_counter()
+        _refuse_unencodable_json()
 
     @app.after_request
     def _finish(response: Response) -> Response:

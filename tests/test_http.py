@@ -90,3 +90,17 @@ def test_unexpected_errors_answer_500_in_the_error_shape_without_internals(faili
     assert response.status_code == 500
     assert response.get_json() == {"error": {"code": "internal_error", "message": "服务器内部错误"}}
     assert b"secret internals" not in response.data
+
+
+def test_json_with_lone_surrogates_is_refused_with_400(dept_client):
+    response = dept_client.http.post("/gov/v1/certificates", data=b'{"type_code": "\\ud800"}',
+                                     content_type="application/json", headers=dept_client.headers())
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_unicode"
+
+
+def test_malformed_json_is_refused_with_400(dept_client):
+    response = dept_client.http.post("/gov/v1/certificates", data=b'{"type_code": ', content_type="application/json",
+                                     headers=dept_client.headers())
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "malformed_json"

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from backend.errors import DomainError
 from backend.models import AuditCheckpoint, AuditEvent, AuditHead
 from backend.security.canonical import canonical_json
 from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
@@ -49,7 +51,7 @@ def _timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_document(event: AuditEvent) -> dict[str, Any]:
+def event_document(event: Any) -> dict[str, Any]:
     """The fields covered by the leaf hash."""
     return {
         "seq": event.seq,
@@ -133,24 +135,48 @@ class ChainReport:
     problem: str | None = None
 
 
-def _events(session: Session, batch: int = 1000) -> Iterator[AuditEvent]:
+def _events(session: Session, batch: int = 1000) -> Iterator[Any]:
+    """Plain rows (not ORM objects), page by page, so a long chain never fills the session."""
     last = 0
+    columns = AuditEvent.__table__.c
     while True:
-        rows = session.scalars(select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)).all()
+        rows = session.execute(select(*columns).where(columns.seq > last).order_by(columns.seq).limit(batch)).all()
         if not rows:
             return
         yield from rows
         last = rows[-1].seq
-        session.expunge_all()
 
 
-def verify_chain(session: Session) -> ChainReport:
-    """Recompute the chain; name the first sequence number that was edited, deleted or inserted."""
+def _signed_checkpoints(session: Session, keys: KeyStore | None) -> dict[int, str]:
+    """seq → chain hash of every checkpoint whose platform signature (when keys are given) is genuine."""
+    checkpoints: dict[int, str] = {}
+    for cp in session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)):
+        if keys is not None:
+            try:
+                key, public = keys.public_key(cp.kid)
+                claims = jwt.decode(cp.signature, public, algorithms=[key.alg], options={"verify_iat": False})
+            except (DomainError, jwt.PyJWTError):
+                continue
+            if claims.get("seq") != cp.seq or claims.get("chain_hash") != cp.chain_hash:
+                continue
+        checkpoints[cp.seq] = cp.chain_hash
+    return checkpoints
+
+
+def verify_chain(session: Session, keys: KeyStore | None = None) -> ChainReport:
+    """Recompute the chain; name the first sequence number that was edited, deleted or inserted.
+
+    Signed checkpoints also catch what a recomputed chain cannot: a chain cut short (its last events
+    deleted and the head rewound) or rewritten wholesale from some point on.
+    """
     head = session.get(AuditHead, HEAD_ID)
     head_seq = head.seq if head else 0
     head_hash = head.chain_hash if head else GENESIS
+    checkpoints = _signed_checkpoints(session, keys)
     expected_seq, previous, before_previous, checked = 1, GENESIS, GENESIS, 0
     for event in _events(session):
+        if event.seq in checkpoints and checkpoints[event.seq] != event.chain_hash:
+            return ChainReport(False, checked, head_seq, event.seq, "rewritten")
         if event.seq != expected_seq:
             if event.seq > expected_seq:
                 return ChainReport(False, checked, head_seq, expected_seq, "deleted")
@@ -169,6 +195,9 @@ def verify_chain(session: Session) -> ChainReport:
         before_previous, previous = previous, event.chain_hash
         expected_seq += 1
         checked += 1
+    beyond = [seq for seq in checkpoints if seq > checked]
+    if beyond:
+        return ChainReport(False, checked, head_seq, checked + 1, "truncated")
     if checked != head_seq:
         bad = checked + 1 if checked < head_seq else head_seq + 1
         return ChainReport(False, checked, head_seq, bad, "deleted" if checked < head_seq else "inserted")

@@ -207,7 +207,7 @@ def issue_access_token(
     actor = Actor(kind="client", id=client.client_id, department_code=client.department.code,
                   source_ip=source_ip, request_id=request_id)
     record_event(session, actor=actor, action="client.token_issued", now=now, object_type="api_client",
-                 object_id=client.client_id, details={"scope": granted, "token_id": token_jti[:8]})
+                 object_id=client.client_id, details={"scope": granted, "jti_prefix": token_jti[:8]})
     return IssuedToken(access_token=token, expires_in=ttl, scope=" ".join(granted))
 
 
