@@ -508,3 +508,17 @@ def test_clients_add_refuses_an_unknown_scope(runner, catalog, client_key):
                                  "--jwk", str(jwk_path)])
 
     assert result.exit_code != 0
+
+
+def test_an_assertion_with_a_list_of_audiences_is_refused(dept_client):
+    assertion = dept_client.assertion(aud=["http://localhost/gov/v1/oauth/token", "https://elsewhere.example/token"])
+    response = dept_client.token_response(assertion=assertion)
+    assert_error(response, 401, "invalid_client")
+    assert response.get_json()["error"]["details"]["reason"] == "wrong_audience"
+
+
+@pytest.mark.parametrize("claims", [{"iat": "yesterday"}, {"jti": 12345678}])
+def test_a_malformed_claim_is_reported_as_such_not_as_a_bad_signature(dept_client, claims):
+    response = dept_client.token_response(assertion=dept_client.assertion(**claims))
+    assert_error(response, 401, "invalid_client")
+    assert response.get_json()["error"]["details"]["reason"] == "invalid_claims"

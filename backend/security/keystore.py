@@ -7,6 +7,7 @@ would hold the private keys remotely and implement the same methods.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import datetime
 from typing import Any, Protocol
@@ -53,7 +54,7 @@ class KeyStore(Protocol):
 
 
 # Decrypted private keys, by kid. A kid's key never changes, so entries never go stale.
-_private_cache: dict[str, PrivateKey] = {}
+_private_cache: dict[tuple[str, bytes], PrivateKey] = {}
 _cache_lock = threading.Lock()
 
 
@@ -130,14 +131,16 @@ class LocalKeyStore:
         return key
 
     def _private_key(self, key: SigningKey) -> PrivateKey:
-        cached = _private_cache.get(key.kid)
+        # Keyed by the master key too: a store opened with another master key must not sign with this one.
+        cache_key = (key.kid, hashlib.sha256(self._master_key).digest())
+        cached = _private_cache.get(cache_key)
         if cached is not None:
             return cached
         if key.private_key_enc is None:
             raise NotFound("该密钥没有私钥，不能用于签名", code="signing_key_not_found")
         private = private_key_from_der(unwrap_secret(self._master_key, key.private_key_enc, key.kid))
         with _cache_lock:
-            _private_cache[key.kid] = private
+            _private_cache[cache_key] = private
         return private
 
     def sign_jwt(self, key: SigningKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str:

@@ -155,10 +155,15 @@ def issue_access_token(
             raise refuse("wrong_audience", "client_assertion 的 aud 必须是令牌端点地址") from exc
         except jwt.MissingRequiredClaimError as exc:
             raise refuse("missing_claim", f"client_assertion 缺少 {exc.claim}") from exc
-        except (jwt.PyJWTError, JWKError):
-            continue
+        except (jwt.InvalidSignatureError, jwt.DecodeError, JWKError):
+            continue  # try the client's next registered key
+        except jwt.PyJWTError as exc:
+            raise refuse("invalid_claims", f"client_assertion 的声明无效：{exc}") from exc
     if claims is None:
         raise refuse("bad_signature", "client_assertion 签名无效")
+    if not isinstance(claims["aud"], str):
+        # One audience only: a list would let an assertion minted for another server be replayed here.
+        raise refuse("wrong_audience", "client_assertion 的 aud 必须是令牌端点地址（单个字符串）")
     if claims["sub"] != client.client_id:
         raise refuse("sub_mismatch", "client_assertion 的 iss 与 sub 必须都是 client_id")
     exp = claims["exp"]
@@ -168,7 +173,9 @@ def issue_access_token(
     if exp > now_ts + max_assertion_lifetime + 5:
         raise refuse("lifetime_too_long", f"client_assertion 的有效期不得超过 {max_assertion_lifetime} 秒")
     for name in ("iat", "nbf"):
-        if isinstance(claims.get(name), int | float) and claims[name] > now_ts + 30:
+        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], int | float)):
+            raise refuse("invalid_claims", f"client_assertion 的 {name} 必须是数字时间戳")
+        if name in claims and claims[name] > now_ts + 30:
             raise refuse("not_yet_valid", "client_assertion 尚未生效")
     jti = claims["jti"]
     if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
