@@ -18,6 +18,7 @@ from backend.models.certificates import (
     StatusList,
 )
 from backend.models.clients import ApiClient, ClientAssertionUse
+from backend.models.holders import AuthSession, Holder, HolderIdentity, RefreshToken, Representation, UsageRecord
 from backend.models.keys import SigningKey
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEvent",
     "AuditHead",
+    "AuthSession",
     "Base",
     "Certificate",
     "CertificateEvent",
@@ -33,10 +35,15 @@ __all__ = [
     "ClientAssertionUse",
     "Department",
     "ExpiryReminder",
+    "Holder",
+    "HolderIdentity",
     "IdempotencyRecord",
     "ImportBatch",
     "Notification",
+    "RefreshToken",
+    "Representation",
     "SigningKey",
     "StatusList",
+    "UsageRecord",
     "certificate_type_issuer",
 ]
