@@ -103,13 +103,17 @@ def _refuse_unencodable_json() -> None:
 
 
 def _finish_failed_request(error: DomainError) -> None:
-    """Roll back the request's work; then keep the audit trail of a refused attempt, if any."""
+    """Roll back the request's work; then apply what must outlive the failure and audit the refused attempt."""
     db.session.rollback()
+    if error.after_rollback is None and error.audit is None:
+        return
+    if error.after_rollback is not None:
+        error.after_rollback(db.session())
     if error.audit is not None:
         note = error.audit
         record_event(db.session(), actor=note.actor, action=note.action, now=now(), outcome="failure",
                      object_type=note.object_type, object_id=note.object_id, details=note.details)
-        db.session.commit()
+    db.session.commit()
 
 
 def register_edge(app: Flask) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from backend.services.actors import Actor
 
 
@@ -27,6 +30,9 @@ class DomainError(Exception):
     status = 400
     message = "请求无法处理"
     audit: AuditNote | None = None
+    # A change that must persist although the request failed (e.g. revoking a session on token reuse);
+    # the request edge applies it in a fresh transaction after the rollback.
+    after_rollback: Callable[[Session], None] | None = None
 
     def __init__(
         self,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask_openapi3 import APIBlueprint, OpenAPI
 
-blueprints: tuple[APIBlueprint, ...] = ()
+from miniapp_api.auth import bp as auth_bp
+
+blueprints: tuple[APIBlueprint, ...] = (auth_bp,)
 
 
 def register(app: OpenAPI) -> None:

@@ -229,3 +229,36 @@ def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+@dataclass
+class Citizen:
+    """A logged-in citizen (dev provider) with helpers for authenticated requests."""
+
+    http: FlaskClient
+    name: str
+    id_number: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+@pytest.fixture
+def login(client: FlaskClient, catalog: None) -> Any:
+    """Factory: log a citizen in through the dev provider; `companies` are the companies they represent."""
+
+    def factory(name: str = "张伟", id_number: str | None = None,
+                companies: list[dict[str, str]] | None = None) -> Citizen:
+        from tests.factories import resident_id
+
+        number = id_number or resident_id()
+        response = client.post("/api/v1/auth/login", json={"provider": "dev", "name": name, "id_type": "111",
+                                                           "id_number": number, "companies": companies or []})
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        return Citizen(client, name, number, body["access_token"], body["refresh_token"])
+
+    return factory

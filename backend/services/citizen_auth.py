@@ -1,0 +1,208 @@
+"""Citizen sessions: real-name identities become holders; short access tokens and rotating refresh tokens.
+
+Refresh tokens are random, stored only as SHA-256, usable once. Presenting an already-used refresh token
+means it was copied: the whole family (the AuthSession) is revoked at once (RFC 9700 §4.14.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from backend.errors import AuditNote, Unauthorized
+from backend.models import AuthSession, Holder, HolderIdentity, RefreshToken, Representation
+from backend.security.encryption import FieldCipher
+from backend.security.identifiers import validate_holder_code, validate_uscc
+from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
+from backend.services.actors import Actor
+from backend.services.audit import record_event
+from backend.services.issuance import holder_index, new_public_id
+
+ACCESS_TOKEN_TYP = "at+jwt"
+ACCESS_TOKEN_AUDIENCE = "ecert-citizen-api"
+ACCESS_TOKEN_TTL = timedelta(minutes=10)  # ≤ 15 minutes (DESIGN §5)
+REFRESH_TOKEN_TTL = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class CompanyClaim:
+    code: str
+    name: str
+    role: str = "legal_representative"
+
+
+@dataclass(frozen=True)
+class VerifiedIdentity:
+    """What a login provider established about the person (real-name claims)."""
+
+    provider: str
+    subject: str
+    name: str
+    id_type: str
+    id_number: str
+    assurance_level: str
+    companies: tuple[CompanyClaim, ...] = field(default_factory=tuple)
+    # False for providers that only recognise an already bound identity (the mini-app openid).
+    real_name: bool = True
+
+
+@dataclass(frozen=True)
+class IssuedSession:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session: AuthSession
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def upsert_holder(session: Session, cipher: FieldCipher, identity: VerifiedIdentity, *, now: datetime) -> Holder:
+    """Find or create the holder by blind index of the ID number; bind the identity; refresh representations."""
+    id_number = validate_holder_code(identity.id_type, identity.id_number, field="id_number")
+    index = holder_index(cipher, identity.id_type, id_number)
+    holder = session.scalar(select(Holder).where(Holder.id_index == index))
+    if holder is None:
+        public_id = new_public_id()
+        holder = Holder(public_id=public_id, id_type=identity.id_type, id_index=index,
+                        id_number_enc=cipher.encrypt(id_number, f"holder:{public_id}:id_number"),
+                        name_enc=cipher.encrypt(identity.name, f"holder:{public_id}:name"),
+                        assurance_level=identity.assurance_level, created_at=now)
+        session.add(holder)
+        session.flush()
+    else:
+        holder.name_enc = cipher.encrypt(identity.name, f"holder:{holder.public_id}:name")
+        holder.assurance_level = identity.assurance_level
+    holder.last_login_at = now
+    bound = session.scalar(select(HolderIdentity).where(HolderIdentity.provider == identity.provider,
+                                                        HolderIdentity.subject == identity.subject))
+    if bound is None:
+        session.add(HolderIdentity(holder_id=holder.id, provider=identity.provider, subject=identity.subject,
+                                   created_at=now, last_used_at=now))
+    elif bound.holder_id != holder.id:
+        raise Unauthorized("该登录身份已绑定其他实名用户", code="identity_conflict")
+    else:
+        bound.last_used_at = now
+    # The IdP's word at this login replaces what an earlier login said about represented companies.
+    session.execute(delete(Representation).where(Representation.holder_id == holder.id))
+    for company in identity.companies:
+        code = validate_uscc(company.code, field="companies.code")
+        session.add(Representation(holder_id=holder.id, company_code=code,
+                                   company_index=holder_index(cipher, "001", code), company_name=company.name[:200],
+                                   role=company.role, asserted_by=identity.provider, asserted_at=now))
+    session.flush()
+    return holder
+
+
+def holder_name(cipher: FieldCipher, holder: Holder) -> str:
+    return cipher.decrypt(holder.name_enc, f"holder:{holder.public_id}:name")
+
+
+def holder_id_number(cipher: FieldCipher, holder: Holder) -> str:
+    return cipher.decrypt(holder.id_number_enc, f"holder:{holder.public_id}:id_number")
+
+
+def _access_token(keys: KeyStore, auth: AuthSession, *, issuer: str, now: datetime) -> str:
+    key = keys.active_key(PURPOSE_PLATFORM)
+    issued = int(now.timestamp())
+    return keys.sign_jwt(key, {
+        "iss": issuer, "aud": ACCESS_TOKEN_AUDIENCE, "sub": auth.holder.public_id, "sid": auth.public_id,
+        "auth_time": int(auth.auth_time.timestamp()), "iat": issued,
+        "exp": issued + int(ACCESS_TOKEN_TTL.total_seconds()), "jti": secrets.token_urlsafe(12),
+    }, headers={"typ": ACCESS_TOKEN_TYP})
+
+
+def _new_refresh_token(session: Session, auth: AuthSession, now: datetime) -> str:
+    token = "rt_" + secrets.token_urlsafe(32)
+    session.add(RefreshToken(session_id=auth.id, token_hash=_hash(token), created_at=now,
+                             expires_at=now + REFRESH_TOKEN_TTL))
+    return token
+
+
+def start_session(session: Session, keys: KeyStore, holder: Holder, *, provider: str, issuer: str, actor: Actor,
+                  now: datetime) -> IssuedSession:
+    auth = AuthSession(public_id=new_public_id(), holder=holder, provider=provider, auth_time=now, created_at=now,
+                       expires_at=now + REFRESH_TOKEN_TTL)
+    session.add(auth)
+    session.flush()
+    refresh = _new_refresh_token(session, auth, now)
+    record_event(session, actor=actor, action="citizen.login", now=now, object_type="holder",
+                 object_id=holder.public_id, details={"provider": provider, "session": auth.public_id})
+    return IssuedSession(_access_token(keys, auth, issuer=issuer, now=now), refresh,
+                         int(ACCESS_TOKEN_TTL.total_seconds()), auth)
+
+
+def refresh_session(session: Session, keys: KeyStore, refresh_token: str, *, issuer: str, actor: Actor,
+                    now: datetime) -> IssuedSession:
+    """Rotate: the presented token is used up and a new one issued. Reuse of a used token revokes the family."""
+    stored = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == _hash(refresh_token))
+                            .with_for_update())
+    invalid = Unauthorized("刷新令牌无效或已过期", code="invalid_refresh_token")
+    if stored is None:
+        raise invalid
+    auth = stored.session
+    if auth.revoked_at is not None or stored.expires_at <= now or auth.expires_at <= now:
+        raise invalid
+    if stored.used_at is not None:
+        # A used token came back: someone holds a copy. End the whole family (it must outlive this failed
+        # request, so the edge applies it after the rollback) and keep the trace.
+        session_id = auth.id
+        error = Unauthorized("刷新令牌已被使用，会话已全部注销", code="refresh_token_reused")
+        error.after_rollback = lambda s: revoke_session(s, session_id, reason="refresh_token_reuse", now=now)
+        error.audit = AuditNote(actor=actor, action="citizen.refresh_token_reused", object_type="auth_session",
+                                object_id=auth.public_id, details={"holder": auth.holder.public_id})
+        raise error
+    stored.used_at = now
+    new_refresh = _new_refresh_token(session, auth, now)
+    session.flush()
+    return IssuedSession(_access_token(keys, auth, issuer=issuer, now=now), new_refresh,
+                         int(ACCESS_TOKEN_TTL.total_seconds()), auth)
+
+
+def revoke_session(session: Session, session_id: int, *, reason: str, now: datetime) -> None:
+    auth = session.get(AuthSession, session_id)
+    if auth is not None and auth.revoked_at is None:
+        auth.revoked_at = now
+        auth.revoked_reason = reason
+        session.flush()
+
+
+def end_session(session: Session, auth: AuthSession, *, actor: Actor, now: datetime) -> None:
+    if auth.revoked_at is None:
+        auth.revoked_at = now
+        auth.revoked_reason = "logout"
+    record_event(session, actor=actor, action="citizen.logout", now=now, object_type="auth_session",
+                 object_id=auth.public_id)
+
+
+def check_access_token(session: Session, keys: KeyStore, token: str, *, issuer: str, now: datetime) -> AuthSession:
+    """The session behind a citizen access token; refused when expired, forged or its session was revoked."""
+    invalid = Unauthorized("访问令牌无效或已过期", code="invalid_token",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    try:
+        header = jwt.get_unverified_header(token)
+        key, public = keys.public_key(str(header.get("kid")))
+        if key.purpose != PURPOSE_PLATFORM or header.get("typ") != ACCESS_TOKEN_TYP:
+            raise invalid
+        claims: dict[str, Any] = jwt.decode(token, public, algorithms=[key.alg], audience=ACCESS_TOKEN_AUDIENCE,
+                                            issuer=issuer, options={"require": ["exp", "iat", "sub", "sid"],
+                                                                    "verify_exp": False, "verify_iat": False})
+    except Unauthorized:
+        raise
+    except Exception as exc:
+        raise invalid from exc
+    moment = now.timestamp()
+    if not (claims["iat"] - 30 <= moment < claims["exp"]):
+        raise invalid
+    auth = session.scalar(select(AuthSession).where(AuthSession.public_id == claims["sid"]))
+    if auth is None or auth.revoked_at is not None or auth.holder.public_id != claims["sub"]:
+        raise invalid
+    return auth

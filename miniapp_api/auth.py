@@ -1,0 +1,121 @@
+"""Citizen login, token refresh, logout and the current holder (/api/v1/auth, /api/v1/me)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from flask import Response, current_app, g, jsonify
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field, RootModel
+
+from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
+from backend.auth.providers import providers
+from backend.extensions import db, limiter
+from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
+from backend.security.identifiers import mask_holder_code
+from backend.services import citizen_auth
+from backend.services.actors import Actor
+from backend.web.context import field_cipher, keystore, now, request_actor_context
+
+bp = APIBlueprint("citizen_auth", __name__, url_prefix="/api/v1", abp_tags=[Tag(name="citizen-auth", description="市民登录")])
+
+
+class CompanyIn(StrictModel):
+    code: str = Field(min_length=18, max_length=18, description="统一社会信用代码")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class DevLogin(StrictModel):
+    provider: Literal["dev"]
+    name: str = Field(min_length=1, max_length=100)
+    id_type: Literal["111", "414", "516", "511", "999"] = Field(description="持证主体代码类型 of a person")
+    id_number: str = Field(min_length=1, max_length=64)
+    companies: list[CompanyIn] = Field(default_factory=list, max_length=20,
+                                       description="companies represented (dev only; real IdPs assert these)")
+
+
+class LoginBody(RootModel[Annotated[DevLogin, Field(discriminator="provider")]]):
+    """One of the login providers' request shapes, chosen by `provider`."""
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class RefreshBody(StrictModel):
+    refresh_token: str = Field(min_length=10, max_length=200)
+
+
+class CompanyOut(BaseModel):
+    code: str
+    name: str
+    role: str
+
+
+class MeResponse(BaseModel):
+    id: str
+    name: str
+    id_type: str
+    id_number_masked: str
+    assurance_level: str
+    companies: list[CompanyOut]
+    auth_time: str
+
+
+def _issuer() -> str:
+    return str(current_app.config["ECERT_PUBLIC_URL"])
+
+
+def _pair(issued: citizen_auth.IssuedSession) -> Response:
+    return jsonify(TokenPair(access_token=issued.access_token, refresh_token=issued.refresh_token,
+                             expires_in=issued.expires_in).model_dump())
+
+
+@bp.post("/auth/login", responses={200: TokenPair, **error_responses(*COMMON_ERRORS, 401, 403, 422)}, security=[])
+@limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
+def login(body: LoginBody) -> Response:
+    """Log in with a provider (oidc, wechat, dev); answers an access token (≤ 15 min) and a refresh token."""
+    request_data = body.root.model_dump()
+    provider = providers(current_app)[body.root.provider]
+    moment = now()
+    identity = provider.authenticate(request_data, now=moment)
+    session = db.session()
+    holder = citizen_auth.upsert_holder(session, field_cipher(), identity, now=moment)
+    actor = Actor(kind="citizen", id=holder.public_id, **request_actor_context())
+    return _pair(citizen_auth.start_session(session, keystore(), holder, provider=identity.provider,
+                                            issuer=_issuer(), actor=actor, now=moment))
+
+
+@bp.post("/auth/refresh", responses={200: TokenPair, **error_responses(*COMMON_ERRORS, 401, 422)}, security=[])
+@limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
+def refresh(body: RefreshBody) -> Response:
+    """Exchange a refresh token for a new pair; the old refresh token is used up (reuse revokes the session)."""
+    actor = Actor(kind="citizen", id="unknown", **request_actor_context())
+    return _pair(citizen_auth.refresh_session(db.session(), keystore(), body.refresh_token, issuer=_issuer(),
+                                              actor=actor, now=now()))
+
+
+@bp.post("/auth/logout", responses={204: None, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS)},
+         security=CITIZEN_SECURITY)
+@require_citizen
+def logout() -> Response:
+    """End the current session: its refresh tokens and access tokens stop working at once."""
+    citizen_auth.end_session(db.session(), g.auth, actor=g.actor, now=now())
+    return Response(status=204)
+
+
+@bp.get("/me", responses={200: MeResponse, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS)}, security=CITIZEN_SECURITY)
+@require_citizen
+def me() -> Response:
+    """The logged-in holder: name, masked ID number, represented companies."""
+    cipher = field_cipher()
+    holder = g.holder
+    id_number = citizen_auth.holder_id_number(cipher, holder)
+    return jsonify(MeResponse(
+        id=holder.public_id, name=citizen_auth.holder_name(cipher, holder), id_type=holder.id_type,
+        id_number_masked=mask_holder_code(holder.id_type, id_number), assurance_level=holder.assurance_level,
+        companies=[CompanyOut(code=r.company_code, name=r.company_name, role=r.role) for r in holder.representations],
+        auth_time=g.auth.auth_time.isoformat()).model_dump())
