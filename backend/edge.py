@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from backend.errors import DomainError, PayloadTooLarge, ValidationFailed
@@ -170,6 +170,12 @@ def register_edge(app: Flask) -> None:
         return error_response(DomainError("请求过于频繁，请稍后再试", code="rate_limited",
                                           headers={"Retry-After": retry_after}, details={"limit": str(error.description)}
                                           ).with_status(429))
+
+    @app.errorhandler(DataError)
+    def _data_error(error: DataError) -> Response:
+        # A value the database cannot store (e.g. a NUL byte for PostgreSQL text) is the client's error.
+        db.session.rollback()
+        return error_response(DomainError("请求包含数据库无法保存的字符或数值", code="invalid_value"))
 
     @app.errorhandler(IntegrityError)
     def _integrity_error(error: IntegrityError) -> Response:

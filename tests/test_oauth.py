@@ -522,3 +522,25 @@ def test_a_malformed_claim_is_reported_as_such_not_as_a_bad_signature(dept_clien
     response = dept_client.token_response(assertion=dept_client.assertion(**claims))
     assert_error(response, 401, "invalid_client")
     assert response.get_json()["error"]["details"]["reason"] == "invalid_claims"
+
+
+@pytest.mark.parametrize("claims", [{"iss": "dc_\x00evil", "sub": "dc_\x00evil"}, {"jti": "abc\x00defghij"}])
+def test_nul_bytes_in_assertion_claims_are_refused_not_a_server_error(dept_client, claims):
+    response = dept_client.token_response(assertion=dept_client.assertion(**claims))
+    assert_error(response, 401, "invalid_client")
+
+
+def test_number_like_form_values_stay_strings(dept_client):
+    response = dept_client.token_response(assertion="0")
+    assert_error(response, 401, "invalid_client")
+
+
+def test_healthz_fails_when_the_master_key_cannot_open_the_platform_key(app, client, catalog):
+    from backend.security import keystore as keystore_module
+
+    with app.app_context():
+        app.config["ECERT_MASTER_KEY"] = b"\x01" * 32
+        keystore_module._private_cache.clear()
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "master_key_mismatch"

@@ -6,7 +6,7 @@ from typing import Literal
 
 from flask import Response, current_app, g, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from backend.extensions import db, limiter
 from backend.schemas import COMMON_ERRORS, StrictModel, error_responses
@@ -17,6 +17,9 @@ bp = APIBlueprint("gov_oauth", __name__, url_prefix="/gov/v1/oauth", abp_tags=[T
 
 
 class TokenForm(StrictModel):
+    # flask-openapi3 JSON-decodes form values ("0" → 0): keep every value a string.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
     grant_type: Literal["client_credentials"]
     client_assertion_type: Literal["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"]
     client_assertion: str = Field(min_length=1, max_length=8192, description="JWT signed with the client's key")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,8 @@ SCOPES = {
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ACCESS_TOKEN_TYP = "at+jwt"
 ACCESS_TOKEN_AUDIENCE = "ecert-gov-api"
+CLIENT_ID_PATTERN = re.compile(r"dc_[A-Za-z0-9_-]{8,60}")
+JTI_PATTERN = re.compile(r"[\x21-\x7e]{8,128}")
 
 
 def register_client(
@@ -118,16 +121,17 @@ def issue_access_token(
     """Verify a private_key_jwt client assertion (RFC 7523) and mint a short-lived access token."""
     header, unverified = _unverified_claims(assertion)
     alg = header.get("alg")
-    client_id = unverified.get("iss")
-    client = (session.scalar(select(ApiClient).where(ApiClient.client_id == client_id))
-              if isinstance(client_id, str) else None)
-    anonymous = Actor(kind="client", id=str(client_id)[:64], source_ip=source_ip, request_id=request_id)
+    claimed = unverified.get("iss")
+    # Only a well-formed client id reaches the database (no NUL bytes, no oversized strings).
+    client_id = claimed if isinstance(claimed, str) and CLIENT_ID_PATTERN.fullmatch(claimed) else "invalid"
+    client = session.scalar(select(ApiClient).where(ApiClient.client_id == client_id))
+    anonymous = Actor(kind="client", id=client_id, source_ip=source_ip, request_id=request_id)
 
     def refuse(reason: str, message: str) -> InvalidClient:
         # The request rolls back; the edge then records this failure in its own transaction.
         error = InvalidClient(message, details={"reason": reason})
         error.audit = AuditNote(actor=anonymous, action="client.token_refused", object_type="api_client",
-                                object_id=str(client_id)[:64], details={"reason": reason})
+                                object_id=client_id, details={"reason": reason})
         return error
 
     if client is None:
@@ -178,8 +182,8 @@ def issue_access_token(
         if name in claims and claims[name] > now_ts + 30:
             raise refuse("not_yet_valid", "client_assertion 尚未生效")
     jti = claims["jti"]
-    if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
-        raise refuse("bad_jti", "client_assertion 的 jti 必须是 8–128 个字符")
+    if not isinstance(jti, str) or not JTI_PATTERN.fullmatch(jti):
+        raise refuse("bad_jti", "client_assertion 的 jti 必须是 8–128 个可打印 ASCII 字符")
     try:
         with session.begin_nested():
             session.add(ClientAssertionUse(api_client_id=client.id, jti=jti,

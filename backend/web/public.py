@@ -12,9 +12,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from backend.errors import ServiceUnavailable
+from backend.security.encryption import DecryptionError
 from backend.extensions import db, limiter
 from backend.schemas import COMMON_ERRORS, error_responses
 from backend.web.context import keystore
+
+ERROR_SCHEMA_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+OPENAPI_DOCUMENT = {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}
 
 bp = APIBlueprint("public", __name__, abp_tags=[Tag(name="public", description="公开接口")])
 
@@ -47,16 +51,25 @@ def healthz() -> Response:
         db.session.execute(text("SELECT 1"))
     except Exception as exc:
         raise ServiceUnavailable("数据库不可用", code="database_unavailable") from exc
+    try:
+        # The master key must open the platform key, or every signature would fail.
+        keystore().check_platform_key()
+    except DecryptionError as exc:
+        raise ServiceUnavailable("主密钥无法解开平台密钥", code="master_key_mismatch") from exc
     return jsonify({"status": "ok", "database": "ok"})
 
 
-@bp.get("/.well-known/jwks.json", responses={200: JWKSet, **error_responses(*COMMON_ERRORS)}, security=[])
+NOT_MODIFIED = {"description": "Not modified (If-None-Match matched the ETag)"}
+
+
+@bp.get("/.well-known/jwks.json", responses={200: JWKSet, 304: NOT_MODIFIED, **error_responses(*COMMON_ERRORS)},
+        security=[])
 def jwks() -> Response:
     """Every public key (departments and platform, active and retired) as a JWK Set."""
     body = json.dumps(keystore().jwks(), sort_keys=True, ensure_ascii=False)
     etag = hashlib.sha256(body.encode()).hexdigest()[:32]
     if request.if_none_match.contains(etag):
-        return Response(status=304, headers={"ETag": f'"{etag}"'})
+        return Response(status=304, headers={"ETag": f'"{etag}"', "Cache-Control": "public, max-age=300"})
     return Response(body, mimetype="application/json",
                     headers={"Cache-Control": "public, max-age=300", "ETag": f'"{etag}"'})
 
@@ -66,15 +79,24 @@ def openapi_document(app: OpenAPI) -> dict[str, Any]:
     spec: dict[str, Any] = json.loads(json.dumps(app.api_doc))
     for operations in spec.get("paths", {}).values():
         for operation in operations.values():
-            if isinstance(operation, dict) and operation.pop("x-form-urlencoded", False):
+            if not isinstance(operation, dict):
+                continue
+            if operation.pop("x-idempotency-key", False):
+                operation.setdefault("parameters", []).append({
+                    "name": "Idempotency-Key", "in": "header", "required": False,
+                    "description": "8–128 printable ASCII characters; the same key and body give the same result",
+                    "schema": {"type": "string", "minLength": 8, "maxLength": 128}})
+            if operation.pop("x-form-urlencoded", False):
                 content = operation["requestBody"]["content"]
                 media = content.pop("multipart/form-data")
                 media.pop("encoding", None)
                 content["application/x-www-form-urlencoded"] = media
+            if "422" in operation["responses"]:  # our validation error is one error object, not a list
+                operation["responses"]["422"]["content"]["application/json"]["schema"] = ERROR_SCHEMA_REF
     return spec
 
 
-@bp.get("/openapi.json", security=[], doc_ui=False)
+@bp.get("/openapi.json", responses={200: OPENAPI_DOCUMENT, **error_responses(*COMMON_ERRORS)}, security=[])
 def openapi() -> Response:
     """The OpenAPI 3.1 document of every endpoint."""
     cached = current_app.extensions.get("ecert.openapi")

@@ -1,0 +1,430 @@
+"""Load benchmark (not a test): gunicorn on loopback with demo data, requests/s and latency per endpoint.
+
+Every endpoint is reported as a ratio to the bare GET /healthz measured in the same run, so numbers from
+different machines can be compared. Usage: `python bench/run.py --duration 10` (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))  # run as a script, only bench/ is on sys.path
+
+from backend.services.demo import demo_assertion  # noqa: E402
+
+RESULTS = PROJECT_ROOT / "bench" / "results"
+WRK_SCRIPT = PROJECT_ROOT / "bench" / "wrk.lua"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+UNLIMITED = "1000000 per minute"
+WARMUP_REQUESTS = 20
+
+
+# --- what is measured -------------------------------------------------------------------------------------
+
+@dataclass
+class Server:
+    """The running bench server, as the endpoint specs need it."""
+
+    base_url: str
+    instance: Path
+    _token: str | None = None
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.base_url + "/gov/v1/oauth/token"
+
+    def token_form(self) -> str:
+        """A token request body with a fresh demo-client assertion (new jti)."""
+        _, assertion = demo_assertion(self.instance / "demo-client.json", self.token_endpoint)
+        return urlencode({"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+                          "client_assertion": assertion})
+
+    def access_token(self) -> str:
+        if self._token is None:
+            status, body = request_once(self.base_url, "POST", "/gov/v1/oauth/token", FORM_HEADERS, self.token_form())
+            if status != 200:
+                raise RuntimeError(f"token endpoint answered {status}: {body[:300]!r}")
+            self._token = str(json.loads(body)["access_token"])
+        return self._token
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One benchmarked request. `bodies(server, n)` gives n request bodies, each sent once (fresh assertions)."""
+
+    name: str
+    method: str
+    path: str
+    headers: Callable[[Server], dict[str, str]] = lambda server: {}
+    bodies: Callable[[Server, int], list[str]] | None = None
+    expected_status: int = 200
+
+
+def bearer(server: Server) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.access_token()}"}
+
+
+def fresh_token_forms(server: Server, count: int) -> list[str]:
+    with multiprocessing.Pool() as pool:
+        return pool.map(_token_form, [server] * count, chunksize=256)
+
+
+def _token_form(server: Server) -> str:
+    return server.token_form()
+
+
+BASELINE = "healthz"
+ENDPOINTS = [
+    Endpoint(BASELINE, "GET", "/healthz"),
+    Endpoint("jwks", "GET", "/.well-known/jwks.json"),
+    Endpoint("catalog types", "GET", "/gov/v1/catalog/types", headers=bearer),
+    Endpoint("token", "POST", "/gov/v1/oauth/token", headers=lambda server: FORM_HEADERS, bodies=fresh_token_forms),
+]
+
+
+@dataclass
+class Result:
+    endpoint: str
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[str, int]
+    expected_status: int
+    ratio: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def unexpected(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != str(self.expected_status))
+
+
+# --- the server -------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(instance: Path, database_url: str, base_url: str, log_level: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ECERT_ENV": "development",
+        "ECERT_INSTANCE_PATH": str(instance),
+        "ECERT_DATABASE_URL": database_url,
+        "ECERT_PUBLIC_URL": base_url,  # the token endpoint checks the assertion's aud against it
+        "ECERT_RATELIMIT_DEFAULT": UNLIMITED,
+        "ECERT_RATELIMIT_TOKEN": UNLIMITED,
+        "ECERT_LOG_LEVEL": log_level,
+    }
+
+
+@contextmanager
+def scratch_database(instance: Path, server_url: str | None, keep: bool) -> Iterator[str]:
+    """SQLite in the instance directory, or a new database on the PostgreSQL server of `server_url`, dropped after.
+
+    Always a fresh database: the throwaway instance has freshly generated secrets, which cannot unwrap the
+    keys an earlier run left in a reused database.
+    """
+    if not server_url:
+        yield f"sqlite:///{instance / 'bench.db'}"
+        return
+    url = make_url(server_url).set(drivername="postgresql+psycopg")
+    name = f"ecert_bench_{os.urandom(5).hex()}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        if keep:
+            print(f"kept database {name}")
+        else:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def flask_command(env: dict[str, str], *args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"flask {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], port: int, workers: int, log: Path) -> Iterator[None]:
+    """gunicorn on 127.0.0.1:port, stopped on the way out whatever happened (errors, Ctrl-C, SIGTERM)."""
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+             "wsgi:app"],
+            cwd=PROJECT_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+        )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", process, log)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if request_once(base_url, "GET", "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"no healthy answer from {base_url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def request_once(base_url: str, method: str, path: str, headers: dict[str, str] | None = None,
+                 body: str | None = None) -> tuple[int, bytes]:
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# --- load generators --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Load:
+    duration: int
+    connections: int
+    threads: int
+    max_requests: int
+
+
+def run_wrk(base_url: str, endpoint: Endpoint, headers: dict[str, str], bodies: list[str] | None, load: Load,
+            scratch: Path) -> Result:
+    bodies_file = "-"
+    if bodies is not None:
+        bodies_file = str(scratch / "bodies.txt")
+        Path(bodies_file).write_text("\n".join(bodies) + "\n")
+    command = ["wrk", "--latency", "-t", str(load.threads), "-c", str(load.connections), "-d", f"{load.duration}s",
+               "--timeout", "10s", "-s", str(WRK_SCRIPT), base_url + endpoint.path,
+               "--", endpoint.method, bodies_file, str(load.threads), *(f"{k}: {v}" for k, v in headers.items())]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"wrk failed ({completed.returncode}):\n{completed.stdout}{completed.stderr}")
+    output = completed.stdout
+    line = next((line for line in output.splitlines() if line.startswith("BENCH_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{output}")
+    data = json.loads(line.removeprefix("BENCH_RESULT "))
+    result = Result(endpoint.name, data["requests"], data["duration_us"] / 1e6, data["p50_us"] / 1000,
+                    data["p99_us"] / 1000, data["statuses"], endpoint.expected_status)
+    if data["socket_errors"]:
+        result.notes.append(f"{data['socket_errors']} socket errors/timeouts")
+    return result
+
+
+def _python_worker(args: tuple[str, str, str, dict[str, str], list[str] | None, float, int]) -> tuple[
+        list[float], Counter[str], float]:
+    """One keep-alive connection sending requests until the deadline, its request budget or its bodies run out."""
+    base_url, method, path, headers, bodies, deadline, budget = args
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    started = time.perf_counter()
+    limit = min(budget, len(bodies)) if bodies is not None else budget
+    while len(latencies) < limit and time.time() < deadline:
+        sent = time.perf_counter()
+        try:
+            conn.request(method, path, body=bodies[len(latencies)] if bodies is not None else None, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            statuses[str(response.status)] += 1
+        except (OSError, http.client.HTTPException):
+            statuses["socket error"] += 1
+            conn.close()
+        latencies.append(time.perf_counter() - sent)
+    conn.close()
+    return latencies, statuses, time.perf_counter() - started
+
+
+def run_python(base_url: str, endpoint: Endpoint, headers: dict[str, str], bodies: list[str] | None,
+               load: Load) -> Result:
+    """Fallback without wrk: one process per connection (several processes, so the client is not the GIL)."""
+    deadline = time.time() + load.duration
+    budget = max(1, load.max_requests // load.connections)
+    shares = [bodies[i::load.connections] if bodies is not None else None for i in range(load.connections)]
+    with multiprocessing.Pool(load.connections) as pool:
+        outcomes = pool.map(_python_worker, [(base_url, endpoint.method, endpoint.path, headers, share, deadline,
+                                              budget) for share in shares])
+    latencies = sorted(latency for outcome in outcomes for latency in outcome[0])
+    statuses: Counter[str] = sum((outcome[1] for outcome in outcomes), Counter())
+    seconds = max(outcome[2] for outcome in outcomes)
+
+    def percentile(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))] * 1000 if latencies else 0.0
+
+    return Result(endpoint.name, len(latencies), seconds, percentile(50), percentile(99), dict(statuses),
+                  endpoint.expected_status)
+
+
+def measure(server: Server, endpoint: Endpoint, load: Load, generator: str, pool_size: int, scratch: Path) -> Result:
+    headers = endpoint.headers(server)
+    bodies = endpoint.bodies(server, pool_size + WARMUP_REQUESTS) if endpoint.bodies else None
+    for i in range(WARMUP_REQUESTS):  # first requests load code and open database connections in each worker
+        request_once(server.base_url, endpoint.method, endpoint.path, headers, bodies[i] if bodies else None)
+    timed_bodies = bodies[WARMUP_REQUESTS:] if bodies else None
+    if generator == "wrk":
+        result = run_wrk(server.base_url, endpoint, headers, timed_bodies, load, scratch)
+    else:
+        result = run_python(server.base_url, endpoint, headers, timed_bodies, load)
+    if timed_bodies is not None and result.requests >= len(timed_bodies) - load.connections:
+        # wrk keeps the clock running until --duration ends, so its req/s is then too low.
+        result.notes.append(f"used up its {len(timed_bodies)} fresh bodies early (wrk: req/s understated); "
+                            "raise --token-pool")
+    return result
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+def print_table(results: list[Result]) -> None:
+    header = f"{'endpoint':<16} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs healthz':>10}  errors"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
+        errors = ", ".join(f"{n}x {s}" for s, n in r.statuses.items() if s != str(r.expected_status)) or "0"
+        print(f"{r.endpoint:<16} {r.requests:>9} {r.rps:>9.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {ratio:>10}  {errors}")
+        for note in r.notes:
+            print(f"{'':<16} note: {note}")
+
+
+def git_revision() -> str | None:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    return result.stdout.strip() or None
+
+
+def write_json(results: list[Result], settings: dict[str, Any], started: datetime) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{started:%Y%m%dT%H%M%SZ}.json"
+    rows = [{"endpoint": r.endpoint, "requests": r.requests, "seconds": round(r.seconds, 3), "rps": round(r.rps, 1),
+             "p50_ms": round(r.p50_ms, 3), "p99_ms": round(r.p99_ms, 3), "ratio_to_baseline": r.ratio,
+             "statuses": r.statuses, "expected_status": r.expected_status, "notes": r.notes} for r in results]
+    path.write_text(json.dumps({"started": started.isoformat(), "git": git_revision(), "baseline": BASELINE,
+                                "settings": settings, "results": rows}, indent=2) + "\n")
+    return path
+
+
+# --- main -------------------------------------------------------------------------------------------------
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per endpoint (default 10)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default 8)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--max-requests", type=int, default=200_000,
+                        help="request cap per endpoint for the Python generator (default 200000)")
+    parser.add_argument("--token-pool", type=int, default=None,
+                        help="fresh assertions made before the token run (default 2000 per second of --duration)")
+    parser.add_argument("--database-url", help="PostgreSQL server URL: the run creates and drops its own database "
+                                               "there (default: SQLite in the temporary instance directory)")
+    parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
+                        help="load generator: wrk when on PATH (auto), or the built-in Python one")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="benchmark only this endpoint (repeatable); the baseline always runs")
+    parser.add_argument("--log-level", default="INFO",
+                        help="server ECERT_LOG_LEVEL (default INFO: the per-request log is part of the cost)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary instance directory")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    generator = args.generator if args.generator != "auto" else ("wrk" if shutil.which("wrk") else "python")
+    if generator == "wrk" and not shutil.which("wrk"):
+        sys.exit("wrk is not on PATH (Debian: apt-get install wrk); use --generator python")
+    endpoints = [e for e in ENDPOINTS if not args.only or e.name == BASELINE or e.name in args.only]
+    load = Load(args.duration, args.connections, args.threads, args.max_requests)
+    pool_size = args.token_pool or int(2000 * args.duration)
+    started = datetime.now(UTC)
+    # SIGTERM unwinds like Ctrl-C, so gunicorn is stopped and the instance removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    instance = Path(tempfile.mkdtemp(prefix="ecert-bench-"))
+    try:
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        with scratch_database(instance, args.database_url, keep=args.keep) as database_url:
+            env = server_env(instance, database_url, base_url, args.log_level)
+            print(f"instance {instance}; database {database_url.split('://')[0]}; preparing schema and demo data")
+            flask_command(env, "db", "upgrade")
+            flask_command(env, "demo", "load")
+            with gunicorn(env, port, args.workers, instance / "gunicorn.log"):
+                server = Server(base_url, instance)
+                print(f"gunicorn {base_url} ({args.workers} workers); {generator}, {args.connections} connections, "
+                      f"{args.duration} s per endpoint\n")
+                results = [measure(server, e, load, generator, pool_size, instance) for e in endpoints]
+    finally:
+        if args.keep:
+            print(f"kept {instance}")
+        else:
+            shutil.rmtree(instance, ignore_errors=True)
+
+    baseline = next(r for r in results if r.endpoint == BASELINE)
+    for r in results:
+        r.ratio = round(r.rps / baseline.rps, 3) if baseline.rps else None
+    print_table(results)
+    settings = {"generator": generator, "workers": args.workers, "connections": args.connections,
+                "threads": args.threads if generator == "wrk" else None, "duration_s": args.duration,
+                "database": database_url.split("://")[0].split("+")[0], "cpus": os.cpu_count(),
+                "python": sys.version.split()[0]}
+    print(f"\nwritten {write_json(results, settings, started).relative_to(PROJECT_ROOT)}")
+    return 1 if any(r.unexpected for r in results) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit("interrupted; gunicorn stopped")
