@@ -46,7 +46,11 @@ class KeyStore(Protocol):
 
     def import_public_key(self, department: Department, jwk: dict[str, Any], now: datetime) -> SigningKey: ...
 
+    def check_platform_key(self) -> None: ...
+
     def sign_jwt(self, key: SigningKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str: ...
+
+    def sign_bytes(self, key: SigningKey, message: bytes) -> bytes: ...
 
     def public_key(self, kid: str) -> tuple[SigningKey, PublicKey]: ...
 
@@ -143,10 +147,23 @@ class LocalKeyStore:
             _private_cache[cache_key] = private
         return private
 
+    def check_platform_key(self) -> None:
+        """Unwrap the active platform key if there is one (raises DecryptionError on a wrong master key)."""
+        key = self.session.scalar(self._owner_filter(PURPOSE_PLATFORM, None).order_by(SigningKey.id.desc()))
+        if key is not None:
+            self._private_key(key)
+
     def sign_jwt(self, key: SigningKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
         if key.status != "active":
             raise Conflict("退役密钥不能再签名", code="signing_key_retired")
         return jwt.encode(payload, self._private_key(key), algorithm=key.alg, headers={**(headers or {}), "kid": key.kid})
+
+    def sign_bytes(self, key: SigningKey, message: bytes) -> bytes:
+        """A detached signature in JOSE form (ES256: raw r||s; EdDSA: Ed25519), for compact formats (show codes)."""
+        if key.status != "active":
+            raise Conflict("退役密钥不能再签名", code="signing_key_retired")
+        signature: bytes = jwt.get_algorithm_by_name(key.alg).sign(message, self._private_key(key))
+        return signature
 
     def public_key(self, kid: str) -> tuple[SigningKey, PublicKey]:
         key = self.session.scalar(select(SigningKey).where(SigningKey.kid == kid))
