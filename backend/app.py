@@ -14,7 +14,7 @@ from backend.config import PROJECT_ROOT, load_settings
 from backend.edge import register_edge, validation_error
 from backend.extensions import db, limiter, migrate
 from backend.schemas import ErrorResponse
-from backend.web import public
+from backend.web import public, status, verify_page
 
 SECURITY_SCHEMES: dict[str, Any] = {
     "clientBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
@@ -57,5 +57,7 @@ def register_extensions(app: OpenAPI) -> None:
 
 def register_blueprints(app: OpenAPI) -> None:
     app.register_api(public.bp)
+    app.register_api(status.bp)
+    app.register_api(verify_page.bp)
     dept_api.register(app)
     miniapp_api.register(app)

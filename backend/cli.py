@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy.exc import IntegrityError
 
 from backend.config import PROJECT_ROOT
 from backend.errors import DomainError
@@ -19,9 +21,12 @@ from backend.security.keystore import PLATFORM_PURPOSES, PURPOSE_CERTIFICATE
 from backend.services import audit as audit_service
 from backend.services import catalog as catalog_service
 from backend.services import clients as clients_service
+from backend.services import expiry as expiry_service
+from backend.services import imports as imports_service
 from backend.services.actors import Actor
 from backend.services.demo import demo_assertion, ensure_demo_client
-from backend.web.context import keystore, now
+from backend.services.issuance import Issuer
+from backend.web.context import field_cipher, keystore, now
 
 DEMO_CATALOG = PROJECT_ROOT / "catalog" / "xinyang"
 
@@ -30,6 +35,7 @@ keys_cli = AppGroup("keys", help="Signing keys: create, rotate, import.")
 clients_cli = AppGroup("clients", help="Department API clients.")
 audit_cli = AppGroup("audit", help="Audit chain: verify and checkpoint.")
 jobs_cli = AppGroup("jobs", help="Scheduled, idempotent maintenance jobs.")
+certificates_cli = AppGroup("certificates", help="Certificates: batch import of files delivered offline.")
 demo_cli = AppGroup("demo", help="Demo data for local development.")
 
 
@@ -223,6 +229,75 @@ def jobs_purge() -> None:
     click.echo(f"{removed} expired assertion id(s) removed")
 
 
+@jobs_cli.command("expire")
+def jobs_expire() -> None:
+    """Mark certificates past their valid_until (China time) as expired. Idempotent; safe on two nodes at once."""
+    # One commit per run: the expiries, their events, notifications and the run's audit event land together.
+    expired = expiry_service.expire_certificates(db.session(), actor=Actor.system("jobs.expire"), now=now())
+    db.session.commit()
+    click.echo(f"{expired} certificate(s) expired")
+
+
+@jobs_cli.command("remind")
+def jobs_remind() -> None:
+    """Remind holders before expiry (ECERT_REMINDER_DAYS) and send each issuing department a digest. Idempotent."""
+    sent = expiry_service.send_expiry_reminders(db.session(), actor=Actor.system("jobs.remind"), now=now(),
+                                                horizons=current_app.config["ECERT_REMINDER_DAYS"])
+    db.session.commit()
+    click.echo(f"{sent} expiry reminder(s) sent")
+
+
+FILE_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+@certificates_cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dept", "dept_code", required=True, help="USCC of the issuing department.")
+@click.option("--mode", type=click.Choice(imports_service.MODES), default="all", show_default=True,
+              help="all: any bad row imports nothing; partial: the good rows are imported.")
+@click.option("--format", "file_format", type=click.Choice(imports_service.FORMATS), default=None,
+              help="Default: from the extension (.jsonl/.ndjson or .csv).")
+@click.option("--workers", type=click.IntRange(0, 16), default=2, show_default=True,
+              help="Processes that sign alongside this one (0: sign in this process only).")
+def certificates_import(path: Path, dept_code: str, mode: str, file_format: str | None, workers: int) -> None:
+    """Import certificates from a JSON Lines or CSV file for a department. Re-running the same file adds nothing."""
+    file_format = file_format or FILE_SUFFIXES.get(path.suffix.lower())
+    if file_format is None:
+        raise click.UsageError("cannot tell the format from the file name: give --format jsonl or --format csv")
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    try:
+        department = catalog_service.get_department(db.session(), dept_code)
+        issuer = Issuer(db.session(), keystore(), field_cipher(), department,
+                        public_url=current_app.config["ECERT_PUBLIC_URL"], actor=_operator(), now=now(),
+                        expected=imports_service.MAX_ROWS)
+        with path.open("rb") as handle, click.progressbar(length=path.stat().st_size, label="导入中",
+                                                          show_percent=True) as bar:
+            batch, created = imports_service.import_certificates(
+                db.session(), issuer, handle, file_format=file_format, mode=mode,
+                idempotency_key=f"cli:{mode}:{digest}",  # the file itself: the same file is imported once per mode
+                max_rows=current_app.config["ECERT_MAX_BATCH_ROWS"], workers=workers,
+                progress=lambda _rows, done: bar.update(done - bar.pos))
+        db.session.commit()
+    except DomainError as error:
+        _fail(error)
+        return
+    except IntegrityError:
+        db.session.rollback()
+        click.echo("错误 [concurrent_conflict]: 并发冲突，请重试", err=True)
+        sys.exit(1)
+    if not created:
+        click.echo(f"该文件已导入过（批次 {batch.public_id}），未重复导入")
+    click.echo(f"批次 {batch.public_id}: {batch.status}; 共 {batch.total_rows} 行，导入 {batch.imported_rows}，"
+               f"跳过 {batch.skipped_rows}（已存在），失败 {batch.failed_rows}")
+    for entry in batch.report[:20]:
+        click.echo(f"  第 {entry['row']} 行 {entry['field'] or ''} [{entry['reason']}] {entry['detail']}", err=True)
+    if imports_service.report_truncated(batch) or len(batch.report) > 20:
+        click.echo("  …（更多问题见 GET /gov/v1/certificates/batches/<id>）", err=True)
+    if batch.status == imports_service.FAILED:
+        sys.exit(1)
+
+
 @demo_cli.command("load")
 def demo_load() -> None:
     """Load the Xinyang demo catalog and keys, and register a demo client (key under instance/). Idempotent."""
@@ -245,5 +320,5 @@ def demo_client_assertion() -> None:
 
 
 def register(app: Flask) -> None:
-    for group in (catalog_cli, keys_cli, clients_cli, audit_cli, jobs_cli, demo_cli):
+    for group in (catalog_cli, keys_cli, clients_cli, audit_cli, jobs_cli, certificates_cli, demo_cli):
         app.cli.add_command(group)

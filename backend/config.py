@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import os
 import secrets
+import shutil
+import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +21,33 @@ ENVIRONMENTS = ("development", "testing", "production")
 
 # Secrets that production must receive from the environment and development may generate.
 SECRET_SETTINGS = ("ECERT_MASTER_KEY", "ECERT_SECRET_KEY", "ECERT_DATA_KEYS", "ECERT_BLIND_INDEX_KEY")
+# Byte capacity of a version-10 QR at level M (213) less a show-code token (132) and "/v/".
+MAX_PUBLIC_URL_BYTES = 213 - 132 - 3
 
 
 class ConfigError(RuntimeError):
     """The configuration is unsafe or incomplete; the message names the setting."""
+
+
+# Login providers: ID-token algorithms we accept (asymmetric only: never `none`, never HS*).
+OIDC_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
+DEFAULT_OIDC_ALGORITHMS = ("ES256", "RS256", "EdDSA")
+# Our name of a real-name claim -> the claim's name in the IdP's ID token (an entry's "claims" overrides).
+DEFAULT_OIDC_CLAIMS = {"name": "name", "id_type": "id_type", "id_number": "id_number", "assurance_level": "acr",
+                       "companies": "companies"}
+_OIDC_ENTRY_KEYS = {"issuer", "client_id", "jwks_uri", "jwks_file", "algorithms", "claims"}
+
+
+@dataclass(frozen=True)
+class OidcIssuer:
+    """One trusted identity provider (an entry of `ECERT_OIDC_PROVIDERS`)."""
+
+    issuer: str
+    client_id: str  # the `aud` our ID tokens must carry
+    jwks_uri: str | None
+    jwks_file: str | None
+    algorithms: tuple[str, ...] = DEFAULT_OIDC_ALGORITHMS
+    claims: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_OIDC_CLAIMS))
 
 
 def _bool(value: str | None, default: bool) -> bool:
@@ -37,6 +64,106 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def parse_reminder_days(value: str) -> tuple[int, ...]:
+    """`ECERT_REMINDER_DAYS` = "90,30,7": days before expiry at which holders are reminded, widest first."""
+    days: set[int] = set()
+    for part in value.split(","):
+        text = part.strip()
+        if not text.isdigit() or not 1 <= int(text) <= 3650:
+            raise ConfigError(f"ECERT_REMINDER_DAYS must list days from 1 to 3650 like '90,30,7', got {value!r}")
+        days.add(int(text))
+    return tuple(sorted(days, reverse=True))
+
+
+# Where CJK fonts (for certificate card images) usually live, Debian's fonts-noto-cjk first.
+CJK_FONT_CANDIDATES = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",  # Debian, Ubuntu: fonts-noto-cjk
+    "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",  # Arch: noto-fonts-cjk
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",  # Fedora: google-noto-sans-cjk-ttc-fonts
+    "/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/System/Library/Fonts/PingFang.ttc",  # macOS
+)
+
+
+@functools.cache
+def find_cjk_font() -> str | None:
+    """Default of `ECERT_CJK_FONT`: a well-known CJK font file, else one fontconfig lists as covering Chinese.
+
+    (`fc-list :lang=zh-cn`, not `fc-match`: fc-match always answers some font, DejaVu included, which would draw
+    every Chinese character as the same box.)
+    """
+    for candidate in CJK_FONT_CANDIDATES:
+        if os.path.isfile(candidate):
+            return candidate
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return None
+    try:
+        listed = subprocess.run([fc_list, "-f", "%{file}\n", ":lang=zh-cn"], capture_output=True, text=True,
+                                timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    files = sorted({line.strip() for line in listed.splitlines() if line.strip()})
+    regular = [f for f in files if "Regular" in f and "Mono" not in f]
+    chosen = regular or files
+    return chosen[0] if chosen else None
+
+
+def _oidc_entry(entry: Any, where: str, production: bool) -> OidcIssuer:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a JSON object")
+    issuer = entry.get("issuer")
+    if not isinstance(issuer, str) or not issuer.startswith(("https://", "http://")) or len(issuer) > 190:
+        raise ConfigError(f"{where}: 'issuer' must be an http(s) URL of at most 190 characters")
+    where = f"{where} ({issuer})"
+    if unknown := sorted(set(entry) - _OIDC_ENTRY_KEYS):
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+    if production and not issuer.startswith("https://"):
+        raise ConfigError(f"{where}: 'issuer' must be https:// in production")
+    client_id = entry.get("client_id")
+    if not isinstance(client_id, str) or not 1 <= len(client_id) <= 255:
+        raise ConfigError(f"{where}: 'client_id' (the expected aud) must be a non-empty string")
+    jwks_uri, jwks_file = entry.get("jwks_uri"), entry.get("jwks_file")
+    if (jwks_uri is None) == (jwks_file is None):
+        raise ConfigError(f"{where}: give exactly one of 'jwks_uri' and 'jwks_file'")
+    if jwks_uri is not None and (not isinstance(jwks_uri, str) or not jwks_uri.startswith(
+            "https://" if production else ("https://", "http://"))):
+        raise ConfigError(f"{where}: 'jwks_uri' must be an {'https' if production else 'http(s)'}:// URL")
+    if jwks_file is not None and (not isinstance(jwks_file, str) or not Path(jwks_file).is_file()):
+        raise ConfigError(f"{where}: 'jwks_file' must name an existing file")
+    algorithms = entry.get("algorithms", list(DEFAULT_OIDC_ALGORITHMS))
+    if not isinstance(algorithms, list) or not algorithms or any(a not in OIDC_ALGORITHMS for a in algorithms):
+        raise ConfigError(f"{where}: 'algorithms' must be a non-empty list drawn from {', '.join(OIDC_ALGORITHMS)}")
+    claims = entry.get("claims", {})
+    if not isinstance(claims, dict) or any(k not in DEFAULT_OIDC_CLAIMS or not isinstance(v, str) or not v
+                                           for k, v in claims.items()):
+        raise ConfigError(f"{where}: 'claims' maps {', '.join(DEFAULT_OIDC_CLAIMS)} to claim names")
+    return OidcIssuer(issuer=issuer, client_id=client_id, jwks_uri=jwks_uri, jwks_file=jwks_file,
+                      algorithms=tuple(algorithms), claims={**DEFAULT_OIDC_CLAIMS, **claims})
+
+
+def parse_oidc_providers(value: str, *, production: bool) -> tuple[OidcIssuer, ...]:
+    """`ECERT_OIDC_PROVIDERS` = JSON list of trusted IdPs: {"issuer", "client_id", "jwks_uri" | "jwks_file",
+    "algorithms"?, "claims"?}. Errors name the entry (1-based) and the key at fault."""
+    try:
+        entries = json.loads(value)
+    except ValueError as exc:
+        raise ConfigError(f"ECERT_OIDC_PROVIDERS is not valid JSON: {exc}") from exc
+    if not isinstance(entries, list):
+        raise ConfigError("ECERT_OIDC_PROVIDERS must be a JSON list of identity providers")
+    issuers = tuple(_oidc_entry(entry, f"ECERT_OIDC_PROVIDERS entry {number}", production)
+                    for number, entry in enumerate(entries, 1))
+    seen: set[str] = set()
+    for number, configured in enumerate(issuers, 1):
+        if configured.issuer in seen:
+            raise ConfigError(f"ECERT_OIDC_PROVIDERS entry {number}: issuer {configured.issuer} is listed twice")
+        seen.add(configured.issuer)
+    return issuers
 
 
 def decode_key(name: str, value: str, length: int = 32) -> bytes:
@@ -128,14 +255,30 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         "ECERT_GENERATED_SECRETS": sorted(generated),
         "ECERT_PUBLIC_URL": (env.get("ECERT_PUBLIC_URL") or "http://localhost:8000").rstrip("/"),
         "ECERT_DEV_LOGIN": _bool(env.get("ECERT_DEV_LOGIN"), default=not production),
+        # Login providers: trusted real-name IdPs (oidc) and the WeChat mini-app (wechat; off without an appid).
+        "ECERT_OIDC_PROVIDERS": parse_oidc_providers(env.get("ECERT_OIDC_PROVIDERS") or "[]", production=production),
+        "ECERT_WECHAT_APPID": env.get("ECERT_WECHAT_APPID") or None,
+        "ECERT_WECHAT_SECRET": env.get("ECERT_WECHAT_SECRET") or None,
+        "ECERT_WECHAT_API_URL": (env.get("ECERT_WECHAT_API_URL") or "https://api.weixin.qq.com").rstrip("/"),
         "ECERT_SIGNING_ALG": env.get("ECERT_SIGNING_ALG", "ES256"),
         "ECERT_ACCESS_TOKEN_TTL": _int(env, "ECERT_ACCESS_TOKEN_TTL", 600),
+        # Show codes (亮证码): lifetime of one code and when the app should fetch the next one (DESIGN §5).
+        "ECERT_SHOW_CODE_TTL": _int(env, "ECERT_SHOW_CODE_TTL", 60),
+        "ECERT_SHOW_CODE_REFRESH": _int(env, "ECERT_SHOW_CODE_REFRESH", 30),
         "ECERT_MAX_ASSERTION_LIFETIME": 300,
         "MAX_CONTENT_LENGTH": _int(env, "ECERT_MAX_BODY_BYTES", 1024 * 1024),
+        # Batch import files (POST /gov/v1/certificates/batches): their own, larger byte cap and a row cap.
+        "ECERT_MAX_BATCH_BYTES": _int(env, "ECERT_MAX_BATCH_BYTES", 64 * 1024 * 1024),
+        "ECERT_MAX_BATCH_ROWS": _int(env, "ECERT_MAX_BATCH_ROWS", 100_000),
+        # Processes forked to sign batch imports (0: sign in the request's process). Only for single-threaded workers.
+        "ECERT_IMPORT_WORKERS": _int(env, "ECERT_IMPORT_WORKERS", 0),
         "ECERT_RATELIMIT_DEFAULT": env.get("ECERT_RATELIMIT_DEFAULT", "600 per minute"),
         "ECERT_RATELIMIT_TOKEN": env.get("ECERT_RATELIMIT_TOKEN", "60 per minute"),
         "ECERT_TRUSTED_PROXIES": _int(env, "ECERT_TRUSTED_PROXIES", 0),
         "ECERT_LOG_LEVEL": env.get("ECERT_LOG_LEVEL", "INFO"),
+        # A .ttc/.otf/.ttf with Chinese glyphs for card images (None: card.png answers 503 font_unavailable).
+        "ECERT_CJK_FONT": env.get("ECERT_CJK_FONT") or find_cjk_font(),
+        "ECERT_REMINDER_DAYS": parse_reminder_days(env.get("ECERT_REMINDER_DAYS") or "90,30,7"),
         "ECERT_CLOCK": None,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "JSON_AS_ASCII": False,
@@ -145,9 +288,22 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
     settings["RATELIMIT_HEADERS_ENABLED"] = True
     settings["RATELIMIT_DEFAULT"] = settings["ECERT_RATELIMIT_DEFAULT"]
     settings.update({k: v for k, v in overrides.items() if not (k.startswith("ECERT_") and isinstance(v, str))})
+    check_show_codes(settings)
     if production:
         check_production(settings)
     return settings
+
+
+def check_show_codes(settings: Mapping[str, Any]) -> None:
+    """A show code must die within minutes, and its URL must fit a version-10 QR code (DESIGN §5)."""
+    ttl, refresh = settings["ECERT_SHOW_CODE_TTL"], settings["ECERT_SHOW_CODE_REFRESH"]
+    if not 10 <= ttl <= 300:
+        raise ConfigError(f"ECERT_SHOW_CODE_TTL must be 10..300 seconds, got {ttl}")
+    if not 1 <= refresh < ttl:
+        raise ConfigError(f"ECERT_SHOW_CODE_REFRESH must be at least 1 and below ECERT_SHOW_CODE_TTL, got {refresh}")
+    if len(str(settings["ECERT_PUBLIC_URL"]).encode()) > MAX_PUBLIC_URL_BYTES:
+        raise ConfigError(f"ECERT_PUBLIC_URL must be at most {MAX_PUBLIC_URL_BYTES} bytes: longer show-code URLs "
+                          "do not fit a version-10 QR code")
 
 
 def check_production(settings: Mapping[str, Any]) -> None:
@@ -158,6 +314,11 @@ def check_production(settings: Mapping[str, Any]) -> None:
         raise ConfigError("ECERT_DATABASE_URL must point to PostgreSQL in production, not SQLite")
     if settings["ECERT_DEV_LOGIN"]:
         raise ConfigError("ECERT_DEV_LOGIN must be off in production")
+    if settings.get("ECERT_WECHAT_APPID"):
+        if not settings.get("ECERT_WECHAT_SECRET"):
+            raise ConfigError("ECERT_WECHAT_SECRET is required in production when ECERT_WECHAT_APPID is set")
+        if not str(settings["ECERT_WECHAT_API_URL"]).startswith("https://"):
+            raise ConfigError("ECERT_WECHAT_API_URL must be an https:// URL in production")
     if not str(settings["ECERT_PUBLIC_URL"]).startswith("https://"):
         raise ConfigError("ECERT_PUBLIC_URL must be an https:// URL in production")
     if not settings["ECERT_REDIS_URL"]:

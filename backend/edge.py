@@ -64,6 +64,14 @@ def configure_logging(app: Flask) -> None:
     root.propagate = False
 
 
+# Paths that carry a bearer-like token: logged without it.
+_TOKEN_PATHS = re.compile(r"^(/v/)[^/]+")
+
+
+def loggable_path(path: str) -> str:
+    return _TOKEN_PATHS.sub(r"\1[redacted]", path)
+
+
 def error_response(error: DomainError) -> Response:
     response = jsonify(error.to_dict())
     response.status_code = error.status
@@ -145,7 +153,7 @@ def register_edge(app: Flask) -> None:
         elapsed_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
         # The path only: query strings may carry data that must not reach logs.
         log.info("request", extra={"fields": {
-            "request_id": g.get("request_id"), "method": request.method, "path": request.path,
+            "request_id": g.get("request_id"), "method": request.method, "path": loggable_path(request.path),
             "status": response.status_code, "ms": elapsed_ms, "remote": request.remote_addr,
             "client": getattr(g.get("client"), "client_id", None)}})
         return response
@@ -181,7 +189,8 @@ def register_edge(app: Flask) -> None:
     def _integrity_error(error: IntegrityError) -> Response:
         # A unique constraint lost a race with a concurrent request: nothing was written; the client may retry.
         db.session.rollback()
-        log.warning("integrity conflict", extra={"fields": {"request_id": g.get("request_id"), "path": request.path}})
+        log.warning("integrity conflict",
+                    extra={"fields": {"request_id": g.get("request_id"), "path": loggable_path(request.path)}})
         return error_response(DomainError("并发冲突，请重试", code="concurrent_conflict").with_status(409))
 
     @app.errorhandler(HTTPException)
@@ -199,5 +208,6 @@ def register_edge(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         db.session.rollback()
-        log.exception("unhandled error", extra={"fields": {"request_id": g.get("request_id"), "path": request.path}})
+        log.exception("unhandled error",
+                      extra={"fields": {"request_id": g.get("request_id"), "path": loggable_path(request.path)}})
         return error_response(DomainError("服务器内部错误", code="internal_error").with_status(500))

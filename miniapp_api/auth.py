@@ -9,7 +9,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, RootModel
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
-from backend.auth.providers import providers
+from backend.auth.providers import login_provider
 from backend.extensions import db, limiter
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
 from backend.security.identifiers import mask_holder_code
@@ -17,7 +17,8 @@ from backend.services import citizen_auth
 from backend.services.actors import Actor
 from backend.web.context import field_cipher, keystore, now, request_actor_context
 
-bp = APIBlueprint("citizen_auth", __name__, url_prefix="/api/v1", abp_tags=[Tag(name="citizen-auth", description="市民登录")])
+bp = APIBlueprint("citizen_auth", __name__, url_prefix="/api/v1",
+                  abp_tags=[Tag(name="citizen-auth", description="市民登录")])
 
 
 class CompanyIn(StrictModel):
@@ -34,7 +35,30 @@ class DevLogin(StrictModel):
                                        description="companies represented (dev only; real IdPs assert these)")
 
 
-class LoginBody(RootModel[Annotated[DevLogin, Field(discriminator="provider")]]):
+# A mini-app login code (wx.login): short-lived, single use, opaque.
+WECHAT_CODE = r"^[A-Za-z0-9_-]{1,128}$"
+
+
+class OidcLogin(StrictModel):
+    """Real-name login with an ID token from a trusted identity provider (the province's 统一实名认证)."""
+
+    provider: Literal["oidc"]
+    issuer: str = Field(min_length=1, max_length=200, description="the IdP's issuer identifier, as configured")
+    id_token: str = Field(min_length=1, max_length=16384, description="the ID token (signed JWT) the IdP issued")
+    nonce: str = Field(min_length=8, max_length=256, description="the nonce the app sent in its authentication request")
+    wechat_code: str | None = Field(default=None, pattern=WECHAT_CODE,
+                                    description="a mini-app login code: binds this WeChat account to the holder, "
+                                                "for later quick logins with provider wechat")
+
+
+class WechatLogin(StrictModel):
+    """Quick login from the mini-app: its account must have been bound by a real-name (oidc) login before."""
+
+    provider: Literal["wechat"]
+    code: str = Field(pattern=WECHAT_CODE, description="the code from wx.login()")
+
+
+class LoginBody(RootModel[Annotated[DevLogin | OidcLogin | WechatLogin, Field(discriminator="provider")]]):
     """One of the login providers' request shapes, chosen by `provider`."""
 
 
@@ -74,19 +98,22 @@ def _pair(issued: citizen_auth.IssuedSession) -> Response:
                              expires_in=issued.expires_in).model_dump())
 
 
-@bp.post("/auth/login", responses={200: TokenPair, **error_responses(*COMMON_ERRORS, 401, 403, 422)}, security=[])
+@bp.post("/auth/login", responses={200: TokenPair, **error_responses(*COMMON_ERRORS, 401, 403, 422, 503)},
+         security=[])
 @limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
 def login(body: LoginBody) -> Response:
-    """Log in with a provider (oidc, wechat, dev); answers an access token (≤ 15 min) and a refresh token."""
-    request_data = body.root.model_dump()
-    provider = providers(current_app)[body.root.provider]
+    """Log in with a provider (oidc, wechat, dev); answers an access token (≤ 15 min) and a refresh token.
+
+    401 invalid_id_token (details.reason names the failed check), realname_required (a WeChat account not yet
+    bound by a real-name login), wechat_login_failed; 403 provider_unavailable / provider_disabled; 503 when the
+    identity provider or the WeChat platform cannot be reached.
+    """
     moment = now()
-    identity = provider.authenticate(request_data, now=moment)
-    session = db.session()
-    holder = citizen_auth.upsert_holder(session, field_cipher(), identity, now=moment)
-    actor = Actor(kind="citizen", id=holder.public_id, **request_actor_context())
-    return _pair(citizen_auth.start_session(session, keystore(), holder, provider=identity.provider,
-                                            issuer=_issuer(), actor=actor, now=moment))
+    origin = Actor(kind="citizen", id="unknown", **request_actor_context())
+    provider = login_provider(current_app, body.root.provider)
+    identity = provider.authenticate(body.root.model_dump(), actor=origin, now=moment)
+    return _pair(citizen_auth.log_in(db.session(), keystore(), field_cipher(), identity, issuer=_issuer(),
+                                     origin=origin, now=moment))
 
 
 @bp.post("/auth/refresh", responses={200: TokenPair, **error_responses(*COMMON_ERRORS, 401, 422)}, security=[])

@@ -104,3 +104,13 @@ def test_malformed_json_is_refused_with_400(dept_client):
                                      headers=dept_client.headers())
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "malformed_json"
+
+
+def test_show_code_tokens_in_paths_are_redacted_from_request_logs(client, caplog):
+    from backend.edge import loggable_path
+
+    assert loggable_path("/v/AAAAtokenZZZZ") == "/v/[redacted]"
+    assert loggable_path("/gov/v1/verify") == "/gov/v1/verify"
+    with caplog.at_level(logging.INFO, logger="ecert.request"):
+        client.get("/v/" + "A" * 132, headers={"Accept": "application/json"})
+    assert all("A" * 132 not in json.dumps(getattr(r, "fields", {})) for r in caplog.records)

@@ -86,20 +86,20 @@ class SuspendBody(StrictModel):
     reason: str = Field(min_length=1, max_length=200)
 
 
-class HolderOut(BaseModel):
+class GovHolderOut(BaseModel):
     name: str
     code_type: str
     code: str
 
 
-class VersionOut(BaseModel):
+class GovVersionOut(BaseModel):
     identifier: str
     version: int
     status: str
     created_at: str
 
 
-class EventOut(BaseModel):
+class GovEventOut(BaseModel):
     event: str
     from_status: str | None
     to_status: str
@@ -107,7 +107,7 @@ class EventOut(BaseModel):
     occurred_at: str
 
 
-class CertificateDetail(BaseModel):
+class GovCertificateDetail(BaseModel):
     identifier: str
     type_code: str
     type_name: str
@@ -115,15 +115,15 @@ class CertificateDetail(BaseModel):
     status: str
     status_reason: str | None
     certificate_number: str
-    holder: HolderOut
+    holder: GovHolderOut
     issued_on: str
     valid_from: str
     valid_until: str | None
     fields: dict[str, Any]
     origin: str
     status_list: dict[str, Any]
-    versions: list[VersionOut]
-    events: list[EventOut]
+    versions: list[GovVersionOut]
+    events: list[GovEventOut]
     sd_jwt: str
 
 
@@ -143,19 +143,20 @@ def detail(certificate: Certificate) -> dict[str, Any]:
     session = db.session()
     content = service.decrypt(field_cipher(), certificate)
     ctype = certificate.certificate_type
-    return CertificateDetail(
+    return GovCertificateDetail(
         identifier=certificate.identifier, type_code=ctype.type_code, type_name=ctype.name,
         version=certificate.version, status=certificate.status, status_reason=certificate.status_reason,
         certificate_number=content.number,
-        holder=HolderOut(name=content.holder_name, code_type=certificate.holder_code_type, code=content.holder_code),
+        holder=GovHolderOut(name=content.holder_name, code_type=certificate.holder_code_type, code=content.holder_code),
         issued_on=certificate.issued_on.isoformat(), valid_from=certificate.valid_from.isoformat(),
         valid_until=certificate.valid_until.isoformat() if certificate.valid_until else None,
         fields=content.fields, origin=certificate.origin,
         status_list={"list": certificate.status_list.list_number, "idx": certificate.status_index},
-        versions=[VersionOut(identifier=v.identifier, version=v.version, status=v.status,
-                             created_at=v.created_at.isoformat()) for v in service.version_history(session, certificate)],
-        events=[EventOut(event=e.event, from_status=e.from_status, to_status=e.to_status, reason=e.reason,
-                         occurred_at=e.occurred_at.isoformat()) for e in service.events_of(session, certificate)],
+        versions=[GovVersionOut(identifier=v.identifier, version=v.version, status=v.status,
+                                created_at=v.created_at.isoformat())
+                  for v in service.version_history(session, certificate)],
+        events=[GovEventOut(event=e.event, from_status=e.from_status, to_status=e.to_status, reason=e.reason,
+                            occurred_at=e.occurred_at.isoformat()) for e in service.events_of(session, certificate)],
         sd_jwt=content.sd_jwt,
     ).model_dump()
 
@@ -194,7 +195,8 @@ def issue(body: CertificateSubmission) -> Response:
     return issued(certificate, 201 if created else 200)
 
 
-@bp.get("/<identifier>", responses={200: CertificateDetail, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 422)})
+@bp.get("/<identifier>",
+        responses={200: GovCertificateDetail, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 422)})
 @require_scope("issue")
 def read(path: IdentifierPath) -> Response:
     """One of the department's own certificates, decrypted, with its version history and status events."""
@@ -203,7 +205,7 @@ def read(path: IdentifierPath) -> Response:
 
 
 @bp.post("/<identifier>/reissue",
-         responses={201: CertificateDetail, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 422)})
+         responses={201: GovCertificateDetail, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 422)})
 @require_scope("issue")
 def reissue(path: IdentifierPath, body: ReissueBody) -> Response:
     """New version (same serial, version + 1); the old version becomes superseded (已更新)."""
@@ -217,7 +219,7 @@ def reissue(path: IdentifierPath, body: ReissueBody) -> Response:
     return response
 
 
-@bp.post("/<identifier>/revoke", responses={200: CertificateDetail,
+@bp.post("/<identifier>/revoke", responses={200: GovCertificateDetail,
                                             **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 422)})
 @require_scope("issue")
 def revoke(path: IdentifierPath, body: RevokeBody) -> Response:
@@ -227,7 +229,7 @@ def revoke(path: IdentifierPath, body: RevokeBody) -> Response:
     return jsonify(detail(certificate))
 
 
-@bp.post("/<identifier>/suspend", responses={200: CertificateDetail,
+@bp.post("/<identifier>/suspend", responses={200: GovCertificateDetail,
                                              **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 422)})
 @require_scope("issue")
 def suspend(path: IdentifierPath, body: SuspendBody) -> Response:
@@ -237,7 +239,7 @@ def suspend(path: IdentifierPath, body: SuspendBody) -> Response:
     return jsonify(detail(certificate))
 
 
-@bp.post("/<identifier>/resume", responses={200: CertificateDetail,
+@bp.post("/<identifier>/resume", responses={200: GovCertificateDetail,
                                             **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 422)})
 @require_scope("issue")
 def resume(path: IdentifierPath) -> Response:

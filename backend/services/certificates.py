@@ -30,7 +30,6 @@ from backend.services.issuance import (
     Issuer,
     certificate_event,
     holder_notification,
-    issuer_uri,
     record_issued,
 )
 from backend.services.status_lists import bump_revision
@@ -169,7 +168,9 @@ def sync_certificate(session: Session, issuer: Issuer, keys: KeyStore, client: A
     if session.scalar(select(Certificate.id).where(Certificate.identifier == ident.value)) is not None:
         raise Conflict("该证照标识已存在", code="certificate_exists")
     holder, face, document = claims.get("holder"), claims.get("face"), claims.get("document")
-    if not isinstance(holder, dict) or not isinstance(face, dict) or not isinstance(document, dict):
+    # Undisclosed claims simply vanish from the reconstructed objects, so check what must be there.
+    if not isinstance(holder, dict) or not isinstance(face, dict) or not isinstance(document, dict) \
+            or not {"name", "code_type", "code"} <= holder.keys() or "number" not in document or not face:
         raise _sync_refused("missing_disclosures", "同步时须附带 holder、document、face 的全部披露项")
 
     def day(claim: str) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,8 +49,12 @@ class VerifiedIdentity:
     id_number: str
     assurance_level: str
     companies: tuple[CompanyClaim, ...] = field(default_factory=tuple)
-    # False for providers that only recognise an already bound identity (the mini-app openid).
+    # False for providers that only recognise an already bound identity (the mini-app openid): then only
+    # `provider` and `subject` are meaningful, and the holder must have been bound by a real-name login.
     real_name: bool = True
+    # Further login identities, (provider, subject), proven in the same login and to be bound to the holder
+    # (a real-name login carrying the mini-app's code binds the openid).
+    linked: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,15 +86,7 @@ def upsert_holder(session: Session, cipher: FieldCipher, identity: VerifiedIdent
         holder.name_enc = cipher.encrypt(identity.name, f"holder:{holder.public_id}:name")
         holder.assurance_level = identity.assurance_level
     holder.last_login_at = now
-    bound = session.scalar(select(HolderIdentity).where(HolderIdentity.provider == identity.provider,
-                                                        HolderIdentity.subject == identity.subject))
-    if bound is None:
-        session.add(HolderIdentity(holder_id=holder.id, provider=identity.provider, subject=identity.subject,
-                                   created_at=now, last_used_at=now))
-    elif bound.holder_id != holder.id:
-        raise Unauthorized("该登录身份已绑定其他实名用户", code="identity_conflict")
-    else:
-        bound.last_used_at = now
+    bind_identity(session, holder, provider=identity.provider, subject=identity.subject, now=now)
     # The IdP's word at this login replaces what an earlier login said about represented companies.
     session.execute(delete(Representation).where(Representation.holder_id == holder.id))
     for company in identity.companies:
@@ -100,6 +96,73 @@ def upsert_holder(session: Session, cipher: FieldCipher, identity: VerifiedIdent
                                    role=company.role, asserted_by=identity.provider, asserted_at=now))
     session.flush()
     return holder
+
+
+def bind_identity(session: Session, holder: Holder, *, provider: str, subject: str, now: datetime,
+                  only_one: bool = False) -> bool:
+    """Bind a login identity to the holder (True when newly bound); refused when it is bound to someone else.
+
+    `only_one`: the holder keeps a single identity of this provider (a new mini-app account replaces the old one).
+    """
+    bound = session.scalar(select(HolderIdentity).where(HolderIdentity.provider == provider,
+                                                        HolderIdentity.subject == subject))
+    if bound is not None and bound.holder_id != holder.id:
+        raise Unauthorized("该登录身份已绑定其他实名用户", code="identity_conflict")
+    if bound is not None:
+        bound.last_used_at = now
+        return False
+    if only_one:
+        session.execute(delete(HolderIdentity).where(HolderIdentity.holder_id == holder.id,
+                                                     HolderIdentity.provider == provider))
+    session.add(HolderIdentity(holder_id=holder.id, provider=provider, subject=subject, created_at=now,
+                               last_used_at=now))
+    session.flush()
+    return True
+
+
+def bound_holder(session: Session, identity: VerifiedIdentity, *, actor: Actor, now: datetime) -> Holder:
+    """The holder a non-real-name identity (the mini-app openid) was bound to by an earlier real-name login."""
+    bound = session.scalar(select(HolderIdentity).where(HolderIdentity.provider == identity.provider,
+                                                        HolderIdentity.subject == identity.subject))
+    if bound is None:
+        error = Unauthorized("请先完成一次实名认证登录，再使用小程序快捷登录", code="realname_required")
+        error.audit = AuditNote(actor=actor, action="citizen.login_refused", object_type="login_provider",
+                                object_id=identity.provider[:128], details={"reason": "realname_required"})
+        raise error
+    bound.last_used_at = now
+    bound.holder.last_login_at = now
+    return bound.holder
+
+
+def last_real_name_login(session: Session, holder: Holder) -> datetime:
+    """When the holder last authenticated with real-name claims: the step-up clock of a mini-app session.
+
+    Sessions of non-real-name logins inherit this moment, so the newest session's auth_time is the answer.
+    """
+    latest = session.scalar(select(AuthSession.auth_time).where(AuthSession.holder_id == holder.id)
+                            .order_by(AuthSession.auth_time.desc()).limit(1))
+    return latest if latest is not None else holder.created_at
+
+
+def log_in(session: Session, keys: KeyStore, cipher: FieldCipher, identity: VerifiedIdentity, *, issuer: str,
+           origin: Actor, now: datetime) -> IssuedSession:
+    """A login a provider verified: find or create the holder, bind linked identities, start a session.
+
+    `origin` is the anonymous caller (address, request id); the holder becomes the actor once known.
+    """
+    if identity.real_name:
+        holder = upsert_holder(session, cipher, identity, now=now)
+        auth_time = now
+    else:
+        holder = bound_holder(session, identity, actor=origin, now=now)
+        auth_time = last_real_name_login(session, holder)
+    actor = replace(origin, id=holder.public_id)
+    for provider, subject in identity.linked:
+        if bind_identity(session, holder, provider=provider, subject=subject, now=now, only_one=True):
+            record_event(session, actor=actor, action="citizen.identity_bound", now=now, object_type="holder",
+                         object_id=holder.public_id, details={"provider": provider, "via": identity.provider})
+    return start_session(session, keys, holder, provider=identity.provider, issuer=issuer, actor=actor, now=now,
+                         auth_time=auth_time)
 
 
 def holder_name(cipher: FieldCipher, holder: Holder) -> str:
@@ -128,9 +191,10 @@ def _new_refresh_token(session: Session, auth: AuthSession, now: datetime) -> st
 
 
 def start_session(session: Session, keys: KeyStore, holder: Holder, *, provider: str, issuer: str, actor: Actor,
-                  now: datetime) -> IssuedSession:
-    auth = AuthSession(public_id=new_public_id(), holder=holder, provider=provider, auth_time=now, created_at=now,
-                       expires_at=now + REFRESH_TOKEN_TTL)
+                  now: datetime, auth_time: datetime | None = None) -> IssuedSession:
+    """`auth_time`: when the holder last proved their real name (default now; older for mini-app logins)."""
+    auth = AuthSession(public_id=new_public_id(), holder=holder, provider=provider, auth_time=auth_time or now,
+                       created_at=now, expires_at=now + REFRESH_TOKEN_TTL)
     session.add(auth)
     session.flush()
     refresh = _new_refresh_token(session, auth, now)

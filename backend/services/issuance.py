@@ -178,8 +178,10 @@ class Issuer:
                     valid_until = valid_from.replace(year=valid_from.year + years) - timedelta(days=1)
                 except ValueError:  # 29 February
                     valid_until = valid_from.replace(year=valid_from.year + years, day=28)
-        if valid_until is None and (data.valid_until is None or not validity.get("default_years")) \
-                and not validity.get("long_term_allowed") and validity.get("default_years"):
+        # Long-term (长期): valid_until null, or omitted for a type without a default validity.
+        long_term = data.valid_until is None or (data.valid_until is UNSET and valid_from is not None
+                                                 and not validity.get("default_years"))
+        if long_term and not validity.get("long_term_allowed"):
             problems.add("valid_until", "long_term_not_allowed", "该证照类型不允许长期有效")
         if valid_from and valid_until and valid_until < valid_from:
             problems.add("valid_until", "before_valid_from", "有效期截止日早于起始日")

@@ -1,12 +1,41 @@
-"""What a holder may see: their own certificates and those of the companies they represent."""
+"""What a holder may see: their own certificates and those of the companies they represent.
+
+Everything here is scoped by the holder's blind indexes (`holder_indexes`), so certificates issued before
+the holder first logged in are found too, and anyone else's certificate is simply not there (404).
+Lists are keyset-paginated by an opaque cursor over (time, public_id): no offsets, no sequential ids.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+import base64
+import binascii
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Literal, TypeVar
 
-from backend.errors import NotFound
-from backend.models import Certificate, Holder
+from sqlalchemy import Select, and_, not_, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
+
+from backend.errors import Forbidden, NotFound, ValidationFailed
+from backend.models import Certificate, CertificateType, CertificateTypeVersion, Department, Holder, UsageRecord
+from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.security.encryption import FieldCipher
+from backend.security.identifiers import mask_holder_code
+from backend.services.actors import Actor
+from backend.services.audit import record_event
+from backend.services.certificates import STATUS_LABELS, version_history
+
+T = TypeVar("T")
+OwnerKind = Literal["self", "company"]
+LONG_TERM = "长期"
+PUBLIC_VERIFIER = "公众扫码"
+_PUBLIC_ID = re.compile(r"^[0-9a-f]{32}$")
+# Names of the non-face claims a usage record may list (the face's come from the catalog).
+CLAIM_LABELS = {"holder.name": "持证主体名称", "holder.code_type": "持证主体代码类型", "holder.code": "持证主体代码",
+                "document.number": "证照编号"}
 
 
 def holder_indexes(holder: Holder) -> dict[str, str | None]:
@@ -23,3 +52,273 @@ def find_holder_certificate(session: Session, holder: Holder, public_id: str) ->
     if certificate is None or certificate.holder_index not in holder_indexes(holder):
         raise NotFound("证照不存在", code="certificate_not_found")
     return certificate
+
+
+# -- owners, statuses, cursors ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose certificate it is from the holder's point of view: their own, or a represented company's."""
+
+    kind: OwnerKind
+    code: str | None = None  # the company's 统一社会信用代码; None for the holder's own
+    name: str | None = None
+
+
+def owners(holder: Holder) -> dict[str, Owner]:
+    """Blind index → owner, for the holder and every company they represent."""
+    result = {holder.id_index: Owner("self")}
+    for representation in holder.representations:
+        result[representation.company_index] = Owner("company", representation.company_code,
+                                                     representation.company_name)
+    return result
+
+
+def _lapsed(today: date) -> Any:
+    return and_(Certificate.valid_until.is_not(None), Certificate.valid_until < today)
+
+
+def effective_status(certificate: Certificate, today: date) -> str:
+    """The stored status, except that a valid or suspended certificate past its last day is expired already,
+    even before the nightly expiry sweep has marked it so (the same rule as verification)."""
+    if certificate.status in (VALID, SUSPENDED) and certificate.valid_until is not None \
+            and certificate.valid_until < today:
+        return EXPIRED
+    return certificate.status
+
+
+def _status_filter(status: str | None, today: date) -> Any:
+    """SQL for the effective status; no status = every current version (superseded ones hidden)."""
+    if status is None:
+        return Certificate.status != SUPERSEDED
+    if status in (VALID, SUSPENDED):
+        return and_(Certificate.status == status, not_(_lapsed(today)))
+    if status == EXPIRED:
+        return or_(Certificate.status == EXPIRED, and_(Certificate.status.in_((VALID, SUSPENDED)), _lapsed(today)))
+    return Certificate.status == status
+
+
+def status_label(status: str) -> str:
+    return STATUS_LABELS.get(status, status)
+
+
+def encode_cursor(moment: datetime, public_id: str) -> str:
+    raw = f"{moment.isoformat()}|{public_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (time, public_id) position after which the next page starts; anything else is a 422 on `cursor`."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, _, public_id = raw.partition("|")
+        at = datetime.fromisoformat(moment)
+        if at.tzinfo is None or not _PUBLIC_ID.match(public_id):
+            raise ValueError(raw)
+        return at.astimezone(UTC), public_id
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
+        raise ValidationFailed.for_field("cursor", "invalid_cursor", "分页游标无效") from exc
+
+
+def keyset_page(session: Session, stmt: Select[T], moment: InstrumentedAttribute[datetime],
+                tiebreak: InstrumentedAttribute[str], *, limit: int, cursor: str | None) -> tuple[list[T], str | None]:
+    """Newest first, `limit` rows after the cursor's position; the cursor of the next page, or None at the end.
+
+    Stable under inserts: a row added while paging sorts before the first page and never shifts later pages.
+    """
+    if cursor:
+        at, public_id = decode_cursor(cursor)
+        stmt = stmt.where(or_(moment < at, and_(moment == at, tiebreak < public_id)))
+    rows = list(session.scalars(stmt.order_by(moment.desc(), tiebreak.desc()).limit(limit + 1)))
+    items = rows[:limit]
+    if len(rows) <= limit:
+        return items, None
+    last = items[-1]
+    return items, encode_cursor(getattr(last, moment.key), getattr(last, tiebreak.key))
+
+
+# -- the wallet list --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WalletItem:
+    certificate: Certificate
+    owner: Owner
+    status: str  # effective status
+    number_masked: str
+
+
+@dataclass(frozen=True)
+class WalletPage:
+    items: list[WalletItem]
+    next_cursor: str | None
+
+
+def _selected_indexes(holder: Holder, owner: OwnerKind | None, company: str | None) -> list[str]:
+    by_index = owners(holder)
+    if company is not None:
+        if owner == "self":
+            raise ValidationFailed.for_field("company", "conflicts_with_owner", "owner=self 时不能指定 company")
+        selected = [index for index, o in by_index.items() if o.code == company]
+        if not selected:
+            raise Forbidden("您未代表该企业，不能查看其证照", code="not_company_representative",
+                            details={"company": company})
+        return selected
+    return [index for index, o in by_index.items() if owner is None or o.kind == owner]
+
+
+def certificate_number(cipher: FieldCipher, certificate: Certificate) -> str:
+    return cipher.decrypt(certificate.number_enc, f"certificate:{certificate.public_id}:number")
+
+
+def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Holder, *, today: date,
+                             owner: OwnerKind | None = None, company: str | None = None,
+                             type_code: str | None = None, status: str | None = None, limit: int = 20,
+                             cursor: str | None = None) -> WalletPage:
+    """The holder's certificates and their represented companies', newest first; current versions unless
+    `status` asks for superseded ones. Only the certificate number is decrypted (and shown masked)."""
+    by_index = owners(holder)
+    selected = _selected_indexes(holder, owner, company)
+    stmt = (select(Certificate).where(Certificate.holder_index.in_(selected), _status_filter(status, today))
+            .options(selectinload(Certificate.certificate_type), selectinload(Certificate.issuer)))
+    if type_code is not None:
+        stmt = stmt.where(Certificate.certificate_type_id.in_(
+            select(CertificateType.id).where(CertificateType.type_code == type_code)))
+    rows, next_cursor = keyset_page(session, stmt, Certificate.created_at, Certificate.public_id, limit=limit,
+                                    cursor=cursor)
+    items = [WalletItem(c, by_index[c.holder_index], effective_status(c, today),
+                        mask_holder_code("999", certificate_number(cipher, c))) for c in rows]
+    return WalletPage(items, next_cursor)
+
+
+# -- one certificate --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FaceEntry:
+    name: str
+    label: str
+    value: Any
+    sensitivity: int
+
+
+@dataclass(frozen=True)
+class CertificateView:
+    """A certificate as its holder sees it: decrypted face in catalog order, versions, where the current one is."""
+
+    certificate: Certificate
+    owner: Owner
+    status: str  # effective status
+    holder_name: str
+    holder_code_masked: str
+    number: str
+    fields: list[FaceEntry]
+    versions: list[Certificate]
+    current_version: Certificate | None  # the newest version of the serial when this is not it
+    notice: str | None
+
+
+def face_definition(session: Session, certificate: Certificate) -> dict[str, Any]:
+    """The catalog definition the certificate was issued under (labels may have changed since)."""
+    ctype = certificate.certificate_type
+    if certificate.catalog_version != ctype.catalog_version:
+        definition = session.scalar(select(CertificateTypeVersion.definition).where(
+            CertificateTypeVersion.certificate_type_id == ctype.id,
+            CertificateTypeVersion.version == certificate.catalog_version))
+        if definition is not None:
+            return definition
+    return ctype.definition
+
+
+def face_entries(definition: dict[str, Any], values: dict[str, Any]) -> list[FaceEntry]:
+    """The face fields present on the certificate, in catalog order, each with its Chinese label."""
+    entries = [FaceEntry(spec["name"], spec["label"], values[spec["name"]], int(spec["sensitivity"]))
+               for spec in definition["fields"] if values.get(spec["name"]) is not None]
+    known = {spec["name"] for spec in definition["fields"]}
+    # A field the catalog no longer describes is still the holder's data: shown last, under its name.
+    entries += [FaceEntry(name, name, value, 4) for name, value in values.items()
+                if name not in known and value is not None]
+    return entries
+
+
+def _notice(certificate: Certificate, status: str, newest: Certificate) -> str | None:
+    if status == SUPERSEDED:
+        return f"该证照已更新为第 {newest.version} 版，本版本已失效，请使用最新版本。"
+    if status == REVOKED:
+        reason = f"原因：{certificate.status_reason}" if certificate.status_reason else ""
+        return f"该证照已注销，不再有效。{reason}"
+    if status == SUSPENDED:
+        reason = f"原因：{certificate.status_reason}" if certificate.status_reason else ""
+        return f"该证照已中止效力，恢复前不能使用。{reason}"
+    if status == EXPIRED:
+        return f"该证照已超过有效期（{certificate.valid_until}），不再有效。"
+    return None
+
+
+def view_certificate(session: Session, cipher: FieldCipher, holder: Holder, public_id: str, *, actor: Actor,
+                     now: datetime, today: date) -> CertificateView:
+    """Decrypt one of the holder's certificates for display and audit the reading (wallet.certificate_viewed)."""
+    certificate = find_holder_certificate(session, holder, public_id)
+    owner = owners(holder)[certificate.holder_index]
+    context = f"certificate:{certificate.public_id}"
+    holder_name = cipher.decrypt(certificate.holder_name_enc, f"{context}:holder_name")
+    holder_code = cipher.decrypt(certificate.holder_code_enc, f"{context}:holder_code")
+    number = cipher.decrypt(certificate.number_enc, f"{context}:number")
+    values = json.loads(cipher.decrypt(certificate.face_enc, f"{context}:face"))
+    versions = [v for v in version_history(session, certificate) if v.holder_index == certificate.holder_index]
+    newest = versions[-1] if versions else certificate
+    status = effective_status(certificate, today)
+    record_event(session, actor=actor, action="wallet.certificate_viewed", now=now, object_type="certificate",
+                 object_id=certificate.identifier,
+                 details={"owner": owner.kind, **({"company": owner.code} if owner.code else {})})
+    return CertificateView(
+        certificate=certificate, owner=owner, status=status, holder_name=holder_name,
+        holder_code_masked=mask_holder_code(certificate.holder_code_type, holder_code), number=number,
+        fields=face_entries(face_definition(session, certificate), values), versions=versions,
+        current_version=newest if newest.id != certificate.id else None,
+        notice=_notice(certificate, status, newest),
+    )
+
+
+# -- usage history ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UsageEntry:
+    record: UsageRecord
+    certificate: Certificate
+    owner: Owner
+    verifier_name: str
+    fields: list[tuple[str, str]]  # (name, Chinese label)
+
+
+@dataclass(frozen=True)
+class UsagePage:
+    items: list[UsageEntry]
+    next_cursor: str | None
+
+
+def field_labels(definition: dict[str, Any], names: Sequence[str]) -> list[tuple[str, str]]:
+    """Chinese labels of the shown or disclosed fields: face fields by catalog, the rest by claim name."""
+    face = {spec["name"]: spec["label"] for spec in definition["fields"]}
+    return [(name, CLAIM_LABELS.get(name) or face.get(name.removeprefix("face."), name)) for name in names]
+
+
+def list_usage(session: Session, holder: Holder, *, limit: int = 20, cursor: str | None = None) -> UsagePage:
+    """Who used the holder's (and their companies') certificates, when, for what, and which fields, newest first."""
+    by_index = owners(holder)
+    stmt = select(UsageRecord).where(UsageRecord.holder_index.in_(list(by_index)))
+    records, next_cursor = keyset_page(session, stmt, UsageRecord.occurred_at, UsageRecord.public_id, limit=limit,
+                                       cursor=cursor)
+    certificates = {c.id: c for c in session.scalars(
+        select(Certificate).where(Certificate.id.in_({r.certificate_id for r in records}))
+        .options(selectinload(Certificate.certificate_type)))}
+    department_ids = {r.verifier_department_id for r in records if r.verifier_department_id is not None}
+    departments = {d.id: d.name for d in session.scalars(select(Department).where(Department.id.in_(department_ids)))}
+    items = []
+    for record in records:
+        certificate = certificates[record.certificate_id]
+        if record.verifier_department_id is not None:
+            verifier = departments[record.verifier_department_id]
+        else:
+            verifier = PUBLIC_VERIFIER if record.verifier_kind == "public" else "部门业务系统"
+        items.append(UsageEntry(record, certificate, by_index[record.holder_index], verifier,
+                                field_labels(face_definition(session, certificate), record.fields or [])))
+    return UsagePage(items, next_cursor)

@@ -1,0 +1,300 @@
+"""Batch import (批量导入) of certificates from JSON Lines or CSV: streamed in chunks, all-or-nothing or partial.
+
+Everything happens in the caller's one transaction. The certificates go into a SAVEPOINT; when an
+all-or-nothing batch fails, the savepoint is rolled back while the batch row and its per-row report stay in
+the outer transaction, so the one commit at the edge keeps the report and nothing else. A killed process
+commits nothing at all, and re-submitting the same Idempotency-Key then starts afresh.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import IO, Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from backend.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from backend.models import Base, Certificate, CertificateType, Department, ImportBatch
+from backend.services.audit import record_event
+from backend.services.batch_files import FORMATS as FORMATS  # part of this module's interface (jsonl, csv)
+from backend.services.batch_files import HashingReader, Problem, Row, csv_face, read_rows
+from backend.services.face import FieldProblems
+from backend.services.import_signer import CERTIFICATES, Signed, Signer, columns_of, values
+from backend.services.issuance import (
+    CertificateInput,
+    Issuer,
+    PreparedCertificate,
+    certificate_event,
+    holder_notification,
+    new_public_id,
+)
+
+MODES = ("all", "partial")
+PROCESSING, COMPLETED, FAILED = "processing", "completed", "failed"
+MAX_ROWS = 100_000
+CHUNK_ROWS = 500
+REPORT_LIMIT = 1000  # stored report entries; whole rows only, so truncation can be told from the counts
+
+# Tables of the bulk INSERTs and the columns they write (all but the generated id).
+EVENTS, NOTIFICATIONS = Base.metadata.tables["certificate_event"], Base.metadata.tables["notification"]
+EVENT_COLUMNS, NOTIFICATION_COLUMNS = (columns_of(table) for table in (EVENTS, NOTIFICATIONS))
+
+Progress = Callable[[int, int], None]  # (rows processed, bytes read)
+
+
+class BatchNotFound(NotFound):
+    code = "batch_not_found"
+    message = "导入批次不存在"
+
+
+@dataclass
+class _Run:
+    """The state of one import while its chunks go by."""
+
+    session: Session
+    issuer: Issuer
+    batch: ImportBatch
+    all_or_nothing: bool
+    signer: Signer
+    types: dict[str, CertificateType | Problem] = field(default_factory=dict)  # type code → type, or why not
+    numbers: dict[str, int] = field(default_factory=dict)  # number index → the first row that had it
+    event: dict[str, Any] | None = None  # the "issued" event template
+    notices: dict[int, dict[str, Any]] = field(default_factory=dict)  # type id → holder notification template
+    report: list[dict[str, Any]] = field(default_factory=list)
+    report_full: bool = False
+    rows: int = 0
+    imported: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def fail(self, number: int, problems: Iterable[Problem]) -> None:
+        self.failed += 1
+        entries = [{"row": number, "field": field_name, "reason": reason, "detail": detail}
+                   for field_name, reason, detail in problems]
+        if not self.report_full and len(self.report) + len(entries) <= REPORT_LIMIT:
+            self.report.extend(entries)
+        else:
+            self.report_full = True
+
+    def certificate_type(self, type_code: str) -> CertificateType | Problem:
+        """The type, or why its rows fail (unknown, or not issuable by this department); looked up once per file."""
+        if type_code not in self.types:
+            problems = FieldProblems()
+            try:
+                found = self.issuer.certificate_type(type_code, problems)
+            except Forbidden as exc:
+                self.types[type_code] = ("type_code", exc.code, exc.message)
+            else:
+                item = problems.items[0] if problems.items else {"reason": "unknown_type", "detail": ""}
+                self.types[type_code] = found if found is not None else ("type_code", item["reason"], item["detail"])
+        return self.types[type_code]
+
+    def prepare(self, row: Row) -> PreparedCertificate | None:
+        problems = FieldProblems()
+        for field_name, reason, detail in row.problems:
+            problems.add(field_name or "", reason, detail)
+        prepared, data = None, row.data
+        if data is not None:
+            ctype = self.certificate_type(data.type_code) if isinstance(data.type_code, str) else None
+            if isinstance(ctype, tuple):
+                problems.add("type_code", ctype[1], ctype[2])
+            else:
+                if row.csv_fields and ctype is not None:
+                    data = _with_fields(data, csv_face(ctype, data.fields))
+                prepared = self.issuer.prepare(data, problems)
+        if problems.items:
+            self.fail(row.number, [(item["field"] or None, item["reason"], item["detail"]) for item in problems.items])
+            return None
+        return prepared
+
+    def chunk(self, rows: list[Row]) -> None:
+        """Validate a chunk, look its numbers up in one query, then sign and store the new certificates in bulk."""
+        candidates: list[tuple[int, PreparedCertificate, str]] = []
+        for row in rows:
+            prepared = self.prepare(row)
+            if prepared is None:
+                continue
+            index = self.issuer.number_index(prepared)
+            first = self.numbers.setdefault(index, row.number)
+            if first != row.number:
+                self.fail(row.number, [("certificate_number", "duplicate_in_file",
+                                        f"证照编号与第 {first} 行重复")])
+                continue
+            candidates.append((row.number, prepared, index))
+        self.rows += len(rows)
+        stored = self._stored_contents(candidates)
+        new: list[PreparedCertificate] = []
+        for number, prepared, index in candidates:
+            contents = stored.get(index)
+            if contents is None:
+                new.append(prepared)
+            elif prepared.content_hash in contents:
+                self.skipped += 1  # imported before with the same content: re-running a file adds nothing
+            else:
+                self.fail(number, [("certificate_number", "certificate_number_taken",
+                                    "该证照编号已签发过且内容不同；变更请使用换发（reissue）")])
+        if self.all_or_nothing and self.failed:
+            self.signer.abort()  # nothing of this batch will be stored: stop signing
+        elif new:
+            self._store(self.signer.submit(new))
+
+    def drain(self) -> None:
+        """Store what the signer still holds (with workers, the last chunk is still being signed)."""
+        signed = self.signer.drain()
+        if not (self.all_or_nothing and self.failed):
+            self._store(signed)
+
+    def _stored_contents(self, candidates: list[tuple[int, PreparedCertificate, str]]) -> dict[str, set[str]]:
+        if not candidates:
+            return {}
+        type_ids = {prepared.certificate_type.id for _, prepared, _ in candidates}
+        rows = self.session.execute(select(Certificate.number_index, Certificate.content_hash).where(
+            Certificate.certificate_type_id.in_(type_ids),
+            Certificate.issuer_department_id == self.issuer.department.id,
+            Certificate.number_index.in_([index for _, _, index in candidates])))
+        stored: dict[str, set[str]] = {}
+        for index, content_hash in rows:
+            stored.setdefault(index, set()).add(content_hash)  # every version: a re-run after a reissue skips too
+        return stored
+
+    def _store(self, signed: Signed) -> None:
+        """Insert signed certificates with their events and holder notifications, a few statements per chunk.
+
+        Core INSERTs: the ORM inserts rows one by one on SQLite when it needs their ids back (no sentinel for
+        RETURNING), which costs more than signing; one multi-row INSERT … RETURNING per chunk does not.
+        """
+        if not signed:
+            return
+        inserted = self.session.execute(insert(CERTIFICATES).returning(CERTIFICATES.c.public_id, CERTIFICATES.c.id),
+                                        [row for _, row in signed])
+        ids: dict[str, int] = {public_id: id_ for public_id, id_ in inserted}
+        events, notices = [], []
+        for item, row in signed:
+            certificate_id = ids[row["public_id"]]
+            events.append(self._event(certificate_id, row))
+            notices.append(self._notice(certificate_id, row, item.certificate_type))
+        self.session.execute(insert(EVENTS), events)
+        self.session.execute(insert(NOTIFICATIONS), notices)
+        self.imported += len(signed)
+
+    # The "issued" event and the holder's notification are the same for every certificate of a type but for a few
+    # ids (imports are all version 1 and valid): each is made once by the shared helper and copied, because
+    # formatting them per row would cost more than inserting them.
+    def _event(self, certificate_id: int, row: dict[str, Any]) -> dict[str, Any]:
+        if self.event is None:
+            self.event = values(certificate_event(Certificate(id=certificate_id, status=row["status"]), "issued",
+                                                   from_status=None, actor=self.issuer.actor, now=self.issuer.now),
+                                 EVENT_COLUMNS)
+        return {**self.event, "certificate_id": certificate_id}
+
+    def _notice(self, certificate_id: int, row: dict[str, Any], ctype: CertificateType) -> dict[str, Any]:
+        template = self.notices.get(ctype.id)
+        if template is None:
+            certificate = Certificate(id=certificate_id, holder_index=row["holder_index"],
+                                      identifier=row["identifier"], version=row["version"])
+            template = values(holder_notification(certificate, "certificate_issued", now=self.issuer.now,
+                                                   type_name=ctype.name, issuer_name=self.issuer.department.name),
+                               NOTIFICATION_COLUMNS)
+            self.notices[ctype.id] = template
+        return {**template, "public_id": new_public_id(), "certificate_id": certificate_id,
+                "holder_index": row["holder_index"], "data": {"identifier": row["identifier"]}}
+
+
+def _with_fields(data: CertificateInput, fields: dict[str, Any]) -> CertificateInput:
+    return CertificateInput(data.type_code, data.certificate_number, data.holder_name, data.holder_code_type,
+                            data.holder_code, data.issued_on, data.valid_from, fields, data.valid_until)
+
+
+def find_batch(session: Session, department: Department, idempotency_key: str) -> ImportBatch | None:
+    return session.scalar(select(ImportBatch).where(ImportBatch.department_id == department.id,
+                                                    ImportBatch.idempotency_key == idempotency_key))
+
+
+def import_certificates(session: Session, issuer: Issuer, source: IO[bytes], *, file_format: str, mode: str,
+                        idempotency_key: str, max_rows: int = MAX_ROWS, workers: int = 0,
+                        progress: Progress | None = None) -> tuple[ImportBatch, bool]:
+    """Import a file of certificates for `issuer.department`. Returns (batch, created).
+
+    The same Idempotency-Key with the same file (and mode) returns the earlier batch; with another file, 409.
+    Row problems go to the batch's report; problems with the file itself (format, size, header) raise.
+    `workers` > 0 signs in that many forked processes (see `Signer`).
+    """
+    if file_format not in FORMATS or mode not in MODES:
+        raise ValueError(f"unknown format {file_format!r} or mode {mode!r}")
+    department = issuer.department
+    reader = HashingReader(source)
+    existing = find_batch(session, department, idempotency_key)
+    if existing is not None:
+        if (existing.content_hash, existing.file_format, existing.mode) != (reader.drain(), file_format, mode):
+            raise Conflict("同一 Idempotency-Key 已用于不同的批量文件", code="idempotency_key_reused",
+                           details={"batch": existing.public_id})
+        return existing, False
+
+    now = issuer.now
+    batch = ImportBatch(public_id=new_public_id(), department_id=department.id, content_hash="",
+                        submitted_by=f"{issuer.actor.kind}:{issuer.actor.id}"[:80], idempotency_key=idempotency_key,
+                        file_format=file_format, mode=mode, status=PROCESSING, total_rows=0, processed_rows=0,
+                        imported_rows=0, skipped_rows=0, failed_rows=0, report=[], created_at=now, heartbeat_at=now)
+    session.add(batch)
+    session.flush()
+    run = _Run(session, issuer, batch, all_or_nothing=mode == "all", signer=Signer(issuer, batch.id, workers))
+    rows = read_rows(io.BufferedReader(reader, buffer_size=1 << 16), file_format, max_rows)
+    savepoint = session.begin_nested()
+    try:
+        while chunk := list(islice(rows, CHUNK_ROWS)):
+            run.chunk(chunk)
+            batch.processed_rows = run.rows
+            if progress is not None:
+                progress(run.rows, reader.bytes_read)
+        run.drain()
+    except BaseException:
+        run.signer.abort()
+        if savepoint.is_active:
+            savepoint.rollback()
+        raise
+    if run.rows == 0:
+        savepoint.rollback()
+        raise ValidationFailed("文件中没有数据行", code="empty_batch")
+    failed = run.all_or_nothing and run.failed > 0
+    if failed:
+        savepoint.rollback()  # nothing of a failed all-or-nothing batch is imported; its report is kept
+    else:
+        savepoint.commit()
+    _finish(session, issuer, batch, run, reader.hexdigest(), failed=failed)
+    return batch, True
+
+
+def _finish(session: Session, issuer: Issuer, batch: ImportBatch, run: _Run, content_hash: str, *,
+            failed: bool) -> None:
+    now = issuer.now
+    batch.content_hash = content_hash
+    batch.status = FAILED if failed else COMPLETED
+    batch.total_rows = batch.processed_rows = run.rows
+    batch.imported_rows = 0 if failed else run.imported
+    batch.skipped_rows = run.skipped
+    batch.failed_rows = run.failed
+    batch.report = run.report
+    batch.heartbeat_at = batch.finished_at = now
+    counts = {"total": run.rows, "imported": batch.imported_rows, "skipped": run.skipped, "failed": run.failed}
+    record_event(session, actor=issuer.actor, action="certificate.batch_imported", now=now,
+                 object_type="import_batch", object_id=batch.public_id,
+                 outcome="failure" if failed else "success",
+                 details={"format": batch.file_format, "mode": batch.mode, "status": batch.status, **counts})
+    session.flush()
+
+
+def report_truncated(batch: ImportBatch) -> bool:
+    """The report keeps whole rows only, so it was cut short exactly when some failed row is missing from it."""
+    return len({entry["row"] for entry in batch.report}) < batch.failed_rows
+
+
+def get_batch(session: Session, department: Department, public_id: str) -> ImportBatch:
+    """A department sees only its own batches; anyone else's look as if they did not exist."""
+    batch = session.scalar(select(ImportBatch).where(ImportBatch.public_id == public_id))
+    if batch is None or batch.department_id != department.id:
+        raise BatchNotFound()
+    return batch

@@ -1,0 +1,286 @@
+"""Show codes (亮证): mint a short-lived code for a holder's certificate, and check one when it is scanned.
+
+A check answers one state — valid, or why not — and only for a valid certificate the profile's fields, each
+masked as the type's catalog entry says. An expired or untrustworthy code shows nothing of the certificate:
+a screenshot stops working within a minute (第十三条). Every check of a genuine, unexpired code is written to
+the holder's usage history and to the audit chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.errors import Conflict, Gone
+from backend.models import ApiClient, Certificate, UsageRecord
+from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.security import showcode
+from backend.security.encryption import FieldCipher
+from backend.security.identifiers import HolderCodeType, mask_holder_code, mask_name
+from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
+from backend.services.actors import Actor
+from backend.services.audit import record_event
+from backend.services.certificates import decrypt, today_in_china
+from backend.services.issuance import new_public_id
+
+# States of a checked code: the certificate's live state, or why the code itself is refused.
+STATE_VALID: Final = "valid"
+STATE_EXPIRED: Final = "expired"  # the code (not the certificate) has expired
+STATE_INVALID: Final = "invalid"  # not a code we signed, tampered with, or naming no certificate
+STATE_REVOKED: Final = REVOKED
+STATE_SUSPENDED: Final = SUSPENDED
+STATE_SUPERSEDED: Final = SUPERSEDED
+STATE_CERTIFICATE_EXPIRED: Final = "certificate_expired"  # the certificate's validity has ended
+STATE_NOT_YET_VALID: Final = "not_yet_valid"  # the certificate's validity has not begun
+
+STATE_LABELS: Final = {
+    STATE_VALID: "有效", STATE_EXPIRED: "已过期", STATE_INVALID: "无效", STATE_REVOKED: "已注销",
+    STATE_SUSPENDED: "已中止", STATE_SUPERSEDED: "已更新", STATE_CERTIFICATE_EXPIRED: "已过期",
+    STATE_NOT_YET_VALID: "未生效",
+}
+STATE_EXPLANATIONS: Final = {
+    STATE_VALID: "证照当前有效，以下为持证人出示的信息。",
+    STATE_EXPIRED: "亮证码已过期：每个亮证码只在生成后很短时间内有效。请持证人刷新后重新出示。",
+    STATE_INVALID: "无法识别的亮证码：不是本平台签发的，或已被篡改。",
+    STATE_REVOKED: "该证照已被注销或吊销，不能作为有效证照使用。",
+    STATE_SUSPENDED: "该证照已被签发部门中止使用。",
+    STATE_SUPERSEDED: "该证照已换发新版本，本版本不再有效。请持证人出示最新版本。",
+    STATE_CERTIFICATE_EXPIRED: "该证照已超过有效期。",
+    STATE_NOT_YET_VALID: "该证照尚未到有效期起始日。",
+}
+LONG_TERM: Final = "长期"
+_FIXED_STARS: Final = "******"  # a fully masked value does not even reveal its length
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """Who scanned: the public page (anyone with a phone) or a department client."""
+
+    kind: str  # public | client
+    id: str | None = None
+    department_id: int | None = None
+
+
+PUBLIC_VERIFIER: Final = Verifier("public")
+
+
+@dataclass(frozen=True)
+class MintedShowCode:
+    token: str
+    url: str
+    claims: showcode.ShowCodeClaims
+
+
+@dataclass
+class ShowCodeCheck:
+    """The outcome of one scan. `certificate` is None for expired and invalid codes."""
+
+    state: str
+    reason: str | None  # why a code was refused (showcode reason codes) or None
+    claims: showcode.ShowCodeClaims | None
+    certificate: dict[str, Any] | None = None
+    shown: list[str] = field(default_factory=list)  # names of the holder/face values shown
+    record: Certificate | None = None
+
+    @property
+    def label(self) -> str:
+        return STATE_LABELS[self.state]
+
+    @property
+    def explanation(self) -> str:
+        return STATE_EXPLANATIONS[self.state]
+
+
+# -- masking ----------------------------------------------------------------------------------------------------
+
+def mask_value(rule: str, value: str) -> str:
+    """Mask a face value by its catalog rule: none, name, id_number, partial (keep the start), full."""
+    if rule == "none":
+        return value
+    if rule == "name":
+        return mask_name(value)
+    if rule == "id_number":
+        # Always starred: a field holding an ID number is personal whatever code type it is.
+        return mask_holder_code(HolderCodeType.RESIDENT_ID.value, value)
+    if rule == "partial":
+        text = value.strip()
+        keep = min(6, len(text) // 3)
+        return f"{text[:keep]}{'*' * 4}" if keep else "*" * max(1, len(text))
+    return _FIXED_STARS
+
+
+def _display(spec: dict[str, Any], value: Any) -> str:
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    return str(value)
+
+
+def _holder_display(certificate: Certificate, name: str) -> str:
+    # A company's name is public (企业信息公示); a person's is masked.
+    return name if certificate.holder_code_type == HolderCodeType.USCC.value else mask_name(name)
+
+
+# -- minting ----------------------------------------------------------------------------------------------------
+
+def _refuse_unshowable(session: Session, certificate: Certificate, now: datetime) -> None:
+    """Only a certificate that is valid today can be shown; the others get a clear code."""
+    status = certificate.status
+    if status == REVOKED:
+        raise Conflict("该证照已注销，不能亮证", code="certificate_revoked")
+    if status == SUSPENDED:
+        raise Conflict("该证照已中止，不能亮证", code="certificate_suspended")
+    if status == SUPERSEDED:
+        successor = session.scalar(select(Certificate.public_id).where(Certificate.previous_id == certificate.id))
+        raise Conflict("该证照已换发新版本，请出示最新版本", code="certificate_superseded",
+                       details={"current_id": successor} if successor else None)
+    today = today_in_china(now)
+    if status == EXPIRED or (certificate.valid_until is not None and today > certificate.valid_until):
+        raise Gone("该证照已过期，不能亮证", code="certificate_expired")
+    if today < certificate.valid_from:
+        raise Conflict("该证照尚未生效，不能亮证", code="certificate_not_yet_valid")
+
+
+def mint_show_code(session: Session, keys: KeyStore, certificate: Certificate, *, profile: str, lifetime: int,
+                   public_url: str, actor: Actor, now: datetime) -> MintedShowCode:
+    """A fresh code for a certificate the caller has already checked the holder may show (find_holder_certificate)."""
+    _refuse_unshowable(session, certificate, now)
+    claims = showcode.new_claims(certificate.public_id, profile, now=now, lifetime=lifetime)
+    token = showcode.encode(keys, keys.active_key(PURPOSE_PLATFORM), claims)
+    # The token itself is never audited: within its minute it is a bearer credential.
+    record_event(session, actor=actor, action="showcode.minted", now=now, object_type="certificate",
+                 object_id=certificate.identifier,
+                 details={"profile": profile, "nonce": claims.nonce.hex(), "expires_at": claims.expires_at.isoformat()})
+    return MintedShowCode(token, showcode.url_for_token(public_url, token), claims)
+
+
+# -- checking ---------------------------------------------------------------------------------------------------
+
+def _live_state(certificate: Certificate, now: datetime) -> str:
+    if certificate.status == EXPIRED:
+        return STATE_CERTIFICATE_EXPIRED
+    if certificate.status != VALID:
+        return certificate.status
+    today = today_in_china(now)
+    if certificate.valid_until is not None and today > certificate.valid_until:
+        return STATE_CERTIFICATE_EXPIRED  # the nightly expiry sweep has not caught up yet
+    if today < certificate.valid_from:
+        return STATE_NOT_YET_VALID
+    return STATE_VALID
+
+
+def _outline(certificate: Certificate, state: str, profile: str) -> dict[str, Any]:
+    """What a non-valid certificate shows: its kind and issuer, nothing about the holder."""
+    ctype = certificate.certificate_type
+    return {"name": ctype.name, "type_code": ctype.type_code,
+            "issuer": {"code": certificate.issuer.code, "name": certificate.issuer.name},
+            "status": state, "profile": profile, "holder_name": None, "valid_from": None, "valid_until": None,
+            "fields": []}
+
+
+def _profile_view(cipher: FieldCipher, certificate: Certificate, profile: str) -> tuple[dict[str, Any], list[str]]:
+    """The certificate as the profile shows it, with every value masked by the current catalog policy."""
+    definition = certificate.certificate_type.definition
+    specs = {spec["name"]: spec for spec in definition["fields"]}
+    sharing = definition.get("sharing", {})
+    names = sharing.get("public_fields" if profile == "basic" else "showable_fields", [])
+    content = decrypt(cipher, certificate)
+    fields = []
+    for name in names:
+        spec, value = specs.get(name), content.fields.get(name)
+        # holder_name repeats the holder, which is always shown (masked) as 持证人.
+        if spec is None or value is None or value == "" or name == "holder_name":
+            continue
+        fields.append({"name": name, "label": spec["label"],
+                       "value": mask_value(spec.get("mask", "none"), _display(spec, value))})
+    view = _outline(certificate, STATE_VALID, profile)
+    view.update({"holder_name": _holder_display(certificate, content.holder_name),
+                 "valid_from": certificate.valid_from.isoformat(),
+                 "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else LONG_TERM,
+                 "fields": fields})
+    return view, ["holder.name", *(f"face.{item['name']}" for item in fields)]
+
+
+def _record_refusal(session: Session, check: ShowCodeCheck, *, actor: Actor, now: datetime) -> None:
+    """Audit refused codes that looked like ours (never the token); random junk is not worth a chain entry."""
+    if check.reason == showcode.MALFORMED:
+        return
+    certificate = None
+    if check.claims is not None:
+        certificate = session.scalar(select(Certificate).where(Certificate.public_id == check.claims.certificate_id))
+    record_event(session, actor=actor, action="showcode.checked", now=now, outcome="failure",
+                 object_type="certificate", object_id=certificate.identifier if certificate else None,
+                 details={"state": check.state, "reason": check.reason,
+                          "nonce": check.claims.nonce.hex() if check.claims else None})
+
+
+def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token: str, *, verifier: Verifier,
+                    actor: Actor, now: datetime) -> ShowCodeCheck:
+    """Check a scanned code: signature and expiry, then the certificate's live state; record genuine checks."""
+    try:
+        claims = showcode.decode(session, token, now=now)
+    except showcode.ShowCodeRefused as refused:
+        state = STATE_EXPIRED if refused.reason == showcode.EXPIRED else STATE_INVALID
+        check = ShowCodeCheck(state, refused.reason, refused.claims)
+        _record_refusal(session, check, actor=actor, now=now)
+        return check
+    certificate = session.scalar(select(Certificate).where(Certificate.public_id == claims.certificate_id))
+    if certificate is None:  # signed by us, but the certificate is gone: nothing to vouch for
+        check = ShowCodeCheck(STATE_INVALID, "certificate_not_found", claims)
+        _record_refusal(session, check, actor=actor, now=now)
+        return check
+    state = _live_state(certificate, now)
+    if state == STATE_VALID:
+        view, shown = _profile_view(cipher, certificate, claims.profile)
+    else:
+        view, shown = _outline(certificate, state, claims.profile), []
+    session.add(UsageRecord(
+        public_id=new_public_id(), holder_index=certificate.holder_index, certificate_id=certificate.id,
+        kind="show_code_checked", verifier_kind=verifier.kind, verifier_id=verifier.id,
+        verifier_department_id=verifier.department_id, purpose=None, fields=shown, occurred_at=now))
+    record_event(session, actor=actor, action="showcode.checked", now=now, object_type="certificate",
+                 object_id=certificate.identifier,
+                 details={"state": state, "profile": claims.profile, "nonce": claims.nonce.hex(),
+                          "verifier": verifier.kind, "shown": shown})
+    return ShowCodeCheck(state, None, claims, view, shown, certificate)
+
+
+# -- the department API's answer -----------------------------------------------------------------------------------
+
+_DEPARTMENT_STATUS: Final = {STATE_CERTIFICATE_EXPIRED: EXPIRED, STATE_NOT_YET_VALID: VALID}
+
+
+def department_result(check: ShowCodeCheck) -> dict[str, Any]:
+    """The check in POST /gov/v1/verify's shape: {valid, status, reasons, certificate}.
+
+    `disclosed` carries what the holder chose to show, masked as on the public page: a code shows, it does not
+    authorise (full values need the holder's grant, 授权用证).
+    """
+    if check.record is None or check.certificate is None:
+        reason = f"show_code_{check.reason}" if check.reason in (showcode.EXPIRED, showcode.NOT_YET_VALID) \
+            else (check.reason or showcode.MALFORMED)
+        return {"valid": False, "status": "unknown", "reasons": [reason], "certificate": None}
+    certificate, view = check.record, check.certificate
+    status = _DEPARTMENT_STATUS.get(check.state, check.state)
+    reasons = [] if check.state == STATE_VALID else [check.state]
+    disclosed: dict[str, dict[str, Any]] = {}
+    if check.state == STATE_VALID:
+        disclosed = {"holder": {"name": view["holder_name"]},
+                     "face": {item["name"]: item["value"] for item in view["fields"]}}
+    return {"valid": not reasons, "status": status, "reasons": reasons, "certificate": {
+        "identifier": certificate.identifier, "type_code": view["type_code"], "type_name": view["name"],
+        "issuer": view["issuer"], "version": certificate.version,
+        "valid_from": certificate.valid_from.isoformat(),
+        "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None,
+        "status": status, "disclosed": disclosed}}
+
+
+def check_for_department(session: Session, keys: KeyStore, cipher: FieldCipher, text: str, *, client: ApiClient,
+                         actor: Actor, now: datetime) -> dict[str, Any]:
+    """A department scanner's check of a show code (the token or its URL), recorded with the client as verifier."""
+    check = check_show_code(session, keys, cipher, showcode.token_from_text(text),
+                            verifier=Verifier("client", client.client_id, client.department_id), actor=actor, now=now)
+    return department_result(check)

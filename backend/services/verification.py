@@ -1,0 +1,401 @@
+"""Verification for departments (核验): presented SD-JWT VCs (RFC 9901) and bare certificate identifiers.
+
+The trust decisions live here (which key, which issuer, which type, which status); the SD-JWT format is in
+`backend.security.sdjwt`. Every verification is recorded in the audit chain, with reasons but no personal data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import jwt
+from jwt.types import Options
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.errors import AuditNote, DomainError
+from backend.models import Certificate, CertificateType, Department, SigningKey, StatusList
+from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.security.encryption import FieldCipher
+from backend.security.identifiers import CertificateIdentifier, parse_identifier
+from backend.security.jwk import SUPPORTED_ALGS, JWKError, alg_for_jwk, load_public_jwk
+from backend.security.keystore import PURPOSE_CERTIFICATE, KeyStore
+from backend.security.sdjwt import ISSUED_TYP, KB_TYP, SdJwtFormatError, parse, reconstruct, sd_hash
+from backend.services.actors import Actor
+from backend.services.audit import record_event
+from backend.services.certificates import CertificateNotFound
+from backend.services.issuance import CHINA, issuer_uri
+
+# Stable reason codes (the API's `reasons`).
+MALFORMED = "malformed"
+WRONG_TYP = "wrong_typ"
+UNSUPPORTED_ALG = "unsupported_alg"
+UNKNOWN_KEY = "unknown_key"
+BAD_SIGNATURE = "bad_signature"
+WRONG_ISSUER = "wrong_issuer"
+UNKNOWN_TYPE = "unknown_type"
+TYPE_MISMATCH = "type_mismatch"
+IDENTIFIER_MISMATCH = "identifier_mismatch"
+MALFORMED_DISCLOSURE = "malformed_disclosure"
+DUPLICATE_DISCLOSURE = "duplicate_disclosure"
+UNREFERENCED_DISCLOSURE = "unreferenced_disclosure"
+NOT_YET_VALID = "not_yet_valid"
+UNKNOWN_STATUS_LIST = "unknown_status_list"
+CERTIFICATE_NOT_FOUND = "certificate_not_found"
+KB_MISSING = "kb_missing"
+KB_MALFORMED = "kb_malformed"
+KB_WRONG_TYP = "kb_wrong_typ"
+KB_UNSUPPORTED_ALG = "kb_unsupported_alg"
+KB_NO_HOLDER_KEY = "kb_no_holder_key"
+KB_BAD_SIGNATURE = "kb_bad_signature"
+KB_WRONG_AUDIENCE = "kb_wrong_audience"
+KB_WRONG_NONCE = "kb_wrong_nonce"
+KB_SD_HASH_MISMATCH = "kb_sd_hash_mismatch"
+KB_IAT_OUT_OF_RANGE = "kb_iat_out_of_range"
+# A certificate that is not `valid` fails with its status as the reason: revoked, suspended, superseded, expired.
+STATUS_REASONS = {REVOKED: REVOKED, SUSPENDED: SUSPENDED, SUPERSEDED: SUPERSEDED, EXPIRED: EXPIRED}
+
+UNKNOWN = "unknown"  # `status` when the token cannot be trusted or names no certificate of ours
+KB_IAT_WINDOW = timedelta(minutes=5)
+DISCLOSABLE_OBJECTS = ("holder", "document", "face")
+# The compact serialization is base64url segments joined by "." and "~"; anything else is not an SD-JWT.
+_COMPACT = re.compile(r"[A-Za-z0-9_\-.~]+")
+_DISCLOSURE_REASONS = {
+    "duplicate_disclosure": DUPLICATE_DISCLOSURE,
+    "duplicate_digest": DUPLICATE_DISCLOSURE,
+    "unreferenced_disclosure": UNREFERENCED_DISCLOSURE,
+}
+_NO_TIME_CHECKS: Options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False,
+                   "verify_iss": False, "verify_sub": False, "verify_jti": False}
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """`valid` only when `reasons` is empty; `status` is the certificate's lifecycle status (or `unknown`)."""
+
+    valid: bool
+    status: str
+    reasons: list[str]
+    certificate: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Rejected(Exception):
+    """The issuer-signed JWT cannot be trusted; nothing in it is used."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Authentic:
+    """An issuer JWT whose signature, issuer, type and identifier checked out."""
+
+    payload: dict[str, Any]
+    key: SigningKey
+    department: Department
+    certificate_type: CertificateType
+    identifier: CertificateIdentifier
+
+
+@dataclass
+class _Outcome:
+    result: VerificationResult
+    identifier: str | None = None
+    disclosed_names: list[str] = field(default_factory=list)
+    key_binding: bool = False
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    try:
+        return jwt.get_unverified_header(token)
+    except (jwt.PyJWTError, ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        raise _Rejected(MALFORMED) from exc
+
+
+def _authenticate(session: Session, keys: KeyStore, issuer_jwt: str, public_url: str) -> _Authentic:
+    """Header, key (retired keys too: rotation must not break old certificates), signature, issuer, type."""
+    header = _unverified_header(issuer_jwt)
+    if header.get("typ") != ISSUED_TYP:
+        raise _Rejected(WRONG_TYP)
+    if header.get("alg") not in SUPPORTED_ALGS:
+        raise _Rejected(UNSUPPORTED_ALG)
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise _Rejected(UNKNOWN_KEY)
+    try:
+        key, public = keys.public_key(kid)
+    except (DomainError, JWKError) as exc:
+        raise _Rejected(UNKNOWN_KEY) from exc
+    department = key.department
+    if key.purpose != PURPOSE_CERTIFICATE or department is None:
+        raise _Rejected(UNKNOWN_KEY)  # a platform or wallet key never signs certificates
+    if header["alg"] != key.alg:
+        raise _Rejected(BAD_SIGNATURE)
+    try:
+        payload = jwt.decode(issuer_jwt, public, algorithms=[key.alg], options=_NO_TIME_CHECKS)
+    except jwt.InvalidSignatureError as exc:
+        raise _Rejected(BAD_SIGNATURE) from exc
+    except (jwt.PyJWTError, ValueError, RecursionError) as exc:
+        raise _Rejected(MALFORMED) from exc
+
+    if payload.get("iss") != issuer_uri(public_url, department.code):
+        raise _Rejected(WRONG_ISSUER)
+    vct = payload.get("vct")
+    type_code = vct.removeprefix("urn:ecert:") if isinstance(vct, str) and vct.startswith("urn:ecert:") else None
+    ctype = session.scalar(select(CertificateType).where(CertificateType.type_code == type_code)) \
+        if type_code else None
+    if ctype is None:
+        raise _Rejected(UNKNOWN_TYPE)
+    if department not in ctype.issuers:
+        raise _Rejected(WRONG_ISSUER)
+    if payload.get("type_code", ctype.type_code) != ctype.type_code:
+        raise _Rejected(TYPE_MISMATCH)
+    claimed = payload.get("identifier")
+    try:
+        identifier = parse_identifier(claimed if isinstance(claimed, str) else "", field="identifier")
+    except DomainError as exc:
+        raise _Rejected(MALFORMED) from exc
+    if identifier.type_code != ctype.type_code or identifier.issuer_code != department.code \
+            or payload.get("version") != identifier.version:
+        raise _Rejected(IDENTIFIER_MISMATCH)
+    return _Authentic(payload, key, department, ctype, identifier)
+
+
+def _slot_holder(session: Session, department: Department, reference: dict[str, Any],
+                 public_url: str) -> tuple[bool, Certificate | None]:
+    """(resolved, the certificate holding the slot or None if it is free) for a reference to our list."""
+    prefix = f"{public_url}/status-lists/{department.code}/"
+    uri, idx = reference.get("uri"), reference.get("idx")
+    number = uri[len(prefix):] if isinstance(uri, str) and uri.startswith(prefix) else ""
+    if not number.isdigit() or len(number) > 9 or not isinstance(idx, int) or isinstance(idx, bool):
+        return False, None
+    status_list = session.scalar(select(StatusList).where(StatusList.department_id == department.id,
+                                                          StatusList.list_number == int(number)))
+    if status_list is None or not 0 <= idx < status_list.size:
+        return False, None
+    return True, session.scalar(select(Certificate).where(Certificate.status_list_id == status_list.id,
+                                                          Certificate.status_index == idx))
+
+
+def _certificate(session: Session, auth: _Authentic, public_url: str, reasons: list[str]) -> Certificate | None:
+    """Resolve the token's status-list entry to our certificate; synced tokens without our entry by identifier.
+
+    A list's bits are derived from the certificates holding its slots, so the certificate at (list, idx)
+    gives exactly the published value.
+    """
+    status = auth.payload.get("status")
+    reference = status.get("status_list") if isinstance(status, dict) else None
+    if isinstance(reference, dict) and str(reference.get("uri", "")).startswith(f"{public_url}/status-lists/"):
+        resolved, holder = _slot_holder(session, auth.department, reference, public_url)
+        if not resolved:
+            reasons.append(UNKNOWN_STATUS_LIST)
+        elif holder is not None and holder.identifier == auth.identifier.value:
+            return holder
+    # A certificate synced from a department's own system carries that system's status reference (or none).
+    return session.scalar(select(Certificate).where(Certificate.identifier == auth.identifier.value))
+
+
+def _number(payload: dict[str, Any], claim: str) -> float | None:
+    value = payload.get(claim)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(claim)
+    return float(value)
+
+
+def _key_binding(kb_jwt: str, payload: dict[str, Any], presented: str, *, now: datetime,
+                 expected_audience: str | None, expected_nonce: str | None) -> list[str]:
+    """KB-JWT checks (RFC 9901 §7.3): typ, signature by the `cnf.jwk` key, aud, nonce, sd_hash, iat."""
+    try:
+        header = _unverified_header(kb_jwt)
+    except _Rejected:
+        return [KB_MALFORMED]
+    if header.get("typ") != KB_TYP:
+        return [KB_WRONG_TYP]
+    if header.get("alg") not in SUPPORTED_ALGS:
+        return [KB_UNSUPPORTED_ALG]
+    cnf = payload.get("cnf")
+    holder_jwk = cnf.get("jwk") if isinstance(cnf, dict) else None
+    if not isinstance(holder_jwk, dict):
+        return [KB_NO_HOLDER_KEY]
+    try:
+        holder_key = load_public_jwk(holder_jwk)
+        holder_alg = alg_for_jwk(holder_jwk)
+    except JWKError:
+        return [KB_NO_HOLDER_KEY]
+    if header["alg"] != holder_alg:
+        return [KB_BAD_SIGNATURE]
+    try:
+        claims = jwt.decode(kb_jwt, holder_key, algorithms=[holder_alg], options=_NO_TIME_CHECKS)
+    except jwt.InvalidSignatureError:
+        return [KB_BAD_SIGNATURE]
+    except (jwt.PyJWTError, ValueError, RecursionError):
+        return [KB_MALFORMED]
+    reasons = []
+    if any(name not in claims for name in ("iat", "aud", "nonce", "sd_hash")):
+        reasons.append(KB_MALFORMED)
+    if expected_audience is not None and claims.get("aud") != expected_audience:
+        reasons.append(KB_WRONG_AUDIENCE)
+    if expected_nonce is not None and claims.get("nonce") != expected_nonce:
+        reasons.append(KB_WRONG_NONCE)
+    if claims.get("sd_hash") != sd_hash(presented):
+        reasons.append(KB_SD_HASH_MISMATCH)
+    iat = claims.get("iat")
+    if isinstance(iat, bool) or not isinstance(iat, int | float) \
+            or abs(iat - now.timestamp()) > KB_IAT_WINDOW.total_seconds():
+        reasons.append(KB_IAT_OUT_OF_RANGE)
+    return reasons
+
+
+def _day(timestamp: float | None, *, end: bool) -> str | None:
+    """Validity dates back from nbf/exp (day starts in China; exp is the start of the day after)."""
+    if timestamp is None:
+        return None
+    try:
+        moment = datetime.fromtimestamp(timestamp, CHINA)
+    except (OverflowError, ValueError, OSError):  # a signed but absurd time
+        return None
+    return ((moment - timedelta(days=1)) if end else moment).date().isoformat()
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+def _summary(auth: _Authentic, certificate: Certificate | None, status: str, disclosed: dict[str, Any],
+             nbf: float | None, exp: float | None) -> dict[str, Any]:
+    if certificate is not None:
+        valid_from, valid_until = _iso(certificate.valid_from), _iso(certificate.valid_until)
+    else:
+        valid_from, valid_until = _day(nbf, end=False), _day(exp, end=True)
+    return {
+        "identifier": auth.identifier.value,
+        "type_code": auth.certificate_type.type_code,
+        "type_name": auth.certificate_type.name,
+        "issuer": {"code": auth.department.code, "name": auth.department.name},
+        "version": auth.identifier.version,
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+        "status": status,
+        "disclosed": disclosed,
+    }
+
+
+def _rejected(reason: str) -> _Outcome:
+    return _Outcome(VerificationResult(False, UNKNOWN, [reason], None))
+
+
+def _check(session: Session, keys: KeyStore, token: str, *, now: datetime, public_url: str,
+           expected_audience: str | None, expected_nonce: str | None, require_key_binding: bool,
+           disclose: bool) -> _Outcome:
+    if not isinstance(token, str) or not _COMPACT.fullmatch(token):
+        return _rejected(MALFORMED)
+    try:
+        parsed = parse(token)
+    except SdJwtFormatError:
+        return _rejected(MALFORMED)
+    try:
+        auth = _authenticate(session, keys, parsed.issuer_jwt, public_url)
+    except _Rejected as rejected:
+        return _rejected(rejected.reason)
+
+    reasons: list[str] = []
+    disclosed: dict[str, Any] = {}
+    try:
+        claims = reconstruct(auth.payload, parsed.disclosures)
+    except SdJwtFormatError as exc:
+        reasons.append(_DISCLOSURE_REASONS.get(exc.reason, MALFORMED_DISCLOSURE))
+    else:
+        disclosed = {name: claims[name] for name in DISCLOSABLE_OBJECTS
+                     if isinstance(claims.get(name), dict) and claims[name]}
+
+    try:
+        nbf, exp = _number(auth.payload, "nbf"), _number(auth.payload, "exp")
+    except ValueError:
+        return _rejected(MALFORMED)
+    moment = now.timestamp()
+    if nbf is not None and moment < nbf:
+        reasons.append(NOT_YET_VALID)
+    past_exp = exp is not None and moment >= exp
+
+    certificate = _certificate(session, auth, public_url, reasons)
+    status = UNKNOWN
+    if certificate is None:
+        reasons.append(CERTIFICATE_NOT_FOUND)  # signed by a department key but never issued or synced here
+    else:
+        status = EXPIRED if certificate.status == VALID and past_exp else certificate.status
+        if status in STATUS_REASONS:
+            reasons.append(STATUS_REASONS[status])
+    if past_exp:
+        reasons.append(EXPIRED)
+
+    if parsed.kb_jwt is not None:
+        presented = token[: token.rindex("~") + 1]
+        reasons += _key_binding(parsed.kb_jwt, auth.payload, presented, now=now,
+                                expected_audience=expected_audience, expected_nonce=expected_nonce)
+    elif require_key_binding:
+        reasons.append(KB_MISSING)
+
+    reasons = list(dict.fromkeys(reasons))
+    shown = disclosed if disclose else {}
+    summary = _summary(auth, certificate, status, shown, nbf, exp)
+    names = sorted(f"{obj}.{claim}" for obj, values in shown.items() for claim in values)
+    return _Outcome(VerificationResult(not reasons, status, reasons, summary), auth.identifier.value, names,
+                    parsed.kb_jwt is not None)
+
+
+def _record(session: Session, outcome: _Outcome, *, mode: str, actor: Actor, now: datetime) -> None:
+    """Audit (责任倒查): who verified what, with which result and which claims were shown; never their values."""
+    result = outcome.result
+    record_event(session, actor=actor, action="certificate.verified", now=now, object_type="certificate",
+                 object_id=outcome.identifier, outcome="success" if result.valid else "failure",
+                 details={"mode": mode, "status": result.status, "reasons": result.reasons,
+                          "key_binding": outcome.key_binding, "disclosed": outcome.disclosed_names})
+
+
+def verify_presentation(session: Session, keys: KeyStore, token: str, *, actor: Actor, now: datetime,
+                        public_url: str, expected_audience: str | None = None, expected_nonce: str | None = None,
+                        require_key_binding: bool = False) -> VerificationResult:
+    """Verify a presented SD-JWT VC: format, signature (retired keys too), issuer and type, disclosures, validity
+    period, status list and, when a KB-JWT is present (or `require_key_binding`), the holder binding.
+
+    Anything well-formed enough to judge gives a result (never an error); `reasons` names every failed check.
+    `certificate.disclosed` holds the holder/document/face objects with only the claims that were disclosed.
+    """
+    outcome = _check(session, keys, token, now=now, public_url=public_url, expected_audience=expected_audience,
+                     expected_nonce=expected_nonce, require_key_binding=require_key_binding, disclose=True)
+    _record(session, outcome, mode="presentation", actor=actor, now=now)
+    return outcome.result
+
+
+def verify_identifier(session: Session, keys: KeyStore, cipher: FieldCipher, identifier: str, *, actor: Actor,
+                      now: datetime, public_url: str) -> VerificationResult:
+    """Verify a certificate by its identifier (证照标识): validity and status only, no personal data.
+
+    The caller learns whether the certificate is valid, its status, type, issuer, version and validity
+    period; `certificate.disclosed` is always empty (disclosing data needs the holder's presentation). The
+    stored SD-JWT is re-verified, so a tampered record or a withdrawn type fails like a tampered token.
+    A malformed identifier raises 422 naming `identifier`; a well-formed one we never issued raises 404.
+    """
+    ident = parse_identifier(identifier, field="identifier")
+    certificate = session.scalar(select(Certificate).where(Certificate.identifier == ident.value))
+    if certificate is None:
+        error = CertificateNotFound()
+        # The edge rolls the request back, then keeps this note in the audit chain.
+        error.audit = AuditNote(actor=actor, action="certificate.verified", object_type="certificate",
+                                object_id=ident.value,
+                                details={"mode": "identifier", "reasons": [CERTIFICATE_NOT_FOUND]})
+        raise error
+    stored = cipher.decrypt(certificate.sd_jwt_enc, f"certificate:{certificate.public_id}:sd_jwt")
+    outcome = _check(session, keys, stored, now=now, public_url=public_url, expected_audience=None,
+                     expected_nonce=None, require_key_binding=False, disclose=False)
+    _record(session, outcome, mode="identifier", actor=actor, now=now)
+    return outcome.result
