@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP) cjk-font
 	$(BIN)/flask --app wsgi db upgrade
 	$(BIN)/flask --app wsgi demo load
-	$(BIN)/gunicorn --bind 0.0.0.0:$(PORT) --workers $${WEB_CONCURRENCY:-2} wsgi:app  # request logs come from the app (JSON, tokens redacted)
+	$(BIN)/gunicorn --bind 0.0.0.0:$(PORT) --workers $${WEB_CONCURRENCY:-2} --timeout 180 wsgi:app  # request logs come from the app (JSON, tokens redacted)
 
 test: $(STAMP) cjk-font
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -24,7 +24,7 @@ from backend.services import clients as clients_service
 from backend.services import expiry as expiry_service
 from backend.services import imports as imports_service
 from backend.services.actors import Actor
-from backend.services.demo import demo_assertion, ensure_demo_client
+from backend.services.demo import DEMO_CITIZEN, DEMO_COMPANY, demo_assertion, ensure_demo_certificates, ensure_demo_client
 from backend.services.issuance import Issuer
 from backend.web.context import field_cipher, keystore, now
 
@@ -304,9 +304,14 @@ def demo_load() -> None:
     ctx = click.get_current_context()
     ctx.invoke(catalog_load, path=DEMO_CATALOG)
     ctx.invoke(keys_init)
-    client_id, key_path = ensure_demo_client(db.session(), Path(current_app.instance_path), actor=_operator(), now=now())
+    session, actor, moment = db.session(), _operator(), now()
+    client_id, key_path = ensure_demo_client(session, Path(current_app.instance_path), actor=actor, now=moment)
+    issued = ensure_demo_certificates(session, keystore(), field_cipher(),
+                                      public_url=current_app.config["ECERT_PUBLIC_URL"], actor=actor, now=moment)
     db.session.commit()
     click.echo(f"demo client {client_id}; private key in {key_path}")
+    click.echo(f"{issued} demo certificate(s) issued; log in as the demo citizen with POST /api/v1/auth/login "
+               f"{json.dumps({'provider': 'dev', **DEMO_CITIZEN, 'companies': [DEMO_COMPANY]}, ensure_ascii=False)}")
 
 
 @demo_cli.command("assertion")

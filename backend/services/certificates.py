@@ -108,6 +108,11 @@ def _store_new(session: Session, issuer: Issuer, data: CertificateInput, *, orig
     return certificate
 
 
+def issue_direct(session: Session, issuer: Issuer, data: CertificateInput) -> Certificate:
+    """Issue without an API client (operator tools, demo data): same validation, signing, events and audit."""
+    return _store_new(session, issuer, data, origin="issued")
+
+
 def issue_certificate(session: Session, issuer: Issuer, client: ApiClient, data: CertificateInput, *,
                       idempotency_key: str | None, body_hash: str) -> tuple[Certificate, bool]:
     """Issue one certificate signed with the department's key. Returns (certificate, created)."""
