@@ -7,11 +7,11 @@ from typing import Any
 
 import jsonschema
 import sqlalchemy as sa
-from conftest import DeptClient
-from factories import BUSINESS_LICENCE, certificate_body
 
 from backend.extensions import db
 from backend.models import AuditEvent, Certificate, CertificateEvent, Notification, StatusList
+from tests.conftest import DeptClient
+from tests.factories import BUSINESS_LICENCE, certificate_body
 
 URL = "/gov/v1/certificates"
 CHINA = timezone(timedelta(hours=8))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from conftest import Citizen, DeptClient
-from factories import DISABILITY, MARRIAGE, certificate_body
 from flask_openapi3 import OpenAPI
 from sqlalchemy import select
 
 from backend.extensions import db
 from backend.models import Certificate
+from tests.conftest import Citizen, DeptClient
+from tests.factories import DISABILITY, MARRIAGE, certificate_body
 
 DISABLED_PERSONS_FEDERATION = "13411500005993726Q"  # 信阳市残疾人联合会
 PARTNER_ID = "411502199203080021"

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import CIVIL_AFFAIRS, SAMR
-from factories import DISABILITY, MARRIAGE, company_code
 from PIL import Image, ImageChops, ImageDraw, ImageFont
-from wallet_support import WALLET, Department, error_code, public_id_of
 
 from backend.config import find_cjk_font
 from backend.extensions import db
@@ -30,6 +30,9 @@ from backend.services.card_image import (
 from backend.services.certificates import decrypt
 from backend.services.issuance import CHINA
 from backend.web.context import field_cipher
+from tests.conftest import CIVIL_AFFAIRS, SAMR
+from tests.factories import DISABILITY, MARRIAGE, company_code
+from tests.wallet_support import WALLET, Department, error_code, public_id_of
 
 DISABILITY_FEDERATION = "13411500005993726Q"  # 信阳市残疾人联合会
 DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"  # Latin only: draws Chinese as boxes
@@ -340,3 +343,36 @@ def test_a_card_with_many_fields_grows_to_hold_them(app, civil_affairs, login):
     citizen = login()
     image = card_image(citizen, public_id_of(app, civil_affairs.issue_to(citizen, MARRIAGE)))
     assert image.height > 1000
+
+
+# -- in a real browser -----------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium; "
+                                             ".ci/run installs it)")
+def test_chromium_shows_the_card_with_its_chinese_text(app, civil_affairs, login, tmp_path):
+    citizen = login()
+    response = card(citizen, public_id_of(app, civil_affairs.issue_to(citizen)), purpose="办理入学")
+    assert response.status_code == 200
+    (tmp_path / "card.png").write_bytes(response.data)
+    (tmp_path / "card.html").write_text('<!doctype html><meta charset="utf-8"><body style="margin:0">'
+                                        '<img src="card.png" width="750"></body>', encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                    "--window-size=750,900", (tmp_path / "card.html").as_uri()],
+                   check=True, timeout=120, capture_output=True)
+    if os.environ.get("ECERT_SCREENSHOT_DIR"):  # to look at it: ECERT_SCREENSHOT_DIR=/tmp/shots pytest …
+        Path(os.environ["ECERT_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(os.environ["ECERT_SCREENSHOT_DIR"]) / "card-in-chromium.png")
+    seen = Image.open(shot).convert("RGB")
+    rendered = Image.open(io.BytesIO(response.data)).convert("RGB").crop((0, 0, 750, 900))
+    # The browser shows the card as drawn: the title band with its Chinese glyphs is the same, pixel for pixel.
+    band = (0, 0, 750, 120)
+    difference = ImageChops.difference(seen.crop(band), rendered.crop(band))
+    assert difference.getbbox() is None or max(difference.convert("L").getdata()) < 40
+    title = [seen.crop((x, 20, x + 40, 100)) for x in range(40, 400, 40)]
+    assert len({t.tobytes() for t in title}) > 3, "the title looks like repeated boxes, not Chinese glyphs"

@@ -14,7 +14,16 @@ from typing import Any
 import jwt
 import pytest
 import sqlalchemy as sa
-from certificate_support import (
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from backend.extensions import db
+from backend.models import Certificate
+from backend.security import sdjwt
+from backend.security.identifiers import build_identifier, identifier_check_character, parse_identifier
+from backend.security.jwk import public_jwk
+from backend.services.catalog import get_department
+from backend.web.context import keystore
+from tests.certificate_support import (
     URL,
     Api,
     assert_documented,
@@ -28,17 +37,8 @@ from certificate_support import (
     list_revision,
     stored,
 )
-from conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, START
-from cryptography.hazmat.primitives.asymmetric import ec
-from factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body, company_code, resident_id
-
-from backend.extensions import db
-from backend.models import Certificate
-from backend.security import sdjwt
-from backend.security.identifiers import build_identifier, identifier_check_character, parse_identifier
-from backend.security.jwk import public_jwk
-from backend.services.catalog import get_department
-from backend.web.context import keystore
+from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, START
+from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body, company_code, resident_id
 
 # -- fixtures --------------------------------------------------------------------------------------------
 

@@ -12,18 +12,6 @@ from typing import Any
 import jwt
 import pytest
 import sqlalchemy as sa
-from certificate_support import (
-    Api,
-    assert_documented,
-    count,
-    error_of,
-    field_errors,
-    holder_notifications,
-    list_revision,
-    stored,
-)
-from conftest import SAMR, START, FakeClock
-from factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE
 
 from backend.config import ConfigError, load_settings
 from backend.extensions import db
@@ -35,6 +23,18 @@ from backend.services.catalog import get_department
 from backend.services.expiry import china_today, expire_certificates, nearest_horizon, send_expiry_reminders
 from backend.services.status_lists import decode_value, status_list_token
 from backend.web.context import keystore
+from tests.certificate_support import (
+    Api,
+    assert_documented,
+    count,
+    error_of,
+    field_errors,
+    holder_notifications,
+    list_revision,
+    stored,
+)
+from tests.conftest import SAMR, START, FakeClock
+from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE
 
 DISABLED_PERSONS_FEDERATION = DISABILITY[:18]  # 信阳市残疾人联合会
 NOTIFICATIONS = "/gov/v1/notifications"

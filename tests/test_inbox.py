@@ -7,13 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import CIVIL_AFFAIRS, SAMR
-from factories import MARRIAGE, company_code, resident_id
-from wallet_support import Department, error_code, public_id_of
 
 from backend.extensions import db
 from backend.models import Certificate, UsageRecord
 from backend.services.catalog import get_department
+from tests.conftest import CIVIL_AFFAIRS, SAMR
+from tests.factories import MARRIAGE, company_code, resident_id
+from tests.wallet_support import Department, error_code, public_id_of
 
 INBOX = "/api/v1/notifications"
 USAGE = "/api/v1/usage"

@@ -10,7 +10,6 @@ from typing import Any
 import jwt
 import pytest
 import yaml
-from conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwcrypto.jwk import JWK as IndependentJWK
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
@@ -24,6 +23,7 @@ from backend.security.jwk import private_key_from_der, private_key_to_der, publi
 from backend.security.keystore import PURPOSE_CERTIFICATE, PURPOSE_PLATFORM, PURPOSE_WALLET
 from backend.services.catalog import get_department
 from backend.web.context import keystore
+from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR
 
 JWKS_URL = "/.well-known/jwks.json"
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}

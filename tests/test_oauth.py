@@ -12,7 +12,6 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import SAMR, DeptClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
@@ -24,6 +23,7 @@ from backend.security.jwk import public_jwk
 from backend.security.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET
 from backend.services.catalog import get_department
 from backend.web.context import keystore
+from tests.conftest import SAMR, DeptClient
 
 TOKEN_URL = "/gov/v1/oauth/token"
 CATALOG_URL = "/gov/v1/catalog/types"

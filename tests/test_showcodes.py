@@ -14,20 +14,7 @@ from typing import Any
 import jwt
 import pytest
 import zxingcpp
-from conftest import CIVIL_AFFAIRS, SAMR, START, TEST_SECRETS, DeptClient
-from factories import BUSINESS_LICENCE, certificate_body, company_code
 from PIL import Image
-from showcode_support import (
-    DISABLED_PERSONS_FEDERATION,
-    change,
-    disability_of,
-    issue,
-    marriage_of,
-    mint,
-    minted,
-    public_id,
-    tampered,
-)
 from sqlalchemy import select
 
 from backend.config import MAX_PUBLIC_URL_BYTES, ConfigError, load_settings
@@ -38,6 +25,19 @@ from backend.security.keystore import PURPOSE_PLATFORM
 from backend.services.showcodes import mask_value
 from backend.web import qr
 from backend.web.context import keystore
+from tests.conftest import CIVIL_AFFAIRS, SAMR, START, TEST_SECRETS, DeptClient
+from tests.factories import BUSINESS_LICENCE, certificate_body, company_code
+from tests.showcode_support import (
+    DISABLED_PERSONS_FEDERATION,
+    change,
+    disability_of,
+    issue,
+    marriage_of,
+    mint,
+    minted,
+    public_id,
+    tampered,
+)
 
 REAL_PUBLIC_URL = "https://ecert.xinyang.gov.cn"
 

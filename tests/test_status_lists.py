@@ -12,12 +12,12 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import CIVIL_AFFAIRS, SAMR, DeptClient, FakeClock
-from factories import certificate_body
 from sqlalchemy import select, update
 
 from backend.extensions import db
 from backend.models import StatusList
+from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient, FakeClock
+from tests.factories import certificate_body
 
 PUBLIC_URL = "http://localhost"
 MEDIA_TYPE = "application/statuslist+jwt"

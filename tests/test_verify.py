@@ -9,9 +9,7 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import CIVIL_AFFAIRS, SAMR, DeptClient, FakeClock
 from cryptography.hazmat.primitives.asymmetric import ec
-from factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body
 from flask_openapi3 import OpenAPI
 from jwcrypto.jwk import JWK
 from sd_jwt.verifier import SDJWTVerifier
@@ -26,6 +24,8 @@ from backend.security.sdjwt import b64url, key_binding_jwt, make_disclosure, sel
 from backend.security.sdjwt import issue as issue_sd_jwt
 from backend.services.catalog import get_department
 from backend.services.issuance import day_start
+from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient, FakeClock
+from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body
 
 OBJECTS = ("holder", "document", "face")
 SOME = {("holder", "name"), ("face", "company_name")}

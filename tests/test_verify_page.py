@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CIVIL_AFFAIRS, SAMR, START
-from factories import BUSINESS_LICENCE, certificate_body, company_code
 from PIL import Image, ImageChops
-from showcode_support import (
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from backend.extensions import db
+from backend.models import AuditEvent, Holder, UsageRecord
+from tests.conftest import CIVIL_AFFAIRS, SAMR, START
+from tests.factories import BUSINESS_LICENCE, certificate_body, company_code
+from tests.showcode_support import (
     DISABLED_PERSONS_FEDERATION,
     PARTNER_ID,
     change,
@@ -28,11 +33,6 @@ from showcode_support import (
     tampered,
     verdict,
 )
-from sqlalchemy import select
-from werkzeug.serving import make_server
-
-from backend.extensions import db
-from backend.models import AuditEvent, Holder, UsageRecord
 
 NOTICE = "截图、照片、打印件无效，请以现场扫码核验结果为准"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import CIVIL_AFFAIRS, SAMR
-from factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE, MARRIAGE, company_code, resident_id
-from wallet_support import WALLET, Department, error_code, public_id_of, wallet, wallet_ids
 
 from backend.extensions import db
 from backend.models import AuditEvent, Certificate
+from tests.conftest import CIVIL_AFFAIRS, SAMR
+from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE, MARRIAGE, company_code, resident_id
+from tests.wallet_support import WALLET, Department, error_code, public_id_of, wallet, wallet_ids
 
 DISABILITY_FEDERATION = "13411500005993726Q"  # 信阳市残疾人联合会
 OPAQUE_ID = re.compile(r"^[0-9a-f]{32}$")

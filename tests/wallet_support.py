@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from conftest import Citizen, DeptClient
-from factories import BUSINESS_LICENCE, DISABILITY, MARRIAGE, certificate_body
 
 from backend.extensions import db
 from backend.models import Certificate
+from tests.conftest import Citizen, DeptClient
+from tests.factories import BUSINESS_LICENCE, DISABILITY, MARRIAGE, certificate_body
 
 CERTIFICATES = "/gov/v1/certificates"
 WALLET = "/api/v1/wallet/certificates"
