@@ -10,9 +10,10 @@ import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from flask_limiter.errors import RateLimitExceeded
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from backend.errors import DomainError, PayloadTooLarge, ValidationFailed
@@ -35,6 +36,7 @@ _HTTP_MESSAGES = {
     413: ("payload_too_large", "请求体过大"),
     415: ("unsupported_media_type", "不支持的内容类型"),
     429: ("rate_limited", "请求过于频繁，请稍后再试"),
+    500: ("internal_error", "服务器内部错误"),
 }
 
 
@@ -115,16 +117,49 @@ def _finish_failed_request(error: DomainError) -> None:
     db.session.rollback()
     if error.after_rollback is None and error.audit is None:
         return
-    if error.after_rollback is not None:
-        error.after_rollback(db.session())
-    if error.audit is not None:
-        note = error.audit
-        record_event(db.session(), actor=note.actor, action=note.action, now=now(), outcome="failure",
-                     object_type=note.object_type, object_id=note.object_id, details=note.details)
-    db.session.commit()
+    try:
+        if error.after_rollback is not None:
+            error.after_rollback(db.session())
+        if error.audit is not None:
+            note = error.audit
+            record_event(db.session(), actor=note.actor, action=note.action, now=now(), outcome="failure",
+                         object_type=note.object_type, object_id=note.object_id, details=note.details)
+        db.session.commit()
+    except Exception:
+        # The client still gets the original error; the lost trace is logged for operators.
+        db.session.rollback()
+        log.exception("could not record a refused attempt", extra={"fields": {"request_id": g.get("request_id")}})
+
+
+def _commit() -> DomainError | None:
+    """The request's one commit. A database refusal here still answers in the error shape, never a bare 500."""
+    try:
+        db.session.commit()
+        return None
+    except IntegrityError:
+        db.session.rollback()
+        return DomainError("并发冲突，请重试", code="concurrent_conflict").with_status(409)
+    except DataError:
+        db.session.rollback()
+        return DomainError("请求包含数据库无法保存的字符或数值", code="invalid_value")
+    except OperationalError:
+        db.session.rollback()
+        log.exception("commit failed", extra={"fields": {"request_id": g.get("request_id")}})
+        return DomainError("数据库暂不可用，请稍后重试", code="database_unavailable").with_status(503)
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Request JSON without NaN or Infinity: they have no JSON form and break canonical hashing later."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        def refuse(constant: str) -> None:
+            raise ValueError(f"{constant} is not valid JSON")
+
+        return json.loads(s, parse_constant=refuse, **kwargs)
 
 
 def register_edge(app: Flask) -> None:
+    app.json = StrictJSONProvider(app)
     configure_logging(app)
 
     @app.before_request
@@ -138,7 +173,9 @@ def register_edge(app: Flask) -> None:
     def _finish(response: Response) -> Response:
         # The one commit of the request: only when it succeeded.
         if response.status_code < 400:
-            db.session.commit()
+            failure = _commit()
+            if failure is not None:
+                response = error_response(failure)
         else:
             db.session.rollback()
         response.headers["X-Request-Id"] = g.get("request_id", "")

@@ -114,3 +114,28 @@ def test_show_code_tokens_in_paths_are_redacted_from_request_logs(client, caplog
     with caplog.at_level(logging.INFO, logger="ecert.request"):
         client.get("/v/" + "A" * 132, headers={"Accept": "application/json"})
     assert all("A" * 132 not in json.dumps(getattr(r, "fields", {})) for r in caplog.records)
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_json_with_non_finite_numbers_is_malformed(dept_client, constant):
+    body = b'{"type_code": "x", "fields": {"n": ' + constant + b"}}"
+    response = dept_client.http.post("/gov/v1/certificates", data=body, content_type="application/json",
+                                     headers=dept_client.headers())
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "malformed_json"
+
+
+def test_audit_details_and_ids_are_cleaned_of_control_characters(app, clock):
+    from backend.extensions import db
+    from backend.models import AuditEvent
+    from backend.services.actors import Actor
+    from backend.services.audit import record_event
+
+    with app.app_context():
+        event = record_event(db.session(), actor=Actor(kind="client", id="x\x00y"), action="test", now=clock(),
+                             object_id="a\x00b" * 100, details={"k\x00": "v\x00" * 1000, "n": 2**60})
+        db.session.commit()
+        stored = db.session.get(AuditEvent, event.seq)
+        assert "\x00" not in stored.actor_id + (stored.object_id or "") + json.dumps(stored.details)
+        assert len(stored.object_id or "") <= 128
+        assert stored.details["n"] == str(2**60)

@@ -544,3 +544,16 @@ def test_healthz_fails_when_the_master_key_cannot_open_the_platform_key(app, cli
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "master_key_mismatch"
+
+
+@pytest.mark.parametrize("exp", [float("nan"), float("inf"), True, "soon"])
+def test_a_non_numeric_or_non_finite_exp_is_refused(dept_client, exp):
+    # Signed by hand: PyJWT refuses to encode NaN, an attacker's library need not.
+    claims = jwt.decode(dept_client.assertion(), options={"verify_signature": False})
+    claims["exp"] = exp
+    payload = jwt.utils.base64url_encode(json.dumps(claims, allow_nan=True).encode()).decode()
+    header = jwt.utils.base64url_encode(b'{"alg":"ES256","typ":"JWT"}').decode()
+    signature = ECAlgorithm(ECAlgorithm.SHA256).sign(f"{header}.{payload}".encode(), dept_client.private_key)
+    token = f"{header}.{payload}.{jwt.utils.base64url_encode(signature).decode()}"
+    response = dept_client.token_response(assertion=token)
+    assert_error(response, 401, "invalid_client")

@@ -33,18 +33,36 @@ _SECRET_KEYS = re.compile(r"token|secret|password|assertion|code_verifier|privat
 _ID_NUMBER_KEYS = re.compile(r"id_number|holder_code|^code_value$", re.I)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_TEXT = 500
+
+
+def clean_text(value: str, limit: int = MAX_TEXT) -> str:
+    """Printable, bounded text: no NUL or control characters (PostgreSQL refuses NUL) and no lone surrogates."""
+    value = _CONTROL.sub("?", value.encode("utf-8", "replace").decode("utf-8"))
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
 def _scrub(details: Any, key: str = "") -> Any:
     if isinstance(details, dict):
-        return {k: _scrub(v, k) for k, v in details.items()}
-    if isinstance(details, list):
-        return [_scrub(v, key) for v in details]
+        return {clean_text(str(k), 64): _scrub(v, str(k)) for k, v in list(details.items())[:50]}
+    if isinstance(details, list | tuple):
+        return [_scrub(v, key) for v in list(details)[:100]]
     if _SECRET_KEYS.search(key):
         return "[redacted]"
-    if _ID_NUMBER_KEYS.search(key) and isinstance(details, str) and len(details) > 5:
-        return details[:3] + "*" * (len(details) - 5) + details[-2:]
+    if _ID_NUMBER_KEYS.search(key) and isinstance(details, str | int) and not isinstance(details, bool) \
+            and len(str(details)) > 5:
+        text = str(details)
+        return text[:3] + "*" * (len(text) - 5) + text[-2:]
     if isinstance(details, float):
         return str(details)  # floats have no canonical JSON form
-    return details
+    if isinstance(details, str):
+        return clean_text(details)
+    if isinstance(details, int) and not isinstance(details, bool) and abs(details) >= 2**53:
+        return str(details)  # beyond what every JSON reader keeps exactly
+    if details is None or isinstance(details, bool | int):
+        return details
+    return clean_text(str(details))
 
 
 def _timestamp(moment: datetime) -> str:
@@ -108,11 +126,11 @@ def record_event(
         seq=seq,
         occurred_at=now.astimezone(UTC),
         actor_type=actor.kind,
-        actor_id=actor.id[:64],
+        actor_id=clean_text(actor.id, 64),
         department_code=actor.department_code,
         action=action,
         object_type=object_type,
-        object_id=object_id,
+        object_id=None if object_id is None else clean_text(object_id, 128),
         outcome=outcome,
         source_ip=actor.source_ip,
         request_id=actor.request_id,

@@ -180,9 +180,14 @@ def sync_certificate(session: Session, issuer: Issuer, keys: KeyStore, client: A
 
     def day(claim: str) -> Any:
         value = claims.get(claim)
-        if not isinstance(value, int):
+        if value is None:
             return None
-        moment = datetime.fromtimestamp(value, CHINA)
+        try:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(claim)
+            moment = datetime.fromtimestamp(value, CHINA)
+        except (TypeError, ValueError, OverflowError, OSError) as exc:
+            raise _sync_refused("invalid_time_claims", f"{claim} 必须是合理的整数时间戳") from exc
         return moment.date() if claim == "nbf" else (moment - timedelta(days=1)).date()
 
     data = CertificateInput(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -172,12 +173,15 @@ def issue_access_token(
         raise refuse("sub_mismatch", "client_assertion 的 iss 与 sub 必须都是 client_id")
     exp = claims["exp"]
     now_ts = now.timestamp()
-    if not isinstance(exp, int | float) or exp <= now_ts:
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        raise refuse("invalid_claims", "client_assertion 的 exp 必须是数字时间戳")
+    if exp <= now_ts:
         raise refuse("expired", "client_assertion 已过期")
     if exp > now_ts + max_assertion_lifetime + 5:
         raise refuse("lifetime_too_long", f"client_assertion 的有效期不得超过 {max_assertion_lifetime} 秒")
     for name in ("iat", "nbf"):
-        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], int | float)):
+        if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], int | float)
+                               or not math.isfinite(claims[name])):
             raise refuse("invalid_claims", f"client_assertion 的 {name} 必须是数字时间戳")
         if name in claims and claims[name] > now_ts + 30:
             raise refuse("not_yet_valid", "client_assertion 尚未生效")
