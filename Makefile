@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+HOST ?= 127.0.0.1
+# Show-code URLs and token audiences follow the port the demo is served on.
+export ECERT_PUBLIC_URL ?= http://localhost:$(PORT)
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck bench clean cjk-font
@@ -16,7 +19,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP) cjk-font
 	$(BIN)/flask --app wsgi db upgrade
 	$(BIN)/flask --app wsgi demo load
-	$(BIN)/gunicorn --bind 0.0.0.0:$(PORT) --workers $${WEB_CONCURRENCY:-2} --timeout 180 wsgi:app  # request logs come from the app (JSON, tokens redacted)
+	ECERT_DEV_LOGIN=1 $(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $${WEB_CONCURRENCY:-2} --timeout 180 wsgi:app  # request logs come from the app (JSON, tokens redacted)
 
 test: $(STAMP) cjk-font
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

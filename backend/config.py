@@ -190,6 +190,20 @@ def parse_data_keys(value: str) -> dict[int, bytes]:
     return keys
 
 
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _bounded(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _int(env, name, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
 def _new_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 
@@ -254,14 +268,15 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         "ECERT_BLIND_INDEX_KEY": decode_key("ECERT_BLIND_INDEX_KEY", env["ECERT_BLIND_INDEX_KEY"]),
         "ECERT_GENERATED_SECRETS": sorted(generated),
         "ECERT_PUBLIC_URL": (env.get("ECERT_PUBLIC_URL") or "http://localhost:8000").rstrip("/"),
-        "ECERT_DEV_LOGIN": _bool(env.get("ECERT_DEV_LOGIN"), default=not production),
+        # Opt-in even in development: a forgotten ECERT_ENV must not leave "log in as anyone" open.
+        "ECERT_DEV_LOGIN": _bool(env.get("ECERT_DEV_LOGIN"), default=False),
         # Login providers: trusted real-name IdPs (oidc) and the WeChat mini-app (wechat; off without an appid).
         "ECERT_OIDC_PROVIDERS": parse_oidc_providers(env.get("ECERT_OIDC_PROVIDERS") or "[]", production=production),
         "ECERT_WECHAT_APPID": env.get("ECERT_WECHAT_APPID") or None,
         "ECERT_WECHAT_SECRET": env.get("ECERT_WECHAT_SECRET") or None,
         "ECERT_WECHAT_API_URL": (env.get("ECERT_WECHAT_API_URL") or "https://api.weixin.qq.com").rstrip("/"),
-        "ECERT_SIGNING_ALG": env.get("ECERT_SIGNING_ALG", "ES256"),
-        "ECERT_ACCESS_TOKEN_TTL": _int(env, "ECERT_ACCESS_TOKEN_TTL", 600),
+        "ECERT_SIGNING_ALG": _choice(env, "ECERT_SIGNING_ALG", ("ES256", "EdDSA"), "ES256"),
+        "ECERT_ACCESS_TOKEN_TTL": _bounded(env, "ECERT_ACCESS_TOKEN_TTL", 600, 60, 900),
         # Show codes (亮证码): lifetime of one code and when the app should fetch the next one (DESIGN §5).
         "ECERT_SHOW_CODE_TTL": _int(env, "ECERT_SHOW_CODE_TTL", 60),
         "ECERT_SHOW_CODE_REFRESH": _int(env, "ECERT_SHOW_CODE_REFRESH", 30),
@@ -274,13 +289,15 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         "ECERT_IMPORT_WORKERS": _int(env, "ECERT_IMPORT_WORKERS", 0),
         "ECERT_RATELIMIT_DEFAULT": env.get("ECERT_RATELIMIT_DEFAULT", "600 per minute"),
         "ECERT_RATELIMIT_TOKEN": env.get("ECERT_RATELIMIT_TOKEN", "60 per minute"),
-        "ECERT_TRUSTED_PROXIES": _int(env, "ECERT_TRUSTED_PROXIES", 0),
+        "ECERT_TRUSTED_PROXIES": _bounded(env, "ECERT_TRUSTED_PROXIES", 0, 0, 5),
+        "ECERT_TRUSTED_PROXIES_SET": bool(env.get("ECERT_TRUSTED_PROXIES")),
         "ECERT_LOG_LEVEL": env.get("ECERT_LOG_LEVEL", "INFO"),
         # A .ttc/.otf/.ttf with Chinese glyphs for card images (None: card.png answers 503 font_unavailable).
         "ECERT_CJK_FONT": env.get("ECERT_CJK_FONT") or find_cjk_font(),
         "ECERT_REMINDER_DAYS": parse_reminder_days(env.get("ECERT_REMINDER_DAYS") or "90,30,7"),
         "ECERT_CLOCK": None,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # Bound SQL parameters (personal data) never reach logs or tracebacks in production.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": production},
         "JSON_AS_ASCII": False,
     }
     redis_url = settings["ECERT_REDIS_URL"]
@@ -314,6 +331,9 @@ def check_production(settings: Mapping[str, Any]) -> None:
         raise ConfigError("ECERT_DATABASE_URL must point to PostgreSQL in production, not SQLite")
     if settings["ECERT_DEV_LOGIN"]:
         raise ConfigError("ECERT_DEV_LOGIN must be off in production")
+    if not settings.get("ECERT_TRUSTED_PROXIES_SET"):
+        raise ConfigError("ECERT_TRUSTED_PROXIES must be set in production (the number of proxies in front; "
+                          "0 when clients connect directly) so rate limits and audit see real client addresses")
     if settings.get("ECERT_WECHAT_APPID"):
         if not settings.get("ECERT_WECHAT_SECRET"):
             raise ConfigError("ECERT_WECHAT_SECRET is required in production when ECERT_WECHAT_APPID is set")

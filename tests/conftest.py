@@ -103,6 +103,7 @@ def _settings(database_url: str, instance: Path, **extra: Any) -> dict[str, Any]
         "ECERT_DATABASE_URL": database_url,
         "ECERT_INSTANCE_PATH": str(instance),
         "ECERT_PUBLIC_URL": "http://localhost",
+        "ECERT_DEV_LOGIN": "1",
         **TEST_SECRETS,
         "RATELIMIT_ENABLED": False,
         **extra,

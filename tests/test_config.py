@@ -21,6 +21,7 @@ SAFE_PRODUCTION = {
     "ECERT_SECRET_KEY": "s" * 40,
     "ECERT_DATA_KEYS": f"1:{KEY}",
     "ECERT_BLIND_INDEX_KEY": KEY,
+    "ECERT_TRUSTED_PROXIES": "1",
 }
 
 
@@ -63,6 +64,9 @@ def test_production_refuses_missing_secrets_and_names_them(tmp_path, missing):
         ({"ECERT_DEV_LOGIN": "1"}, "ECERT_DEV_LOGIN"),
         ({"ECERT_PUBLIC_URL": "http://ecert.xinyang.gov.cn"}, "ECERT_PUBLIC_URL"),
         ({"ECERT_REDIS_URL": None}, "ECERT_REDIS_URL"),
+        ({"ECERT_TRUSTED_PROXIES": None}, "ECERT_TRUSTED_PROXIES"),
+        ({"ECERT_ACCESS_TOKEN_TTL": "3600"}, "ECERT_ACCESS_TOKEN_TTL"),
+        ({"ECERT_SIGNING_ALG": "HS256"}, "ECERT_SIGNING_ALG"),
         ({"ECERT_MASTER_KEY": base64.b64encode(b"short").decode()}, "ECERT_MASTER_KEY"),
         ({"ECERT_DATA_KEYS": "one:abc"}, "ECERT_DATA_KEYS"),
     ],
@@ -89,3 +93,9 @@ def test_data_keys_are_versioned_and_the_highest_encrypts(tmp_path):
     settings = load_settings(env=production(tmp_path, ECERT_DATA_KEYS=f"1:{KEY},2:{other}"))
     assert set(settings["ECERT_DATA_KEYS"]) == {1, 2}
     assert settings["ECERT_DATA_KEYS"][2] == b"o" * 32
+
+
+def test_the_dev_login_is_opt_in_even_in_development(tmp_path):
+    assert load_settings(env={"ECERT_INSTANCE_PATH": str(tmp_path)})["ECERT_DEV_LOGIN"] is False
+    enabled = load_settings(env={"ECERT_INSTANCE_PATH": str(tmp_path), "ECERT_DEV_LOGIN": "1"})
+    assert enabled["ECERT_DEV_LOGIN"] is True

@@ -650,7 +650,7 @@ def test_oidc_provider_settings_fill_in_defaults(tmp_path):
 PRODUCTION_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
 PRODUCTION = {
     "ECERT_ENV": "production", "ECERT_DATABASE_URL": "postgresql://ecert@db.internal/ecert",
-    "ECERT_REDIS_URL": "redis://cache.internal:6379/0", "ECERT_PUBLIC_URL": "https://ecert.xinyang.gov.cn",
+    "ECERT_REDIS_URL": "redis://cache.internal:6379/0", "ECERT_TRUSTED_PROXIES": "1", "ECERT_PUBLIC_URL": "https://ecert.xinyang.gov.cn",
     "ECERT_MASTER_KEY": PRODUCTION_KEY, "ECERT_SECRET_KEY": "s" * 40, "ECERT_DATA_KEYS": f"1:{PRODUCTION_KEY}",
     "ECERT_BLIND_INDEX_KEY": PRODUCTION_KEY,
 }
