@@ -126,7 +126,7 @@ def test_requesting_a_subset_scope_narrows_the_token(dept_client):
 def test_requesting_a_scope_the_client_lacks_is_forbidden(dept_client):
     response = dept_client.token_response(scope="catalog stats")
 
-    error = assert_error(response, 403, "invalid_scope")
+    error = assert_error(response, 400, "invalid_scope")
     assert "stats" in error["message"]
 
 

@@ -397,7 +397,8 @@ def _validate_ric(code: str, *, field: str, subject: str) -> str:
         _fail(field, "bad_region_code", f"{subject}中的行政区划代码无效")
     except (ValueError, LookupError):  # any other stdnum complaint
         _fail(field, "bad_format", f"{subject}格式错误")
-    if ric.get_birth_date(number) > datetime.date.today():
+    # China's date (UTC+8), whatever the server's local zone: a birth "tomorrow" in UTC may be today here.
+    if ric.get_birth_date(number) > datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))).date():
         _fail(field, "bad_birth_date", f"{subject}中的出生日期无效")
     return number
 

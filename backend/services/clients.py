@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.errors import AuditNote, Forbidden, InvalidClient, NotFound, ValidationFailed
+from backend.errors import AuditNote, BadRequest, InvalidClient, NotFound, ValidationFailed
 from backend.models import ApiClient, ClientAssertionUse, Department
 from backend.security.jwk import SUPPORTED_ALGS, JWKError, load_public_jwk
 from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
@@ -200,7 +200,12 @@ def issue_access_token(
         wanted = requested_scope.split()
         excess = sorted(set(wanted) - set(client.scopes))
         if excess:
-            raise Forbidden(f"客户端无权申请权限范围：{' '.join(excess)}", code="invalid_scope")
+            # RFC 6749 §5.2: invalid_scope is a 400; refused attempts are audited like the others.
+            error = BadRequest(f"客户端无权申请权限范围：{' '.join(excess)}", code="invalid_scope",
+                               details={"scopes": excess})
+            error.audit = AuditNote(actor=anonymous, action="client.token_refused", object_type="api_client",
+                                    object_id=client.client_id, details={"reason": "invalid_scope", "scopes": excess})
+            raise error
         granted = sorted(set(wanted))
     key = keys.active_key(PURPOSE_PLATFORM)
     token_jti = secrets.token_urlsafe(16)
