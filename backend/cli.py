@@ -24,6 +24,7 @@ from backend.services import clients as clients_service
 from backend.services import expiry as expiry_service
 from backend.services import imports as imports_service
 from backend.services.actors import Actor
+from backend.services.data_keys import reencrypt_stale
 from backend.services.demo import DEMO_CITIZEN, DEMO_COMPANY, demo_assertion, ensure_demo_certificates, ensure_demo_client
 from backend.services.issuance import Issuer
 from backend.web.context import field_cipher, keystore, now
@@ -141,6 +142,15 @@ def keys_rotate(dept_code: str | None, purpose: str | None, alg: str | None) -> 
         _fail(error)
         return
     click.echo(key.kid)
+
+
+@keys_cli.command("reencrypt-data")
+def keys_reencrypt_data() -> None:
+    """Re-encrypt personal data still sealed under an older ECERT_DATA_KEYS version. Idempotent."""
+    report = reencrypt_stale(db.session(), field_cipher(), actor=_operator(), now=now())
+    db.session.commit()
+    click.echo(f"{report.blobs} value(s) in {report.rows} row(s) re-encrypted under data key "
+               f"version {field_cipher().current_version}")
 
 
 @keys_cli.command("import")
