@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +20,7 @@ from backend.services.actors import Actor
 from backend.services.audit import record_event
 
 # Model, context prefix, encrypted columns (the context of a blob is "<prefix>:<public_id>:<column>").
-ENCRYPTED = (
+ENCRYPTED: tuple[tuple[type[Certificate] | type[Holder], str, dict[str, str]], ...] = (
     (Certificate, "certificate", {"number_enc": "number", "holder_name_enc": "holder_name",
                                   "holder_code_enc": "holder_code", "face_enc": "face", "sd_jwt_enc": "sd_jwt"}),
     (Holder, "holder", {"id_number_enc": "id_number", "name_enc": "name", "phone_enc": "phone"}),
@@ -39,8 +40,8 @@ def reencrypt_stale(session: Session, cipher: FieldCipher, *, actor: Actor, now:
     for model, prefix, columns in ENCRYPTED:
         last_id = 0
         while True:
-            rows = session.scalars(select(model).where(model.id > last_id).order_by(model.id)  # type: ignore[attr-defined]
-                                   .limit(batch_size).with_for_update(skip_locked=True)).all()
+            rows: list[Any] = list(session.scalars(select(model).where(model.id > last_id).order_by(model.id)
+                                                   .limit(batch_size).with_for_update(skip_locked=True)))
             if not rows:
                 break
             for row in rows:
