@@ -23,9 +23,16 @@ from backend.services import catalog as catalog_service
 from backend.services import clients as clients_service
 from backend.services import expiry as expiry_service
 from backend.services import imports as imports_service
+from backend.services import login_nonces
 from backend.services.actors import Actor
 from backend.services.data_keys import reencrypt_stale
-from backend.services.demo import DEMO_CITIZEN, DEMO_COMPANY, demo_assertion, ensure_demo_certificates, ensure_demo_client
+from backend.services.demo import (
+    DEMO_CITIZEN,
+    DEMO_COMPANY,
+    demo_assertion,
+    ensure_demo_certificates,
+    ensure_demo_client,
+)
 from backend.services.issuance import Issuer
 from backend.web.context import field_cipher, keystore, now
 
@@ -233,10 +240,13 @@ def audit_checkpoint() -> None:
 
 @jobs_cli.command("purge")
 def jobs_purge() -> None:
-    """Forget client-assertion ids whose assertions have expired. Idempotent."""
-    removed = clients_service.purge_used_assertions(db.session(), now=now())
+    """Forget expired client-assertion ids, citizen login nonces and accepted-ID-token entries. Idempotent."""
+    moment = now()
+    removed = clients_service.purge_used_assertions(db.session(), now=moment)
+    login_state = login_nonces.purge_login_state(db.session(), now=moment)
     db.session.commit()
     click.echo(f"{removed} expired assertion id(s) removed")
+    click.echo(f"{login_state} expired login nonce(s) and ID-token replay entries removed")
 
 
 @jobs_cli.command("expire")

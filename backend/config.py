@@ -277,6 +277,9 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         "ECERT_WECHAT_API_URL": (env.get("ECERT_WECHAT_API_URL") or "https://api.weixin.qq.com").rstrip("/"),
         "ECERT_SIGNING_ALG": _choice(env, "ECERT_SIGNING_ALG", ("ES256", "EdDSA"), "ES256"),
         "ECERT_ACCESS_TOKEN_TTL": _bounded(env, "ECERT_ACCESS_TOKEN_TTL", 600, 60, 900),
+        # Seconds a real-name login's word that the holder represents a company (法人) keeps counting (1 min–30 days):
+        # then the company's certificates are hidden until a real-name login asserts the representation again.
+        "ECERT_REPRESENTATION_MAX_AGE": _bounded(env, "ECERT_REPRESENTATION_MAX_AGE", 24 * 3600, 60, 30 * 24 * 3600),
         # Show codes (亮证码): lifetime of one code and when the app should fetch the next one (DESIGN §5).
         "ECERT_SHOW_CODE_TTL": _int(env, "ECERT_SHOW_CODE_TTL", 60),
         "ECERT_SHOW_CODE_REFRESH": _int(env, "ECERT_SHOW_CODE_REFRESH", 30),

@@ -192,7 +192,7 @@ def register_edge(app: Flask) -> None:
         log.info("request", extra={"fields": {
             "request_id": g.get("request_id"), "method": request.method, "path": loggable_path(request.path),
             "status": response.status_code, "ms": elapsed_ms, "remote": request.remote_addr,
-            "client": getattr(g.get("client"), "client_id", None)}})
+            "client": g.get("client_id")}})
         return response
 
     @app.teardown_request

@@ -95,6 +95,13 @@ class NotFound(DomainError):
     message = "资源不存在"
 
 
+class NotificationNotFound(NotFound):
+    """A notification that is not the caller's (a holder's or a department's inbox) is not there at all."""
+
+    code = "notification_not_found"
+    message = "通知不存在"
+
+
 class Conflict(DomainError):
     code = "conflict"
     status = 409

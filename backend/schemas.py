@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +12,25 @@ class StrictModel(BaseModel):
     """Request models reject unknown fields."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The default schema is built once per model: flask-openapi3 asks a query model for it on every request
+        (to find its list fields), and building it cost more than a whole GET /healthz."""
+        if args or kwargs:
+            return super().model_json_schema(*args, **kwargs)
+        cached = _DEFAULT_SCHEMAS.get(cls)
+        if cached is None:
+            cached = _DEFAULT_SCHEMAS[cls] = super().model_json_schema()
+        return copy.deepcopy(cached)  # callers may change what they get
+
+
+_DEFAULT_SCHEMAS: dict[type[BaseModel], dict[str, Any]] = {}
+
+
+# The two query fields of every paginated list (backend/services/paging.py): one page size, one opaque cursor.
+LIMIT_FIELD = Field(default=20, ge=1, le=100, description="page size, 1–100")
+CURSOR_FIELD = Field(default=None, max_length=200, description="`next_cursor` of the previous page")
 
 
 class ErrorBody(BaseModel):

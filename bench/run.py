@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import multiprocessing
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -25,13 +27,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # run as a script, only bench/ is on sys.path
+sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # valid test data: resident IDs, USCCs, certificate bodies
+
+from factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body, company_code, resident_id  # noqa: E402
 
 from backend.services.demo import demo_assertion  # noqa: E402
 
@@ -39,6 +44,7 @@ RESULTS = PROJECT_ROOT / "bench" / "results"
 WRK_SCRIPT = PROJECT_ROOT / "bench" / "wrk.lua"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+JSON_HEADERS = {"Content-Type": "application/json"}
 UNLIMITED = "1000000 per minute"
 WARMUP_REQUESTS = 20
 
@@ -47,11 +53,14 @@ WARMUP_REQUESTS = 20
 
 @dataclass
 class Server:
-    """The running bench server, as the endpoint specs need it."""
+    """The running bench server, as the endpoint specs need it. What a spec needs is set up once, on first use."""
 
     base_url: str
     instance: Path
+    env: dict[str, str]
     _token: str | None = None
+    _citizen: dict[str, Any] | None = None
+    _issued: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def token_endpoint(self) -> str:
@@ -63,29 +72,118 @@ class Server:
         return urlencode({"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
                           "client_assertion": assertion})
 
+    def call(self, method: str, path: str, headers: dict[str, str] | None = None, body: str | None = None,
+             expect: int = 200) -> Any:
+        """One set-up request; its JSON answer (the bench stops on any other status)."""
+        status, answer = request_once(self.base_url, method, path, headers, body)
+        if status != expect:
+            raise RuntimeError(f"{method} {path} answered {status}: {answer[:300]!r}")
+        return json.loads(answer)
+
     def access_token(self) -> str:
         if self._token is None:
-            status, body = request_once(self.base_url, "POST", "/gov/v1/oauth/token", FORM_HEADERS, self.token_form())
-            if status != 200:
-                raise RuntimeError(f"token endpoint answered {status}: {body[:300]!r}")
-            self._token = str(json.loads(body)["access_token"])
+            self._token = str(self.call("POST", "/gov/v1/oauth/token", FORM_HEADERS, self.token_form())["access_token"])
         return self._token
+
+    def citizen(self) -> dict[str, Any]:
+        """A dev-login citizen (generated valid resident ID) representing one company: its access token (10 min)."""
+        if self._citizen is None:
+            company = company_code()
+            login = {"provider": "dev", "name": "张伟", "id_type": "111", "id_number": resident_id(),
+                     "companies": [{"code": company, "name": "信阳毛尖茶业有限公司"}]}
+            answer = self.call("POST", "/api/v1/auth/login", JSON_HEADERS, json.dumps(login))
+            self._citizen = {"token": answer["access_token"], "company": company}
+        return self._citizen
+
+    def issued(self) -> list[dict[str, Any]]:
+        """WALLET_SIZE certificates issued by the demo client to the citizen's company (营业执照 and 食品经营许可证)."""
+        if not self._issued:
+            company = self.citizen()["company"]
+            for i in range(WALLET_SIZE):
+                body = certificate_body(BUSINESS_LICENCE if i % 2 == 0 else FOOD_LICENCE,
+                                        holder={"code": company}, fields={"uscc": company})
+                self._issued.append(self.call("POST", "/gov/v1/certificates", {**bearer(self), **JSON_HEADERS},
+                                              json.dumps(body), expect=201))
+        return self._issued
+
+    def client_id(self) -> str:
+        return str(json.loads((self.instance / "demo-client.json").read_text())["client_id"])
+
+    def presentations(self, count: int) -> list[str]:
+        """The first issued certificate with all its disclosures, as the holder's wallet presents it to the demo
+        client: each with a fresh KB-JWT (accepted once), signed in this process with the platform-held wallet
+        key, as the wallet service would."""
+        sd_jwt = str(self.issued()[0]["sd_jwt"])
+        os.environ.update(self.env)  # the server's instance: its secrets and database
+        from backend.app import create_app
+        from backend.extensions import db
+        from backend.security.keystore import PURPOSE_WALLET, LocalKeyStore
+        from backend.security.sdjwt import key_binding_jwt
+
+        app = create_app()
+        with app.app_context():
+            keys = LocalKeyStore(db.session(), app.config["ECERT_MASTER_KEY"])
+            key = keys.active_key(PURPOSE_WALLET)
+
+            def sign(payload: dict[str, Any], headers: dict[str, Any]) -> str:
+                return keys.sign_jwt(key, payload, headers)
+
+            audience, issued_at = self.client_id(), int(time.time())
+            bodies = [json.dumps({"presentation": sd_jwt + key_binding_jwt(
+                sign, presentation_without_kb=sd_jwt, audience=audience, nonce=secrets.token_urlsafe(12),
+                iat=issued_at)}) for _ in range(count)]
+            db.session.remove()
+            db.engine.dispose()
+        return bodies
+
+    def wallet_ids(self) -> list[str]:
+        self.issued()
+        items = self.call("GET", f"{WALLET}?limit=100", citizen_bearer(self))["items"]
+        if len(items) != WALLET_SIZE:
+            raise RuntimeError(f"the bench holder's wallet lists {len(items)} certificates, not {WALLET_SIZE}")
+        return [str(item["id"]) for item in items]
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One benchmarked request. `bodies(server, n)` gives n request bodies, each sent once (fresh assertions)."""
+    """One benchmarked request.
+
+    Every request sends `path` and `body(server)` (if any), unless `paths(server)` gives a pool of paths, sent in
+    turn (show codes minted right before the run). `bodies(server, n)` gives n bodies that are each sent once
+    (fresh assertions): the run stops when they are used up. `lifetime`: seconds the prepared requests stay
+    valid (show codes), flagged when the run outlasts it. `check(answer)` says what is wrong with a warm-up
+    answer body, or None. `target`: the ratio to the baseline that the issue asks for.
+    """
 
     name: str
     method: str
     path: str
     headers: Callable[[Server], dict[str, str]] = lambda server: {}
+    body: Callable[[Server], str] | None = None
     bodies: Callable[[Server, int], list[str]] | None = None
+    paths: Callable[[Server], list[str]] | None = None
+    lifetime: float | None = None
+    check: Callable[[bytes], str | None] | None = None
     expected_status: int = 200
+    target: float | None = None
 
 
 def bearer(server: Server) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.access_token()}"}
+
+
+def bearer_json(server: Server) -> dict[str, str]:
+    return {**bearer(server), **JSON_HEADERS}
+
+
+def citizen_bearer(server: Server) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.citizen()['token']}"}
+
+
+def wallet_holder(server: Server) -> dict[str, str]:
+    """The citizen's bearer header, once their wallet holds its WALLET_SIZE certificates."""
+    server.wallet_ids()
+    return citizen_bearer(server)
 
 
 def fresh_token_forms(server: Server, count: int) -> list[str]:
@@ -97,12 +195,67 @@ def _token_form(server: Server) -> str:
     return server.token_form()
 
 
+def fresh_presentations(server: Server, count: int) -> list[str]:
+    return server.presentations(count)
+
+
+def valid_result(answer: bytes) -> str | None:
+    result = json.loads(answer)
+    return None if result.get("valid") else f"the verdict is not valid: {result.get('reasons')}"
+
+
+def identifier_body(server: Server) -> str:
+    return json.dumps({"identifier": server.issued()[0]["identifier"]})
+
+
+def show_code_paths(server: Server) -> list[str]:
+    """Mint requests round the holder's WALLET_SIZE certificates."""
+    return [f"{WALLET}/{public_id}/show-codes" for public_id in server.wallet_ids()]
+
+
+def scan_paths(server: Server) -> list[str]:
+    """A pool of SCAN_POOL show codes (profile full), minted through the API right before the run."""
+    paths = []
+    minting = {**citizen_bearer(server), **JSON_HEADERS}
+    for mint_path in itertools.islice(itertools.cycle(show_code_paths(server)), SCAN_POOL):
+        paths.append(urlsplit(server.call("POST", mint_path, minting, SHOW_FULL)["url"]).path)
+    return paths
+
+
+def valid_verdict(answer: bytes) -> str | None:
+    state = json.loads(answer).get("state")
+    return None if state == "valid" else f"the scan page answered state {state!r}, not 'valid'"
+
+
+def png_image(answer: bytes) -> str | None:
+    return None if answer.startswith(b"\x89PNG\r\n\x1a\n") else "the answer is not a PNG image"
+
+
 BASELINE = "healthz"
+WALLET = "/api/v1/wallet/certificates"
+WALLET_SIZE = 20  # issue 4: wallet listing of a holder with 20 certificates
+SCAN_POOL = 200  # show codes minted for the scan run; each is scanned many times within its minute
+SHOW_FULL = json.dumps({"profile": "full"})  # the heavier profile: face fields decrypted and masked
+SHOW_CODE_LIFETIME = 60  # seconds (ECERT_SHOW_CODE_TTL default)
+KB_LIFETIME = 300  # seconds a KB-JWT's iat is accepted (verification.KB_IAT_WINDOW)
 ENDPOINTS = [
     Endpoint(BASELINE, "GET", "/healthz"),
     Endpoint("jwks", "GET", "/.well-known/jwks.json"),
     Endpoint("catalog types", "GET", "/gov/v1/catalog/types", headers=bearer),
     Endpoint("token", "POST", "/gov/v1/oauth/token", headers=lambda server: FORM_HEADERS, bodies=fresh_token_forms),
+    Endpoint("verify", "POST", "/gov/v1/verify", headers=bearer_json, bodies=fresh_presentations, lifetime=KB_LIFETIME,
+             check=valid_result, target=0.40),
+    Endpoint("verify identifier", "POST", "/gov/v1/verify", headers=bearer_json, body=identifier_body,
+             check=valid_result),
+    Endpoint("show-code mint", "POST", WALLET + "/{id}/show-codes", paths=show_code_paths,
+             headers=lambda server: {**citizen_bearer(server), **JSON_HEADERS}, body=lambda server: SHOW_FULL,
+             target=0.50),
+    Endpoint("show-code png", "POST", WALLET + "/{id}/show-codes", paths=show_code_paths,
+             headers=lambda server: {**citizen_bearer(server), **JSON_HEADERS, "Accept": "image/png"},
+             body=lambda server: SHOW_FULL, check=png_image),
+    Endpoint("scan json", "GET", "/v/{token}", paths=scan_paths, lifetime=SHOW_CODE_LIFETIME,
+             headers=lambda server: {"Accept": "application/json"}, check=valid_verdict, target=0.50),
+    Endpoint("wallet list", "GET", WALLET, headers=wallet_holder, target=0.30),
 ]
 
 
@@ -115,8 +268,13 @@ class Result:
     p99_ms: float
     statuses: dict[str, int]
     expected_status: int
+    target: float | None = None
     ratio: float | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None or self.ratio is None else self.ratio >= self.target
 
     @property
     def rps(self) -> float:
@@ -144,6 +302,7 @@ def server_env(instance: Path, database_url: str, base_url: str, log_level: str)
         "ECERT_PUBLIC_URL": base_url,  # the token endpoint checks the assertion's aud against it
         "ECERT_RATELIMIT_DEFAULT": UNLIMITED,
         "ECERT_RATELIMIT_TOKEN": UNLIMITED,
+        "ECERT_DEV_LOGIN": "1",  # the bench's citizen logs in with the dev provider (opt-in, never in production)
         "ECERT_LOG_LEVEL": log_level,
     }
 
@@ -239,15 +398,17 @@ class Load:
     max_requests: int
 
 
-def run_wrk(base_url: str, endpoint: Endpoint, headers: dict[str, str], bodies: list[str] | None, load: Load,
-            scratch: Path) -> Result:
-    bodies_file = "-"
-    if bodies is not None:
-        bodies_file = str(scratch / "bodies.txt")
-        Path(bodies_file).write_text("\n".join(bodies) + "\n")
+Request = tuple[str, str | None]  # (path, body)
+
+
+def run_wrk(base_url: str, endpoint: Endpoint, headers: dict[str, str], requests: list[Request], once: bool,
+            load: Load, scratch: Path) -> Result:
+    requests_file = scratch / "requests.txt"
+    requests_file.write_text("".join(f"{path}\t{body or ''}\n" for path, body in requests))
     command = ["wrk", "--latency", "-t", str(load.threads), "-c", str(load.connections), "-d", f"{load.duration}s",
-               "--timeout", "10s", "-s", str(WRK_SCRIPT), base_url + endpoint.path,
-               "--", endpoint.method, bodies_file, str(load.threads), *(f"{k}: {v}" for k, v in headers.items())]
+               "--timeout", "10s", "-s", str(WRK_SCRIPT), base_url + requests[0][0],
+               "--", endpoint.method, str(requests_file), str(load.threads), "once" if once else "cycle",
+               *(f"{k}: {v}" for k, v in headers.items())]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"wrk failed ({completed.returncode}):\n{completed.stdout}{completed.stderr}")
@@ -263,20 +424,22 @@ def run_wrk(base_url: str, endpoint: Endpoint, headers: dict[str, str], bodies: 
     return result
 
 
-def _python_worker(args: tuple[str, str, str, dict[str, str], list[str] | None, float, int]) -> tuple[
+def _python_worker(args: tuple[str, str, dict[str, str], list[Request], bool, float, int]) -> tuple[
         list[float], Counter[str], float]:
-    """One keep-alive connection sending requests until the deadline, its request budget or its bodies run out."""
-    base_url, method, path, headers, bodies, deadline, budget = args
+    """One keep-alive connection sending its share of the requests (in turn, or each once) until the deadline,
+    its request budget or (once) its share runs out."""
+    base_url, method, headers, requests, once, deadline, budget = args
     host, port = base_url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     started = time.perf_counter()
-    limit = min(budget, len(bodies)) if bodies is not None else budget
+    limit = min(budget, len(requests)) if once else budget
     while len(latencies) < limit and time.time() < deadline:
+        path, body = requests[len(latencies) % len(requests)]
         sent = time.perf_counter()
         try:
-            conn.request(method, path, body=bodies[len(latencies)] if bodies is not None else None, headers=headers)
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             response.read()
             statuses[str(response.status)] += 1
@@ -288,15 +451,15 @@ def _python_worker(args: tuple[str, str, str, dict[str, str], list[str] | None, 
     return latencies, statuses, time.perf_counter() - started
 
 
-def run_python(base_url: str, endpoint: Endpoint, headers: dict[str, str], bodies: list[str] | None,
+def run_python(base_url: str, endpoint: Endpoint, headers: dict[str, str], requests: list[Request], once: bool,
                load: Load) -> Result:
     """Fallback without wrk: one process per connection (several processes, so the client is not the GIL)."""
     deadline = time.time() + load.duration
     budget = max(1, load.max_requests // load.connections)
-    shares = [bodies[i::load.connections] if bodies is not None else None for i in range(load.connections)]
+    shares = [requests[i::load.connections] or ([] if once else requests) for i in range(load.connections)]
     with multiprocessing.Pool(load.connections) as pool:
-        outcomes = pool.map(_python_worker, [(base_url, endpoint.method, endpoint.path, headers, share, deadline,
-                                              budget) for share in shares])
+        outcomes = pool.map(_python_worker, [(base_url, endpoint.method, headers, share, once, deadline, budget)
+                                             for share in shares])
     latencies = sorted(latency for outcome in outcomes for latency in outcome[0])
     statuses: Counter[str] = sum((outcome[1] for outcome in outcomes), Counter())
     seconds = max(outcome[2] for outcome in outcomes)
@@ -308,35 +471,57 @@ def run_python(base_url: str, endpoint: Endpoint, headers: dict[str, str], bodie
                   endpoint.expected_status)
 
 
+def prepare(server: Server, endpoint: Endpoint, pool_size: int) -> tuple[list[Request], bool]:
+    """The requests to send, and whether each is to be sent once only (fresh bodies) rather than in turn."""
+    if endpoint.bodies is not None:
+        return [(endpoint.path, body) for body in endpoint.bodies(server, pool_size + WARMUP_REQUESTS)], True
+    body = endpoint.body(server) if endpoint.body else None
+    paths = endpoint.paths(server) if endpoint.paths else [endpoint.path]
+    return [(path, body) for path in paths], False
+
+
 def measure(server: Server, endpoint: Endpoint, load: Load, generator: str, pool_size: int, scratch: Path) -> Result:
+    prepared = time.monotonic()
     headers = endpoint.headers(server)
-    bodies = endpoint.bodies(server, pool_size + WARMUP_REQUESTS) if endpoint.bodies else None
+    requests, once = prepare(server, endpoint, pool_size)
     for i in range(WARMUP_REQUESTS):  # first requests load code and open database connections in each worker
-        request_once(server.base_url, endpoint.method, endpoint.path, headers, bodies[i] if bodies else None)
-    timed_bodies = bodies[WARMUP_REQUESTS:] if bodies else None
+        path, body = requests[i % len(requests)]
+        status, answer = request_once(server.base_url, endpoint.method, path, headers, body)
+        problem = f"answered {status}" if status != endpoint.expected_status else \
+            endpoint.check(answer) if endpoint.check else None
+        if problem:
+            raise RuntimeError(f"{endpoint.name}: warm-up request {endpoint.method} {path} {problem}: {answer[:300]!r}")
+    timed = requests[WARMUP_REQUESTS:] if once else requests
     if generator == "wrk":
-        result = run_wrk(server.base_url, endpoint, headers, timed_bodies, load, scratch)
+        result = run_wrk(server.base_url, endpoint, headers, timed, once, load, scratch)
     else:
-        result = run_python(server.base_url, endpoint, headers, timed_bodies, load)
-    if timed_bodies is not None and result.requests >= len(timed_bodies) - load.connections:
+        result = run_python(server.base_url, endpoint, headers, timed, once, load)
+    result.target = endpoint.target
+    if once and result.requests >= len(timed) - load.connections:
         # wrk keeps the clock running until --duration ends, so its req/s is then too low.
-        result.notes.append(f"used up its {len(timed_bodies)} fresh bodies early (wrk: req/s understated); "
+        result.notes.append(f"used up its {len(timed)} fresh bodies early (wrk: req/s understated); "
                             "raise --token-pool")
+    if endpoint.lifetime is not None and time.monotonic() - prepared > endpoint.lifetime:
+        result.notes.append(f"the run outlasted the {endpoint.lifetime:.0f} s its prepared requests live "
+                            "(show codes expired: req/s overstated); lower --duration")
     return result
 
 
 # --- report -----------------------------------------------------------------------------------------------
 
 def print_table(results: list[Result]) -> None:
-    header = f"{'endpoint':<16} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs healthz':>10}  errors"
+    header = (f"{'endpoint':<18} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs healthz':>10} "
+              f"{'target':>10}  errors")
     print(header)
     print("-" * len(header))
     for r in results:
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
+        target = "-" if r.target is None else f"≥ {r.target:.2f} {'ok' if r.met else 'MISS'}"
         errors = ", ".join(f"{n}x {s}" for s, n in r.statuses.items() if s != str(r.expected_status)) or "0"
-        print(f"{r.endpoint:<16} {r.requests:>9} {r.rps:>9.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {ratio:>10}  {errors}")
+        print(f"{r.endpoint:<18} {r.requests:>9} {r.rps:>9.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {ratio:>10} "
+              f"{target:>10}  {errors}")
         for note in r.notes:
-            print(f"{'':<16} note: {note}")
+            print(f"{'':<18} note: {note}")
 
 
 def git_revision() -> str | None:
@@ -349,7 +534,8 @@ def write_json(results: list[Result], settings: dict[str, Any], started: datetim
     path = RESULTS / f"{started:%Y%m%dT%H%M%SZ}.json"
     rows = [{"endpoint": r.endpoint, "requests": r.requests, "seconds": round(r.seconds, 3), "rps": round(r.rps, 1),
              "p50_ms": round(r.p50_ms, 3), "p99_ms": round(r.p99_ms, 3), "ratio_to_baseline": r.ratio,
-             "statuses": r.statuses, "expected_status": r.expected_status, "notes": r.notes} for r in results]
+             "target_ratio": r.target, "target_met": r.met, "statuses": r.statuses,
+             "expected_status": r.expected_status, "notes": r.notes} for r in results]
     path.write_text(json.dumps({"started": started.isoformat(), "git": git_revision(), "baseline": BASELINE,
                                 "settings": settings, "results": rows}, indent=2) + "\n")
     return path
@@ -401,7 +587,7 @@ def main() -> int:
             flask_command(env, "db", "upgrade")
             flask_command(env, "demo", "load")
             with gunicorn(env, port, args.workers, instance / "gunicorn.log"):
-                server = Server(base_url, instance)
+                server = Server(base_url, instance, env)
                 print(f"gunicorn {base_url} ({args.workers} workers); {generator}, {args.connections} connections, "
                       f"{args.duration} s per endpoint\n")
                 results = [measure(server, e, load, generator, pool_size, instance) for e in endpoints]

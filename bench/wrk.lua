@@ -1,7 +1,9 @@
 -- wrk driver for bench/run.py: one endpoint per run.
--- Arguments after "--": METHOD BODIES_FILE|- THREADS [HEADER ...] (each header as "Name: value").
--- With a bodies file every request takes the next unused line, split between threads, and a thread stops
--- when its share is used up (token requests need a fresh assertion each). done() prints one JSON line.
+-- Arguments after "--": METHOD REQUESTS_FILE THREADS once|cycle [HEADER ...] (each header as "Name: value").
+-- Each line of the requests file is "PATH<TAB>BODY" (BODY may be empty). The lines are split between the
+-- threads; a thread sends its share in turn, over and over ("cycle": a pool of show codes, or one request),
+-- or each line once and then stops ("once": token requests need a fresh assertion each). done() prints one
+-- JSON line.
 
 local threads = {}
 
@@ -12,38 +14,44 @@ end
 
 function init(args)
   wrk.method = args[1]
-  local bodies_file, thread_count = args[2], tonumber(args[3])
-  for i = 4, #args do
+  local requests_file, thread_count = args[2], tonumber(args[3])
+  once = args[4] == "once"
+  for i = 5, #args do
     local name, value = args[i]:match("^([^:]+):%s*(.*)$")
     wrk.headers[name] = value
   end
   statuses = {}
-  bodies, next_body = nil, 1
-  if bodies_file ~= "-" then
-    bodies = {}
-    local line_number = 0
-    for line in io.lines(bodies_file) do
-      if line_number % thread_count == thread_index then
-        table.insert(bodies, line)
-      end
-      line_number = line_number + 1
+  -- Formatted up front, so the load generator spends nothing per request but sending.
+  requests, next_request = {}, 1
+  local line_number = 0
+  for line in io.lines(requests_file) do
+    if line_number % thread_count == thread_index then
+      local path, body = line:match("^([^\t]*)\t(.*)$")
+      table.insert(requests, wrk.format(nil, path, nil, body ~= "" and body or nil))
+    end
+    line_number = line_number + 1
+  end
+  if #requests == 0 then
+    -- Fewer lines than threads: a cycling thread repeats the first one, a "once" thread has nothing to send.
+    local path, body = io.lines(requests_file)():match("^([^\t]*)\t(.*)$")
+    table.insert(requests, wrk.format(nil, path, nil, body ~= "" and body or nil))
+    if once then
+      empty = true
     end
   end
-  plain_request = wrk.format()
 end
 
 function request()
-  if bodies == nil then
-    return plain_request
+  if next_request > #requests or empty then
+    if once then
+      -- Share used up: stop; the request returned here is never read back, so it is not counted.
+      wrk.thread:stop()
+    end
+    next_request = 1
   end
-  if next_body > #bodies then
-    -- Share used up: stop; the request returned here is never read back, so it is not counted.
-    wrk.thread:stop()
-    next_body = 1
-  end
-  local body = bodies[next_body]
-  next_body = next_body + 1
-  return wrk.format(nil, nil, nil, body)
+  local request = requests[next_request]
+  next_request = next_request + 1
+  return request
 end
 
 function response(status, headers, body)

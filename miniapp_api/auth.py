@@ -12,10 +12,10 @@ from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
 from backend.auth.providers import login_provider
 from backend.extensions import db, limiter
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
-from backend.security.identifiers import mask_holder_code
-from backend.services import citizen_auth
+from backend.security.masking import mask_holder_code
+from backend.services import citizen_auth, login_nonces
 from backend.services.actors import Actor
-from backend.web.context import field_cipher, keystore, now, request_actor_context
+from backend.web.context import field_cipher, keystore, now, representation_max_age, request_actor_context
 
 bp = APIBlueprint("citizen_auth", __name__, url_prefix="/api/v1",
                   abp_tags=[Tag(name="citizen-auth", description="市民登录")])
@@ -45,7 +45,9 @@ class OidcLogin(StrictModel):
     provider: Literal["oidc"]
     issuer: str = Field(min_length=1, max_length=200, description="the IdP's issuer identifier, as configured")
     id_token: str = Field(min_length=1, max_length=16384, description="the ID token (signed JWT) the IdP issued")
-    nonce: str = Field(min_length=8, max_length=256, description="the nonce the app sent in its authentication request")
+    nonce: str | None = Field(default=None, min_length=8, max_length=256,
+                              description="optional: the nonce from POST /auth/nonce that the app sent in its "
+                                          "authentication request; the ID token's own nonce claim is what counts")
     wechat_code: str | None = Field(default=None, pattern=WECHAT_CODE,
                                     description="a mini-app login code: binds this WeChat account to the holder, "
                                                 "for later quick logins with provider wechat")
@@ -60,6 +62,12 @@ class WechatLogin(StrictModel):
 
 class LoginBody(RootModel[Annotated[DevLogin | OidcLogin | WechatLogin, Field(discriminator="provider")]]):
     """One of the login providers' request shapes, chosen by `provider`."""
+
+
+class NonceResponse(BaseModel):
+    nonce: str = Field(description="send as `nonce` in the authentication request to the identity provider; "
+                                   "single use")
+    expires_in: int = Field(description="seconds: the ID token must be presented at /auth/login within this time")
 
 
 class TokenPair(BaseModel):
@@ -77,6 +85,9 @@ class CompanyOut(BaseModel):
     code: str
     name: str
     role: str
+    asserted_at: str = Field(description="when a real-name login last asserted the representation (ISO 8601)")
+    current: bool = Field(description="false when that was longer ago than the platform accepts: the company's "
+                                      "certificates stay hidden until the next real-name login asserts it again")
 
 
 class MeResponse(BaseModel):
@@ -85,7 +96,7 @@ class MeResponse(BaseModel):
     id_type: str
     id_number_masked: str
     assurance_level: str
-    companies: list[CompanyOut]
+    companies: list[CompanyOut] = Field(description="represented companies, current or lapsed")
     auth_time: str
 
 
@@ -98,12 +109,26 @@ def _pair(issued: citizen_auth.IssuedSession) -> Response:
                              expires_in=issued.expires_in).model_dump())
 
 
+@bp.post("/auth/nonce", responses={200: NonceResponse, **error_responses(*COMMON_ERRORS, 403)}, security=[])
+@limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
+def issue_nonce() -> Response:
+    """A fresh single-use nonce for a real-name (oidc) authentication request; valid 10 minutes.
+
+    The ID token presented at /auth/login must carry it: a token with an unknown, expired or used nonce is refused.
+    403 provider_unavailable when this deployment has no trusted identity provider.
+    """
+    login_provider(current_app, "oidc")
+    issued = login_nonces.issue_login_nonce(db.session(), now=now())
+    return jsonify(NonceResponse(nonce=issued.nonce, expires_in=issued.expires_in).model_dump())
+
+
 @bp.post("/auth/login", responses={200: TokenPair, **error_responses(*COMMON_ERRORS, 401, 403, 422, 503)},
          security=[])
 @limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
 def login(body: LoginBody) -> Response:
     """Log in with a provider (oidc, wechat, dev); answers an access token (≤ 15 min) and a refresh token.
 
+    An oidc ID token must carry a nonce from POST /auth/nonce, unused and unexpired; each ID token logs in once.
     401 invalid_id_token (details.reason names the failed check), realname_required (a WeChat account not yet
     bound by a real-name login), wechat_login_failed; 403 provider_unavailable / provider_disabled; 503 when the
     identity provider or the WeChat platform cannot be reached.
@@ -111,9 +136,10 @@ def login(body: LoginBody) -> Response:
     moment = now()
     origin = Actor(kind="citizen", id="unknown", **request_actor_context())
     provider = login_provider(current_app, body.root.provider)
-    identity = provider.authenticate(body.root.model_dump(), actor=origin, now=moment)
-    return _pair(citizen_auth.log_in(db.session(), keystore(), field_cipher(), identity, issuer=_issuer(),
-                                     origin=origin, now=moment))
+    session, cipher = db.session(), field_cipher()
+    identity = provider.authenticate(body.root.model_dump(), session=session, cipher=cipher, actor=origin, now=moment)
+    return _pair(citizen_auth.log_in(session, keystore(), cipher, identity, issuer=_issuer(), origin=origin,
+                                     now=moment))
 
 
 @bp.post("/auth/refresh", responses={200: TokenPair, **error_responses(*COMMON_ERRORS, 401, 422)}, security=[])
@@ -137,12 +163,16 @@ def logout() -> Response:
 @bp.get("/me", responses={200: MeResponse, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS)}, security=CITIZEN_SECURITY)
 @require_citizen
 def me() -> Response:
-    """The logged-in holder: name, masked ID number, represented companies."""
+    """The logged-in holder: name, masked ID number, represented companies (and whether each is still current)."""
     cipher = field_cipher()
     holder = g.holder
+    moment, max_age = now(), representation_max_age()
     id_number = citizen_auth.holder_id_number(cipher, holder)
+    companies = [CompanyOut(code=r.company_code, name=r.company_name, role=r.role,
+                            asserted_at=r.asserted_at.isoformat(),
+                            current=citizen_auth.representation_is_current(r, now=moment, max_age=max_age))
+                 for r in holder.representations]
     return jsonify(MeResponse(
         id=holder.public_id, name=citizen_auth.holder_name(cipher, holder), id_type=holder.id_type,
         id_number_masked=mask_holder_code(holder.id_type, id_number), assurance_level=holder.assurance_level,
-        companies=[CompanyOut(code=r.company_code, name=r.company_name, role=r.role) for r in holder.representations],
-        auth_time=g.auth.auth_time.isoformat()).model_dump())
+        companies=companies, auth_time=g.auth.auth_time.isoformat()).model_dump())

@@ -13,7 +13,7 @@ from backend.extensions import db
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
 from backend.services.card_image import PURPOSE_MAX_LENGTH, render_certificate_card
 from backend.services.wallet import find_holder_certificate
-from backend.web.context import field_cipher, now
+from backend.web.context import field_cipher, now, representation_max_age
 
 bp = APIBlueprint("wallet_cards", __name__, url_prefix="/api/v1/wallet",
                   abp_tags=[Tag(name="wallet", description="电子证照卡包")], abp_security=CITIZEN_SECURITY)
@@ -49,10 +49,11 @@ class CardQuery(StrictModel):
 @require_citizen
 def card_image(path: CardPath, query: CardQuery) -> Response:
     """The certificate's face as a PNG for one purpose, watermarked "仅供{purpose}使用 {time}"; not a valid copy."""
-    session = db.session()
-    certificate = find_holder_certificate(session, g.holder, path.certificate_id)
+    session, moment = db.session(), now()
+    certificate = find_holder_certificate(session, g.holder, path.certificate_id, now=moment,
+                                          max_age=representation_max_age())
     png = render_certificate_card(session, field_cipher(), certificate, purpose=query.purpose,
-                                  font_path=current_app.config["ECERT_CJK_FONT"], actor=g.actor, now=now())
+                                  font_path=current_app.config["ECERT_CJK_FONT"], actor=g.actor, now=moment)
     response = Response(png, mimetype="image/png")
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Disposition"] = 'inline; filename="card.png"'

@@ -8,10 +8,10 @@ from pydantic import BaseModel, Field
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
 from backend.extensions import db
-from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
+from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
 from backend.services import inbox as service
-from backend.web.context import now
-from miniapp_api.wallet import CURSOR_FIELD, LIMIT_FIELD, OwnerOut, owner_out
+from backend.web.context import now, representation_max_age
+from miniapp_api.wallet import OwnerOut, owner_out
 
 bp = APIBlueprint("citizen_notifications", __name__, url_prefix="/api/v1/notifications",
                   abp_tags=[Tag(name="notifications", description="消息通知")], abp_security=CITIZEN_SECURITY)
@@ -58,8 +58,8 @@ def notification_out(item: service.InboxItem) -> NotificationOut:
 @require_citizen
 def list_notifications(query: NotificationQuery) -> Response:
     """The holder's notifications (own and represented companies'), newest first, paginated by cursor."""
-    page = service.list_holder_notifications(db.session(), g.holder, unread_only=query.unread, limit=query.limit,
-                                             cursor=query.cursor)
+    page = service.list_holder_notifications(db.session(), g.holder, now=now(), max_age=representation_max_age(),
+                                             unread_only=query.unread, limit=query.limit, cursor=query.cursor)
     return jsonify(NotificationList(items=[notification_out(item) for item in page.items],
                                     next_cursor=page.next_cursor, unread_count=page.unread).model_dump())
 
@@ -69,5 +69,6 @@ def list_notifications(query: NotificationQuery) -> Response:
 @require_citizen
 def mark_read(path: NotificationPath) -> Response:
     """Mark one notification read (idempotent: the first reading time is kept); anyone else's is not found."""
-    item = service.mark_holder_notification_read(db.session(), g.holder, path.notification_id, now=now())
+    item = service.mark_holder_notification_read(db.session(), g.holder, path.notification_id, now=now(),
+                                                 max_age=representation_max_age())
     return jsonify(notification_out(item).model_dump())

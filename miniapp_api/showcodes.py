@@ -15,7 +15,7 @@ from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_respo
 from backend.services.showcodes import mint_show_code
 from backend.services.wallet import find_holder_certificate
 from backend.web import qr
-from backend.web.context import keystore, now
+from backend.web.context import keystore, now, representation_max_age
 
 bp = APIBlueprint("citizen_show_codes", __name__, url_prefix="/api/v1",
                   abp_tags=[Tag(name="citizen-show-codes", description="亮证")])
@@ -66,12 +66,12 @@ def create_show_code(path: CertificatePath, body: ShowCodeRequest) -> Response:
         if request.accept_mimetypes else JSON
     if wanted is None:
         raise DomainError("只能返回 JSON、PNG 或 SVG", code="not_acceptable").with_status(406)
-    session = db.session()
-    certificate = find_holder_certificate(session, g.holder, path.id)
+    session, moment = db.session(), now()
+    certificate = find_holder_certificate(session, g.holder, path.id, now=moment, max_age=representation_max_age())
     config = current_app.config
     minted = mint_show_code(session, keystore(), certificate, profile=body.profile,
                             lifetime=config["ECERT_SHOW_CODE_TTL"], public_url=config["ECERT_PUBLIC_URL"],
-                            actor=g.actor, now=now())
+                            actor=g.actor, now=moment)
     refresh_after = config["ECERT_SHOW_CODE_REFRESH"]
     expires_at = minted.claims.expires_at.isoformat()
     if wanted == JSON:

@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
 from backend.extensions import db
-from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
+from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
 from backend.services import wallet as service
-from miniapp_api.wallet import CURSOR_FIELD, LIMIT_FIELD, OwnerOut, owner_out
+from backend.web.context import now, representation_max_age
+from miniapp_api.wallet import OwnerOut, owner_out
 
 bp = APIBlueprint("usage", __name__, url_prefix="/api/v1/usage",
                   abp_tags=[Tag(name="usage", description="用证记录")], abp_security=CITIZEN_SECURITY)
@@ -75,6 +76,7 @@ def usage_out(entry: service.UsageEntry) -> UsageOut:
 @require_citizen
 def list_usage(query: UsageQuery) -> Response:
     """Uses of the holder's (and represented companies') certificates, newest first, paginated by cursor."""
-    page = service.list_usage(db.session(), g.holder, limit=query.limit, cursor=query.cursor)
+    page = service.list_usage(db.session(), g.holder, now=now(), max_age=representation_max_age(), limit=query.limit,
+                              cursor=query.cursor)
     return jsonify(UsageList(items=[usage_out(entry) for entry in page.items], next_cursor=page.next_cursor)
                    .model_dump())

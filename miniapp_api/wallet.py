@@ -11,18 +11,17 @@ from pydantic import BaseModel, Field
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
 from backend.extensions import db
 from backend.models import Certificate
-from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
-from backend.security.identifiers import mask_holder_code
+from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
+from backend.security.masking import mask_certificate_number
 from backend.services import wallet as service
 from backend.services.certificates import today_in_china
-from backend.web.context import field_cipher, now
+from backend.services.citizen_auth import current_representations
+from backend.web.context import field_cipher, now, representation_max_age
 
 bp = APIBlueprint("wallet", __name__, url_prefix="/api/v1/wallet",
                   abp_tags=[Tag(name="wallet", description="电子证照卡包")], abp_security=CITIZEN_SECURITY)
 
 Status = Literal["valid", "suspended", "revoked", "expired", "superseded"]
-CURSOR_FIELD = Field(default=None, max_length=200, description="`next_cursor` of the previous page")
-LIMIT_FIELD = Field(default=20, ge=1, le=100, description="page size, 1–100")
 
 
 class WalletQuery(StrictModel):
@@ -81,7 +80,8 @@ class WalletList(BaseModel):
 
     items: list[CertificateSummary]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
-    companies: list[CompanyOut] = Field(description="the companies the holder represents (for owner/company filters)")
+    companies: list[CompanyOut] = Field(description="the companies the holder currently represents (for owner/company "
+                                                    "filters; a lapsed representation is listed in /me only)")
 
 
 class FaceFieldOut(BaseModel):
@@ -145,12 +145,15 @@ def _version(certificate: Certificate, status: str) -> VersionOut:
 @require_citizen
 def list_certificates(query: WalletQuery) -> Response:
     """The holder's certificates and those of companies they represent, newest first, paginated by cursor."""
+    moment, max_age = now(), representation_max_age()
     page = service.list_wallet_certificates(
-        db.session(), field_cipher(), g.holder, today=today_in_china(now()), owner=query.owner, company=query.company,
-        type_code=query.type_code, status=query.status, limit=query.limit, cursor=query.cursor)
+        db.session(), field_cipher(), g.holder, now=moment, max_age=max_age, today=today_in_china(moment),
+        owner=query.owner, company=query.company, type_code=query.type_code, status=query.status, limit=query.limit,
+        cursor=query.cursor)
     items = [CertificateSummary(**_summary_fields(item.certificate, item.owner, item.status),
                                 certificate_number_masked=item.number_masked) for item in page.items]
-    companies = [CompanyOut(code=r.company_code, name=r.company_name, role=r.role) for r in g.holder.representations]
+    companies = [CompanyOut(code=r.company_code, name=r.company_name, role=r.role)
+                 for r in current_representations(g.holder, now=moment, max_age=max_age)]
     return jsonify(WalletList(items=items, next_cursor=page.next_cursor, companies=companies).model_dump())
 
 
@@ -162,11 +165,11 @@ def read_certificate(path: CertificatePath) -> Response:
     moment = now()
     today = today_in_china(moment)
     view = service.view_certificate(db.session(), field_cipher(), g.holder, path.certificate_id, actor=g.actor,
-                                    now=moment, today=today)
+                                    now=moment, max_age=representation_max_age(), today=today)
     certificate = view.certificate
     return jsonify(CertificateDetail(
         **_summary_fields(certificate, view.owner, view.status),
-        certificate_number_masked=mask_holder_code("999", view.number),
+        certificate_number_masked=mask_certificate_number(view.number),
         identifier=certificate.identifier, certificate_number=view.number,
         holder=HolderOut(name=view.holder_name, code_type=certificate.holder_code_type,
                          code_masked=view.holder_code_masked),

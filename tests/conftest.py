@@ -9,9 +9,8 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,10 +35,12 @@ from backend.services.audit import GENESIS
 from backend.services.catalog import get_department, load_catalog
 from backend.services.clients import register_client
 from backend.web.context import keystore
+from tests.support import Department
 
 DEMO_CATALOG = PROJECT_ROOT / "catalog" / "xinyang"
 SAMR = "11411500MB1C629765"  # 信阳市市场监督管理局
 CIVIL_AFFAIRS = "114115000059925712"  # 信阳市民政局
+DISABILITY_FEDERATION = "13411500005993726Q"  # 信阳市残疾人联合会
 START = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
 
@@ -223,13 +224,32 @@ def dept_client(make_dept_client: Any) -> DeptClient:
     return make_dept_client()
 
 
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
+@pytest.fixture
+def department(make_dept_client: Any) -> Callable[..., Department]:
+    """Factory: a department's business system (tests.support.Department) with a new client of the given scopes."""
+
+    def factory(code: str = SAMR, scopes: tuple[str, ...] = ("issue",)) -> Department:
+        return Department(make_dept_client(code, scopes=scopes))
+
+    return factory
+
+
+@pytest.fixture
+def samr(department: Callable[..., Department]) -> Department:
+    """信阳市市场监督管理局: business and food licences (legal persons)."""
+    return department(SAMR)
+
+
+@pytest.fixture
+def civil_affairs(department: Callable[..., Department]) -> Department:
+    """信阳市民政局: marriage certificates (natural persons)."""
+    return department(CIVIL_AFFAIRS)
+
+
+@pytest.fixture
+def disability_federation(department: Callable[..., Department]) -> Department:
+    """信阳市残疾人联合会: disability certificates (ID number and address on the face), valid for ten years."""
+    return department(DISABILITY_FEDERATION)
 
 
 @dataclass

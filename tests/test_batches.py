@@ -18,6 +18,7 @@ from backend.models import AuditEvent, Certificate, ImportBatch, Notification
 from backend.services import issuance
 from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body
+from tests.presentation_support import presented_to
 
 JSONL = "application/x-ndjson"
 CSV = "text/csv"
@@ -451,7 +452,7 @@ def forks(monkeypatch):
 
 
 @pytest.mark.parametrize("app_settings", [{"ECERT_IMPORT_WORKERS": 2}])
-def test_certificates_signed_in_worker_processes_are_stored_like_the_others(app, dept_client, forks):
+def test_certificates_signed_in_worker_processes_are_stored_like_the_others(app, dept_client, clock, forks):
     bodies = [certificate_body(FOOD_LICENCE if n % 2 else BUSINESS_LICENCE) for n in range(7)]
     batch = submit(dept_client, jsonl(*bodies[:4], {**bodies[4], "issued_on": "x"}, *bodies[5:]),
                    mode="partial").get_json()
@@ -462,7 +463,8 @@ def test_certificates_signed_in_worker_processes_are_stored_like_the_others(app,
         detail = dept_client.http.get(f"/gov/v1/certificates/{identifier}", headers=dept_client.headers()).get_json()
         slots.add((detail["status_list"]["list"], detail["status_list"]["idx"]))
         numbers.add(detail["certificate_number"])
-        verified = dept_client.http.post("/gov/v1/verify", json={"presentation": detail["sd_jwt"]},
+        presentation = presented_to(app, dept_client, clock, detail["sd_jwt"])
+        verified = dept_client.http.post("/gov/v1/verify", json={"presentation": presentation},
                                          headers=dept_client.headers())
         assert verified.get_json()["valid"] is True, verified.get_json()
     assert numbers == {body["certificate_number"] for n, body in enumerate(bodies) if n != 4}

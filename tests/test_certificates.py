@@ -23,9 +23,10 @@ from backend.security.identifiers import build_identifier, identifier_check_char
 from backend.security.jwk import public_jwk
 from backend.services.catalog import get_department
 from backend.web.context import keystore
-from tests.certificate_support import (
-    URL,
-    Api,
+from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, START
+from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body, company_code, resident_id
+from tests.support import (
+    CERTIFICATES,
     assert_documented,
     audit_actions,
     china_midnight,
@@ -37,27 +38,11 @@ from tests.certificate_support import (
     list_revision,
     stored,
 )
-from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, START
-from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body, company_code, resident_id
-
-# -- fixtures --------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def samr(make_dept_client: Any) -> Api:
-    """信阳市市场监督管理局: issues business and food licences."""
-    return Api(make_dept_client(SAMR, scopes=("issue",)))
-
-
-@pytest.fixture
-def civil_affairs(make_dept_client: Any) -> Api:
-    """信阳市民政局: issues marriage certificates."""
-    return Api(make_dept_client(CIVIL_AFFAIRS, scopes=("issue",)))
-
 
 # -- issuing ---------------------------------------------------------------------------------------------
 
 def test_issuing_answers_201_with_identifier_version_status_and_sd_jwt(samr):
-    response = samr.issue(certificate_body())
+    response = samr.post(certificate_body())
 
     assert response.status_code == 201
     body = response.get_json()
@@ -78,7 +63,7 @@ def test_the_identifier_is_gbt_36904_with_a_correct_check_character(samr):
 
 def test_the_sd_jwt_is_signed_by_the_department_and_discloses_holder_and_face(app, client, samr):
     body = certificate_body()
-    token = samr.issue(body).get_json()["sd_jwt"]
+    token = samr.post(body).get_json()["sd_jwt"]
 
     parsed = sdjwt.parse(token)
     header = jwt.get_unverified_header(parsed.issuer_jwt)
@@ -98,7 +83,7 @@ def test_the_sd_jwt_is_signed_by_the_department_and_discloses_holder_and_face(ap
 
 def test_holder_face_and_sd_jwt_are_encrypted_at_rest(app, samr):
     body = certificate_body(fields={"legal_representative": "欧阳明远"})
-    response = samr.issue(body)
+    response = samr.post(body)
     identifier, token = response.get_json()["identifier"], response.get_json()["sd_jwt"]
     secrets_in_clear = [body["holder"]["code"], body["holder"]["name"], "欧阳明远", body["certificate_number"],
                         token.split("~")[0], token.split("~")[1]]
@@ -113,7 +98,7 @@ def test_holder_face_and_sd_jwt_are_encrypted_at_rest(app, samr):
 
 def test_the_holder_code_is_nowhere_in_the_database_in_clear(app, samr):
     body = certificate_body()
-    samr.issue(body)
+    samr.post(body)
 
     with app.app_context():
         for table in db.metadata.sorted_tables:
@@ -132,7 +117,7 @@ def test_a_bad_face_field_is_422_naming_it(app, samr, fields, field, reason):
     body["fields"].update(fields)
     body["fields"] = {k: v for k, v in body["fields"].items() if v is not None}
 
-    response = samr.issue(body)
+    response = samr.post(body)
 
     assert field_errors(response).get(field) == reason
     assert count(app, Certificate) == 0
@@ -150,7 +135,7 @@ def test_a_holder_code_with_a_wrong_check_character_is_422_naming_holder_code(ap
                                                                                code_type, code):
     api = samr if type_code == BUSINESS_LICENCE else civil_affairs
 
-    response = api.issue(certificate_body(type_code, holder={"code_type": code_type, "code": code}))
+    response = api.post(certificate_body(type_code, holder={"code_type": code_type, "code": code}))
 
     assert "holder.code" in field_errors(response)
     assert count(app, Certificate) == 0
@@ -159,13 +144,13 @@ def test_a_holder_code_with_a_wrong_check_character_is_422_naming_holder_code(ap
 def test_a_natural_person_certificate_refuses_a_uscc_holder(app, civil_affairs):
     body = certificate_body(MARRIAGE, holder={"code_type": "001", "code": company_code()})
 
-    response = civil_affairs.issue(body)
+    response = civil_affairs.post(body)
 
     assert field_errors(response).get("holder.code_type") == "wrong_holder_category"
 
 
 def test_a_type_the_department_does_not_issue_is_403(app, samr):
-    response = samr.issue(certificate_body(MARRIAGE))
+    response = samr.post(certificate_body(MARRIAGE))
 
     error = error_of(response, 403, "type_not_issuable")
     assert error["details"]["type_code"] == MARRIAGE
@@ -176,16 +161,16 @@ def test_an_unknown_type_is_422(samr):
     body = certificate_body()
     body["type_code"] = f"{SAMR}099"
 
-    response = samr.issue(body)
+    response = samr.post(body)
 
     assert field_errors(response).get("type_code") == "unknown_type"
 
 
 def test_the_same_idempotency_key_and_body_return_the_same_certificate(app, samr):
     body = certificate_body()
-    first = samr.issue(body, key="order-20261126-0001")
+    first = samr.post(body, key="order-20261126-0001")
 
-    again = samr.issue(body, key="order-20261126-0001")
+    again = samr.post(body, key="order-20261126-0001")
 
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.get_json()["identifier"] == first.get_json()["identifier"]
@@ -193,9 +178,9 @@ def test_the_same_idempotency_key_and_body_return_the_same_certificate(app, samr
 
 
 def test_the_same_idempotency_key_with_another_body_is_409(app, samr):
-    samr.issue(certificate_body(), key="order-20261126-0002")
+    samr.post(certificate_body(), key="order-20261126-0002")
 
-    response = samr.issue(certificate_body(), key="order-20261126-0002")
+    response = samr.post(certificate_body(), key="order-20261126-0002")
 
     error_of(response, 409, "idempotency_key_reused")
     assert count(app, Certificate) == 1
@@ -203,16 +188,16 @@ def test_the_same_idempotency_key_with_another_body_is_409(app, samr):
 
 def test_the_same_certificate_number_twice_is_409(app, samr):
     first = certificate_body()
-    samr.issue(first)
+    samr.post(first)
 
-    response = samr.issue(certificate_body(certificate_number=first["certificate_number"]))
+    response = samr.post(certificate_body(certificate_number=first["certificate_number"]))
 
     error_of(response, 409, "certificate_number_taken")
     assert count(app, Certificate) == 1
 
 
 def test_a_food_licence_cannot_be_long_term(samr):
-    response = samr.issue(certificate_body(FOOD_LICENCE, valid_until=None))
+    response = samr.post(certificate_body(FOOD_LICENCE, valid_until=None))
 
     assert field_errors(response).get("valid_until") == "long_term_not_allowed"
 
@@ -221,7 +206,7 @@ def test_an_omitted_valid_until_is_the_types_default_validity(samr):
     body = certificate_body(FOOD_LICENCE, valid_from="2026-01-10")
     assert "valid_until" not in body
 
-    issued = samr.issue(body).get_json()
+    issued = samr.post(body).get_json()
 
     assert samr.get(issued["identifier"]).get_json()["valid_until"] == "2031-01-09"  # 5 years − 1 day
     payload = jwt.decode(issued["sd_jwt"].split("~")[0], options={"verify_signature": False})
@@ -235,16 +220,16 @@ def test_a_type_without_default_validity_needs_valid_until_unless_long_term_is_a
     food.write_text(food.read_text().replace("default_years: 5", "default_years: null"))
     assert runner.invoke(args=["catalog", "load", str(catalog)]).exit_code == 0
 
-    response = samr.issue(certificate_body(FOOD_LICENCE))
+    response = samr.post(certificate_body(FOOD_LICENCE))
 
     assert field_errors(response).get("valid_until") == "long_term_not_allowed"
-    assert samr.issue(certificate_body(FOOD_LICENCE, valid_until="2030-12-31")).status_code == 201
+    assert samr.post(certificate_body(FOOD_LICENCE, valid_until="2030-12-31")).status_code == 201
 
 
 def test_issuing_needs_the_issue_scope(app, make_dept_client):
     catalog_only = make_dept_client(SAMR, scopes=("catalog",))
 
-    response = catalog_only.http.post(URL, json=certificate_body(), headers=catalog_only.headers())
+    response = catalog_only.http.post(CERTIFICATES, json=certificate_body(), headers=catalog_only.headers())
 
     error_of(response, 403, "insufficient_scope")
     assert count(app, Certificate) == 0
@@ -273,7 +258,7 @@ def test_reissue_makes_version_002_with_the_same_serial_and_supersedes_the_old_o
 
 def test_reading_shows_the_decrypted_certificate_with_its_events(samr):
     body = certificate_body()
-    identifier = samr.issue(body).get_json()["identifier"]
+    identifier = samr.post(body).get_json()["identifier"]
 
     detail = samr.get(identifier).get_json()
 
@@ -392,11 +377,11 @@ def test_reissuing_writes_events_audit_and_a_holder_notification_for_both_versio
 
 
 def test_issue_read_and_change_answers_keep_to_the_openapi_document(samr):
-    issued = samr.issue(certificate_body())
+    issued = samr.post(certificate_body())
     identifier = issued.get_json()["identifier"]
     path = "/gov/v1/certificates/{identifier}"
 
-    assert_documented(samr.dept.http, "post", URL, issued)
+    assert_documented(samr.dept.http, "post", CERTIFICATES, issued)
     assert_documented(samr.dept.http, "get", path, samr.get(identifier))
     assert_documented(samr.dept.http, "post", path + "/suspend", samr.act(identifier, "suspend", {"reason": "核查"}))
     assert_documented(samr.dept.http, "post", path + "/reissue", samr.act(identifier, "reissue"))
@@ -452,7 +437,8 @@ def test_lifecycle_changes_need_the_issue_scope(app, samr, make_dept_client):
     identifier = samr.issued()
     verifier = make_dept_client(SAMR, scopes=("verify",))
 
-    response = verifier.http.post(f"{URL}/{identifier}/suspend", json={"reason": "核查"}, headers=verifier.headers())
+    response = verifier.http.post(f"{CERTIFICATES}/{identifier}/suspend", json={"reason": "核查"},
+                                  headers=verifier.headers())
 
     error_of(response, 403, "insufficient_scope")
     assert stored(app, identifier).status == "valid"
@@ -519,7 +505,7 @@ def externally_signed(signer: ExternalSigner, *, type_code: str = FOOD_LICENCE, 
 def test_a_certificate_signed_by_the_departments_registered_key_is_stored_as_synced(app, samr, own_system):
     token, body, identifier = externally_signed(own_system)
 
-    response = samr.issue({"sd_jwt": token})
+    response = samr.post({"sd_jwt": token})
 
     assert response.status_code == 201, response.get_json()
     assert response.get_json() == {"identifier": identifier, "version": 1, "status": "valid", "sd_jwt": token}
@@ -535,7 +521,7 @@ def test_a_certificate_signed_by_the_departments_registered_key_is_stored_as_syn
 def test_a_synced_certificate_may_be_long_term_when_its_type_allows(samr, own_system):
     token, _, identifier = externally_signed(own_system, type_code=BUSINESS_LICENCE)
 
-    assert samr.issue({"sd_jwt": token}).status_code == 201
+    assert samr.post({"sd_jwt": token}).status_code == 201
     assert samr.get(identifier).get_json()["valid_until"] is None
 
 
@@ -552,7 +538,7 @@ def test_sync_refuses_a_key_nobody_registered(app, samr, catalog):
     stranger = ExternalSigner(ec.generate_private_key(ec.SECP256R1()), "unregistered-key-0001")
     token, _, _ = externally_signed(stranger)
 
-    assert error_of(samr.issue({"sd_jwt": token}), 422, "invalid_sd_jwt")["details"]["reason"] == "unknown_key"
+    assert error_of(samr.post({"sd_jwt": token}), 422, "invalid_sd_jwt")["details"]["reason"] == "unknown_key"
     assert count(app, Certificate) == 0
 
 
@@ -560,7 +546,7 @@ def test_sync_refuses_another_departments_registered_key(app, runner, tmp_path, 
     theirs = register_external_key(runner, tmp_path, CIVIL_AFFAIRS)
     token, _, _ = externally_signed(theirs)
 
-    assert error_of(samr.issue({"sd_jwt": token}), 422, "invalid_sd_jwt")["details"]["reason"] == "foreign_key"
+    assert error_of(samr.post({"sd_jwt": token}), 422, "invalid_sd_jwt")["details"]["reason"] == "foreign_key"
     assert count(app, Certificate) == 0
 
 
@@ -569,7 +555,7 @@ def test_sync_refuses_the_kid_of_another_departments_platform_key(app, samr, cat
         kid = keystore().active_key("certificate", get_department(db.session, CIVIL_AFFAIRS)).kid
     token, _, _ = externally_signed(ExternalSigner(ec.generate_private_key(ec.SECP256R1()), kid))
 
-    assert error_of(samr.issue({"sd_jwt": token}), 422, "invalid_sd_jwt")["details"]["reason"] == "foreign_key"
+    assert error_of(samr.post({"sd_jwt": token}), 422, "invalid_sd_jwt")["details"]["reason"] == "foreign_key"
 
 
 @pytest.mark.parametrize(("case", "reason"), [
@@ -591,7 +577,7 @@ def test_sync_refuses_a_certificate_that_does_not_verify_with_a_reason(app, samr
     if case == "tampered":
         token = tampered(token)
 
-    response = samr.issue({"sd_jwt": token})
+    response = samr.post({"sd_jwt": token})
 
     assert error_of(response, 422, "invalid_sd_jwt")["details"]["reason"] == reason
     assert count(app, Certificate) == 0
@@ -600,7 +586,7 @@ def test_sync_refuses_a_certificate_that_does_not_verify_with_a_reason(app, samr
 def test_sync_refuses_face_fields_that_break_the_types_schema(app, samr, own_system):
     token, _, _ = externally_signed(own_system, face={"online_operation": "是", "opening_hours": "9-21"})
 
-    problems = field_errors(samr.issue({"sd_jwt": token}))
+    problems = field_errors(samr.post({"sd_jwt": token}))
 
     assert problems.get("fields.online_operation") == "invalid"
     assert problems.get("fields.opening_hours") == "unknown_field"
@@ -610,13 +596,13 @@ def test_sync_refuses_face_fields_that_break_the_types_schema(app, samr, own_sys
 def test_sync_refuses_a_type_the_department_does_not_issue(app, samr, own_system):
     token, _, _ = externally_signed(own_system, type_code=MARRIAGE, department=SAMR)
 
-    error_of(samr.issue({"sd_jwt": token}), 403, "type_not_issuable")
+    error_of(samr.post({"sd_jwt": token}), 403, "type_not_issuable")
     assert count(app, Certificate) == 0
 
 
 def test_sync_takes_no_other_fields_besides_sd_jwt(samr, own_system):
     token, body, _ = externally_signed(own_system)
 
-    response = samr.issue({"sd_jwt": token, "type_code": body["type_code"]})
+    response = samr.post({"sd_jwt": token, "type_code": body["type_code"]})
 
     assert response.status_code == 422

@@ -49,7 +49,8 @@ def test_safe_production_settings_are_accepted(tmp_path):
     assert not (tmp_path / "secrets.json").exists()
 
 
-@pytest.mark.parametrize("missing", ["ECERT_MASTER_KEY", "ECERT_SECRET_KEY", "ECERT_DATA_KEYS", "ECERT_BLIND_INDEX_KEY"])
+@pytest.mark.parametrize("missing", ["ECERT_MASTER_KEY", "ECERT_SECRET_KEY", "ECERT_DATA_KEYS",
+                                     "ECERT_BLIND_INDEX_KEY"])
 def test_production_refuses_missing_secrets_and_names_them(tmp_path, missing):
     with pytest.raises(ConfigError, match=missing):
         load_settings(env=production(tmp_path, **{missing: None}))
@@ -99,3 +100,14 @@ def test_the_dev_login_is_opt_in_even_in_development(tmp_path):
     assert load_settings(env={"ECERT_INSTANCE_PATH": str(tmp_path)})["ECERT_DEV_LOGIN"] is False
     enabled = load_settings(env={"ECERT_INSTANCE_PATH": str(tmp_path), "ECERT_DEV_LOGIN": "1"})
     assert enabled["ECERT_DEV_LOGIN"] is True
+
+
+@pytest.mark.parametrize(("value", "accepted"), [("", 86400), ("60", 60), ("2592000", 2592000), ("59", None),
+                                                 ("2592001", None), ("0", None), ("one day", None)])
+def test_representation_max_age_defaults_to_a_day_and_is_bounded(tmp_path, value, accepted):
+    env = {"ECERT_INSTANCE_PATH": str(tmp_path), "ECERT_REPRESENTATION_MAX_AGE": value}
+    if accepted is None:
+        with pytest.raises(ConfigError, match="ECERT_REPRESENTATION_MAX_AGE"):
+            load_settings(env=env)
+    else:
+        assert load_settings(env=env)["ECERT_REPRESENTATION_MAX_AGE"] == accepted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import zlib
 from collections import Counter
@@ -35,6 +36,7 @@ from tests.certificate_support import (
 )
 from tests.conftest import SAMR, START, FakeClock
 from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE
+from tests.support import FORGED_CURSORS
 
 DISABLED_PERSONS_FEDERATION = DISABILITY[:18]  # 信阳市残疾人联合会
 NOTIFICATIONS = "/gov/v1/notifications"
@@ -499,6 +501,23 @@ def test_bad_paging_parameters_are_422_naming_the_parameter(samr, query, field):
     problems = field_errors(notifications(samr, **query))
 
     assert any(name.endswith(field) for name in problems), problems
+
+
+@pytest.mark.parametrize("cursor", FORGED_CURSORS)
+def test_a_forged_or_out_of_range_cursor_is_422_naming_the_cursor(samr, cursor):
+    assert field_errors(notifications(samr, cursor=cursor)) == {"cursor": "invalid_cursor"}
+
+
+def test_the_cursor_carries_no_sequential_id(runner, clock, samr):
+    for days in (80, 70):
+        expiring(samr, days_from_today(days))
+        run(runner, "remind")
+        clock.advance(seconds=1)
+
+    page = notifications(samr, limit=1).get_json()
+
+    position = base64.urlsafe_b64decode(page["next_cursor"] + "=" * (-len(page["next_cursor"]) % 4)).decode()
+    assert position.rpartition("|")[2] == page["items"][0]["id"]
 
 
 def test_a_department_cannot_see_or_mark_another_departments_notifications(app, runner, samr, federation):

@@ -1,4 +1,4 @@
-"""Tests for backend.security.identifiers: certificate identifiers, holder codes, masking."""
+"""Tests for backend.security.identifiers (certificate identifiers, holder codes) and backend.security.masking."""
 
 from __future__ import annotations
 
@@ -20,14 +20,13 @@ from backend.security.identifiers import (
     HolderCodeType,
     build_identifier,
     identifier_check_character,
-    mask_holder_code,
-    mask_name,
     parse_holder_code_type,
     parse_identifier,
     validate_holder_code,
     validate_type_code,
     validate_uscc,
 )
+from backend.security.masking import mask_holder_code, mask_name
 
 ALPHABET_36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -13,6 +13,7 @@ from backend.models import Certificate, UsageRecord
 from backend.services.catalog import get_department
 from tests.conftest import CIVIL_AFFAIRS, SAMR
 from tests.factories import MARRIAGE, company_code, resident_id
+from tests.support import FORGED_CURSORS
 from tests.wallet_support import Department, error_code, public_id_of
 
 INBOX = "/api/v1/notifications"
@@ -154,6 +155,15 @@ def test_bad_inbox_queries_are_422(login, query):
     citizen = login()
     assert error_code(citizen.http.get(INBOX, query_string=query, headers=citizen.headers), 422) == \
         "validation_failed"
+
+
+@pytest.mark.parametrize("url", [INBOX, USAGE], ids=["inbox", "usage"])
+@pytest.mark.parametrize("cursor", FORGED_CURSORS)
+def test_a_forged_or_out_of_range_cursor_is_422(login, url, cursor):
+    citizen = login()
+    response = citizen.http.get(url, query_string={"cursor": cursor}, headers=citizen.headers)
+    assert error_code(response, 422) == "validation_failed"
+    assert response.get_json()["error"]["details"]["fields"] == [{"field": "cursor", "reason": "invalid_cursor"}]
 
 
 def test_the_inbox_needs_a_login(client, catalog):

@@ -7,6 +7,7 @@ the WeChat code-to-session API is a real HTTP server on 127.0.0.1, so the real a
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
@@ -29,8 +30,10 @@ from backend.adapters.jwks import JwksCache
 from backend.config import ConfigError, load_settings
 from backend.edge import JsonFormatter
 from backend.extensions import db
-from backend.models import AuditEvent, AuthSession, HolderIdentity
-from backend.web.context import keystore
+from backend.models import AuditEvent, AuthSession, HolderIdentity, IdTokenUse, LoginNonce, Representation
+from backend.services.citizen_auth import subject_index
+from backend.services.login_nonces import NonceOutcome, consume_login_nonce
+from backend.web.context import field_cipher, keystore
 from tests.conftest import FakeClock
 from tests.factories import company_code, resident_id
 
@@ -141,8 +144,14 @@ class TestIdP:
     clock: FakeClock
     kid: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     claim_names: dict[str, str] = field(default_factory=dict)
+    # Where the app gets a nonce for its authentication request (POST /api/v1/auth/nonce; set by `http`).
+    nonce_source: Callable[[], str] | None = None
 
     __test__ = False  # not a test class
+
+    def new_nonce(self) -> str:
+        assert self.nonce_source is not None, "use the `http` fixture: nonces come from the platform"
+        return self.nonce_source()
 
     def jwks(self) -> dict[str, Any]:
         exporter = ECAlgorithm if self.alg.startswith("ES") else RSAAlgorithm
@@ -155,7 +164,7 @@ class TestIdP:
                      "companies": []}
         claims: dict[str, Any] = {
             "iss": self.issuer, "sub": f"sub-{PERSON[-6:]}", "aud": self.client_id, "iat": issued,
-            "exp": issued + 300, "nonce": NONCE,
+            "exp": issued + 300, "nonce": overrides["nonce"] if "nonce" in overrides else self.new_nonce(),
             **{self.claim_names.get(k, k if k != "assurance_level" else "acr"): v for k, v in real_name.items()},
         }
         claims.update(overrides)
@@ -166,8 +175,9 @@ class TestIdP:
         return jwt.encode(self.claims(**overrides), key or self.private_key, algorithm=alg or self.alg,
                           headers={"kid": self.kid, **(headers or {})})
 
-    def login(self, token: str | None = None, *, nonce: str = NONCE, **extra: Any) -> dict[str, Any]:
-        return {"provider": "oidc", "issuer": self.issuer, "id_token": token or self.token(), "nonce": nonce, **extra}
+    def login(self, token: str | None = None, **extra: Any) -> dict[str, Any]:
+        """The app's login request; `nonce` (optional in the API) may be passed in `extra`."""
+        return {"provider": "oidc", "issuer": self.issuer, "id_token": token or self.token(), **extra}
 
 
 @pytest.fixture
@@ -222,8 +232,16 @@ def platform_key(app: Any, clock: FakeClock) -> None:
         db.session.commit()
 
 
+def fetch_nonce(http: Any) -> str:
+    response = http.post("/api/v1/auth/nonce")
+    assert response.status_code == 200, response.get_json()
+    return str(response.get_json()["nonce"])
+
+
 @pytest.fixture
-def http(client: Any, platform_key: None) -> Any:
+def http(client: Any, platform_key: None, idp_a: TestIdP, idp_b: TestIdP) -> Any:
+    """The API client; the IdPs' tokens carry nonces it fetched from the platform, as the app would."""
+    idp_a.nonce_source = idp_b.nonce_source = lambda: fetch_nonce(client)
     return client
 
 
@@ -239,11 +257,17 @@ def refused_logins(app: Any) -> list[AuditEvent]:
         return list(db.session.scalars(db.select(AuditEvent).where(AuditEvent.action == "citizen.login_refused")))
 
 
-def unsigned_token(claims: dict[str, Any], kid: str) -> str:
+def unsigned_token(claims: dict[str, Any], kid: str, alg: str = "none") -> str:
     def part(document: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
 
-    return f"{part({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{part(claims)}."
+    return f"{part({'alg': alg, 'typ': 'JWT', 'kid': kid})}.{part(claims)}."
+
+
+def stored_subject(app: Any, subject: str) -> str:
+    """What holder_identity.subject holds for a provider's subject: its keyed digest."""
+    with app.app_context():
+        return subject_index(field_cipher(), subject)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -263,7 +287,8 @@ def test_id_token_of_a_trusted_idp_logs_the_person_in_with_real_name_claims(app,
     assert PERSON not in json.dumps(profile)
     with app.app_context():
         identity = db.session.scalar(db.select(HolderIdentity))
-        assert (identity.provider, identity.subject) == (f"oidc:{ISSUER_A}", f"sub-{PERSON[-6:]}")
+        assert identity.provider == f"oidc:{ISSUER_A}"
+        assert identity.subject == stored_subject(app, f"sub-{PERSON[-6:]}") != f"sub-{PERSON[-6:]}"
         assert db.session.scalar(db.select(AuthSession.provider)) == f"oidc:{ISSUER_A}"
 
 
@@ -377,7 +402,7 @@ def test_id_token_failing_a_check_is_refused_with_its_reason_and_audited(app, ht
     [event] = refused_logins(app)
     assert event.outcome == "failure"
     assert event.details["reason"] == reason
-    assert event.object_id == (ISSUER_A if case != "unknown_issuer" else "https://idp.example.com")
+    assert event.object_id == (ISSUER_A if case != "unknown_issuer" else "unknown")
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(HolderIdentity)) == 0
 
@@ -386,7 +411,8 @@ def test_refused_attempt_audit_names_the_subject_but_never_the_token(app, http, 
     token = idp_a.token(aud="another-relying-party")
     assert http.post("/api/v1/auth/login", json=idp_a.login(token)).status_code == 401
     [event] = refused_logins(app)
-    assert event.details == {"reason": "wrong_audience", "subject": f"sub-{PERSON[-6:]}"}
+    # A short prefix of the subject's keyed digest: attempts can be correlated, the subject is not disclosed.
+    assert event.details == {"reason": "wrong_audience", "subject": stored_subject(app, f"sub-{PERSON[-6:]}")[:12]}
     assert event.actor_id == "unknown" and event.source_ip == "127.0.0.1"
     assert token not in json.dumps(event.details)
 
@@ -403,6 +429,215 @@ def test_algorithm_outside_the_idps_configured_list_is_refused(http, idp_b):
     token = jwt.encode(idp_b.claims(), FOREIGN_KEY, algorithm="ES256", headers={"kid": idp_b.kid})
     response = http.post("/api/v1/auth/login", json=idp_b.login(token))
     assert response.get_json()["error"]["details"]["reason"] == "unsupported_alg"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# oidc: the platform issues the nonce, it is used once, and an ID token logs in once
+# ---------------------------------------------------------------------------------------------------------------
+
+LOGIN = "/api/v1/auth/login"
+
+
+def refusal(response: Any) -> tuple[int, str, str]:
+    error = response.get_json()["error"]
+    return response.status_code, error["code"], error.get("details", {}).get("reason", "")
+
+
+def count(app: Any, model: Any) -> int:
+    with app.app_context():
+        return int(db.session.scalar(db.select(db.func.count()).select_from(model)) or 0)
+
+
+def test_the_platform_issues_nonces_and_stores_only_their_hash(app, http):
+    response = http.post("/api/v1/auth/nonce")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["expires_in"] == 600
+    assert len(body["nonce"]) >= 32 and body["nonce"] != fetch_nonce(http)
+    with app.app_context():
+        stored = set(db.session.scalars(db.select(LoginNonce.nonce_hash)))
+    assert len(stored) == 2 and body["nonce"] not in stored
+    assert hashlib.sha256(body["nonce"].encode()).hexdigest() in stored
+
+
+def test_a_leaked_id_token_does_not_log_in_a_second_time(app, http, idp_a):
+    token = idp_a.token()
+    assert http.post(LOGIN, json=idp_a.login(token)).status_code == 200
+
+    replayed = http.post(LOGIN, json=idp_a.login(token))
+
+    assert refusal(replayed) == (401, "invalid_id_token", "replayed")
+    assert count(app, AuthSession) == 1
+    [event] = refused_logins(app)
+    assert event.details["reason"] == "replayed" and event.object_id == ISSUER_A
+
+
+def test_a_second_id_token_carrying_a_used_nonce_is_refused(app, http, idp_a, clock):
+    nonce = fetch_nonce(http)
+    assert http.post(LOGIN, json=idp_a.login(idp_a.token(nonce=nonce, jti="first-token-0001"))).status_code == 200
+    clock.advance(seconds=20)
+
+    again = http.post(LOGIN, json=idp_a.login(idp_a.token(nonce=nonce, jti="second-token-0002")))
+
+    assert refusal(again) == (401, "invalid_id_token", "nonce_used")
+    assert count(app, AuthSession) == 1
+
+
+def test_a_nonce_the_platform_never_issued_is_refused(app, http, idp_a):
+    # The old flow: the app made up the nonce and sent it along with the token. Now the platform must know it.
+    token = idp_a.token(nonce=NONCE)
+    response = http.post(LOGIN, json=idp_a.login(token, nonce=NONCE))
+    assert refusal(response) == (401, "invalid_id_token", "nonce_mismatch")
+    assert count(app, AuthSession) == 0
+
+
+def test_an_expired_nonce_is_refused_even_in_a_fresh_id_token(http, idp_a, clock):
+    nonce = fetch_nonce(http)
+    clock.advance(minutes=10)
+    response = http.post(LOGIN, json=idp_a.login(idp_a.token(nonce=nonce)))
+    assert refusal(response) == (401, "invalid_id_token", "nonce_mismatch")
+
+
+def test_a_nonce_in_the_request_body_must_be_the_one_in_the_id_token(http, idp_a):
+    nonce = fetch_nonce(http)
+    token = idp_a.token(nonce=nonce)
+    assert refusal(http.post(LOGIN, json=idp_a.login(token, nonce=fetch_nonce(http)))) == \
+        (401, "invalid_id_token", "nonce_mismatch")
+    assert http.post(LOGIN, json=idp_a.login(token, nonce=nonce)).status_code == 200
+
+
+def test_a_login_refused_after_the_nonce_check_leaves_the_nonce_usable(app, http, idp_a, wechat):
+    nonce = fetch_nonce(http)
+    wechat.errcodes["refused-code"] = 40029
+    refused = http.post(LOGIN, json=idp_a.login(idp_a.token(nonce=nonce, jti="try-one-0001"),
+                                                 wechat_code="refused-code"))
+    assert refusal(refused)[:2] == (401, "wechat_login_failed")
+    assert count(app, IdTokenUse) == 0  # rolled back with the refused login
+
+    retried = http.post(LOGIN, json=idp_a.login(idp_a.token(nonce=nonce, jti="try-two-0002")))
+
+    assert retried.status_code == 200
+
+
+def test_logins_racing_with_one_nonce_let_exactly_one_through(app, http, clock):
+    nonce = fetch_nonce(http)
+    racers = 6
+    start = threading.Barrier(racers)
+    outcomes: list[NonceOutcome] = []
+    failures: list[BaseException] = []
+
+    def race() -> None:
+        try:
+            with app.app_context():
+                start.wait(timeout=30)
+                outcomes.append(consume_login_nonce(db.session, nonce, now=clock()))
+                db.session.commit()
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=race) for _ in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    assert sorted(o.value for o in outcomes) == ["accepted"] + ["used"] * (racers - 1)
+
+
+@pytest.mark.parametrize("app_settings", [{}])
+def test_no_nonce_where_no_identity_provider_is_trusted(app, http, app_settings):
+    response = http.post("/api/v1/auth/nonce")
+    assert response.status_code == 403
+    assert response.get_json()["error"]["code"] == "provider_unavailable"
+    assert count(app, LoginNonce) == 0
+
+
+def test_purge_forgets_expired_nonces_and_replay_entries(app, http, idp_a, runner, clock):
+    assert http.post(LOGIN, json=idp_a.login()).status_code == 200  # a used nonce and a replay entry
+    fetch_nonce(http)  # never used
+    clock.advance(minutes=5)
+    fetch_nonce(http)  # still valid at the purge
+    clock.advance(minutes=6)
+
+    result = runner.invoke(args=["jobs", "purge"])
+
+    assert result.exit_code == 0, result.output
+    assert "3 expired login nonce(s)" in result.output  # two nonces and one replay entry
+    assert (count(app, LoginNonce), count(app, IdTokenUse)) == (1, 0)
+    assert "0 expired login nonce(s)" in runner.invoke(args=["jobs", "purge"]).output  # idempotent
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audit rows never carry what the caller typed (NUL bytes broke PostgreSQL), nor a subject in the clear
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_an_unknown_issuer_with_nul_bytes_is_audited_as_unknown(app, http, idp_a):
+    response = http.post(LOGIN, json={**idp_a.login(), "issuer": "https://idp.example.com/\x00evil"})
+    assert refusal(response) == (401, "invalid_id_token", "unknown_issuer")
+    [event] = refused_logins(app)
+    assert event.object_id == "unknown"
+    assert "evil" not in json.dumps(event.details)
+
+
+@pytest.mark.parametrize("alg", ["ES256\x00", "\x00", "x" * 300, "HS256 "])
+def test_an_unrecognised_alg_is_audited_as_unrecognised(app, http, idp_a, alg):
+    response = http.post(LOGIN, json=idp_a.login(unsigned_token(idp_a.claims(), idp_a.kid, alg=alg)))
+    assert refusal(response) == (401, "invalid_id_token", "unsupported_alg")
+    assert response.get_json()["error"]["details"]["alg"] == "unrecognised"
+    [event] = refused_logins(app)
+    assert (event.object_id, event.details["alg"]) == (ISSUER_A, "unrecognised")
+
+
+def test_a_recognised_alg_outside_the_configuration_is_named(app, http, idp_a):
+    response = http.post(LOGIN, json=idp_a.login(idp_a.token(key="k" * 32, alg="HS256")))
+    assert response.get_json()["error"]["details"]["alg"] == "HS256"
+
+
+def test_login_subjects_are_stored_and_audited_only_as_keyed_digests(app, http, idp_a, wechat):
+    subject = PERSON  # some IdPs use the ID number as `sub`
+    assert http.post(LOGIN, json=idp_a.login(idp_a.token(sub=subject),
+                                             wechat_code=wechat.new_code("oPENid-1"))).status_code == 200
+    assert http.post("/api/v1/auth/login", json={"provider": "dev", "name": "张伟", "id_type": "111",
+                                                 "id_number": PERSON}).status_code == 200
+    assert http.post(LOGIN, json=idp_a.login(idp_a.token(sub=subject, aud="another"))).status_code == 401
+    with app.app_context():
+        stored = set(db.session.scalars(db.select(HolderIdentity.subject)))
+        audited = json.dumps([e.details for e in db.session.scalars(db.select(AuditEvent))], ensure_ascii=False)
+        objects = json.dumps([e.object_id for e in db.session.scalars(db.select(AuditEvent))])
+    assert stored == {stored_subject(app, s) for s in (subject, "oPENid-1", f"111:{PERSON}")}
+    for text in (PERSON, "oPENid-1"):
+        assert text not in audited and text not in objects
+    assert stored_subject(app, subject)[:12] in audited
+
+
+def test_subjects_differing_only_in_case_stay_two_identities(app, http, idp_a):
+    assert http.post(LOGIN, json=idp_a.login(idp_a.token(sub="Subject-A"))).status_code == 200
+    other = idp_a.token(sub="subject-a", name="李娜", id_number=resident_id(seq=418))
+    assert http.post(LOGIN, json=idp_a.login(other)).status_code == 200
+    assert count(app, HolderIdentity) == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Represented companies: asserted by real-name logins only, and only for a while
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_quick_login_does_not_renew_represented_companies(app, http, idp_a, wechat, clock):
+    tea = [{"code": (code := company_code()), "name": "信阳毛尖茶业有限公司"}]
+    asserted = clock().isoformat()
+    bound = me(http, http.post(LOGIN, json=idp_a.login(idp_a.token(companies=tea),
+                                                       wechat_code=wechat.new_code("oPENid-1"))))
+    assert [(c["code"], c["asserted_at"], c["current"]) for c in bound["companies"]] == [(code, asserted, True)]
+    clock.advance(hours=24, seconds=1)
+
+    quick = me(http, http.post(LOGIN, json={"provider": "wechat", "code": wechat.new_code("oPENid-1")}))
+
+    assert [(c["code"], c["asserted_at"], c["current"]) for c in quick["companies"]] == [(code, asserted, False)]
+    with app.app_context():
+        assert db.session.scalar(db.select(Representation.asserted_at)).isoformat() == asserted
+    renewed = me(http, http.post(LOGIN, json=idp_a.login(idp_a.token(companies=tea))))
+    assert [(c["asserted_at"], c["current"]) for c in renewed["companies"]] == [(clock().isoformat(), True)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -457,7 +692,7 @@ def test_realname_login_with_a_wechat_code_binds_the_account_for_quick_login(app
         (APPID, APP_SECRET, "authorization_code")] * 2
     with app.app_context():
         identity = db.session.scalar(db.select(HolderIdentity).where(HolderIdentity.provider == f"wechat:{APPID}"))
-        assert identity.subject == "oPENid-1"
+        assert identity.subject == stored_subject(app, "oPENid-1")
         latest = db.session.scalars(db.select(AuthSession).order_by(AuthSession.id.desc())).first()
         assert latest.provider == f"wechat:{APPID}"
         actions = db.session.scalars(db.select(AuditEvent.action)).all()

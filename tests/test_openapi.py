@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,6 +20,10 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen
+from tests.factories import DISABILITY, FOOD_LICENCE, company_code
+from tests.wallet_support import Department, wallet_ids
 
 ALL_SCOPES = ("catalog", "issue", "verify", "request", "redeem", "objections", "stats")
 ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -63,12 +68,69 @@ def test_every_operation_documents_its_errors_with_the_one_error_shape(document)
                 f"{method.upper()} {path} {status} is not documented as ErrorResponse"
 
 
+@dataclass(frozen=True)
+class CitizenWorld:
+    """A logged-in citizen who holds certificates (own and a represented company's) and has notifications."""
+
+    citizen: Citizen
+    certificate_ids: list[str]
+    notification_ids: list[str]
+
+    def fresh_token(self) -> str:
+        """A new session of the same citizen: logging it out leaves the shared token working."""
+        response = self.citizen.http.post("/api/v1/auth/login", json={
+            "provider": "dev", "name": self.citizen.name, "id_type": "111", "id_number": self.citizen.id_number})
+        assert response.status_code == 200, response.get_json()
+        return str(response.get_json()["access_token"])
+
+
 @pytest.fixture
-def api_schema(app: OpenAPI, make_dept_client: Any) -> Any:
-    """The app's own document, with a department token of every scope for the clientBearer scheme."""
+def citizen_world(app: OpenAPI, login: Any, make_dept_client: Any) -> CitizenWorld:
+    company = company_code()
+    citizen = login(companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
+    civil_affairs = Department(make_dept_client(CIVIL_AFFAIRS, scopes=("issue",)))
+    federation = Department(make_dept_client(DISABILITY[:18], scopes=("issue",)))
+    samr = Department(make_dept_client(SAMR, scopes=("issue",)))
+    civil_affairs.issue_to(citizen)
+    federation.issue_to(citizen, DISABILITY)
+    samr.issue_to_company(company)
+    samr.act(samr.issue_to_company(company, type_code=FOOD_LICENCE), "suspend", {"reason": "复核中"})
+    ids = wallet_ids(citizen)
+    inbox = citizen.http.get("/api/v1/notifications", query_string={"limit": 100}, headers=citizen.headers)
+    assert inbox.status_code == 200 and ids, inbox.get_json()
+    return CitizenWorld(citizen, ids, [item["id"] for item in inbox.get_json()["items"]])
+
+
+@pytest.fixture
+def api_schema(app: OpenAPI, make_dept_client: Any, citizen_world: CitizenWorld) -> Any:
+    """The app's own document, with a department token of every scope for the clientBearer scheme and the
+    citizen's token for citizenBearer; their certificates and notifications among the generated path ids."""
     token = make_dept_client(scopes=ALL_SCOPES).token()
-    config = schemathesis.Config.from_dict({"auth": {"openapi": {"clientBearer": {"bearer": token}}}})
-    return schemathesis.openapi.from_wsgi("/openapi.json", app, config=config)
+    shared = citizen_world.citizen.access_token
+    config = schemathesis.Config.from_dict({"auth": {"openapi": {"clientBearer": {"bearer": token},
+                                                                  "citizenBearer": {"bearer": shared}}}})
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app, config=config)
+    known = {"certificate_id": citizen_world.certificate_ids, "id": citizen_world.certificate_ids,
+             "notification_id": citizen_world.notification_ids}
+
+    @schema.hook("flatmap_path_parameters").apply_to(path_regex="^/api/v1/")
+    def held_ids(context: Any, path_parameters: Any) -> Any:
+        """Now and then one of the citizen's own ids, so the 200 paths run too, not only 404s."""
+        if not isinstance(path_parameters, dict):
+            return st.just(path_parameters)
+        names = [name for name in path_parameters if known.get(name)]
+        return st.one_of(st.just(path_parameters),
+                         *(st.sampled_from(known[name]).map(lambda value, name=name: {**path_parameters, name: value})
+                           for name in names))
+
+    @schema.hook("map_case").apply_to(path="/api/v1/auth/logout")
+    def own_session(context: Any, case: Case) -> Case:
+        """Each logout ends a session of its own, never the one the other operations use."""
+        if case.headers and case.headers.get("Authorization") == f"Bearer {shared}":
+            case.headers["Authorization"] = f"Bearer {citizen_world.fresh_token()}"
+        return case
+
+    return schema
 
 
 def test_every_operation_keeps_to_its_document(api_schema):

@@ -33,6 +33,12 @@ def test_token_endpoint_answers_429_with_retry_after_past_its_limit(client):
     assert 0 < int(response.headers["Retry-After"]) <= 60
 
 
+def test_login_nonces_are_limited_like_logins(client):
+    # Unauthenticated and writing a row each: the login limit (3 here), not the default (5).
+    statuses = [client.post("/api/v1/auth/nonce").status_code for _ in range(4)]
+    assert 429 not in statuses[:3] and statuses[3] == 429
+
+
 def test_default_limit_applies_to_other_endpoints(client):
     for _ in range(5):
         assert client.get("/.well-known/jwks.json").status_code == 200

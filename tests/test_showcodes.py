@@ -22,7 +22,7 @@ from backend.extensions import db
 from backend.models import AuditEvent, SigningKey, UsageRecord
 from backend.security import showcode
 from backend.security.keystore import PURPOSE_PLATFORM
-from backend.services.showcodes import mask_value
+from backend.security.masking import mask_value
 from backend.web import qr
 from backend.web.context import keystore
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START, TEST_SECRETS, DeptClient

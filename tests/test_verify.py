@@ -16,18 +16,21 @@ from sd_jwt.verifier import SDJWTVerifier
 from sqlalchemy import select
 
 from backend.extensions import db
-from backend.models import AuditEvent, Certificate
+from backend.models import AuditEvent, Certificate, ClientAssertionUse
 from backend.security.identifiers import build_identifier
 from backend.security.jwk import public_jwk
 from backend.security.keystore import PURPOSE_CERTIFICATE, PURPOSE_PLATFORM, PURPOSE_WALLET, LocalKeyStore
-from backend.security.sdjwt import b64url, key_binding_jwt, make_disclosure, select_disclosures
+from backend.security.sdjwt import b64url, b64url_decode, make_disclosure, select_disclosures
 from backend.security.sdjwt import issue as issue_sd_jwt
 from backend.services.catalog import get_department
+from backend.services.clients import purge_used_assertions
 from backend.services.issuance import day_start
 from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient, FakeClock
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body
+from tests.presentation_support import presented_to, with_key_binding
 
 OBJECTS = ("holder", "document", "face")
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 SOME = {("holder", "name"), ("face", "company_name")}
 
 
@@ -81,18 +84,18 @@ def store(app: OpenAPI) -> LocalKeyStore:
     return LocalKeyStore(db.session(), app.config["ECERT_MASTER_KEY"])
 
 
-def with_key_binding(app: OpenAPI, presentation: str, *, aud: str, nonce: str, iat: int,
-                     purpose: str = PURPOSE_WALLET, typ: str | None = None, hashed: str | None = None) -> str:
-    """Append a KB-JWT signed by the platform-held wallet key (or another platform key, to test refusal)."""
-    with app.app_context():
-        keys = store(app)
-        key = keys.active_key(purpose)
+@pytest.fixture
+def present(app: OpenAPI, clock: FakeClock) -> Any:
+    """The holder's wallet presenting to a department now: the presentation with a fresh KB-JWT for that client."""
+    def bind(dept: DeptClient, presentation: str, nonce: str | None = None) -> str:
+        return presented_to(app, dept, clock, presentation, nonce)
+    return bind
 
-        def sign(payload: dict[str, Any], headers: dict[str, Any]) -> str:
-            return keys.sign_jwt(key, payload, {**headers, **({"typ": typ} if typ else {})})
 
-        kb = key_binding_jwt(sign, presentation_without_kb=hashed or presentation, audience=aud, nonce=nonce, iat=iat)
-    return presentation + kb
+def personal_values(body: dict[str, Any]) -> list[str]:
+    """What a certificate body holds about its holder: never in a failed verdict."""
+    return [body["holder"]["name"], body["holder"]["code"], body["certificate_number"],
+            body["fields"]["company_name"], body["fields"]["legal_representative"]]
 
 
 def now_ts(clock: FakeClock) -> int:
@@ -128,10 +131,10 @@ def test_issued_sd_jwt_with_some_disclosures_verifies_with_the_reference_impleme
     assert claims["document"] == {}
 
 
-def test_issued_sd_jwt_verifies_with_our_endpoint(dept_client):
+def test_issued_sd_jwt_presented_with_key_binding_verifies_with_our_endpoint(dept_client, present):
     body = certificate_body()
     issued = dept_client.http.post("/gov/v1/certificates", json=body, headers=dept_client.headers()).get_json()
-    result = verified(dept_client, presentation=issued["sd_jwt"])
+    result = verified(dept_client, presentation=present(dept_client, issued["sd_jwt"]))
     assert result["valid"] is True and result["status"] == "valid" and result["reasons"] == []
     certificate = result["certificate"]
     assert certificate["identifier"] == issued["identifier"]
@@ -143,19 +146,21 @@ def test_issued_sd_jwt_verifies_with_our_endpoint(dept_client):
                                         "face": body["fields"]}
 
 
-def test_partial_presentation_shows_only_what_was_disclosed(dept_client):
+def test_partial_presentation_shows_only_what_was_disclosed(dept_client, present):
     body = certificate_body()
     issued = dept_client.http.post("/gov/v1/certificates", json=body, headers=dept_client.headers()).get_json()
-    result = verified(dept_client, presentation=select_disclosures(issued["sd_jwt"], SOME, OBJECTS))
+    result = verified(dept_client, presentation=present(dept_client, select_disclosures(issued["sd_jwt"], SOME,
+                                                                                         OBJECTS)))
     assert result["valid"] is True
     assert result["certificate"]["disclosed"] == {"holder": {"name": body["holder"]["name"]},
                                                   "face": {"company_name": body["fields"]["company_name"]}}
 
 
-def test_another_department_verifies_a_presentation(dept_client, make_dept_client):
+def test_another_department_verifies_a_presentation_made_to_it(dept_client, make_dept_client, present):
     issued = issue(dept_client)
     other = make_dept_client(department=CIVIL_AFFAIRS, scopes=("verify",))
-    assert verified(other, presentation=issued["sd_jwt"])["valid"] is True
+    partial = select_disclosures(issued["sd_jwt"], SOME, OBJECTS)
+    assert verified(other, presentation=present(other, partial))["valid"] is True
 
 
 # -- tampering and foreign keys ------------------------------------------------------------------------------------
@@ -218,18 +223,18 @@ def test_garbage_is_judged_malformed_not_an_error(dept_client, presentation):
 
 # -- disclosures ---------------------------------------------------------------------------------------------------
 
-def test_unreferenced_disclosure_is_refused(dept_client):
+def test_unreferenced_disclosure_is_refused(dept_client, present):
     issued = issue(dept_client)
     smuggled = issued["sd_jwt"] + make_disclosure("name", "冒名顶替有限公司") + "~"
-    result = verified(dept_client, presentation=smuggled)
+    result = verified(dept_client, presentation=present(dept_client, smuggled))
     assert result["valid"] is False and result["reasons"] == ["unreferenced_disclosure"]
     assert result["certificate"]["disclosed"] == {}
 
 
-def test_duplicate_disclosure_is_refused(dept_client):
+def test_duplicate_disclosure_is_refused(dept_client, present):
     issued = issue(dept_client)
     first = issued["sd_jwt"].split("~")[1]
-    result = verified(dept_client, presentation=issued["sd_jwt"] + first + "~")
+    result = verified(dept_client, presentation=present(dept_client, issued["sd_jwt"] + first + "~"))
     assert result["valid"] is False and result["reasons"] == ["duplicate_disclosure"]
     with pytest.raises(ValueError):
         reference_verify(dept_client.http, issued["sd_jwt"] + first + "~")
@@ -237,39 +242,40 @@ def test_duplicate_disclosure_is_refused(dept_client):
 
 # -- status and validity period ------------------------------------------------------------------------------------
 
-def test_revoked_certificate_is_invalid(dept_client):
+def test_revoked_certificate_is_invalid_and_discloses_nothing(dept_client, present):
     issued = issue(dept_client)
     change(dept_client, issued["identifier"], "revoke", {"reason": "吊销", "note": "违法经营"})
-    result = verified(dept_client, presentation=issued["sd_jwt"])
+    result = verified(dept_client, presentation=present(dept_client, issued["sd_jwt"]))
     assert (result["valid"], result["status"], result["reasons"]) == (False, "revoked", ["revoked"])
     assert result["certificate"]["status"] == "revoked"
+    assert result["certificate"]["disclosed"] == {}
 
 
-def test_suspended_certificate_is_invalid_until_resumed(dept_client):
+def test_suspended_certificate_is_invalid_until_resumed(dept_client, present):
     issued = issue(dept_client)
     change(dept_client, issued["identifier"], "suspend", {"reason": "核查中"})
-    result = verified(dept_client, presentation=issued["sd_jwt"])
+    result = verified(dept_client, presentation=present(dept_client, issued["sd_jwt"]))
     assert (result["valid"], result["status"], result["reasons"]) == (False, "suspended", ["suspended"])
     change(dept_client, issued["identifier"], "resume")
-    assert verified(dept_client, presentation=issued["sd_jwt"])["valid"] is True
+    assert verified(dept_client, presentation=present(dept_client, issued["sd_jwt"]))["valid"] is True
 
 
-def test_superseded_version_is_invalid_and_its_successor_valid(dept_client):
+def test_superseded_version_is_invalid_and_its_successor_valid(dept_client, present):
     issued = issue(dept_client)
     raised = {"fields": {"registered_capital": "800万元人民币"}}
     successor = change(dept_client, issued["identifier"], "reissue", raised)
-    old = verified(dept_client, presentation=issued["sd_jwt"])
+    old = verified(dept_client, presentation=present(dept_client, issued["sd_jwt"]))
     assert (old["valid"], old["status"], old["reasons"]) == (False, "superseded", ["superseded"])
-    new = verified(dept_client, presentation=successor["sd_jwt"])
+    new = verified(dept_client, presentation=present(dept_client, successor["sd_jwt"]))
     assert new["valid"] is True and new["certificate"]["version"] == 2
     assert new["certificate"]["disclosed"]["face"]["registered_capital"] == "800万元人民币"
 
 
-def test_certificate_past_its_validity_is_expired(dept_client, clock):
+def test_certificate_past_its_validity_is_expired(dept_client, clock, present):
     issued = issue(dept_client, FOOD_LICENCE)  # five years from 2026-01-10
-    assert verified(dept_client, presentation=issued["sd_jwt"])["valid"] is True
+    assert verified(dept_client, presentation=present(dept_client, issued["sd_jwt"]))["valid"] is True
     clock.advance(days=5 * 366)
-    result = verified(dept_client, presentation=issued["sd_jwt"])
+    result = verified(dept_client, presentation=present(dept_client, issued["sd_jwt"]))
     assert (result["valid"], result["status"], result["reasons"]) == (False, "expired", ["expired"])
     assert result["certificate"]["valid_until"] == "2031-01-09"
 
@@ -285,9 +291,9 @@ def test_certificate_marked_expired_is_expired(app, dept_client):
     assert (result["valid"], result["status"], result["reasons"]) == (False, "expired", ["expired"])
 
 
-def test_certificate_before_its_validity_is_not_yet_valid(dept_client):
+def test_certificate_before_its_validity_is_not_yet_valid(dept_client, present):
     issued = issue(dept_client, valid_from="2027-03-01")
-    result = verified(dept_client, presentation=issued["sd_jwt"])
+    result = verified(dept_client, presentation=present(dept_client, issued["sd_jwt"]))
     assert (result["valid"], result["status"], result["reasons"]) == (False, "valid", ["not_yet_valid"])
 
 
@@ -336,17 +342,104 @@ def test_key_binding_failures_are_named(app, dept_client, clock, case, reason):
     assert result["status"] == "valid"  # the certificate is fine; this presentation is not
 
 
-def test_a_nonce_requires_key_binding(dept_client):
-    partial = select_disclosures(issue(dept_client)["sd_jwt"], SOME, OBJECTS)
-    assert verified(dept_client, presentation=partial)["valid"] is True
-    assert verified(dept_client, presentation=partial, nonce="req-42")["reasons"] == ["kb_missing"]
+def test_a_presentation_without_key_binding_is_kb_missing_and_discloses_nothing(dept_client):
+    body = certificate_body()
+    issued = dept_client.http.post("/gov/v1/certificates", json=body, headers=dept_client.headers()).get_json()
+    partial = select_disclosures(issued["sd_jwt"], SOME, OBJECTS)
+    for extra in ({}, {"nonce": "req-42"}):
+        response = verify(dept_client, presentation=partial, **extra)
+        result = response.get_json()
+        assert (result["valid"], result["status"], result["reasons"]) == (False, "valid", ["kb_missing"])
+        assert result["certificate"]["disclosed"] == {}
+        for value in personal_values(body):
+            assert value not in response.get_data(as_text=True)
+
+
+def test_the_issued_sd_jwt_replayed_by_a_department_is_kb_missing_with_no_disclosed_data(dept_client,
+                                                                                          make_dept_client):
+    """The issuing department got the full SD-JWT back from POST /gov/v1/certificates: it proves no consent."""
+    body = certificate_body()
+    issued = dept_client.http.post("/gov/v1/certificates", json=body, headers=dept_client.headers()).get_json()
+    other = make_dept_client(department=CIVIL_AFFAIRS, scopes=("verify",))
+    for dept in (other, dept_client):
+        response = verify(dept, presentation=issued["sd_jwt"])
+        assert response.status_code == 200
+        result = response.get_json()
+        assert (result["valid"], result["reasons"]) == (False, ["kb_missing"])
+        assert result["certificate"]["identifier"] == issued["identifier"]
+        assert result["certificate"]["disclosed"] == {}
+        for value in personal_values(body):
+            assert value not in response.get_data(as_text=True)
 
 
 def test_key_binding_audience_is_the_calling_client(app, dept_client, make_dept_client, clock):
-    partial = select_disclosures(issue(dept_client)["sd_jwt"], SOME, OBJECTS)
-    bound = with_key_binding(app, partial, aud=dept_client.client_id, nonce="n", iat=now_ts(clock))
+    body = certificate_body()
+    issued = dept_client.http.post("/gov/v1/certificates", json=body, headers=dept_client.headers()).get_json()
+    bound = with_key_binding(app, issued["sd_jwt"], aud=dept_client.client_id, nonce="n", iat=now_ts(clock))
     other = make_dept_client(department=CIVIL_AFFAIRS, scopes=("verify",))
-    assert verified(other, presentation=bound)["reasons"] == ["kb_wrong_audience"]
+    response = verify(other, presentation=bound)
+    assert response.get_json()["reasons"] == ["kb_wrong_audience"]
+    assert response.get_json()["certificate"]["disclosed"] == {}
+    for value in personal_values(body):
+        assert value not in response.get_data(as_text=True)
+    assert verified(dept_client, presentation=bound)["valid"] is True  # refused elsewhere, not spent
+
+
+def test_the_same_key_binding_jwt_is_accepted_once(app, dept_client, present):
+    body = certificate_body()
+    issued = dept_client.http.post("/gov/v1/certificates", json=body, headers=dept_client.headers()).get_json()
+    bound = present(dept_client, issued["sd_jwt"])
+    assert verified(dept_client, presentation=bound)["valid"] is True
+    response = verify(dept_client, presentation=bound)
+    result = response.get_json()
+    assert (result["valid"], result["status"], result["reasons"]) == (False, "valid", ["kb_replayed"])
+    assert result["certificate"]["disclosed"] == {}
+    for value in personal_values(body):
+        assert value not in response.get_data(as_text=True)
+    assert [e.details["reasons"] for e in audit_events(app)] == [[], ["kb_replayed"]]  # the replay is on record
+    # A new presentation of the same certificate by the holder's wallet is fine.
+    assert verified(dept_client, presentation=present(dept_client, issued["sd_jwt"]))["valid"] is True
+
+
+def malleated(kb_jwt: str) -> str:
+    """The same ES256 KB-JWT with s replaced by n − s: a different signature, just as valid (ECDSA malleability)."""
+    signed, signature = kb_jwt.rsplit(".", 1)
+    raw = b64url_decode(signature)
+    s = int.from_bytes(raw[32:], "big")
+    return f"{signed}.{b64url(raw[:32] + (P256_ORDER - s).to_bytes(32, 'big'))}"
+
+
+def test_a_re_signed_copy_of_an_accepted_key_binding_jwt_is_a_replay_too(dept_client, present):
+    bound = present(dept_client, issue(dept_client)["sd_jwt"])
+    presentation, kb = bound.rsplit("~", 1)
+    assert split(bound)[0]["alg"] == "ES256"
+    assert json_part(kb.split(".")[0])["alg"] == "ES256"
+    twin = f"{presentation}~{malleated(kb)}"
+    assert twin != bound
+    assert verified(dept_client, presentation=bound)["valid"] is True
+    assert verified(dept_client, presentation=twin)["reasons"] == ["kb_replayed"]
+
+
+def spent_key_bindings(app: OpenAPI, clock: FakeClock) -> int:
+    """Run the purge job's clean-up now; how many spent KB-JWTs are still remembered."""
+    with app.app_context():
+        purge_used_assertions(db.session(), now=clock())
+        db.session.commit()
+        return sum(use.jti.startswith("kb:") for use in db.session.scalars(select(ClientAssertionUse)))
+
+
+def test_a_spent_key_binding_jwt_is_forgotten_only_once_it_is_stale(app, dept_client, clock, present):
+    bound = present(dept_client, issue(dept_client)["sd_jwt"])
+    assert verified(dept_client, presentation=bound)["valid"] is True
+    clock.advance(minutes=4, seconds=59)
+    assert spent_key_bindings(app, clock) == 1
+    assert verify(dept_client, presentation=bound).get_json()["reasons"] == ["kb_replayed"]
+    clock.advance(minutes=4)
+    assert spent_key_bindings(app, clock) == 1  # kept for 10 minutes: an iat 5 minutes ahead was acceptable
+    clock.advance(minutes=7)
+    assert spent_key_bindings(app, clock) == 0
+    result = verify(dept_client, presentation=bound).get_json()
+    assert (result["valid"], result["reasons"]) == (False, ["kb_iat_out_of_range"])
 
 
 # -- identifiers ---------------------------------------------------------------------------------------------------
@@ -404,7 +497,7 @@ def test_body_must_name_exactly_one_subject_and_nothing_unknown(dept_client, bod
 
 # -- keys, scope, audit --------------------------------------------------------------------------------------------
 
-def test_rotated_department_key_still_verifies_old_certificates(dept_client, runner):
+def test_rotated_department_key_still_verifies_old_certificates(dept_client, runner, present):
     old = issue(dept_client)
     result = runner.invoke(args=["keys", "rotate", "--dept", SAMR, "--alg", "EdDSA"])
     assert result.exit_code == 0, result.output
@@ -412,7 +505,7 @@ def test_rotated_department_key_still_verifies_old_certificates(dept_client, run
     assert (split(old["sd_jwt"])[0]["alg"], split(new["sd_jwt"])[0]["alg"]) == ("ES256", "EdDSA")
     assert split(new["sd_jwt"])[0]["kid"] != split(old["sd_jwt"])[0]["kid"]
     for issued in (old, new):
-        assert verified(dept_client, presentation=issued["sd_jwt"])["valid"] is True
+        assert verified(dept_client, presentation=present(dept_client, issued["sd_jwt"]))["valid"] is True
         assert verified(dept_client, identifier=issued["identifier"])["valid"] is True
         reference_verify(dept_client.http, issued["sd_jwt"])
 
@@ -426,18 +519,20 @@ def test_verification_needs_the_verify_scope(dept_client, make_dept_client):
     assert dept_client.http.post("/gov/v1/verify", json={"presentation": issued["sd_jwt"]}).status_code == 401
 
 
-def test_every_verification_is_audited_without_personal_data(app, dept_client):
+def test_every_verification_is_audited_without_personal_data(app, dept_client, present):
     body = certificate_body()
     issued = dept_client.http.post("/gov/v1/certificates", json=body, headers=dept_client.headers()).get_json()
-    verified(dept_client, presentation=select_disclosures(issued["sd_jwt"], SOME, OBJECTS))
+    verified(dept_client, presentation=present(dept_client, select_disclosures(issued["sd_jwt"], SOME, OBJECTS)))
     verified(dept_client, identifier=issued["identifier"])
-    verified(dept_client, presentation=issued["sd_jwt"] + make_disclosure("x", "y") + "~")
+    verified(dept_client, presentation=present(dept_client, issued["sd_jwt"] + make_disclosure("x", "y") + "~"))
     events = audit_events(app)
     assert [e.outcome for e in events] == ["success", "success", "failure"]
     assert [e.details["mode"] for e in events] == ["presentation", "identifier", "presentation"]
     assert all(e.object_id == issued["identifier"] and e.actor_id == dept_client.client_id for e in events)
     assert events[0].details["disclosed"] == ["face.company_name", "holder.name"]
+    assert [e.details["key_binding"] for e in events] == [True, False, True]
     assert events[2].details["reasons"] == ["unreferenced_disclosure"]
+    assert events[2].details["disclosed"] == []
     recorded = json.dumps([e.details for e in events], ensure_ascii=False)
     for secret in (body["holder"]["name"], body["holder"]["code"], body["fields"]["company_name"]):
         assert secret not in recorded
@@ -445,7 +540,7 @@ def test_every_verification_is_audited_without_personal_data(app, dept_client):
 
 # -- certificates synced from a department's own system -------------------------------------------------------------
 
-def test_synced_certificate_is_verified_against_the_departments_registered_key(app, dept_client, clock):
+def test_synced_certificate_is_verified_against_the_departments_registered_key(app, dept_client, clock, present):
     """Its status claim points to the department's own system; our record decides the status."""
     own_key = ec.generate_private_key(ec.SECP256R1())
     with app.app_context():
@@ -469,9 +564,10 @@ def test_synced_certificate_is_verified_against_the_departments_registered_key(a
     ).token
     response = dept_client.http.post("/gov/v1/certificates", json={"sd_jwt": synced}, headers=dept_client.headers())
     assert response.status_code == 201, response.get_json()
-    assert verified(dept_client, presentation=synced)["valid"] is True
+    assert verified(dept_client, presentation=present(dept_client, synced))["valid"] is True
+    assert verified(dept_client, presentation=synced)["reasons"] == ["kb_missing"]  # it names the wallet key
     change(dept_client, identifier, "suspend", {"reason": "核查中"})
-    result = verified(dept_client, presentation=synced)
+    result = verified(dept_client, presentation=present(dept_client, synced))
     assert (result["status"], result["reasons"]) == ("suspended", ["suspended"])
     assert verified(dept_client, identifier=identifier)["reasons"] == ["suspended"]
 

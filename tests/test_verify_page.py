@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import os
+import secrets
 import shutil
 import subprocess
 import threading
@@ -13,11 +16,14 @@ from typing import Any
 
 import pytest
 from PIL import Image, ImageChops
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from backend.extensions import db
-from backend.models import AuditEvent, Holder, UsageRecord
+from backend.models import AuditEvent, AuditHead, Holder, ShowCodeUse, UsageRecord
+from backend.services.actors import Actor
+from backend.services.showcodes import PUBLIC_VERIFIER, check_show_code
+from backend.web.context import field_cipher, keystore
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START
 from tests.factories import BUSINESS_LICENCE, certificate_body, company_code
 from tests.showcode_support import (
@@ -213,38 +219,132 @@ def test_resumed_certificate_is_valid_again(client, citizen, civil, held):
 
 # -- usage history and audit ----------------------------------------------------------------------------------------
 
-def test_each_successful_check_is_one_usage_record_and_one_audit_event(app, client, clock, citizen, civil, held):
+def test_the_first_check_of_a_code_is_one_usage_record_and_one_audit_event(app, client, citizen, held):
     token = minted(citizen, held.id)["token"]
     page(client, token)
-    verdict(client, token)
     records = usage(app)
-    assert [(r.kind, r.verifier_kind, r.verifier_id) for r in records] == [("show_code_checked", "public", None)] * 2
+    assert [(r.kind, r.verifier_kind, r.verifier_id) for r in records] == [("show_code_checked", "public", None)]
     assert records[0].fields == ["holder.name", "face.registered_on", "face.registration_office"]
     with app.app_context():
         holder_index = db.session.scalar(select(UsageRecord.holder_index))
         assert holder_index == db.session.scalar(select(Holder.id_index))  # in this holder's history
     checks = audit(app, "showcode.checked")
-    assert [(e.outcome, e.object_id, e.details["state"]) for e in checks] == [("success", held.identifier, "valid")] * 2
-    # A revoked certificate's check is a use too, with nothing shown.
-    change(civil, held.identifier, "revoke", {"reason": "注销"})
-    verdict(client, token)
-    assert [r.fields for r in usage(app)][2] == []
+    assert [(e.outcome, e.object_id, e.details["state"]) for e in checks] == [("success", held.identifier, "valid")]
 
 
-def test_expired_and_tampered_codes_are_not_usage_but_are_audited_without_the_token(app, client, clock, citizen,
-                                                                                     held):
+def test_refreshing_the_page_records_nothing_more_but_a_new_code_or_state_does(app, client, clock, citizen, civil,
+                                                                              held):
     token = minted(citizen, held.id)["token"]
-    verdict(client, tampered(token))
-    verdict(client, "junk")
+    for _ in range(3):
+        page(client, token)
+        verdict(client, token)
+        clock.advance(seconds=5)
+    assert len(usage(app)) == 1 and len(audit(app, "showcode.checked")) == 1
+    # The holder's next code is a new use.
+    assert verdict(client, minted(citizen, held.id)["token"])["state"] == "valid"
+    assert len(usage(app)) == 2
+    # A revoked certificate's check is a use too, with nothing shown; once.
+    change(civil, held.identifier, "revoke", {"reason": "注销"})
+    for _ in range(2):
+        assert verdict(client, token)["state"] == "revoked"
+    assert [r.fields for r in usage(app)][2:] == [[]]
+    assert [e.details["state"] for e in audit(app, "showcode.checked")] == ["valid", "valid", "revoked"]
+
+
+def test_a_department_scanning_a_code_already_seen_on_the_page_is_its_own_use(app, client, make_dept_client,
+                                                                              citizen, held):
+    token = minted(citizen, held.id)["token"]
+    page(client, token)
+    scanner = make_dept_client(SAMR, scopes=("verify",))
+    for _ in range(2):
+        response = scanner.http.post("/gov/v1/verify", json={"show_code": token}, headers=scanner.headers())
+        assert response.get_json()["valid"] is True
+    assert [(r.verifier_kind, r.verifier_id) for r in usage(app)] == [("public", None), ("client", scanner.client_id)]
+
+
+def test_head_requests_answer_but_record_nothing(app, client, clock, citizen, held):
+    token = minted(citizen, held.id)["token"]
+    response = client.head(f"/v/{token}")
+    assert response.status_code == 200 and response.headers["Cache-Control"].startswith("no-store")
     clock.advance(seconds=61)
-    verdict(client, token)
+    assert client.head(f"/v/{token}").status_code == 200
+    assert usage(app) == [] and audit(app, "showcode.checked") == []
+
+
+def test_an_expired_code_is_audited_once_without_the_token_and_is_no_usage(app, client, clock, citizen, held):
+    token = minted(citizen, held.id)["token"]
+    clock.advance(seconds=61)
+    for _ in range(3):
+        assert verdict(client, token)["state"] == "expired"
+    clock.advance(days=1)
+    assert verdict(client, token)["state"] == "expired"
     assert usage(app) == []
-    failures = audit(app, "showcode.checked")
-    assert [(e.outcome, e.details["state"], e.details["reason"]) for e in failures] == [
-        ("failure", "invalid", "bad_signature"), ("failure", "expired", "expired")]  # junk is not worth a record
-    assert failures[1].object_id == held.identifier
-    everything = json.dumps([e.details for e in audit(app, "showcode.checked")])
+    [failure] = audit(app, "showcode.checked")
+    assert (failure.outcome, failure.details["state"], failure.details["reason"]) == ("failure", "expired", "expired")
+    assert failure.object_id == held.identifier
+    everything = json.dumps(failure.details)
     assert token[:40] not in everything and token[-40:] not in everything
+
+
+def forged(token: str, *, kid_prefix: bytes | None = None) -> str:
+    """The token's header (real certificate, real short key id unless replaced) with a junk signature."""
+    data = bytearray(base64.urlsafe_b64decode(token))
+    if kid_prefix is not None:
+        data[32:35] = kid_prefix
+    data[35:] = secrets.token_bytes(64)
+    return base64.urlsafe_b64encode(bytes(data)).decode()
+
+
+def audit_head_seq(app: Any) -> int:
+    with app.app_context():
+        return int(db.session.scalar(select(AuditHead.seq)) or 0)
+
+
+def test_codes_that_are_not_ours_write_nothing_and_are_counted_in_the_log(app, client, citizen, held, caplog):
+    token = minted(citizen, held.id)["token"]
+    before = audit_head_seq(app)
+    junk = [forged(token) for _ in range(20)] + [forged(token, kid_prefix=b"\xff\xff\xff"), tampered(token), "junk"]
+    with caplog.at_level(logging.INFO, logger="ecert.showcodes"):
+        for text in junk:
+            assert verdict(client, text)["state"] == "invalid"
+    assert audit_head_seq(app) == before  # not one audit row, however many requests
+    assert usage(app) == []
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ShowCodeUse)) == 0
+    counted = [record.fields for record in caplog.records if record.getMessage() == "show code refused"]
+    assert [line["reason"] for line in counted] == ["bad_signature"] * 20 + ["unknown_key", "bad_signature",
+                                                                               "malformed"]
+    assert counted[-2]["refused_total"] > counted[0]["refused_total"]
+    logged = json.dumps(counted)
+    assert token[:40] not in logged and not any(text[:40] in logged for text in junk[:-1])
+
+
+def test_simultaneous_checks_of_one_code_record_it_once(app, clock, citizen, held):
+    token = minted(citizen, held.id)["token"]
+    racers = 6
+    start = threading.Barrier(racers)
+    states: list[str] = []
+    failures: list[BaseException] = []
+
+    def scan() -> None:
+        try:
+            with app.app_context():
+                start.wait(timeout=30)
+                check = check_show_code(db.session(), keystore(), field_cipher(), token, verifier=PUBLIC_VERIFIER,
+                                        actor=Actor(kind="public", id="scan"), now=clock())
+                db.session.commit()
+                states.append(check.state)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=scan) for _ in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    assert states == ["valid"] * racers
+    assert len(usage(app)) == 1 and len(audit(app, "showcode.checked")) == 1
 
 
 # -- real rendering in headless Chromium --------------------------------------------------------------------------

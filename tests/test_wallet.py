@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from backend.extensions import db
 from backend.models import AuditEvent, Certificate
-from tests.conftest import CIVIL_AFFAIRS, SAMR
+from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen
 from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE, MARRIAGE, company_code, resident_id
 from tests.wallet_support import WALLET, Department, error_code, public_id_of, wallet, wallet_ids
 
@@ -254,6 +255,76 @@ def test_representation_ends_when_the_identity_provider_stops_asserting_it(app, 
 
     assert wallet_ids(former) == []
     assert error_code(former.http.get(f"{WALLET}/{licence}", headers=former.headers), 404) == "certificate_not_found"
+
+
+def refreshed(citizen: Citizen) -> Citizen:
+    """The same session with a new access token: a refresh renews no represented company."""
+    response = citizen.http.post("/api/v1/auth/refresh", json={"refresh_token": citizen.refresh_token})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    return replace(citizen, access_token=body["access_token"], refresh_token=body["refresh_token"])
+
+
+def notifications(citizen: Citizen) -> dict[str, Any]:
+    response = citizen.http.get("/api/v1/notifications", headers=citizen.headers)
+    assert response.status_code == 200, response.get_json()
+    return dict(response.get_json())
+
+
+def test_a_stale_representation_hides_the_company_everywhere_until_a_real_name_login_renews_it(
+        app, samr, login, clock):
+    code = company_code()
+    licence = public_id_of(app, samr.issue_to_company(code))
+    id_number, companies = resident_id(), [{"code": code, "name": "信阳毛尖茶业有限公司"}]
+    representative = login(id_number=id_number, companies=companies)
+    assert wallet_ids(representative) == [licence]
+    clock.advance(hours=24, seconds=1)
+
+    # The session lives on (refresh tokens last 30 days), but the IdP's word about the company is over a day old.
+    stale = refreshed(representative)
+
+    assert wallet_ids(stale) == [] and wallet(stale)["companies"] == []
+    response = stale.http.get(WALLET, query_string={"company": code}, headers=stale.headers)
+    assert error_code(response, 403) == "not_company_representative"
+    for method, rule in _certificate_endpoints(app):
+        url = re.sub(r"<[^>]+>", licence, rule, count=1)
+        inputs = next((v for k, v in ENDPOINT_INPUTS.items() if rule.endswith(k)), {})
+        response = stale.http.open(url, method=method, headers=stale.headers, **inputs)
+        assert error_code(response, 404) == "certificate_not_found", (method, rule)
+    inbox = notifications(stale)
+    assert (inbox["items"], inbox["unread_count"]) == ([], 0)
+    [company] = stale.http.get("/api/v1/me", headers=stale.headers).get_json()["companies"]
+    assert (company["code"], company["current"]) == (code, False)
+
+    renewed = login(id_number=id_number, companies=companies)  # a fresh real-name login asserts it again
+
+    assert wallet_ids(renewed) == [licence]
+    assert detail(renewed, licence)["owner"]["code"] == code
+    assert [item["owner"]["code"] for item in notifications(renewed)["items"]] == [code]
+
+
+@pytest.mark.parametrize("app_settings", [{"ECERT_REPRESENTATION_MAX_AGE": "3600"}])
+def test_how_long_a_representation_counts_is_a_setting(app, samr, login, clock, app_settings):
+    code = company_code()
+    licence = public_id_of(app, samr.issue_to_company(code))
+    representative = login(companies=[{"code": code, "name": "信阳毛尖茶业有限公司"}])
+    clock.advance(minutes=59)
+    representative = refreshed(representative)
+    assert detail(representative, licence)["id"] == licence
+    clock.advance(minutes=1)
+    representative = refreshed(representative)
+    assert error_code(representative.http.get(f"{WALLET}/{licence}", headers=representative.headers), 404) == \
+        "certificate_not_found"
+
+
+def test_a_fresh_representation_of_one_company_opens_no_other(app, samr, login):
+    mine, theirs = company_code(), company_code()
+    their_licence = public_id_of(app, samr.issue_to_company(theirs, name="信阳老街饭店有限公司"))
+    representative = login(companies=[{"code": mine, "name": "信阳毛尖茶业有限公司"}])
+
+    assert their_licence not in wallet_ids(representative)
+    response = representative.http.get(f"{WALLET}/{their_licence}", headers=representative.headers)
+    assert error_code(response, 404) == "certificate_not_found"
 
 
 def test_owner_self_and_a_company_together_are_422(samr, login):

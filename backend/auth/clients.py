@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 import jwt
 from flask import current_app, g, request
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from backend.errors import InsufficientScope, Unauthorized
 from backend.extensions import db
@@ -60,7 +61,9 @@ def authenticate_client() -> tuple[ApiClient, set[str]]:
     moment = now().timestamp()
     if not (claims["iat"] - 30 <= moment < claims["exp"]):
         raise invalid
-    client = db.session.scalar(select(ApiClient).where(ApiClient.client_id == claims["sub"]))
+    # Read on every request (a disabled client stops at once), with its department: every caller needs it.
+    client = db.session.scalar(select(ApiClient).where(ApiClient.client_id == claims["sub"])
+                               .options(joinedload(ApiClient.department)))
     if client is None or not client.active:
         # A disabled client's tokens stop working at once, not at expiry.
         raise invalid
@@ -78,6 +81,7 @@ def require_scope(scope: str) -> Callable[[F], F]:
                 raise InsufficientScope(f"访问令牌缺少权限范围 {scope}", details={"required_scope": scope},
                                         headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
             g.client = client
+            g.client_id = client.client_id  # for the request log, written after the commit has expired `client`
             g.actor = Actor(kind="client", id=client.client_id, department_code=client.department.code,
                             **request_actor_context())
             return view(*args, **kwargs)

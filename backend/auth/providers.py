@@ -1,7 +1,8 @@
 """Login providers behind one interface: each turns a login request into a VerifiedIdentity.
 
 * `dev` — trusts what it is told; development, the demo and tests only (refused when ECERT_DEV_LOGIN is off).
-* `oidc` — an ID token of a configured trusted identity provider (the province's real-name authentication).
+* `oidc` — an ID token of a configured trusted identity provider (the province's real-name authentication),
+  carrying a nonce this platform issued (POST /api/v1/auth/nonce), used once; the same ID token never logs in twice.
 * `wechat` — the mini-app's login code, exchanged for the openid a real-name login bound to a holder earlier.
 """
 
@@ -10,20 +11,23 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import jwt
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from backend.adapters import AdapterUnavailable
 from backend.adapters.jwks import JwkDict, JwksCache
 from backend.adapters.wechat import WechatClient, WechatLoginRejected, WechatUnavailable
-from backend.config import OidcIssuer
+from backend.config import OIDC_ALGORITHMS, OidcIssuer
 from backend.errors import AuditNote, Forbidden, ServiceUnavailable, Unauthorized, ValidationFailed
+from backend.security.encryption import FieldCipher
 from backend.security.identifiers import HolderCodeType, validate_holder_code, validate_uscc
 from backend.services.actors import Actor
-from backend.services.citizen_auth import CompanyClaim, VerifiedIdentity
+from backend.services.citizen_auth import CompanyClaim, VerifiedIdentity, subject_reference
+from backend.services.login_nonces import NonceOutcome, consume_login_nonce, id_token_index, remember_id_token
 
 REFUSED_LOGIN = "citizen.login_refused"
 # Holder code types of a person (自然人): everything but 001 (统一社会信用代码).
@@ -34,6 +38,10 @@ IAT_LEEWAY = 30  # seconds an IdP's clock may run ahead of ours
 MAX_TOKEN_AGE = 600  # an ID token is used within ten minutes of its issue
 _CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 _PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
+# `alg` values an audit row or an error may name; anything else a token claims is "unrecognised" (attacker text,
+# NUL bytes included, never reaches the audit trail).
+_NAMED_ALGS = frozenset({*OIDC_ALGORITHMS, "none", "HS256", "HS384", "HS512", "ES256K", "Ed25519", "Ed448"})
+UNKNOWN_ISSUER = "unknown"
 
 # reason (details.reason of 401 invalid_id_token) -> message for people
 _ID_TOKEN_REASONS = {
@@ -49,7 +57,9 @@ _ID_TOKEN_REASONS = {
     "issued_in_future": "ID 令牌的签发时间晚于当前时间",
     "too_old": "ID 令牌签发已超过 10 分钟，请重新认证",
     "not_yet_valid": "ID 令牌尚未生效",
-    "nonce_mismatch": "ID 令牌的 nonce 与请求不一致",
+    "nonce_mismatch": "ID 令牌的 nonce 无效或已过期，请重新获取 nonce 并认证",
+    "nonce_used": "ID 令牌的 nonce 已被使用，请重新认证",
+    "replayed": "该 ID 令牌已用于登录，不能再次使用，请重新认证",
     "missing_claim": "ID 令牌缺少必需的实名信息",
     "invalid_claim": "ID 令牌中的实名信息无效",
 }
@@ -58,8 +68,12 @@ _ID_TOKEN_REASONS = {
 class LoginProvider(Protocol):
     name: str
 
-    def authenticate(self, request: dict[str, Any], *, actor: Actor, now: datetime) -> VerifiedIdentity:
-        """`actor` is the still anonymous caller (address, request id), named in the audit of refused attempts."""
+    def authenticate(self, request: dict[str, Any], *, session: Session, cipher: FieldCipher, actor: Actor,
+                     now: datetime) -> VerifiedIdentity:
+        """`actor` is the still anonymous caller (address, request id), named in the audit of refused attempts.
+
+        `session` holds single-use login state (nonces, accepted ID tokens); `cipher` digests subjects for audit.
+        """
         ...
 
 
@@ -75,7 +89,8 @@ class DevProvider:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
-    def authenticate(self, request: dict[str, Any], *, actor: Actor, now: datetime) -> VerifiedIdentity:
+    def authenticate(self, request: dict[str, Any], *, session: Session, cipher: FieldCipher, actor: Actor,
+                     now: datetime) -> VerifiedIdentity:
         if not self.enabled:
             raise Forbidden("开发登录已关闭", code="provider_disabled")
         id_type = request["id_type"]
@@ -120,7 +135,8 @@ class WechatProvider:
             raise ServiceUnavailable("微信登录服务暂不可用，请稍后再试", code="wechat_unavailable",
                                      headers={"Retry-After": "30"}) from None
 
-    def authenticate(self, request: dict[str, Any], *, actor: Actor, now: datetime) -> VerifiedIdentity:
+    def authenticate(self, request: dict[str, Any], *, session: Session, cipher: FieldCipher, actor: Actor,
+                     now: datetime) -> VerifiedIdentity:
         openid = self.openid(request["code"], actor=actor)
         return VerifiedIdentity(provider=self.identity_provider, subject=openid, name="", id_type="", id_number="",
                                 assurance_level="", real_name=False)
@@ -141,13 +157,16 @@ class OidcProvider:
         self.issuers = dict(issuers)
         self.wechat = wechat
 
-    def authenticate(self, request: dict[str, Any], *, actor: Actor, now: datetime) -> VerifiedIdentity:
-        issuer = str(request["issuer"])
-        trusted = self.issuers.get(issuer)
+    def authenticate(self, request: dict[str, Any], *, session: Session, cipher: FieldCipher, actor: Actor,
+                     now: datetime) -> VerifiedIdentity:
+        trusted = self.issuers.get(str(request["issuer"]))
         if trusted is None:
-            raise _refused("unknown_issuer", actor, issuer)
-        claims = self._verified_claims(trusted, request["id_token"], str(request["nonce"]), actor=actor, now=now)
-        identity = _real_name(trusted.config, claims, actor=actor)
+            # The requested issuer is the caller's text: it is not audited (nor any part of it).
+            raise _refused("unknown_issuer", actor, UNKNOWN_ISSUER)
+        claims = self._verified_claims(trusted, request["id_token"], request.get("nonce"), cipher=cipher, actor=actor,
+                                       now=now)
+        identity = _real_name(trusted.config, claims, cipher=cipher, actor=actor)
+        _use_once(session, cipher, trusted.config.issuer, claims, actor=actor, now=now)
         if request.get("wechat_code"):
             if self.wechat is None:
                 raise provider_unavailable("wechat")
@@ -155,8 +174,8 @@ class OidcProvider:
             identity = replace(identity, linked=((self.wechat.identity_provider, openid),))
         return identity
 
-    def _verified_claims(self, trusted: TrustedIssuer, token: str, nonce: str, *, actor: Actor,
-                         now: datetime) -> dict[str, Any]:
+    def _verified_claims(self, trusted: TrustedIssuer, token: str, nonce: str | None, *, cipher: FieldCipher,
+                         actor: Actor, now: datetime) -> dict[str, Any]:
         config = trusted.config
         issuer = config.issuer
         try:
@@ -165,7 +184,7 @@ class OidcProvider:
             raise _refused("malformed", actor, issuer) from None
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in config.algorithms:  # `none` and HS* are never configurable
-            raise _refused("unsupported_alg", actor, issuer, alg=str(alg)[:16])
+            raise _refused("unsupported_alg", actor, issuer, alg=_named_alg(alg))
         if kid is not None and not isinstance(kid, str):
             raise _refused("malformed", actor, issuer)
         try:
@@ -196,7 +215,7 @@ class OidcProvider:
             raise _refused("invalid_claim", actor, issuer, claim="sub")
 
         def refuse(reason: str, **details: Any) -> Unauthorized:
-            return _refused(reason, actor, issuer, subject=subject, **details)
+            return _refused(reason, actor, issuer, subject=subject_reference(cipher, subject), **details)
 
         if claims["iss"] != issuer:
             raise refuse("wrong_issuer")
@@ -221,13 +240,44 @@ class OidcProvider:
         if claims.get("nbf", 0) > moment + IAT_LEEWAY:
             raise refuse("not_yet_valid")
         token_nonce = claims.get("nonce")
-        if not isinstance(token_nonce, str) or not hmac.compare_digest(token_nonce.encode(), nonce.encode()):
+        if not isinstance(token_nonce, str) or not token_nonce:
+            raise refuse("nonce_mismatch")
+        # The nonce in the request body is optional (older clients send it); when sent, it must be the token's.
+        if nonce is not None and not hmac.compare_digest(token_nonce.encode(), nonce.encode()):
             raise refuse("nonce_mismatch")
         return claims
 
 
+def _use_once(session: Session, cipher: FieldCipher, issuer: str, claims: dict[str, Any], *, actor: Actor,
+              now: datetime) -> None:
+    """The ID token logs in once: never accepted before, and its nonce one we issued, unexpired and unused.
+
+    Both writes belong to the login's transaction: a login refused later leaves the nonce usable.
+    """
+    subject, nonce = claims["sub"], claims["nonce"]
+    jti = claims.get("jti")
+    token_index = id_token_index(cipher, issuer=issuer, subject=subject, jti=jti if isinstance(jti, str) else None,
+                                 issued_at=claims["iat"], nonce=nonce)
+    reference = subject_reference(cipher, subject)
+    if not remember_id_token(session, token_index, keep_until=now + timedelta(seconds=MAX_TOKEN_AGE + IAT_LEEWAY)):
+        raise _refused("replayed", actor, issuer, subject=reference)
+    outcome = consume_login_nonce(session, nonce, now=now)
+    if outcome is NonceOutcome.USED:
+        raise _refused("nonce_used", actor, issuer, subject=reference)
+    if outcome is not NonceOutcome.ACCEPTED:
+        raise _refused("nonce_mismatch", actor, issuer, subject=reference)
+
+
+def _named_alg(alg: object) -> str:
+    return alg if isinstance(alg, str) and alg in _NAMED_ALGS else "unrecognised"
+
+
 def _refused(reason: str, actor: Actor, issuer: str, subject: str | None = None, **details: Any) -> Unauthorized:
-    """401 invalid_id_token naming the reason; the refused attempt is audited after the rollback."""
+    """401 invalid_id_token naming the reason; the refused attempt is audited after the rollback.
+
+    `issuer` is a configured issuer or UNKNOWN_ISSUER, `subject` a digest prefix (subject_reference), `details`
+    our own words: nothing the caller typed goes into the audit row.
+    """
     error = Unauthorized(_ID_TOKEN_REASONS[reason], code="invalid_id_token", details={"reason": reason, **details})
     audited = {"reason": reason, **details, **({"subject": subject} if subject else {})}
     error.audit = AuditNote(actor=actor, action=REFUSED_LOGIN, object_type="identity_provider",
@@ -259,13 +309,14 @@ def _public_key(jwk: JwkDict, alg: str) -> Any:
     return key
 
 
-def _real_name(config: OidcIssuer, claims: dict[str, Any], *, actor: Actor) -> VerifiedIdentity:
+def _real_name(config: OidcIssuer, claims: dict[str, Any], *, cipher: FieldCipher, actor: Actor) -> VerifiedIdentity:
     """The real-name claims (names mapped per IdP): name, ID type and number, assurance level, companies."""
     names = config.claims
     subject: str = claims["sub"]
 
     def refuse(reason: str, claim: str, **details: Any) -> Unauthorized:
-        return _refused(reason, actor, config.issuer, subject=subject, claim=claim, **details)
+        return _refused(reason, actor, config.issuer, subject=subject_reference(cipher, subject), claim=claim,
+                        **details)
 
     def text(claim: str, *, maximum: int, default: str | None = None) -> str:
         value = claims.get(names[claim], default)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from backend.auth.clients import BEARER_SECURITY, require_scope
 from backend.extensions import db
 from backend.models import Notification
-from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
+from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
 from backend.services import department_notifications as service
 from backend.web.context import now
 
@@ -20,8 +20,8 @@ bp = APIBlueprint("gov_notifications", __name__, url_prefix="/gov/v1/notificatio
 
 
 class DepartmentNotificationQuery(StrictModel):
-    limit: int = Field(default=20, ge=1, le=100, description="page size, at most 100")
-    cursor: str | None = Field(default=None, max_length=200, description="next_cursor of the previous page")
+    limit: int = LIMIT_FIELD
+    cursor: str | None = CURSOR_FIELD
     unread: bool = Field(default=False, description="only notifications not yet marked read")
 
 

@@ -23,11 +23,15 @@ bp = APIBlueprint("gov_verify", __name__, url_prefix="/gov/v1",
 class VerifyRequest(StrictModel):
     """Exactly one subject to verify; each subject is one optional field, so new kinds only add a field."""
 
-    presentation: str | None = Field(default=None, min_length=1, max_length=65536,
-                                     description="SD-JWT VC presentation: issuer JWT~disclosures~[KB-JWT]")
+    presentation: str | None = Field(
+        default=None, min_length=1, max_length=65536,
+        description="SD-JWT VC presentation: issuer JWT~disclosures~KB-JWT. The KB-JWT (signed by the holder key "
+                    "in `cnf`, aud = the calling client_id, iat within 5 minutes, sd_hash) is required for every "
+                    "certificate bound to a holder key, and each KB-JWT is accepted only once")
     identifier: str | None = Field(default=None, min_length=1, max_length=256, description="证照标识 (GB/T 36904)")
     nonce: str | None = Field(default=None, min_length=1, max_length=256,
-                              description="with `presentation`: the nonce the KB-JWT must carry (KB-JWT then required)")
+                              description="with `presentation`: the nonce the KB-JWT must carry (a KB-JWT is "
+                                          "then required even for a certificate without a holder key)")
     show_code: str | None = Field(default=None, min_length=1, max_length=512,
                                   description="亮证码: the token, or the URL its QR code holds")
 
@@ -67,8 +71,9 @@ class VerifyResponse(BaseModel):
     status: str = Field(description="the certificate's status: valid | suspended | revoked | expired | superseded "
                                     "| unknown (untrusted token or not a certificate of this platform)")
     reasons: list[str] = Field(description="stable codes of the failed checks, e.g. bad_signature, revoked, "
-                                           "kb_wrong_audience; empty when valid")
-    certificate: VerifiedCertificate | None
+                                           "kb_missing, kb_wrong_audience, kb_replayed; empty when valid")
+    certificate: VerifiedCertificate | None = Field(
+        description="null when the token cannot be trusted; `disclosed` is empty unless the verdict is valid")
 
 
 @bp.post("/verify", responses={200: VerifyResponse, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 422)})
@@ -78,11 +83,10 @@ def verify(body: VerifyRequest) -> Response:
     client: ApiClient = g.client
     public_url = current_app.config["ECERT_PUBLIC_URL"]
     if body.presentation is not None:
-        # The KB-JWT's audience is the department client the holder presented to; a caller that gave the
-        # holder a nonce expects a KB-JWT carrying it.
-        result = service.verify_presentation(db.session(), keystore(), body.presentation, actor=g.actor, now=now(),
-                                             public_url=public_url, expected_audience=client.client_id,
-                                             expected_nonce=body.nonce, require_key_binding=body.nonce is not None)
+        # The presentation must have been made to this client (KB-JWT aud); a caller that gave the holder a nonce
+        # expects a KB-JWT carrying it.
+        result = service.verify_presentation(db.session(), keystore(), body.presentation, client=client,
+                                             actor=g.actor, now=now(), public_url=public_url, nonce=body.nonce)
     elif body.show_code is not None:
         return jsonify(VerifyResponse.model_validate(showcodes.check_for_department(
             db.session(), keystore(), field_cipher(), body.show_code, client=client, actor=g.actor, now=now()))

@@ -18,8 +18,18 @@ from backend.models.certificates import (
     StatusList,
 )
 from backend.models.clients import ApiClient, ClientAssertionUse
-from backend.models.holders import AuthSession, Holder, HolderIdentity, RefreshToken, Representation, UsageRecord
+from backend.models.holders import (
+    AuthSession,
+    Holder,
+    HolderIdentity,
+    IdTokenUse,
+    LoginNonce,
+    RefreshToken,
+    Representation,
+    UsageRecord,
+)
 from backend.models.keys import SigningKey
+from backend.models.showcodes import ShowCodeUse
 
 __all__ = [
     "ApiClient",
@@ -37,11 +47,14 @@ __all__ = [
     "ExpiryReminder",
     "Holder",
     "HolderIdentity",
+    "IdTokenUse",
     "IdempotencyRecord",
     "ImportBatch",
+    "LoginNonce",
     "Notification",
     "RefreshToken",
     "Representation",
+    "ShowCodeUse",
     "SigningKey",
     "StatusList",
     "UsageRecord",

@@ -1,4 +1,4 @@
-"""Department API clients (OAuth 2 client credentials with private_key_jwt) and seen assertion ids."""
+"""Department API clients (OAuth 2 client credentials with private_key_jwt) and the one-time values they spent."""
 
 from __future__ import annotations
 
@@ -32,7 +32,11 @@ class ApiClient(Base):
 
 
 class ClientAssertionUse(Base):
-    """A client assertion `jti` already used; kept until the assertion would have expired."""
+    """A one-time value a client has spent, kept until it would be refused as stale anyway.
+
+    `jti` is a client assertion's `jti`, or "kb:" + SHA-256 (hex) of a KB-JWT's signed part that the client had
+    verified (POST /gov/v1/verify accepts each presentation once).
+    """
 
     __tablename__ = "client_assertion_use"
     __table_args__ = (UniqueConstraint("api_client_id", "jti"),)

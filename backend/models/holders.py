@@ -32,7 +32,11 @@ class Holder(Base):
 
 
 class HolderIdentity(Base):
-    """A login identity bound to a holder: an IdP subject, a mini-app openid, or the dev provider."""
+    """A login identity bound to a holder: an IdP subject, a mini-app openid, or the dev provider.
+
+    `subject` is a keyed digest of the provider's subject (citizen_auth.subject_index), never the subject itself:
+    an IdP's `sub` may be an ID number (身份证号), and the dev provider's is "111:<ID number>".
+    """
 
     __tablename__ = "holder_identity"
     __table_args__ = (UniqueConstraint("provider", "subject"),)
@@ -40,7 +44,7 @@ class HolderIdentity(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     holder_id: Mapped[int] = mapped_column(ForeignKey("holder.id"), index=True)
     provider: Mapped[str] = mapped_column(String(200))  # "oidc:<issuer>", "wechat:<appid>", "dev"
-    subject: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(64))  # HMAC-SHA256 (hex) of the subject, domain "login-subject"
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime]
 
@@ -48,7 +52,11 @@ class HolderIdentity(Base):
 
 
 class Representation(Base):
-    """A company (法人) the holder legally represents, as asserted by the identity provider at login."""
+    """A company (法人) the holder legally represents, as asserted by the identity provider at login.
+
+    It counts only while the assertion is recent (ECERT_REPRESENTATION_MAX_AGE, see wallet.current_representations):
+    a former legal representative must not keep reading the company's certificates. Only real-name logins renew it.
+    """
 
     __tablename__ = "representation"
     __table_args__ = (UniqueConstraint("holder_id", "company_code"),)
@@ -96,6 +104,34 @@ class RefreshToken(Base):
     used_at: Mapped[datetime | None]
 
     session: Mapped[AuthSession] = relationship()
+
+
+class LoginNonce(Base):
+    """A nonce the platform issued for an OIDC authentication request (POST /api/v1/auth/nonce).
+
+    Stored only as its SHA-256; used once, by the login whose ID token carries it, and only before it expires.
+    """
+
+    __tablename__ = "login_nonce"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    nonce_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+
+
+class IdTokenUse(Base):
+    """An ID token that logged someone in (keyed digest of iss, sub and jti or iat+nonce): never accepted again.
+
+    Kept until the token would be refused as too old anyway.
+    """
+
+    __tablename__ = "id_token_use"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_index: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class UsageRecord(Base):

@@ -9,7 +9,8 @@
   ``[0-9A-Z]{1,32}``, version = 3 digits ``001``-``999``, check character = ISO/IEC 7064
   MOD 37,36 over the four middle segments concatenated without dots.
 * Holder codes (持证主体代码) and their types (持证主体代码类型): 001, 111, 414, 516, 511, 999.
-* Masking helpers for logs and display (holder codes and names are personal data).
+
+Masking them for display and logs lives in :mod:`backend.security.masking`.
 
 Every validator raises only :class:`backend.errors.ValidationFailed` (HTTP 422) for any string
 input, with ``details == {"fields": [{"field": <field>, "reason": <reason>}]}``, a stable
@@ -39,8 +40,6 @@ __all__ = [
     "HolderCodeType",
     "build_identifier",
     "identifier_check_character",
-    "mask_holder_code",
-    "mask_name",
     "parse_holder_code_type",
     "parse_identifier",
     "validate_holder_code",
@@ -73,8 +72,6 @@ _OLD_RIC_RE: Final = re.compile(r"[0-9]{15}")
 _PASSPORT_RE: Final = re.compile(r"[EG][0-9]{8}|E[A-HJ-NP-Z][0-9]{7}")
 _HK_MACAO_PERMIT_RE: Final = re.compile(r"[HM][0-9]{8}(?:[0-9]{2})?")
 _TAIWAN_PERMIT_RE: Final = re.compile(r"[0-9]{8}")
-_CJK_RE: Final = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
-_WHITESPACE_SPLIT_RE: Final = re.compile(r"(\s+)")
 
 
 def _fail(field: str, reason: str, message: str) -> NoReturn:
@@ -471,40 +468,3 @@ def validate_holder_code(code_type: str, code: str, *, field: str = "holder.code
     if not text.isprintable():
         _fail(field, "bad_characters", f"{subject}不得包含控制字符或不可打印字符")
     return text
-
-
-# ---------------------------------------------------------------------------------------------
-# Masking for logs and display
-# ---------------------------------------------------------------------------------------------
-
-
-def mask_holder_code(code_type: str, code: str) -> str:
-    """Mask a holder code: keep the first 3 and last 2 characters, star the rest.
-
-    Codes of 5 characters or fewer are starred entirely. A USCC (001) identifies an
-    organisation, not a person, and is returned unchanged. Unknown types are masked.
-    """
-    if code_type.strip() == HolderCodeType.USCC.value:
-        return code
-    text = code.strip()
-    if len(text) <= 5:
-        return "*" * len(text)
-    return f"{text[:3]}{'*' * (len(text) - 5)}{text[-2:]}"
-
-
-def mask_name(name: str) -> str:
-    """Mask a personal name for display.
-
-    Chinese names keep the first character ("张三" → "张*", "欧阳娜娜" → "欧***"); a single
-    character becomes "*"; Latin names keep the first letter of each word ("John Smith" →
-    "J*** S****").
-    """
-    text = name.strip()
-    if len(text) <= 1:
-        return "*" * len(text)
-    if _CJK_RE.search(text):
-        return text[0] + "*" * (len(text) - 1)
-    return "".join(
-        part if not part or part.isspace() else part[0] + "*" * (len(part) - 1)
-        for part in _WHITESPACE_SPLIT_RE.split(text)
-    )

@@ -20,6 +20,7 @@ SD_ALG = "sha-256"
 ISSUED_TYP = "dc+sd-jwt"
 KB_TYP = "kb+jwt"
 _RESERVED = {"_sd", "...", "_sd_alg"}
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 Signer = Callable[[dict[str, Any], dict[str, Any]], str]
 
@@ -37,13 +38,23 @@ def b64url(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    if not text or any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" for c in text):
+    if not isinstance(text, str) or not text or any(c not in _B64URL for c in text):
         raise SdJwtFormatError("malformed_disclosure", "not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError as exc:  # a length of 4n + 1 characters holds no whole byte
+        raise SdJwtFormatError("malformed_disclosure", "not base64url") from exc
 
 
 def digest(disclosure: str) -> str:
-    return b64url(hashlib.sha256(disclosure.encode("ascii")).digest())
+    """The disclosure's digest; a disclosure is base64url text, so anything else is a format error."""
+    if not isinstance(disclosure, str):
+        raise SdJwtFormatError("malformed_disclosure", "披露项必须是字符串")
+    try:
+        data = disclosure.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise SdJwtFormatError("malformed_disclosure", "披露项不是 base64url 文本") from exc
+    return b64url(hashlib.sha256(data).digest())
 
 
 def make_disclosure(name: str, value: Any) -> str:
@@ -105,7 +116,7 @@ def parse(token: str) -> ParsedSdJwt:
 def decode_disclosure(disclosure: str) -> tuple[str, str | None, Any]:
     try:
         decoded = json.loads(b64url_decode(disclosure))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad base64/UTF-8/JSON, or absurdly nested JSON
         raise SdJwtFormatError("malformed_disclosure", "披露项无法解析") from exc
     if isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[0], str) and isinstance(decoded[1], str):
         if decoded[1] in _RESERVED:
@@ -117,7 +128,13 @@ def decode_disclosure(disclosure: str) -> tuple[str, str | None, Any]:
 
 
 def reconstruct(payload: dict[str, Any], disclosures: Iterable[str]) -> dict[str, Any]:
-    """Replace digests by disclosed values (RFC 9901 §7.1). Duplicate or unreferenced disclosures are errors."""
+    """Replace digests by disclosed values (RFC 9901 §7.1). Duplicate or unreferenced disclosures are errors.
+
+    Whatever the input, the answer is the claims or SdJwtFormatError: payload and disclosures come from the
+    presenter, so a wrong type anywhere is a format error, never a crash.
+    """
+    if not isinstance(payload, dict):
+        raise SdJwtFormatError("malformed_payload", "载荷必须是 JSON 对象")
     if payload.get("_sd_alg", SD_ALG) != SD_ALG:
         raise SdJwtFormatError("unsupported_sd_alg", "不支持的 _sd_alg")
     by_digest: dict[str, str] = {}
@@ -126,48 +143,62 @@ def reconstruct(payload: dict[str, Any], disclosures: Iterable[str]) -> dict[str
         if key in by_digest:
             raise SdJwtFormatError("duplicate_disclosure", "同一披露项出现多次")
         by_digest[key] = disclosure
-    used: set[str] = set()
+    seen: set[str] = set()
+
+    def take(reference: str) -> str | None:
+        """The disclosure a digest refers to (None: undisclosed or a decoy); a digest may appear only once."""
+        if reference in seen:
+            raise SdJwtFormatError("duplicate_digest", "摘要被重复引用")
+        seen.add(reference)
+        return by_digest.get(reference)
+
+    def walk_object(node: dict[Any, Any]) -> dict[Any, Any]:
+        result = {key: walk(value) for key, value in node.items() if key not in ("_sd", "_sd_alg")}
+        digests = node.get("_sd", [])
+        if not isinstance(digests, list):
+            raise SdJwtFormatError("malformed_payload", "_sd 必须是摘要数组")
+        for item in digests:
+            if not isinstance(item, str):
+                raise SdJwtFormatError("malformed_payload", "_sd 中必须是摘要字符串")
+            disclosure = take(item)
+            if disclosure is None:
+                continue
+            _, name, value = decode_disclosure(disclosure)
+            if name is None or name in result:
+                raise SdJwtFormatError("malformed_disclosure", "披露项与已有声明冲突")
+            result[name] = walk(value)
+        return result
+
+    def walk_array(node: list[Any]) -> list[Any]:
+        out = []
+        for element in node:
+            if not (isinstance(element, dict) and set(element) == {"..."}):
+                out.append(walk(element))
+                continue
+            reference = element["..."]
+            if not isinstance(reference, str):
+                raise SdJwtFormatError("malformed_payload", "数组元素的 ... 必须是摘要字符串")
+            disclosure = take(reference)
+            if disclosure is None:
+                continue
+            _, name, value = decode_disclosure(disclosure)
+            if name is not None:
+                raise SdJwtFormatError("malformed_disclosure", "数组元素披露项结构错误")
+            out.append(walk(value))
+        return out
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            result: dict[str, Any] = {}
-            for key, value in node.items():
-                if key in ("_sd", "_sd_alg"):
-                    continue
-                result[key] = walk(value)
-            for item in node.get("_sd", []):
-                if not isinstance(item, str):
-                    raise SdJwtFormatError("malformed_payload", "_sd 中必须是摘要字符串")
-                disclosure = by_digest.get(item)
-                if disclosure is None:
-                    continue  # an undisclosed claim or a decoy
-                if item in used:
-                    raise SdJwtFormatError("duplicate_digest", "摘要被重复引用")
-                used.add(item)
-                _, name, value = decode_disclosure(disclosure)
-                if name is None or name in result:
-                    raise SdJwtFormatError("malformed_disclosure", "披露项与已有声明冲突")
-                result[name] = walk(value)
-            return result
+            return walk_object(node)
         if isinstance(node, list):
-            out = []
-            for element in node:
-                if isinstance(element, dict) and set(element) == {"..."}:
-                    disclosure = by_digest.get(element["..."])
-                    if disclosure is None:
-                        continue
-                    used.add(element["..."])
-                    _, name, value = decode_disclosure(disclosure)
-                    if name is not None:
-                        raise SdJwtFormatError("malformed_disclosure", "数组元素披露项结构错误")
-                    out.append(walk(value))
-                else:
-                    out.append(walk(element))
-            return out
+            return walk_array(node)
         return node
 
-    claims = walk(payload)
-    unreferenced = set(by_digest) - used
+    try:
+        claims = walk_object(payload)
+    except RecursionError as exc:  # nesting deeper than any certificate has
+        raise SdJwtFormatError("malformed_payload", "载荷嵌套过深") from exc
+    unreferenced = set(by_digest) - seen
     if unreferenced:
         raise SdJwtFormatError("unreferenced_disclosure", "存在未被引用的披露项")
     return claims

@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from backend.errors import DomainError
-from backend.models import AuditCheckpoint, AuditEvent, AuditHead
+from backend.models import AuditCheckpoint, AuditEvent, AuditHead, Base
 from backend.security.canonical import canonical_json
 from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
+from backend.security.masking import mask_id_number
 from backend.services.actors import Actor
 
 GENESIS = "0" * 64
@@ -52,8 +53,7 @@ def _scrub(details: Any, key: str = "") -> Any:
         return "[redacted]"
     if _ID_NUMBER_KEYS.search(key) and isinstance(details, str | int) and not isinstance(details, bool) \
             and len(str(details)) > 5:
-        text = str(details)
-        return text[:3] + "*" * (len(text) - 5) + text[-2:]
+        return mask_id_number(str(details))
     if isinstance(details, float):
         return str(details)  # floats have no canonical JSON form
     if isinstance(details, str):
@@ -102,6 +102,15 @@ def ensure_head(session: Session) -> None:
         session.flush()
 
 
+_HEAD = Base.metadata.tables["audit_head"]
+_EVENTS = Base.metadata.tables["audit_event"]
+_ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(seq=_HEAD.c.seq + 1)
+                 .returning(_HEAD.c.seq, _HEAD.c.chain_hash))
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(chain_hash=bindparam("new_chain_hash"))
+_INSERT_EVENT = insert(_EVENTS)
+_EVENT_COLUMNS = tuple(column.key for column in _EVENTS.columns)
+
+
 def record_event(
     session: Session,
     *,
@@ -113,15 +122,19 @@ def record_event(
     outcome: str = "success",
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain inside the caller's transaction."""
-    session.flush()
-    # Lock first (UPDATE), then read: a concurrent writer waits here until we commit or roll back.
-    locked = session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=AuditHead.seq + 1))
-    if locked.rowcount != 1:  # type: ignore[attr-defined]
+    """Append one event to the chain inside the caller's transaction; answers the event as written.
+
+    Nearly every request writes one event, so the statements are plain Core on the request's connection,
+    built once: the ORM's bulk-update bookkeeping cost more than the rest of the request's own work.
+    """
+    session.flush()  # the caller's pending changes go first, so the chain records them in order
+    connection = session.connection()
+    # Lock first (UPDATE) and read the new head in the same statement: a concurrent writer waits here until we
+    # commit or roll back.
+    head = connection.execute(_ADVANCE_HEAD).first()
+    if head is None:
         raise RuntimeError("audit_head row missing: run the migrations")
-    seq, previous = session.execute(
-        select(AuditHead.seq, AuditHead.chain_hash).where(AuditHead.id == HEAD_ID)
-    ).one()
+    seq, previous = head
     event = AuditEvent(
         seq=seq,
         occurred_at=now.astimezone(UTC),
@@ -138,9 +151,11 @@ def record_event(
     )
     event.leaf_hash = leaf_hash(event_document(event))
     event.chain_hash = chain_hash(previous, event.leaf_hash)
-    session.add(event)
-    session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(chain_hash=event.chain_hash))
-    session.flush()
+    connection.execute(_INSERT_EVENT, {column: getattr(event, column) for column in _EVENT_COLUMNS})
+    connection.execute(_MOVE_HEAD, {"new_chain_hash": event.chain_hash})
+    loaded = session.identity_map.get(session.identity_key(AuditHead, HEAD_ID))
+    if loaded is not None:
+        session.expire(loaded)  # a head object read earlier in this session would no longer be the head
     return event
 
 

@@ -26,12 +26,12 @@ from backend.errors import ServiceUnavailable, ValidationFailed
 from backend.models import Certificate, CertificateTypeVersion
 from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED
 from backend.security.encryption import FieldCipher
-from backend.security.identifiers import HOLDER_CODE_TYPE_LABELS, HolderCodeType, mask_holder_code, mask_name
+from backend.security.identifiers import HOLDER_CODE_TYPE_LABELS, HolderCodeType
+from backend.security.masking import mask_holder_code, mask_name, mask_value
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.certificates import CertificateContent, decrypt
 from backend.services.issuance import CHINA
-from backend.services.showcodes import mask_value
 
 log = logging.getLogger("ecert.card")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from backend.errors import AuditNote, Unauthorized
 from backend.models import AuthSession, Holder, HolderIdentity, RefreshToken, Representation
@@ -25,6 +25,7 @@ from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.issuance import holder_index, new_public_id
 
+SUBJECT_DOMAIN = "login-subject"
 ACCESS_TOKEN_TYP = "at+jwt"
 ACCESS_TOKEN_AUDIENCE = "ecert-citizen-api"
 ACCESS_TOKEN_TTL = timedelta(minutes=10)  # ≤ 15 minutes (DESIGN §5)
@@ -69,6 +70,30 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def subject_index(cipher: FieldCipher, subject: str) -> str:
+    """The stored form of a login subject (HolderIdentity.subject): a keyed digest, never the subject itself.
+
+    Exact bytes (keyed_digest), not blind_index: blind_index folds case, and an OIDC `sub` or a WeChat openid is
+    case-sensitive, so two accounts differing only in case must stay two accounts.
+    """
+    return cipher.keyed_digest(subject.encode(), SUBJECT_DOMAIN)
+
+
+def subject_reference(cipher: FieldCipher, subject: str) -> str:
+    """What an audit row may say about a subject: a short prefix of its digest (enough to correlate attempts)."""
+    return subject_index(cipher, subject)[:12]
+
+
+def representation_is_current(representation: Representation, *, now: datetime, max_age: timedelta) -> bool:
+    """A represented company counts only while the IdP asserted it recently (ECERT_REPRESENTATION_MAX_AGE)."""
+    return representation.asserted_at > now - max_age
+
+
+def current_representations(holder: Holder, *, now: datetime, max_age: timedelta) -> list[Representation]:
+    """The holder's representations asserted within `max_age` of `now`: the only ones that grant any access."""
+    return [r for r in holder.representations if representation_is_current(r, now=now, max_age=max_age)]
+
+
 def upsert_holder(session: Session, cipher: FieldCipher, identity: VerifiedIdentity, *, now: datetime) -> Holder:
     """Find or create the holder by blind index of the ID number; bind the identity; refresh representations."""
     id_number = validate_holder_code(identity.id_type, identity.id_number, field="id_number")
@@ -86,7 +111,8 @@ def upsert_holder(session: Session, cipher: FieldCipher, identity: VerifiedIdent
         holder.name_enc = cipher.encrypt(identity.name, f"holder:{holder.public_id}:name")
         holder.assurance_level = identity.assurance_level
     holder.last_login_at = now
-    bind_identity(session, holder, provider=identity.provider, subject=identity.subject, now=now)
+    bind_identity(session, holder, provider=identity.provider, subject_digest=subject_index(cipher, identity.subject),
+                  now=now)
     # The IdP's word at this login replaces what an earlier login said about represented companies.
     session.execute(delete(Representation).where(Representation.holder_id == holder.id))
     for company in identity.companies:
@@ -98,14 +124,15 @@ def upsert_holder(session: Session, cipher: FieldCipher, identity: VerifiedIdent
     return holder
 
 
-def bind_identity(session: Session, holder: Holder, *, provider: str, subject: str, now: datetime,
+def bind_identity(session: Session, holder: Holder, *, provider: str, subject_digest: str, now: datetime,
                   only_one: bool = False) -> bool:
-    """Bind a login identity to the holder (True when newly bound); refused when it is bound to someone else.
+    """Bind a login identity (provider, digest of the subject) to the holder (True when newly bound); refused when
+    it is bound to someone else.
 
     `only_one`: the holder keeps a single identity of this provider (a new mini-app account replaces the old one).
     """
     bound = session.scalar(select(HolderIdentity).where(HolderIdentity.provider == provider,
-                                                        HolderIdentity.subject == subject))
+                                                        HolderIdentity.subject == subject_digest))
     if bound is not None and bound.holder_id != holder.id:
         raise Unauthorized("该登录身份已绑定其他实名用户", code="identity_conflict")
     if bound is not None:
@@ -114,16 +141,21 @@ def bind_identity(session: Session, holder: Holder, *, provider: str, subject: s
     if only_one:
         session.execute(delete(HolderIdentity).where(HolderIdentity.holder_id == holder.id,
                                                      HolderIdentity.provider == provider))
-    session.add(HolderIdentity(holder_id=holder.id, provider=provider, subject=subject, created_at=now,
+    session.add(HolderIdentity(holder_id=holder.id, provider=provider, subject=subject_digest, created_at=now,
                                last_used_at=now))
     session.flush()
     return True
 
 
-def bound_holder(session: Session, identity: VerifiedIdentity, *, actor: Actor, now: datetime) -> Holder:
-    """The holder a non-real-name identity (the mini-app openid) was bound to by an earlier real-name login."""
+def bound_holder(session: Session, cipher: FieldCipher, identity: VerifiedIdentity, *, actor: Actor,
+                 now: datetime) -> Holder:
+    """The holder a non-real-name identity (the mini-app openid) was bound to by an earlier real-name login.
+
+    Represented companies are not renewed: only a real-name login asserts them (and they lapse with age).
+    """
+    digest = subject_index(cipher, identity.subject)
     bound = session.scalar(select(HolderIdentity).where(HolderIdentity.provider == identity.provider,
-                                                        HolderIdentity.subject == identity.subject))
+                                                        HolderIdentity.subject == digest))
     if bound is None:
         error = Unauthorized("请先完成一次实名认证登录，再使用小程序快捷登录", code="realname_required")
         error.audit = AuditNote(actor=actor, action="citizen.login_refused", object_type="login_provider",
@@ -154,11 +186,12 @@ def log_in(session: Session, keys: KeyStore, cipher: FieldCipher, identity: Veri
         holder = upsert_holder(session, cipher, identity, now=now)
         auth_time = now
     else:
-        holder = bound_holder(session, identity, actor=origin, now=now)
+        holder = bound_holder(session, cipher, identity, actor=origin, now=now)
         auth_time = last_real_name_login(session, holder)
     actor = replace(origin, id=holder.public_id)
     for provider, subject in identity.linked:
-        if bind_identity(session, holder, provider=provider, subject=subject, now=now, only_one=True):
+        if bind_identity(session, holder, provider=provider, subject_digest=subject_index(cipher, subject), now=now,
+                         only_one=True):
             record_event(session, actor=actor, action="citizen.identity_bound", now=now, object_type="holder",
                          object_id=holder.public_id, details={"provider": provider, "via": identity.provider})
     return start_session(session, keys, holder, provider=identity.provider, issuer=issuer, actor=actor, now=now,
@@ -266,7 +299,11 @@ def check_access_token(session: Session, keys: KeyStore, token: str, *, issuer: 
     moment = now.timestamp()
     if not (claims["iat"] - 30 <= moment < claims["exp"]):
         raise invalid
-    auth = session.scalar(select(AuthSession).where(AuthSession.public_id == claims["sid"]))
+    # The session is read on every request (a revoked one stops at once); the holder and the companies they
+    # represent come in the same query, as nearly every citizen endpoint needs them.
+    auth = session.scalars(select(AuthSession).where(AuthSession.public_id == claims["sid"])
+                           .options(joinedload(AuthSession.holder).joinedload(Holder.representations))
+                           ).unique().one_or_none()
     if auth is None or auth.revoked_at is not None or auth.holder.public_id != claims["sub"]:
         raise invalid
     return auth

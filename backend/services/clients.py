@@ -51,7 +51,8 @@ def register_client(
 ) -> ApiClient:
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
-        raise ValidationFailed.for_field("scope", "unknown_scope", f"未知或缺少权限范围：{', '.join(unknown) or '(空)'}")
+        raise ValidationFailed.for_field("scope", "unknown_scope",
+                                         f"未知或缺少权限范围：{', '.join(unknown) or '(空)'}")
     keys = jwks.get("keys") if "keys" in jwks else [jwks]
     if not isinstance(keys, list) or not keys:
         raise ValidationFailed.for_field("jwk", "empty", "至少需要一个公钥")
@@ -232,7 +233,9 @@ def issue_access_token(
 
 
 def purge_used_assertions(session: Session, *, now: datetime) -> int:
-    result = session.execute(delete(ClientAssertionUse).where(ClientAssertionUse.expires_at < now - timedelta(minutes=5)))
+    """Forget spent assertion ids and accepted KB-JWTs (ClientAssertionUse) that could no longer be replayed."""
+    stale = ClientAssertionUse.expires_at < now - timedelta(minutes=5)
+    result = session.execute(delete(ClientAssertionUse).where(stale))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.errors import NotFound
+from backend.errors import NotificationNotFound
 from backend.models import Certificate, Holder, Notification
-from backend.services.wallet import Owner, keyset_page, owners
-
-
-class NotificationNotFound(NotFound):
-    code = "notification_not_found"
-    message = "通知不存在"
+from backend.services.paging import keyset_page
+from backend.services.wallet import Owner, owners
 
 
 @dataclass(frozen=True)
@@ -32,8 +28,7 @@ class InboxPage:
     unread: int
 
 
-def _items(session: Session, holder: Holder, notifications: list[Notification]) -> list[InboxItem]:
-    by_index = owners(holder)
+def _items(session: Session, by_index: dict[str, Owner], notifications: list[Notification]) -> list[InboxItem]:
     ids = {n.certificate_id for n in notifications if n.certificate_id is not None}
     public_ids: dict[int, str] = {}
     if ids:
@@ -44,11 +39,12 @@ def _items(session: Session, holder: Holder, notifications: list[Notification]) 
             for n in notifications]
 
 
-def list_holder_notifications(session: Session, holder: Holder, *, unread_only: bool = False, limit: int = 20,
-                              cursor: str | None = None) -> InboxPage:
-    """The holder's notifications (their own and their represented companies'), newest first, with the unread count."""
-    indexes = list(owners(holder))
-    mine = Notification.holder_index.in_(indexes)
+def list_holder_notifications(session: Session, holder: Holder, *, now: datetime, max_age: timedelta,
+                              unread_only: bool = False, limit: int = 20, cursor: str | None = None) -> InboxPage:
+    """The holder's notifications (their own and their currently represented companies'), newest first, with the
+    unread count."""
+    by_index = owners(holder, now=now, max_age=max_age)
+    mine = Notification.holder_index.in_(list(by_index))
     stmt = select(Notification).where(mine)
     if unread_only:
         stmt = stmt.where(Notification.read_at.is_(None))
@@ -56,16 +52,18 @@ def list_holder_notifications(session: Session, holder: Holder, *, unread_only: 
                                              limit=limit, cursor=cursor)
     unread = session.scalar(select(func.count()).select_from(Notification)
                             .where(mine, Notification.read_at.is_(None))) or 0
-    return InboxPage(_items(session, holder, notifications), next_cursor, unread)
+    return InboxPage(_items(session, by_index, notifications), next_cursor, unread)
 
 
-def mark_holder_notification_read(session: Session, holder: Holder, public_id: str, *, now: datetime) -> InboxItem:
+def mark_holder_notification_read(session: Session, holder: Holder, public_id: str, *, now: datetime,
+                                  max_age: timedelta) -> InboxItem:
     """Mark one of the holder's notifications read; reading it again keeps the first time. Anyone else's is 404."""
+    by_index = owners(holder, now=now, max_age=max_age)
     notification = session.scalar(select(Notification).where(Notification.public_id == public_id,
-                                                              Notification.holder_index.in_(list(owners(holder)))))
+                                                              Notification.holder_index.in_(list(by_index))))
     if notification is None:
         raise NotificationNotFound()
     if notification.read_at is None:
         notification.read_at = now
         session.flush()
-    return _items(session, holder, [notification])[0]
+    return _items(session, by_index, [notification])[0]

@@ -2,12 +2,19 @@
 
 A check answers one state — valid, or why not — and only for a valid certificate the profile's fields, each
 masked as the type's catalog entry says. An expired or untrustworthy code shows nothing of the certificate:
-a screenshot stops working within a minute (第十三条). Every check of a genuine, unexpired code is written to
-the holder's usage history and to the audit chain.
+a screenshot stops working within a minute (第十三条).
+
+A check of a genuine code is written to the holder's usage history (unexpired codes) and the audit chain once per
+verifier and outcome: refreshing the page or a scanner's retry adds nothing (a chat app's link preview and the
+person's own scan are one public check), and a HEAD request records nothing. Codes that are not ours (malformed,
+unknown key, bad signature) cost no write at all — anyone can make them — and are only counted in the log.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -16,16 +23,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.errors import Conflict, Gone
-from backend.models import ApiClient, Certificate, UsageRecord
+from backend.models import ApiClient, Certificate, ShowCodeUse, UsageRecord
 from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 from backend.security import showcode
 from backend.security.encryption import FieldCipher
-from backend.security.identifiers import HolderCodeType, mask_holder_code, mask_name
+from backend.security.identifiers import HolderCodeType
 from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
+from backend.security.masking import mask_name, mask_value
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.certificates import decrypt, today_in_china
 from backend.services.issuance import new_public_id
+from backend.services.once import insert_once
 
 # States of a checked code: the certificate's live state, or why the code itself is refused.
 STATE_VALID: Final = "valid"
@@ -52,8 +61,9 @@ STATE_EXPLANATIONS: Final = {
     STATE_CERTIFICATE_EXPIRED: "该证照已超过有效期。",
     STATE_NOT_YET_VALID: "该证照尚未到有效期起始日。",
 }
+log = logging.getLogger("ecert.showcodes")
+
 LONG_TERM: Final = "长期"
-_FIXED_STARS: Final = "******"  # a fully masked value does not even reveal its length
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,11 @@ class Verifier:
     kind: str  # public | client
     id: str | None = None
     department_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Who, for telling repeated checks apart: every public scan is the same verifier."""
+        return f"client:{self.id}" if self.kind == "client" else self.kind
 
 
 PUBLIC_VERIFIER: Final = Verifier("public")
@@ -95,23 +110,7 @@ class ShowCodeCheck:
         return STATE_EXPLANATIONS[self.state]
 
 
-# -- masking ----------------------------------------------------------------------------------------------------
-
-def mask_value(rule: str, value: str) -> str:
-    """Mask a face value by its catalog rule: none, name, id_number, partial (keep the start), full."""
-    if rule == "none":
-        return value
-    if rule == "name":
-        return mask_name(value)
-    if rule == "id_number":
-        # Always starred: a field holding an ID number is personal whatever code type it is.
-        return mask_holder_code(HolderCodeType.RESIDENT_ID.value, value)
-    if rule == "partial":
-        text = value.strip()
-        keep = min(6, len(text) // 3)
-        return f"{text[:keep]}{'*' * 4}" if keep else "*" * max(1, len(text))
-    return _FIXED_STARS
-
+# -- display ----------------------------------------------------------------------------------------------------
 
 def _display(spec: dict[str, Any], value: Any) -> str:
     if isinstance(value, bool):
@@ -204,47 +203,79 @@ def _profile_view(cipher: FieldCipher, certificate: Certificate, profile: str) -
     return view, ["holder.name", *(f"face.{item['name']}" for item in fields)]
 
 
-def _record_refusal(session: Session, check: ShowCodeCheck, *, actor: Actor, now: datetime) -> None:
-    """Audit refused codes that looked like ours (never the token); random junk is not worth a chain entry."""
-    if check.reason == showcode.MALFORMED:
+# Refusals of codes that are not ours, per reason, since the process started: logged, never written anywhere.
+_unsigned_refusals: Counter[str] = Counter()
+_unsigned_refusals_lock = threading.Lock()
+
+
+def _count_unsigned_refusal(reason: str) -> None:
+    with _unsigned_refusals_lock:
+        _unsigned_refusals[reason] += 1
+        total = _unsigned_refusals[reason]
+    log.info("show code refused", extra={"fields": {"reason": reason, "refused_total": total}})
+
+
+def _first_check(session: Session, claims: showcode.ShowCodeClaims, verifier: Verifier, outcome: str,
+                 now: datetime) -> bool:
+    """True for the first check of this code by this verifier with this outcome (which is then on record)."""
+    key = {"certificate_public_id": claims.certificate_id, "nonce": claims.nonce.hex(), "verifier": verifier.key,
+           "outcome": outcome}
+    if session.scalar(select(ShowCodeUse.id).filter_by(**key)) is not None:
+        return False  # a refresh: read-only, no write lock taken
+    # The same code checked at the same moment on another worker: one of the two records it.
+    return insert_once(session, ShowCodeUse, {**key, "recorded_at": now}, unique=list(key))
+
+
+def _record_refusal(session: Session, check: ShowCodeCheck, *, verifier: Verifier, actor: Actor,
+                    now: datetime) -> None:
+    """Audit a refused code we signed (expired, not yet valid, certificate gone) once; never the token."""
+    claims = check.claims
+    if claims is None or not _first_check(session, claims, verifier, f"{check.state}:{check.reason}", now):
         return
-    certificate = None
-    if check.claims is not None:
-        certificate = session.scalar(select(Certificate).where(Certificate.public_id == check.claims.certificate_id))
+    certificate = session.scalar(select(Certificate).where(Certificate.public_id == claims.certificate_id))
     record_event(session, actor=actor, action="showcode.checked", now=now, outcome="failure",
                  object_type="certificate", object_id=certificate.identifier if certificate else None,
-                 details={"state": check.state, "reason": check.reason,
-                          "nonce": check.claims.nonce.hex() if check.claims else None})
+                 details={"state": check.state, "reason": check.reason, "nonce": claims.nonce.hex(),
+                          "verifier": verifier.kind})
 
 
 def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token: str, *, verifier: Verifier,
-                    actor: Actor, now: datetime) -> ShowCodeCheck:
-    """Check a scanned code: signature and expiry, then the certificate's live state; record genuine checks."""
+                    actor: Actor, now: datetime, record: bool = True) -> ShowCodeCheck:
+    """Check a scanned code: signature and expiry, then the certificate's live state.
+
+    With `record` (not for HEAD requests), the first check of a genuine code by this verifier with this outcome
+    is written to the usage history (unexpired codes) and the audit chain.
+    """
     try:
         claims = showcode.decode(session, token, now=now)
     except showcode.ShowCodeRefused as refused:
         state = STATE_EXPIRED if refused.reason == showcode.EXPIRED else STATE_INVALID
         check = ShowCodeCheck(state, refused.reason, refused.claims)
-        _record_refusal(session, check, actor=actor, now=now)
+        if refused.claims is None:
+            _count_unsigned_refusal(refused.reason)
+        elif record:
+            _record_refusal(session, check, verifier=verifier, actor=actor, now=now)
         return check
     certificate = session.scalar(select(Certificate).where(Certificate.public_id == claims.certificate_id))
     if certificate is None:  # signed by us, but the certificate is gone: nothing to vouch for
         check = ShowCodeCheck(STATE_INVALID, "certificate_not_found", claims)
-        _record_refusal(session, check, actor=actor, now=now)
+        if record:
+            _record_refusal(session, check, verifier=verifier, actor=actor, now=now)
         return check
     state = _live_state(certificate, now)
     if state == STATE_VALID:
         view, shown = _profile_view(cipher, certificate, claims.profile)
     else:
         view, shown = _outline(certificate, state, claims.profile), []
-    session.add(UsageRecord(
-        public_id=new_public_id(), holder_index=certificate.holder_index, certificate_id=certificate.id,
-        kind="show_code_checked", verifier_kind=verifier.kind, verifier_id=verifier.id,
-        verifier_department_id=verifier.department_id, purpose=None, fields=shown, occurred_at=now))
-    record_event(session, actor=actor, action="showcode.checked", now=now, object_type="certificate",
-                 object_id=certificate.identifier,
-                 details={"state": state, "profile": claims.profile, "nonce": claims.nonce.hex(),
-                          "verifier": verifier.kind, "shown": shown})
+    if record and _first_check(session, claims, verifier, state, now):
+        session.add(UsageRecord(
+            public_id=new_public_id(), holder_index=certificate.holder_index, certificate_id=certificate.id,
+            kind="show_code_checked", verifier_kind=verifier.kind, verifier_id=verifier.id,
+            verifier_department_id=verifier.department_id, purpose=None, fields=shown, occurred_at=now))
+        record_event(session, actor=actor, action="showcode.checked", now=now, object_type="certificate",
+                     object_id=certificate.identifier,
+                     details={"state": state, "profile": claims.profile, "nonce": claims.nonce.hex(),
+                              "verifier": verifier.kind, "shown": shown})
     return ShowCodeCheck(state, None, claims, view, shown, certificate)
 
 

@@ -2,10 +2,16 @@
 
 The trust decisions live here (which key, which issuer, which type, which status); the SD-JWT format is in
 `backend.security.sdjwt`. Every verification is recorded in the audit chain, with reasons but no personal data.
+
+A presentation discloses data only to the department it was made for: a certificate bound to a holder key (`cnf`,
+which ours always carry) needs a KB-JWT with `aud` = the calling client, a fresh `iat` and the presentation's
+`sd_hash`, and each KB-JWT is accepted once. The issued SD-JWT alone (which the issuing department holds) proves
+nothing about the holder's consent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -17,17 +23,26 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.errors import AuditNote, DomainError
-from backend.models import Certificate, CertificateType, Department, SigningKey, StatusList
+from backend.models import (
+    ApiClient,
+    Certificate,
+    CertificateType,
+    ClientAssertionUse,
+    Department,
+    SigningKey,
+    StatusList,
+)
 from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 from backend.security.encryption import FieldCipher
 from backend.security.identifiers import CertificateIdentifier, parse_identifier
 from backend.security.jwk import SUPPORTED_ALGS, JWKError, alg_for_jwk, load_public_jwk
 from backend.security.keystore import PURPOSE_CERTIFICATE, KeyStore
-from backend.security.sdjwt import ISSUED_TYP, KB_TYP, SdJwtFormatError, parse, reconstruct, sd_hash
+from backend.security.sdjwt import ISSUED_TYP, KB_TYP, ParsedSdJwt, SdJwtFormatError, parse, reconstruct, sd_hash
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.certificates import CertificateNotFound
 from backend.services.issuance import CHINA, issuer_uri
+from backend.services.once import insert_once
 
 # Stable reason codes (the API's `reasons`).
 MALFORMED = "malformed"
@@ -55,11 +70,15 @@ KB_WRONG_AUDIENCE = "kb_wrong_audience"
 KB_WRONG_NONCE = "kb_wrong_nonce"
 KB_SD_HASH_MISMATCH = "kb_sd_hash_mismatch"
 KB_IAT_OUT_OF_RANGE = "kb_iat_out_of_range"
+KB_REPLAYED = "kb_replayed"
 # A certificate that is not `valid` fails with its status as the reason: revoked, suspended, superseded, expired.
 STATUS_REASONS = {REVOKED: REVOKED, SUSPENDED: SUSPENDED, SUPERSEDED: SUPERSEDED, EXPIRED: EXPIRED}
 
 UNKNOWN = "unknown"  # `status` when the token cannot be trusted or names no certificate of ours
 KB_IAT_WINDOW = timedelta(minutes=5)
+# A KB-JWT is only accepted within KB_IAT_WINDOW of its iat, so one first accepted now is refused as stale after
+# at most twice that: its record can go then (`flask jobs purge`).
+KB_REPLAY_WINDOW = 2 * KB_IAT_WINDOW
 DISCLOSABLE_OBJECTS = ("holder", "document", "face")
 # The compact serialization is base64url segments joined by "." and "~"; anything else is not an SD-JWT.
 _COMPACT = re.compile(r"[A-Za-z0-9_\-.~]+")
@@ -102,6 +121,14 @@ class _Authentic:
     department: Department
     certificate_type: CertificateType
     identifier: CertificateIdentifier
+
+
+@dataclass(frozen=True)
+class _Presentee:
+    """Who a presentation is checked for: the calling client, and the nonce it expects (if it gave one)."""
+
+    client: ApiClient
+    nonce: str | None
 
 
 @dataclass
@@ -212,7 +239,7 @@ def _number(payload: dict[str, Any], claim: str) -> float | None:
 
 
 def _key_binding(kb_jwt: str, payload: dict[str, Any], presented: str, *, now: datetime,
-                 expected_audience: str | None, expected_nonce: str | None) -> list[str]:
+                 expected_audience: str, expected_nonce: str | None) -> list[str]:
     """KB-JWT checks (RFC 9901 §7.3): typ, signature by the `cnf.jwk` key, aud, nonce, sd_hash, iat."""
     try:
         header = _unverified_header(kb_jwt)
@@ -242,7 +269,7 @@ def _key_binding(kb_jwt: str, payload: dict[str, Any], presented: str, *, now: d
     reasons = []
     if any(name not in claims for name in ("iat", "aud", "nonce", "sd_hash")):
         reasons.append(KB_MALFORMED)
-    if expected_audience is not None and claims.get("aud") != expected_audience:
+    if claims.get("aud") != expected_audience:
         reasons.append(KB_WRONG_AUDIENCE)
     if expected_nonce is not None and claims.get("nonce") != expected_nonce:
         reasons.append(KB_WRONG_NONCE)
@@ -253,6 +280,35 @@ def _key_binding(kb_jwt: str, payload: dict[str, Any], presented: str, *, now: d
             or abs(iat - now.timestamp()) > KB_IAT_WINDOW.total_seconds():
         reasons.append(KB_IAT_OUT_OF_RANGE)
     return reasons
+
+
+def _spend_key_binding(session: Session, client: ApiClient, kb_jwt: str, now: datetime) -> list[str]:
+    """Accept a KB-JWT once per client: a presentation a department received cannot be verified again.
+
+    Recorded with the client's assertion ids (same replay table, same purge), as "kb:" + SHA-256 of the KB-JWT's
+    signed part. The signed part fixes aud, nonce, iat and sd_hash, and a re-encoded or malleated signature (ECDSA
+    (r, n − s)) does not make it a new KB-JWT. The nonce alone would not do: one grant's presentations of several
+    certificates share it.
+    """
+    index = "kb:" + hashlib.sha256(kb_jwt.rsplit(".", 1)[0].encode("ascii")).hexdigest()
+    # Atomic: of two workers given the same KB-JWT at the same moment, one accepts it.
+    spent = insert_once(session, ClientAssertionUse,
+                        {"api_client_id": client.id, "jti": index, "expires_at": now + KB_REPLAY_WINDOW},
+                        unique=["api_client_id", "jti"])
+    return [] if spent else [KB_REPLAYED]
+
+
+def _holder_binding(session: Session, parsed: ParsedSdJwt, auth: _Authentic, token: str, presentee: _Presentee,
+                    now: datetime) -> list[str]:
+    """RFC 9901 §7.3 for the calling client; required whenever the certificate names a holder key."""
+    if parsed.kb_jwt is None:
+        return [KB_MISSING] if presentee.nonce is not None or "cnf" in auth.payload else []
+    presented = token[: token.rindex("~") + 1]
+    # TODO(issue 5): nonces become grant ids, checked against the grant redeemed by this client; until then a
+    # nonce the caller gave must match, and any nonce is accepted once.
+    reasons = _key_binding(parsed.kb_jwt, auth.payload, presented, now=now,
+                           expected_audience=presentee.client.client_id, expected_nonce=presentee.nonce)
+    return reasons or _spend_key_binding(session, presentee.client, parsed.kb_jwt, now)
 
 
 def _day(timestamp: float | None, *, end: bool) -> str | None:
@@ -294,8 +350,9 @@ def _rejected(reason: str) -> _Outcome:
 
 
 def _check(session: Session, keys: KeyStore, token: str, *, now: datetime, public_url: str,
-           expected_audience: str | None, expected_nonce: str | None, require_key_binding: bool,
-           disclose: bool) -> _Outcome:
+           presentee: _Presentee | None) -> _Outcome:
+    """Judge a token. `presentee` None: a stored certificate checked by identifier (no holder binding, nothing
+    disclosed); otherwise a presentation to that client, whose disclosures are shown only in a valid verdict."""
     if not isinstance(token, str) or not _COMPACT.fullmatch(token):
         return _rejected(MALFORMED)
     try:
@@ -337,15 +394,12 @@ def _check(session: Session, keys: KeyStore, token: str, *, now: datetime, publi
     if past_exp:
         reasons.append(EXPIRED)
 
-    if parsed.kb_jwt is not None:
-        presented = token[: token.rindex("~") + 1]
-        reasons += _key_binding(parsed.kb_jwt, auth.payload, presented, now=now,
-                                expected_audience=expected_audience, expected_nonce=expected_nonce)
-    elif require_key_binding:
-        reasons.append(KB_MISSING)
+    if presentee is not None:
+        reasons += _holder_binding(session, parsed, auth, token, presentee, now)
 
     reasons = list(dict.fromkeys(reasons))
-    shown = disclosed if disclose else {}
+    # A failed verdict discloses nothing: neither a replayed nor a tampered presentation may serve as one.
+    shown = disclosed if presentee is not None and not reasons else {}
     summary = _summary(auth, certificate, status, shown, nbf, exp)
     names = sorted(f"{obj}.{claim}" for obj, values in shown.items() for claim in values)
     return _Outcome(VerificationResult(not reasons, status, reasons, summary), auth.identifier.value, names,
@@ -361,17 +415,17 @@ def _record(session: Session, outcome: _Outcome, *, mode: str, actor: Actor, now
                           "key_binding": outcome.key_binding, "disclosed": outcome.disclosed_names})
 
 
-def verify_presentation(session: Session, keys: KeyStore, token: str, *, actor: Actor, now: datetime,
-                        public_url: str, expected_audience: str | None = None, expected_nonce: str | None = None,
-                        require_key_binding: bool = False) -> VerificationResult:
-    """Verify a presented SD-JWT VC: format, signature (retired keys too), issuer and type, disclosures, validity
-    period, status list and, when a KB-JWT is present (or `require_key_binding`), the holder binding.
+def verify_presentation(session: Session, keys: KeyStore, token: str, *, client: ApiClient, actor: Actor,
+                        now: datetime, public_url: str, nonce: str | None = None) -> VerificationResult:
+    """Verify an SD-JWT VC presented to `client`: format, signature (retired keys too), issuer and type,
+    disclosures, validity period, status list and the holder binding — a KB-JWT for this client, required when
+    the certificate has a holder key (`cnf`) or the caller gave a `nonce` (which it must then carry).
 
     Anything well-formed enough to judge gives a result (never an error); `reasons` names every failed check.
-    `certificate.disclosed` holds the holder/document/face objects with only the claims that were disclosed.
+    Only a valid verdict carries data: `certificate.disclosed` holds the holder/document/face objects with the
+    claims that were disclosed; a failed one names the certificate and its status, nothing of the holder.
     """
-    outcome = _check(session, keys, token, now=now, public_url=public_url, expected_audience=expected_audience,
-                     expected_nonce=expected_nonce, require_key_binding=require_key_binding, disclose=True)
+    outcome = _check(session, keys, token, now=now, public_url=public_url, presentee=_Presentee(client, nonce))
     _record(session, outcome, mode="presentation", actor=actor, now=now)
     return outcome.result
 
@@ -395,7 +449,6 @@ def verify_identifier(session: Session, keys: KeyStore, cipher: FieldCipher, ide
                                 details={"mode": "identifier", "reasons": [CERTIFICATE_NOT_FOUND]})
         raise error
     stored = cipher.decrypt(certificate.sd_jwt_enc, f"certificate:{certificate.public_id}:sd_jwt")
-    outcome = _check(session, keys, stored, now=now, public_url=public_url, expected_audience=None,
-                     expected_nonce=None, require_key_binding=False, disclose=False)
+    outcome = _check(session, keys, stored, now=now, public_url=public_url, presentee=None)
     _record(session, outcome, mode="identifier", actor=actor, now=now)
     return outcome.result

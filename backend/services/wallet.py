@@ -1,60 +1,60 @@
 """What a holder may see: their own certificates and those of the companies they represent.
 
 Everything here is scoped by the holder's blind indexes (`holder_indexes`), so certificates issued before
-the holder first logged in are found too, and anyone else's certificate is simply not there (404).
-Lists are keyset-paginated by an opaque cursor over (time, public_id): no offsets, no sequential ids.
+the holder first logged in are found too, and anyone else's certificate is simply not there (404). A company's
+certificates count only while a real-name login asserted the representation recently (`now`, `max_age`).
+Lists are keyset-paginated (backend/services/paging.py): an opaque cursor, no offsets, no sequential ids.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import Any, Literal, TypeVar
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy import Select, and_, not_, or_, select
-from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
+from sqlalchemy import and_, not_, or_, select
+from sqlalchemy.orm import Session, selectinload
 
 from backend.errors import Forbidden, NotFound, ValidationFailed
 from backend.models import Certificate, CertificateType, CertificateTypeVersion, Department, Holder, UsageRecord
 from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 from backend.security.encryption import FieldCipher
-from backend.security.identifiers import mask_holder_code
+from backend.security.masking import mask_certificate_number, mask_holder_code
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.certificates import STATUS_LABELS, version_history
+from backend.services.citizen_auth import current_representations
+from backend.services.paging import keyset_page
 
-T = TypeVar("T")
 OwnerKind = Literal["self", "company"]
 LONG_TERM = "长期"
 PUBLIC_VERIFIER = "公众扫码"
-_PUBLIC_ID = re.compile(r"^[0-9a-f]{32}$")
 # Names of the non-face claims a usage record may list (the face's come from the catalog).
 CLAIM_LABELS = {"holder.name": "持证主体名称", "holder.code_type": "持证主体代码类型", "holder.code": "持证主体代码",
                 "document.number": "证照编号"}
 
 
-def holder_indexes(holder: Holder) -> dict[str, str | None]:
-    """Blind index → company code (None for the holder's own certificates)."""
+def holder_indexes(holder: Holder, *, now: datetime, max_age: timedelta) -> dict[str, str | None]:
+    """Blind index → company code (None for the holder's own certificates); companies asserted within `max_age`."""
     indexes: dict[str, str | None] = {holder.id_index: None}
-    for representation in holder.representations:
+    for representation in current_representations(holder, now=now, max_age=max_age):
         indexes[representation.company_index] = representation.company_code
     return indexes
 
 
-def find_holder_certificate(session: Session, holder: Holder, public_id: str) -> Certificate:
-    """A certificate the holder holds or represents; anyone else's is a 404, never a 403 (no existence oracle)."""
+def find_holder_certificate(session: Session, holder: Holder, public_id: str, *, now: datetime,
+                            max_age: timedelta) -> Certificate:
+    """A certificate the holder holds or currently represents; anyone else's is a 404, never a 403 (no existence
+    oracle). `now` is the request's clock; `max_age` is ECERT_REPRESENTATION_MAX_AGE."""
     certificate = session.scalar(select(Certificate).where(Certificate.public_id == public_id))
-    if certificate is None or certificate.holder_index not in holder_indexes(holder):
+    if certificate is None or certificate.holder_index not in holder_indexes(holder, now=now, max_age=max_age):
         raise NotFound("证照不存在", code="certificate_not_found")
     return certificate
 
 
-# -- owners, statuses, cursors ----------------------------------------------------------------------------
+# -- owners and statuses ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Owner:
@@ -65,10 +65,10 @@ class Owner:
     name: str | None = None
 
 
-def owners(holder: Holder) -> dict[str, Owner]:
-    """Blind index → owner, for the holder and every company they represent."""
+def owners(holder: Holder, *, now: datetime, max_age: timedelta) -> dict[str, Owner]:
+    """Blind index → owner, for the holder and every company they currently represent."""
     result = {holder.id_index: Owner("self")}
-    for representation in holder.representations:
+    for representation in current_representations(holder, now=now, max_age=max_age):
         result[representation.company_index] = Owner("company", representation.company_code,
                                                      representation.company_name)
     return result
@@ -102,41 +102,6 @@ def status_label(status: str) -> str:
     return STATUS_LABELS.get(status, status)
 
 
-def encode_cursor(moment: datetime, public_id: str) -> str:
-    raw = f"{moment.isoformat()}|{public_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (time, public_id) position after which the next page starts; anything else is a 422 on `cursor`."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, _, public_id = raw.partition("|")
-        at = datetime.fromisoformat(moment)
-        if at.tzinfo is None or not _PUBLIC_ID.match(public_id):
-            raise ValueError(raw)
-        return at.astimezone(UTC), public_id
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
-        raise ValidationFailed.for_field("cursor", "invalid_cursor", "分页游标无效") from exc
-
-
-def keyset_page(session: Session, stmt: Select[T], moment: InstrumentedAttribute[datetime],
-                tiebreak: InstrumentedAttribute[str], *, limit: int, cursor: str | None) -> tuple[list[T], str | None]:
-    """Newest first, `limit` rows after the cursor's position; the cursor of the next page, or None at the end.
-
-    Stable under inserts: a row added while paging sorts before the first page and never shifts later pages.
-    """
-    if cursor:
-        at, public_id = decode_cursor(cursor)
-        stmt = stmt.where(or_(moment < at, and_(moment == at, tiebreak < public_id)))
-    rows = list(session.scalars(stmt.order_by(moment.desc(), tiebreak.desc()).limit(limit + 1)))
-    items = rows[:limit]
-    if len(rows) <= limit:
-        return items, None
-    last = items[-1]
-    return items, encode_cursor(getattr(last, moment.key), getattr(last, tiebreak.key))
-
-
 # -- the wallet list --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -153,8 +118,7 @@ class WalletPage:
     next_cursor: str | None
 
 
-def _selected_indexes(holder: Holder, owner: OwnerKind | None, company: str | None) -> list[str]:
-    by_index = owners(holder)
+def _selected_indexes(by_index: dict[str, Owner], owner: OwnerKind | None, company: str | None) -> list[str]:
     if company is not None:
         if owner == "self":
             raise ValidationFailed.for_field("company", "conflicts_with_owner", "owner=self 时不能指定 company")
@@ -170,14 +134,15 @@ def certificate_number(cipher: FieldCipher, certificate: Certificate) -> str:
     return cipher.decrypt(certificate.number_enc, f"certificate:{certificate.public_id}:number")
 
 
-def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Holder, *, today: date,
+def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Holder, *, now: datetime,
+                             max_age: timedelta, today: date,
                              owner: OwnerKind | None = None, company: str | None = None,
                              type_code: str | None = None, status: str | None = None, limit: int = 20,
                              cursor: str | None = None) -> WalletPage:
     """The holder's certificates and their represented companies', newest first; current versions unless
     `status` asks for superseded ones. Only the certificate number is decrypted (and shown masked)."""
-    by_index = owners(holder)
-    selected = _selected_indexes(holder, owner, company)
+    by_index = owners(holder, now=now, max_age=max_age)
+    selected = _selected_indexes(by_index, owner, company)
     stmt = (select(Certificate).where(Certificate.holder_index.in_(selected), _status_filter(status, today))
             .options(selectinload(Certificate.certificate_type), selectinload(Certificate.issuer)))
     if type_code is not None:
@@ -186,7 +151,7 @@ def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Hold
     rows, next_cursor = keyset_page(session, stmt, Certificate.created_at, Certificate.public_id, limit=limit,
                                     cursor=cursor)
     items = [WalletItem(c, by_index[c.holder_index], effective_status(c, today),
-                        mask_holder_code("999", certificate_number(cipher, c))) for c in rows]
+                        mask_certificate_number(certificate_number(cipher, c))) for c in rows]
     return WalletPage(items, next_cursor)
 
 
@@ -254,10 +219,10 @@ def _notice(certificate: Certificate, status: str, newest: Certificate) -> str |
 
 
 def view_certificate(session: Session, cipher: FieldCipher, holder: Holder, public_id: str, *, actor: Actor,
-                     now: datetime, today: date) -> CertificateView:
+                     now: datetime, max_age: timedelta, today: date) -> CertificateView:
     """Decrypt one of the holder's certificates for display and audit the reading (wallet.certificate_viewed)."""
-    certificate = find_holder_certificate(session, holder, public_id)
-    owner = owners(holder)[certificate.holder_index]
+    certificate = find_holder_certificate(session, holder, public_id, now=now, max_age=max_age)
+    owner = owners(holder, now=now, max_age=max_age)[certificate.holder_index]
     context = f"certificate:{certificate.public_id}"
     holder_name = cipher.decrypt(certificate.holder_name_enc, f"{context}:holder_name")
     holder_code = cipher.decrypt(certificate.holder_code_enc, f"{context}:holder_code")
@@ -301,9 +266,10 @@ def field_labels(definition: dict[str, Any], names: Sequence[str]) -> list[tuple
     return [(name, CLAIM_LABELS.get(name) or face.get(name.removeprefix("face."), name)) for name in names]
 
 
-def list_usage(session: Session, holder: Holder, *, limit: int = 20, cursor: str | None = None) -> UsagePage:
-    """Who used the holder's (and their companies') certificates, when, for what, and which fields, newest first."""
-    by_index = owners(holder)
+def list_usage(session: Session, holder: Holder, *, now: datetime, max_age: timedelta, limit: int = 20,
+               cursor: str | None = None) -> UsagePage:
+    """Who used the holder's (and their current companies') certificates, when, for what, which fields, newest first."""
+    by_index = owners(holder, now=now, max_age=max_age)
     stmt = select(UsageRecord).where(UsageRecord.holder_index.in_(list(by_index)))
     records, next_cursor = keyset_page(session, stmt, UsageRecord.occurred_at, UsageRecord.public_id, limit=limit,
                                        cursor=cursor)

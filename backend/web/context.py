@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import current_app, g, request
 
@@ -26,6 +26,11 @@ def field_cipher() -> FieldCipher:
 
 def now() -> datetime:
     return clock_now()
+
+
+def representation_max_age() -> timedelta:
+    """How long a real-name login's assertion that the holder represents a company keeps counting."""
+    return timedelta(seconds=current_app.config["ECERT_REPRESENTATION_MAX_AGE"])
 
 
 def request_actor_context() -> dict[str, str | None]:

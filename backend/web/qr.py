@@ -1,19 +1,28 @@
-"""QR images of show-code URLs: error correction M, version ≤ 10, as PNG or SVG."""
+"""QR images of show-code URLs: error correction M, version ≤ 10, as PNG or SVG.
+
+The symbol is encoded natively by zxing-cpp: the pure-Python `qrcode` library spent ~20 ms per code choosing
+among the eight mask patterns, too slow for a code that is re-minted every 30 s by every phone showing one.
+"""
 
 from __future__ import annotations
 
-import io
+import struct
+import zlib
 from dataclasses import dataclass
+from typing import Final
 
-import qrcode
-from PIL import Image
-from qrcode.constants import ERROR_CORRECT_M
+import zxingcpp
 
 from backend.errors import DomainError
 
 MAX_VERSION = 10  # DESIGN §5: small enough for any phone camera at arm's length
 BOX_SIZE = 8  # pixels per module: a version-9 code is 488 px wide, sharp on a phone screen
 BORDER = 4  # the quiet zone the standard asks for
+# Bytes a symbol of version 1, 2, … holds in byte mode at error-correction level M (ISO/IEC 18004, table 7).
+# The version is chosen from this, as for a single byte-mode segment, so the size of a code never depends
+# on which characters its token happens to contain.
+BYTE_CAPACITY_M: Final = (14, 26, 42, 62, 84, 106, 122, 152, 180, 213)
+_PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -23,24 +32,46 @@ class QrCode:
 
 
 def make_qr(data: str) -> QrCode:
-    """Encode `data` (byte mode) at error-correction level M; refuse anything that needs a version above 10."""
-    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=BORDER)
-    code.add_data(data, optimize=0)
-    code.make(fit=True)
-    if code.version is None or code.version > MAX_VERSION:
+    """Encode `data` at error-correction level M; refuse anything that needs a version above 10."""
+    size_bytes = len(data.encode())
+    options: dict[str, str] = {}
+    if not data.isascii():
+        options["eci"] = "UTF-8"  # say how the bytes are to be read; its header takes at most 2 bytes' room
+        size_bytes += 2
+    version = next((v for v, capacity in enumerate(BYTE_CAPACITY_M, 1) if size_bytes <= capacity), None)
+    if version is None:
         raise DomainError("亮证码过长，无法生成二维码", code="show_code_too_long").with_status(500)
-    return QrCode(code.version, code.get_matrix())
+    # Text, not bytes: bytes would get a "binary" ECI header. The encoder's optimal choice of segment modes
+    # never takes more room than a single byte-mode segment, so the data fits the version chosen above.
+    symbol = zxingcpp.create_barcode(data, zxingcpp.BarcodeFormat.QRCode, ec_level="M", version=version, **options)
+    # One byte per module, 0 for dark (the type stub omits the image's buffer protocol).
+    pixels = bytes(memoryview(symbol.to_image(scale=1, add_quiet_zones=False)))  # type: ignore[arg-type]
+    size = 4 * version + 17
+    if len(pixels) != size * size:
+        raise RuntimeError(f"QR encoder answered {len(pixels)} modules for version {version}")
+    quiet = [False] * BORDER
+    blank = [[False] * (size + 2 * BORDER) for _ in range(BORDER)]
+    rows = [quiet + [pixel == 0 for pixel in pixels[y * size:(y + 1) * size]] + quiet for y in range(size)]
+    return QrCode(version, blank + rows + [row[:] for row in blank])
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def png(code: QrCode, box_size: int = BOX_SIZE) -> bytes:
-    """Black modules on white, `box_size` pixels each, 1-bit PNG."""
-    size = len(code.modules)
-    image = Image.new("1", (size, size), 1)
-    image.putdata([0 if dark else 1 for row in code.modules for dark in row])
-    image = image.resize((size * box_size, size * box_size), Image.Resampling.NEAREST)
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+    """Black modules on white, `box_size` pixels each: a 1-bit grayscale PNG, written directly (a third of the
+    time Pillow's encoder takes for the same image)."""
+    width = len(code.modules) * box_size
+    lines = []
+    for row in code.modules:
+        bits = "".join(("0" if dark else "1") * box_size for dark in row)  # 1-bit grayscale: 1 is white
+        bits += "1" * (-width % 8)
+        line = b"\x00" + int(bits, 2).to_bytes(len(bits) // 8, "big")  # filter type 0 (none)
+        lines.append(line * box_size)
+    header = struct.pack(">IIBBBBB", width, width, 1, 0, 0, 0, 0)  # bit depth 1, grayscale, no interlace
+    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"".join(lines)))
+            + _png_chunk(b"IEND", b""))
 
 
 def svg(code: QrCode, box_size: int = BOX_SIZE) -> str:

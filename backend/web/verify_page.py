@@ -97,8 +97,9 @@ def verify_show_code(path: TokenPath) -> Response:
     moment = now()
     actor = Actor(kind="public", id="scan", **request_actor_context())
     token = path.token if len(path.token) <= _MAX_TOKEN_CHARS else ""
+    # HEAD (link checkers, some preview fetchers) answers like GET but is no use of the certificate.
     check = check_show_code(db.session(), keystore(), field_cipher(), token, verifier=PUBLIC_VERIFIER, actor=actor,
-                            now=moment)
+                            now=moment, record=request.method != "HEAD")
     body = verdict(check, moment)
     wanted = request.accept_mimetypes.best_match([HTML, JSON], default=HTML)
     if wanted == JSON:
