@@ -135,12 +135,6 @@ class ValidationFailed(DomainError):
         )
 
 
-class RateLimited(DomainError):
-    code = "rate_limited"
-    status = 429
-    message = "请求过于频繁，请稍后再试"
-
-
 class ServiceUnavailable(DomainError):
     code = "service_unavailable"
     status = 503

@@ -45,6 +45,7 @@ WRK_SCRIPT = PROJECT_ROOT / "bench" / "wrk.lua"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 JSON_HEADERS = {"Content-Type": "application/json"}
+Request = tuple[str, str | None]  # (path, body)
 UNLIMITED = "1000000 per minute"
 WARMUP_REQUESTS = 20
 
@@ -61,6 +62,7 @@ class Server:
     _token: str | None = None
     _citizen: dict[str, Any] | None = None
     _issued: list[dict[str, Any]] = field(default_factory=list)
+    _app: Any = None
 
     @property
     def token_endpoint(self) -> str:
@@ -109,32 +111,55 @@ class Server:
     def client_id(self) -> str:
         return str(json.loads((self.instance / "demo-client.json").read_text())["client_id"])
 
+    @contextmanager
+    def key_store(self) -> Iterator[Any]:
+        """The server's key store, opened in this process (its instance's secrets, its database): what the
+        platform itself signs, a pool of it is signed here, much faster than through the API."""
+        from backend.extensions import db
+        from backend.web.context import keystore
+
+        if self._app is None:
+            os.environ.update(self.env)
+            from backend.app import create_app
+
+            self._app = create_app()
+        with self._app.app_context():
+            try:
+                yield keystore()
+            finally:
+                db.session.remove()
+
     def presentations(self, count: int) -> list[str]:
         """The first issued certificate with all its disclosures, as the holder's wallet presents it to the demo
-        client: each with a fresh KB-JWT (accepted once), signed in this process with the platform-held wallet
-        key, as the wallet service would."""
-        sd_jwt = str(self.issued()[0]["sd_jwt"])
-        os.environ.update(self.env)  # the server's instance: its secrets and database
-        from backend.app import create_app
-        from backend.extensions import db
-        from backend.security.keystore import PURPOSE_WALLET, LocalKeyStore
+        client: each with a fresh KB-JWT (accepted once) signed with the platform-held wallet key."""
+        from backend.security.keystore import PURPOSE_WALLET
         from backend.security.sdjwt import key_binding_jwt
 
-        app = create_app()
-        with app.app_context():
-            keys = LocalKeyStore(db.session(), app.config["ECERT_MASTER_KEY"])
+        sd_jwt = str(self.issued()[0]["sd_jwt"])
+        with self.key_store() as keys:
             key = keys.active_key(PURPOSE_WALLET)
 
             def sign(payload: dict[str, Any], headers: dict[str, Any]) -> str:
-                return keys.sign_jwt(key, payload, headers)
+                return str(keys.sign_jwt(key, payload, headers))
 
             audience, issued_at = self.client_id(), int(time.time())
-            bodies = [json.dumps({"presentation": sd_jwt + key_binding_jwt(
+            return [json.dumps({"presentation": sd_jwt + key_binding_jwt(
                 sign, presentation_without_kb=sd_jwt, audience=audience, nonce=secrets.token_urlsafe(12),
                 iat=issued_at)}) for _ in range(count)]
-            db.session.remove()
-            db.engine.dispose()
-        return bodies
+
+    def show_codes(self, count: int) -> list[str]:
+        """`count` new show codes (profile full) round the holder's certificates, signed with the platform key
+        exactly as POST …/show-codes signs them; their paths /v/{token}."""
+        from datetime import UTC, datetime
+
+        from backend.security import showcode
+        from backend.security.keystore import PURPOSE_PLATFORM
+
+        ids = self.wallet_ids()
+        with self.key_store() as keys:
+            key, moment = keys.active_key(PURPOSE_PLATFORM), datetime.now(UTC)
+            return [urlsplit(showcode.url_for_token(self.base_url, showcode.encode(keys, key, showcode.new_claims(
+                ids[i % len(ids)], "full", now=moment, lifetime=SHOW_CODE_LIFETIME)))).path for i in range(count)]
 
     def wallet_ids(self) -> list[str]:
         self.issued()
@@ -149,10 +174,10 @@ class Endpoint:
     """One benchmarked request.
 
     Every request sends `path` and `body(server)` (if any), unless `paths(server)` gives a pool of paths, sent in
-    turn (show codes minted right before the run). `bodies(server, n)` gives n bodies that are each sent once
-    (fresh assertions): the run stops when they are used up. `lifetime`: seconds the prepared requests stay
-    valid (show codes), flagged when the run outlasts it. `check(answer)` says what is wrong with a warm-up
-    answer body, or None. `target`: the ratio to the baseline that the issue asks for.
+    turn (the holder's certificates). `fresh(server, n)` gives n requests (path, body) that are each sent once
+    (fresh assertions, KB-JWTs, show codes, prepared right before the run): the run stops when they are used up.
+    `lifetime`: seconds the prepared requests stay valid, flagged when the run outlasts it. `check(answer)` says
+    what is wrong with a warm-up answer body, or None. `target`: the ratio to the baseline the issues ask for.
     """
 
     name: str
@@ -160,7 +185,7 @@ class Endpoint:
     path: str
     headers: Callable[[Server], dict[str, str]] = lambda server: {}
     body: Callable[[Server], str] | None = None
-    bodies: Callable[[Server, int], list[str]] | None = None
+    fresh: Callable[[Server, int], list[Request]] | None = None
     paths: Callable[[Server], list[str]] | None = None
     lifetime: float | None = None
     check: Callable[[bytes], str | None] | None = None
@@ -186,17 +211,21 @@ def wallet_holder(server: Server) -> dict[str, str]:
     return citizen_bearer(server)
 
 
-def fresh_token_forms(server: Server, count: int) -> list[str]:
+def fresh_token_forms(server: Server, count: int) -> list[Request]:
     with multiprocessing.Pool() as pool:
-        return pool.map(_token_form, [server] * count, chunksize=256)
+        return [("/gov/v1/oauth/token", form) for form in pool.map(_token_form, [server] * count, chunksize=256)]
 
 
 def _token_form(server: Server) -> str:
     return server.token_form()
 
 
-def fresh_presentations(server: Server, count: int) -> list[str]:
-    return server.presentations(count)
+def fresh_presentations(server: Server, count: int) -> list[Request]:
+    return [("/gov/v1/verify", body) for body in server.presentations(count)]
+
+
+def fresh_show_codes(server: Server, count: int) -> list[Request]:
+    return [(path, None) for path in server.show_codes(count)]
 
 
 def valid_result(answer: bytes) -> str | None:
@@ -213,12 +242,14 @@ def show_code_paths(server: Server) -> list[str]:
     return [f"{WALLET}/{public_id}/show-codes" for public_id in server.wallet_ids()]
 
 
-def scan_paths(server: Server) -> list[str]:
-    """A pool of SCAN_POOL show codes (profile full), minted through the API right before the run."""
+def scanned_codes(server: Server) -> list[str]:
+    """SCAN_POOL show codes minted through the API right before the run, each scanned once already: scanned again,
+    they are the page refreshed (usage is recorded once per code and verifier)."""
     paths = []
     minting = {**citizen_bearer(server), **JSON_HEADERS}
     for mint_path in itertools.islice(itertools.cycle(show_code_paths(server)), SCAN_POOL):
         paths.append(urlsplit(server.call("POST", mint_path, minting, SHOW_FULL)["url"]).path)
+        server.call("GET", paths[-1], {"Accept": "application/json"})
     return paths
 
 
@@ -234,7 +265,7 @@ def png_image(answer: bytes) -> str | None:
 BASELINE = "healthz"
 WALLET = "/api/v1/wallet/certificates"
 WALLET_SIZE = 20  # issue 4: wallet listing of a holder with 20 certificates
-SCAN_POOL = 200  # show codes minted for the scan run; each is scanned many times within its minute
+SCAN_POOL = 200  # show codes for the "scan again" run, each scanned many times within its minute
 SHOW_FULL = json.dumps({"profile": "full"})  # the heavier profile: face fields decrypted and masked
 SHOW_CODE_LIFETIME = 60  # seconds (ECERT_SHOW_CODE_TTL default)
 KB_LIFETIME = 300  # seconds a KB-JWT's iat is accepted (verification.KB_IAT_WINDOW)
@@ -242,8 +273,8 @@ ENDPOINTS = [
     Endpoint(BASELINE, "GET", "/healthz"),
     Endpoint("jwks", "GET", "/.well-known/jwks.json"),
     Endpoint("catalog types", "GET", "/gov/v1/catalog/types", headers=bearer),
-    Endpoint("token", "POST", "/gov/v1/oauth/token", headers=lambda server: FORM_HEADERS, bodies=fresh_token_forms),
-    Endpoint("verify", "POST", "/gov/v1/verify", headers=bearer_json, bodies=fresh_presentations, lifetime=KB_LIFETIME,
+    Endpoint("token", "POST", "/gov/v1/oauth/token", headers=lambda server: FORM_HEADERS, fresh=fresh_token_forms),
+    Endpoint("verify", "POST", "/gov/v1/verify", headers=bearer_json, fresh=fresh_presentations, lifetime=KB_LIFETIME,
              check=valid_result, target=0.40),
     Endpoint("verify identifier", "POST", "/gov/v1/verify", headers=bearer_json, body=identifier_body,
              check=valid_result),
@@ -253,8 +284,10 @@ ENDPOINTS = [
     Endpoint("show-code png", "POST", WALLET + "/{id}/show-codes", paths=show_code_paths,
              headers=lambda server: {**citizen_bearer(server), **JSON_HEADERS, "Accept": "image/png"},
              body=lambda server: SHOW_FULL, check=png_image),
-    Endpoint("scan json", "GET", "/v/{token}", paths=scan_paths, lifetime=SHOW_CODE_LIFETIME,
+    Endpoint("scan json", "GET", "/v/{token}", fresh=fresh_show_codes, lifetime=SHOW_CODE_LIFETIME,
              headers=lambda server: {"Accept": "application/json"}, check=valid_verdict, target=0.50),
+    Endpoint("scan json again", "GET", "/v/{token}", paths=scanned_codes, lifetime=SHOW_CODE_LIFETIME,
+             headers=lambda server: {"Accept": "application/json"}, check=valid_verdict),
     Endpoint("wallet list", "GET", WALLET, headers=wallet_holder, target=0.30),
 ]
 
@@ -398,9 +431,6 @@ class Load:
     max_requests: int
 
 
-Request = tuple[str, str | None]  # (path, body)
-
-
 def run_wrk(base_url: str, endpoint: Endpoint, headers: dict[str, str], requests: list[Request], once: bool,
             load: Load, scratch: Path) -> Result:
     requests_file = scratch / "requests.txt"
@@ -473,8 +503,8 @@ def run_python(base_url: str, endpoint: Endpoint, headers: dict[str, str], reque
 
 def prepare(server: Server, endpoint: Endpoint, pool_size: int) -> tuple[list[Request], bool]:
     """The requests to send, and whether each is to be sent once only (fresh bodies) rather than in turn."""
-    if endpoint.bodies is not None:
-        return [(endpoint.path, body) for body in endpoint.bodies(server, pool_size + WARMUP_REQUESTS)], True
+    if endpoint.fresh is not None:
+        return endpoint.fresh(server, pool_size + WARMUP_REQUESTS), True
     body = endpoint.body(server) if endpoint.body else None
     paths = endpoint.paths(server) if endpoint.paths else [endpoint.path]
     return [(path, body) for path in paths], False
@@ -499,8 +529,8 @@ def measure(server: Server, endpoint: Endpoint, load: Load, generator: str, pool
     result.target = endpoint.target
     if once and result.requests >= len(timed) - load.connections:
         # wrk keeps the clock running until --duration ends, so its req/s is then too low.
-        result.notes.append(f"used up its {len(timed)} fresh bodies early (wrk: req/s understated); "
-                            "raise --token-pool")
+        result.notes.append(f"used up its {len(timed)} fresh requests early (wrk: req/s understated); "
+                            "raise --fresh-pool")
     if endpoint.lifetime is not None and time.monotonic() - prepared > endpoint.lifetime:
         result.notes.append(f"the run outlasted the {endpoint.lifetime:.0f} s its prepared requests live "
                             "(show codes expired: req/s overstated); lower --duration")
@@ -551,8 +581,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--max-requests", type=int, default=200_000,
                         help="request cap per endpoint for the Python generator (default 200000)")
-    parser.add_argument("--token-pool", type=int, default=None,
-                        help="fresh assertions made before the token run (default 2000 per second of --duration)")
+    parser.add_argument("--fresh-pool", "--token-pool", type=int, default=None,
+                        help="requests prepared before a run whose requests are each sent once (assertions, KB-JWTs, "
+                             "show codes; default 2000 per second of --duration)")
     parser.add_argument("--database-url", help="PostgreSQL server URL: the run creates and drops its own database "
                                                "there (default: SQLite in the temporary instance directory)")
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
@@ -572,7 +603,7 @@ def main() -> int:
         sys.exit("wrk is not on PATH (Debian: apt-get install wrk); use --generator python")
     endpoints = [e for e in ENDPOINTS if not args.only or e.name == BASELINE or e.name in args.only]
     load = Load(args.duration, args.connections, args.threads, args.max_requests)
-    pool_size = args.token_pool or int(2000 * args.duration)
+    pool_size = args.fresh_pool or int(2000 * args.duration)
     started = datetime.now(UTC)
     # SIGTERM unwinds like Ctrl-C, so gunicorn is stopped and the instance removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

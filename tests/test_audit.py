@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -30,6 +29,7 @@ from backend.services.audit import (
 )
 from backend.web.context import keystore
 from tests.conftest import SAMR, START
+from tests.support import run_together
 
 EVENTS = 10
 TAMPERED = 5
@@ -220,27 +220,15 @@ def test_rewriting_one_event_with_consistent_hashes_breaks_the_link_to_the_next(
 
 def test_concurrent_writers_cannot_fork_the_chain(app, clock):
     writers, per_writer = 8, 10
-    start = threading.Barrier(writers)
-    failures: list[BaseException] = []
 
     def write(writer: int) -> None:
-        try:
-            start.wait(timeout=30)
-            for n in range(per_writer):
-                with app.app_context():
-                    record_event(db.session, actor=Actor(kind="client", id=f"writer-{writer}"),
-                                 action="test.concurrent", now=clock(), details={"writer": writer, "n": n})
-                    db.session.commit()
-        except BaseException as exc:  # reported by the main thread
-            failures.append(exc)
+        for n in range(per_writer):
+            with app.app_context():
+                record_event(db.session, actor=Actor(kind="client", id=f"writer-{writer}"),
+                             action="test.concurrent", now=clock(), details={"writer": writer, "n": n})
+                db.session.commit()
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads)
-    assert failures == []
+    run_together(write, writers)  # fails here if a writer fails or hangs
 
     events = all_events(app)
     assert [e.seq for e in events] == list(range(1, writers * per_writer + 1))

@@ -30,30 +30,10 @@ from backend.services.card_image import (
 from backend.services.certificates import decrypt
 from backend.services.issuance import CHINA
 from backend.web.context import field_cipher
-from tests.conftest import CIVIL_AFFAIRS, SAMR
 from tests.factories import DISABILITY, MARRIAGE, company_code
-from tests.wallet_support import WALLET, Department, error_code, public_id_of
+from tests.support import WALLET, error_code, public_id_of
 
-DISABILITY_FEDERATION = "13411500005993726Q"  # 信阳市残疾人联合会
 DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"  # Latin only: draws Chinese as boxes
-
-
-@pytest.fixture
-def civil_affairs(make_dept_client: Any) -> Department:
-    """信阳市民政局: marriage certificates."""
-    return Department(make_dept_client(CIVIL_AFFAIRS, scopes=("issue",)))
-
-
-@pytest.fixture
-def disability_federation(make_dept_client: Any) -> Department:
-    """信阳市残疾人联合会: disability certificates (ID number and address on the face)."""
-    return Department(make_dept_client(DISABILITY_FEDERATION, scopes=("issue",)))
-
-
-@pytest.fixture
-def samr(make_dept_client: Any) -> Department:
-    """信阳市市场监督管理局: business licences."""
-    return Department(make_dept_client(SAMR, scopes=("issue",)))
 
 
 def card(citizen: Any, wallet_id: str, **query: Any) -> Any:
@@ -301,7 +281,7 @@ def test_a_revoked_certificate_is_stamped(app, civil_affairs, login):
     citizen = login()
     identifier = civil_affairs.issue_to(citizen)
     valid_card = card_image(citizen, public_id_of(app, identifier))
-    civil_affairs.act(identifier, "revoke", {"reason": "注销"})
+    civil_affairs.change(identifier, "revoke", {"reason": "注销"})
 
     revoked_card = card_image(citizen, public_id_of(app, identifier))
 

@@ -24,37 +24,26 @@ from backend.services.catalog import get_department
 from backend.services.expiry import china_today, expire_certificates, nearest_horizon, send_expiry_reminders
 from backend.services.status_lists import decode_value, status_list_token
 from backend.web.context import keystore
-from tests.certificate_support import (
-    Api,
+from tests.conftest import DISABILITY_FEDERATION, SAMR, START, FakeClock
+from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE
+from tests.support import (
+    FORGED_CURSORS,
+    Department,
     assert_documented,
     count,
     error_of,
     field_errors,
     holder_notifications,
     list_revision,
+    run_together,
     stored,
 )
-from tests.conftest import SAMR, START, FakeClock
-from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE
-from tests.support import FORGED_CURSORS
 
-DISABLED_PERSONS_FEDERATION = DISABILITY[:18]  # 信阳市残疾人联合会
 NOTIFICATIONS = "/gov/v1/notifications"
 TODAY = china_today(START)  # 2026-11-26 in China (START is 17:00 there)
 
 
-@pytest.fixture
-def samr(make_dept_client: Any) -> Api:
-    return Api(make_dept_client(SAMR, scopes=("issue",)))
-
-
-@pytest.fixture
-def federation(make_dept_client: Any) -> Api:
-    """信阳市残疾人联合会: issues disability certificates."""
-    return Api(make_dept_client(DISABLED_PERSONS_FEDERATION, scopes=("issue",)))
-
-
-def expiring(api: Api, valid_until: date, type_code: str = FOOD_LICENCE) -> str:
+def expiring(api: Department, valid_until: date, type_code: str = FOOD_LICENCE) -> str:
     """A certificate whose last valid day is `valid_until`; returns its identifier."""
     return api.issued(type_code, valid_until=valid_until.isoformat())
 
@@ -311,15 +300,16 @@ def test_the_nearest_horizon_is_the_smallest_one_reached(days_left, horizon):
     assert nearest_horizon(days_left, (90, 30, 7)) == horizon
 
 
-def test_each_issuing_department_gets_a_digest_of_its_certificates_expiring_soon(app, runner, samr, federation):
+def test_each_issuing_department_gets_a_digest_of_its_certificates_expiring_soon(app, runner, samr,
+                                                                                 disability_federation):
     food = [expiring(samr, days_from_today(d)) for d in (10, 40)]
     expiring(samr, days_from_today(200))  # not yet
-    disability = expiring(federation, days_from_today(60), DISABILITY)
+    disability = expiring(disability_federation, days_from_today(60), DISABILITY)
 
     assert run(runner, "remind") == 3
 
     assert sorted(listed(app, SAMR)) == sorted(food)
-    assert listed(app, DISABLED_PERSONS_FEDERATION) == [disability]
+    assert listed(app, DISABILITY_FEDERATION) == [disability]
     (digest,) = digests(app, SAMR)
     assert digest["count"] == 2
     assert [(item["identifier"], item["days_left"], item["horizon_days"]) for item in digest["certificates"]] == [
@@ -350,9 +340,7 @@ def run_concurrently(app: Any, job: Callable[[], int], monkeypatch: pytest.Monke
     read_together: every node reads its first batch of candidates before any node writes, the worst
     interleaving (on SQLite both read the same rows; on PostgreSQL SKIP LOCKED hands them different ones).
     """
-    start, first_read = threading.Barrier(nodes), threading.Barrier(nodes)
-    results: list[int] = []
-    failures: list[BaseException] = []
+    first_read = threading.Barrier(nodes)
     if read_together:
         read_batch = expiry._locked_batch
         seen = threading.local()
@@ -366,30 +354,20 @@ def run_concurrently(app: Any, job: Callable[[], int], monkeypatch: pytest.Monke
 
         monkeypatch.setattr(expiry, "_locked_batch", read_then_wait)
 
-    def node() -> None:
-        try:
-            with app.app_context():
-                start.wait(timeout=30)
-                results.append(job())
-                db.session.commit()
-        except BaseException as exc:  # reported by the main thread
-            failures.append(exc)
+    def node(_: int) -> int:
+        with app.app_context():
+            done = job()
+            db.session.commit()
+            return done
 
-    threads = [threading.Thread(target=node) for _ in range(nodes)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads)
-    assert failures == []
-    return results
+    return run_together(node, nodes)
 
 
 @pytest.mark.parametrize("read_together", [False, True], ids=["free", "stale-reads"])
 def test_two_nodes_reminding_at_once_send_one_reminder_per_certificate_and_horizon(
-        app, clock, monkeypatch, samr, federation, read_together):
+        app, clock, monkeypatch, samr, disability_federation, read_together):
     identifiers = [expiring(samr, days_from_today(d)) for d in range(3, 80, 4)]
-    identifiers += [expiring(federation, days_from_today(d), DISABILITY) for d in (5, 25, 85)]
+    identifiers += [expiring(disability_federation, days_from_today(d), DISABILITY) for d in (5, 25, 85)]
     moment = clock()
 
     results = run_concurrently(app, lambda: send_expiry_reminders(
@@ -438,17 +416,17 @@ def test_a_reminder_another_node_inserted_meanwhile_is_not_inserted_again(app, c
 
 # -- the department's notifications ----------------------------------------------------------------------
 
-def notifications(api: Api, **query: Any) -> Any:
+def notifications(api: Department, **query: Any) -> Any:
     return api.dept.http.get(NOTIFICATIONS, query_string=query, headers=api.headers)
 
 
-def mark_read(api: Api, notification_id: str) -> Any:
+def mark_read(api: Department, notification_id: str) -> Any:
     return api.dept.http.post(f"{NOTIFICATIONS}/{notification_id}/read", headers=api.headers)
 
 
-def test_a_department_lists_its_digests_and_marks_them_read(app, runner, clock, samr, federation):
+def test_a_department_lists_its_digests_and_marks_them_read(app, runner, clock, samr, disability_federation):
     first = expiring(samr, days_from_today(10))
-    expiring(federation, days_from_today(10), DISABILITY)
+    expiring(disability_federation, days_from_today(10), DISABILITY)
     run(runner, "remind")
     clock.advance(minutes=5)
     second = expiring(samr, days_from_today(50))
@@ -520,14 +498,14 @@ def test_the_cursor_carries_no_sequential_id(runner, clock, samr):
     assert position.rpartition("|")[2] == page["items"][0]["id"]
 
 
-def test_a_department_cannot_see_or_mark_another_departments_notifications(app, runner, samr, federation):
-    expiring(federation, days_from_today(10), DISABILITY)
+def test_a_department_cannot_see_or_mark_another_departments_notifications(app, runner, samr, disability_federation):
+    expiring(disability_federation, days_from_today(10), DISABILITY)
     run(runner, "remind")
-    (theirs,) = notifications(federation).get_json()["items"]
+    (theirs,) = notifications(disability_federation).get_json()["items"]
 
     assert notifications(samr).get_json()["items"] == []
     error_of(mark_read(samr, theirs["id"]), 404, "notification_not_found")
-    assert notifications(federation).get_json()["items"][0]["read_at"] is None
+    assert notifications(disability_federation).get_json()["items"][0]["read_at"] is None
 
 
 def test_holder_notifications_are_not_listed_for_the_department(app, samr):

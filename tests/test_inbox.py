@@ -11,23 +11,12 @@ import pytest
 from backend.extensions import db
 from backend.models import Certificate, UsageRecord
 from backend.services.catalog import get_department
-from tests.conftest import CIVIL_AFFAIRS, SAMR
+from tests.conftest import SAMR
 from tests.factories import MARRIAGE, company_code, resident_id
-from tests.support import FORGED_CURSORS
-from tests.wallet_support import Department, error_code, public_id_of
+from tests.support import FORGED_CURSORS, error_code, public_id_of
 
 INBOX = "/api/v1/notifications"
 USAGE = "/api/v1/usage"
-
-
-@pytest.fixture
-def samr(make_dept_client: Any) -> Department:
-    return Department(make_dept_client(SAMR, scopes=("issue",)))
-
-
-@pytest.fixture
-def civil_affairs(make_dept_client: Any) -> Department:
-    return Department(make_dept_client(CIVIL_AFFAIRS, scopes=("issue",)))
 
 
 def inbox(citizen: Any, **query: Any) -> dict[str, Any]:
@@ -46,11 +35,11 @@ def test_issuance_suspension_and_revocation_reach_the_inbox(app, civil_affairs, 
     id_number = resident_id()
     identifier = civil_affairs.issue_to(id_number)  # before the holder ever logged in
     clock.advance(seconds=1)
-    civil_affairs.act(identifier, "suspend", {"reason": "信息核查"})
+    civil_affairs.change(identifier, "suspend", {"reason": "信息核查"})
     clock.advance(seconds=1)
-    civil_affairs.act(identifier, "resume")
+    civil_affairs.change(identifier, "resume")
     clock.advance(seconds=1)
-    civil_affairs.act(identifier, "revoke", {"reason": "注销", "note": "当事人申请"})
+    civil_affairs.change(identifier, "revoke", {"reason": "注销", "note": "当事人申请"})
     citizen = login(id_number=id_number)
 
     body = inbox(citizen)
@@ -74,7 +63,8 @@ def test_a_reissue_reaches_the_inbox_pointing_to_the_new_version(app, civil_affa
     citizen = login()
     old = civil_affairs.issue_to(citizen)
     clock.advance(seconds=1)
-    new = civil_affairs.act(old, "reissue", {"fields": {"registration_office": "信阳市民政局婚姻登记处"}})["identifier"]
+    new = civil_affairs.change(old, "reissue",
+                               {"fields": {"registration_office": "信阳市民政局婚姻登记处"}})["identifier"]
 
     newest = inbox(citizen)["items"][0]
 

@@ -21,9 +21,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen
+from tests.conftest import Citizen
 from tests.factories import DISABILITY, FOOD_LICENCE, company_code
-from tests.wallet_support import Department, wallet_ids
+from tests.support import Department, wallet_ids
 
 ALL_SCOPES = ("catalog", "issue", "verify", "request", "redeem", "objections", "stats")
 ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -85,16 +85,14 @@ class CitizenWorld:
 
 
 @pytest.fixture
-def citizen_world(app: OpenAPI, login: Any, make_dept_client: Any) -> CitizenWorld:
+def citizen_world(login: Any, samr: Department, civil_affairs: Department,
+                  disability_federation: Department) -> CitizenWorld:
     company = company_code()
     citizen = login(companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
-    civil_affairs = Department(make_dept_client(CIVIL_AFFAIRS, scopes=("issue",)))
-    federation = Department(make_dept_client(DISABILITY[:18], scopes=("issue",)))
-    samr = Department(make_dept_client(SAMR, scopes=("issue",)))
     civil_affairs.issue_to(citizen)
-    federation.issue_to(citizen, DISABILITY)
+    disability_federation.issue_to(citizen, DISABILITY)
     samr.issue_to_company(company)
-    samr.act(samr.issue_to_company(company, type_code=FOOD_LICENCE), "suspend", {"reason": "复核中"})
+    samr.change(samr.issue_to_company(company, type_code=FOOD_LICENCE), "suspend", {"reason": "复核中"})
     ids = wallet_ids(citizen)
     inbox = citizen.http.get("/api/v1/notifications", query_string={"limit": 100}, headers=citizen.headers)
     assert inbox.status_code == 200 and ids, inbox.get_json()

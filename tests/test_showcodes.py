@@ -25,17 +25,16 @@ from backend.security.keystore import PURPOSE_PLATFORM
 from backend.security.masking import mask_value
 from backend.web import qr
 from backend.web.context import keystore
-from tests.conftest import CIVIL_AFFAIRS, SAMR, START, TEST_SECRETS, DeptClient
+from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR, START, TEST_SECRETS, DeptClient
 from tests.factories import BUSINESS_LICENCE, certificate_body, company_code
-from tests.showcode_support import (
-    DISABLED_PERSONS_FEDERATION,
+from tests.support import (
     change,
     disability_of,
     issue,
     marriage_of,
     mint,
     minted,
-    public_id,
+    public_id_of,
     tampered,
 )
 
@@ -134,8 +133,8 @@ def test_another_holders_certificate_is_404(app, login, citizen, held):
 def test_company_certificate_only_for_its_representative(app, login, make_dept_client):
     samr = make_dept_client(SAMR, scopes=("issue",))
     code = company_code()
-    identifier = issue(samr, certificate_body(BUSINESS_LICENCE, holder={"code": code}, fields={"uscc": code}))
-    certificate_id = public_id(app, identifier)
+    identifier = issue(samr, BUSINESS_LICENCE, holder={"code": code}, fields={"uscc": code})["identifier"]
+    certificate_id = public_id_of(app, identifier)
     outsider = login("王强")
     representative = login("王建国", companies=[{"code": code, "name": "信阳毛尖茶业有限公司"}])
     assert mint(outsider, certificate_id).status_code == 404
@@ -161,7 +160,7 @@ def test_a_certificate_that_is_not_valid_cannot_be_shown(app, citizen, civil, he
 def test_an_expired_certificate_cannot_be_shown(app, citizen, civil):
     body = certificate_body("114115000059925712001", holder={"name": citizen.name, "code": citizen.id_number},
                             valid_from="2020-01-01", valid_until="2026-11-25")
-    certificate_id = public_id(app, issue(civil, body))
+    certificate_id = public_id_of(app, issue(civil, body=body)["identifier"])
     response = mint(citizen, certificate_id)
     assert response.status_code == 410
     assert response.get_json()["error"]["code"] == "certificate_expired"
@@ -362,7 +361,7 @@ def scan_as_department(dept: Any, text: str) -> dict[str, Any]:
 
 
 def test_department_scanner_checks_a_show_code_and_is_recorded_as_verifier(app, make_dept_client, citizen):
-    federation = make_dept_client(DISABLED_PERSONS_FEDERATION, scopes=("issue",))
+    federation = make_dept_client(DISABILITY_FEDERATION, scopes=("issue",))
     held = disability_of(citizen, app, federation)
     scanner = make_dept_client(CIVIL_AFFAIRS, scopes=("verify",))
     url = minted(citizen, held.id, "full")["url"]

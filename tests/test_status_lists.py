@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 
 from backend.extensions import db
 from backend.models import StatusList
-from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient, FakeClock
-from tests.factories import certificate_body
+from tests.conftest import CIVIL_AFFAIRS, SAMR, FakeClock
+from tests.support import change, issue
 
 PUBLIC_URL = "http://localhost"
 MEDIA_TYPE = "application/statuslist+jwt"
@@ -25,18 +25,6 @@ MEDIA_TYPE = "application/statuslist+jwt"
 
 def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def issue(dept: DeptClient, **overrides: Any) -> dict[str, Any]:
-    response = dept.http.post("/gov/v1/certificates", json=certificate_body(**overrides), headers=dept.headers())
-    assert response.status_code == 201, response.get_json()
-    return dict(response.get_json())
-
-
-def change(dept: DeptClient, identifier: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = dept.http.post(f"/gov/v1/certificates/{identifier}/{action}", json=body, headers=dept.headers())
-    assert response.status_code in (200, 201), response.get_json()
-    return dict(response.get_json())
 
 
 def status_reference(sd_jwt: str) -> tuple[str, int]:

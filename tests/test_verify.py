@@ -28,6 +28,7 @@ from backend.services.issuance import day_start
 from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient, FakeClock
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body
 from tests.presentation_support import presented_to, with_key_binding
+from tests.support import change, issue
 
 OBJECTS = ("holder", "document", "face")
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -35,19 +36,6 @@ SOME = {("holder", "name"), ("face", "company_name")}
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
-
-def issue(dept: DeptClient, type_code: str = BUSINESS_LICENCE, **overrides: Any) -> dict[str, Any]:
-    response = dept.http.post("/gov/v1/certificates", json=certificate_body(type_code, **overrides),
-                              headers=dept.headers())
-    assert response.status_code == 201, response.get_json()
-    return dict(response.get_json())
-
-
-def change(dept: DeptClient, identifier: str, action: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = dept.http.post(f"/gov/v1/certificates/{identifier}/{action}", json=body, headers=dept.headers())
-    assert response.status_code in (200, 201), response.get_json()
-    return dict(response.get_json())
-
 
 def verify(dept: DeptClient, **body: Any) -> Any:
     return dept.http.post("/gov/v1/verify", json=body, headers=dept.headers())

@@ -24,10 +24,9 @@ from backend.models import AuditEvent, AuditHead, Holder, ShowCodeUse, UsageReco
 from backend.services.actors import Actor
 from backend.services.showcodes import PUBLIC_VERIFIER, check_show_code
 from backend.web.context import field_cipher, keystore
-from tests.conftest import CIVIL_AFFAIRS, SAMR, START
-from tests.factories import BUSINESS_LICENCE, certificate_body, company_code
-from tests.showcode_support import (
-    DISABLED_PERSONS_FEDERATION,
+from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR, START
+from tests.factories import BUSINESS_LICENCE, company_code
+from tests.support import (
     PARTNER_ID,
     change,
     disability_of,
@@ -35,7 +34,7 @@ from tests.showcode_support import (
     marriage_of,
     minted,
     page,
-    public_id,
+    public_id_of,
     tampered,
     verdict,
 )
@@ -125,7 +124,7 @@ def test_json_answers_the_same_verdict(client, citizen, held):
 
 
 def test_a_full_code_shows_the_showable_fields_each_masked_by_policy(app, client, citizen, make_dept_client):
-    federation = make_dept_client(DISABLED_PERSONS_FEDERATION, scopes=("issue",))
+    federation = make_dept_client(DISABILITY_FEDERATION, scopes=("issue",))
     held = disability_of(citizen, app, federation)
     token = minted(citizen, held.id, "full")["token"]
     fields = {f["name"]: f["value"] for f in verdict(client, token)["certificate"]["fields"]}
@@ -141,7 +140,7 @@ def test_a_full_code_shows_the_showable_fields_each_masked_by_policy(app, client
 
 
 def test_basic_code_of_the_same_certificate_shows_less(app, client, citizen, make_dept_client):
-    federation = make_dept_client(DISABLED_PERSONS_FEDERATION, scopes=("issue",))
+    federation = make_dept_client(DISABILITY_FEDERATION, scopes=("issue",))
     held = disability_of(citizen, app, federation)
     body = verdict(client, minted(citizen, held.id, "basic")["token"])
     assert body["certificate"]["holder_name"] == "张*"
@@ -151,9 +150,9 @@ def test_basic_code_of_the_same_certificate_shows_less(app, client, citizen, mak
 def test_a_company_is_named_in_full_but_its_legal_representative_is_masked(app, client, login, make_dept_client):
     samr = make_dept_client(SAMR, scopes=("issue",))
     code = company_code()
-    identifier = issue(samr, certificate_body(BUSINESS_LICENCE, holder={"code": code}, fields={"uscc": code}))
+    identifier = issue(samr, BUSINESS_LICENCE, holder={"code": code}, fields={"uscc": code})["identifier"]
     representative = login("王建国", companies=[{"code": code, "name": "信阳毛尖茶业有限公司"}])
-    body = verdict(client, minted(representative, public_id(app, identifier), "full")["token"])
+    body = verdict(client, minted(representative, public_id_of(app, identifier), "full")["token"])
     certificate = body["certificate"]
     assert certificate["holder_name"] == "信阳毛尖茶业有限公司"  # 企业信息公示: a company's name is public
     fields = {f["name"]: f["value"] for f in certificate["fields"]}

@@ -12,30 +12,11 @@ import sqlalchemy as sa
 
 from backend.extensions import db
 from backend.models import AuditEvent, Certificate
-from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen
+from tests.conftest import CIVIL_AFFAIRS, Citizen
 from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE, MARRIAGE, company_code, resident_id
-from tests.wallet_support import WALLET, Department, error_code, public_id_of, wallet, wallet_ids
+from tests.support import WALLET, error_code, public_id_of, wallet, wallet_ids
 
-DISABILITY_FEDERATION = "13411500005993726Q"  # 信阳市残疾人联合会
 OPAQUE_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-@pytest.fixture
-def samr(make_dept_client: Any) -> Department:
-    """信阳市市场监督管理局: business and food licences (legal persons)."""
-    return Department(make_dept_client(SAMR, scopes=("issue",)))
-
-
-@pytest.fixture
-def civil_affairs(make_dept_client: Any) -> Department:
-    """信阳市民政局: marriage certificates (natural persons)."""
-    return Department(make_dept_client(CIVIL_AFFAIRS, scopes=("issue",)))
-
-
-@pytest.fixture
-def disability_federation(make_dept_client: Any) -> Department:
-    """信阳市残疾人联合会: disability certificates, valid for ten years."""
-    return Department(make_dept_client(DISABILITY_FEDERATION, scopes=("issue",)))
 
 
 def detail(citizen: Any, wallet_id: str) -> dict[str, Any]:
@@ -105,8 +86,8 @@ def test_filter_by_status(app, civil_affairs, disability_federation, login):
     revoked = civil_affairs.issue_to(citizen)
     suspended = disability_federation.issue_to(citizen, DISABILITY)
     valid = civil_affairs.issue_to(citizen)
-    civil_affairs.act(revoked, "revoke", {"reason": "注销"})
-    disability_federation.act(suspended, "suspend", {"reason": "复核中"})
+    civil_affairs.change(revoked, "revoke", {"reason": "注销"})
+    disability_federation.change(suspended, "suspend", {"reason": "复核中"})
 
     assert wallet_ids(citizen, status="revoked") == [public_id_of(app, revoked)]
     assert wallet_ids(citizen, status="suspended") == [public_id_of(app, suspended)]
@@ -130,7 +111,8 @@ def test_a_certificate_past_its_last_day_is_expired_before_the_sweep_runs(app, d
 def test_superseded_versions_are_hidden_unless_asked_for(app, civil_affairs, login):
     citizen = login()
     old = civil_affairs.issue_to(citizen)
-    new = civil_affairs.act(old, "reissue", {"fields": {"registration_office": "信阳市民政局婚姻登记处"}})["identifier"]
+    new = civil_affairs.change(old, "reissue",
+                               {"fields": {"registration_office": "信阳市民政局婚姻登记处"}})["identifier"]
 
     assert wallet_ids(citizen) == [public_id_of(app, new)]
     assert wallet_ids(citizen, status="superseded") == [public_id_of(app, old)]
@@ -434,7 +416,7 @@ def test_reading_the_detail_is_audited(app, civil_affairs, login):
 def test_after_reissue_the_old_version_says_superseded_and_points_to_the_current_one(app, civil_affairs, login):
     citizen = login()
     old = civil_affairs.issue_to(citizen)
-    new = civil_affairs.act(old, "reissue", {"fields": {"registration_office": "信阳市民政局婚姻登记处"},
+    new = civil_affairs.change(old, "reissue", {"fields": {"registration_office": "信阳市民政局婚姻登记处"},
                                              "reason": "登记机关名称变更"})["identifier"]
     old_id, new_id = public_id_of(app, old), public_id_of(app, new)
 
@@ -456,7 +438,7 @@ def test_after_reissue_the_old_version_says_superseded_and_points_to_the_current
 def test_a_revoked_certificate_says_so_and_has_no_current_version(app, civil_affairs, login):
     citizen = login()
     identifier = civil_affairs.issue_to(citizen)
-    civil_affairs.act(identifier, "revoke", {"reason": "注销", "note": "当事人申请"})
+    civil_affairs.change(identifier, "revoke", {"reason": "注销", "note": "当事人申请"})
 
     body = detail(citizen, public_id_of(app, identifier))
 
@@ -469,7 +451,7 @@ def test_a_revoked_certificate_says_so_and_has_no_current_version(app, civil_aff
 def test_a_suspended_certificate_says_so(app, disability_federation, login):
     citizen = login(name="刘芳")
     identifier = disability_federation.issue_to(citizen, DISABILITY)
-    disability_federation.act(identifier, "suspend", {"reason": "等级复核"})
+    disability_federation.change(identifier, "suspend", {"reason": "等级复核"})
 
     body = detail(citizen, public_id_of(app, identifier))
 

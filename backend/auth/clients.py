@@ -44,14 +44,14 @@ def authenticate_client() -> tuple[ApiClient, set[str]]:
     if header.get("alg") not in SUPPORTED_ALGS or header.get("typ") != ACCESS_TOKEN_TYP or not header.get("kid"):
         raise invalid
     try:
-        signing_key, public = keystore().public_key(str(header["kid"]))
+        signing_key = keystore().verification_key(str(header["kid"]))
     except Exception as exc:
         raise invalid from exc
     if signing_key.purpose != PURPOSE_PLATFORM:
         raise invalid
     try:
         claims = jwt.decode(
-            token, public, algorithms=[signing_key.alg], audience=ACCESS_TOKEN_AUDIENCE,
+            token, signing_key.public, algorithms=[signing_key.alg], audience=ACCESS_TOKEN_AUDIENCE,
             issuer=current_app.config["ECERT_PUBLIC_URL"],
             # Times are checked below against the app clock, not the wall clock.
             options={"require": ["exp", "iat", "sub", "scope"], "verify_exp": False, "verify_iat": False},

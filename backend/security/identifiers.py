@@ -21,6 +21,7 @@ submitted value (it may be personal data); they state only what is expected.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -111,17 +112,29 @@ def _check_uscc(code: str, *, field: str, subject: str, segment: str = "") -> st
         )
     if not _USCC_CHARS_RE.fullmatch(code):
         _fail(field, _reason(segment, "characters"), f"{subject}只能包含数字和大写字母")
-    try:
-        uscc.validate(code)
-    except InvalidChecksum:
+    problem = _uscc_problem(code)
+    if problem == "check_character":
         _fail(field, _reason(segment, "check_character"), f"{subject}校验位错误")
-    except ValueError:  # stdnum's InvalidFormat / InvalidLength, or a stray ValueError
+    if problem is not None:
         _fail(
             field,
             _reason(segment, "characters"),
             f"{subject}格式错误：前 8 位应为数字，且不得包含字母 I、O、S、V、Z",
         )
     return code
+
+
+@functools.lru_cache(maxsize=4096)
+def _uscc_problem(code: str) -> str | None:
+    """stdnum's verdict on a USCC: None, check_character or characters. Remembered: the same few department codes
+    are checked in every identifier built or parsed (an import checks five USCCs per row)."""
+    try:
+        uscc.validate(code)
+    except InvalidChecksum:
+        return "check_character"
+    except ValueError:  # stdnum's InvalidFormat / InvalidLength, or a stray ValueError
+        return "characters"
+    return None
 
 
 def _check_type_code(code: str, *, field: str, subject: str, segment: str = "") -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -37,6 +38,17 @@ PURPOSE_WALLET = "wallet"  # the platform-held holder key bound in `cnf`
 PLATFORM_PURPOSES = (PURPOSE_PLATFORM, PURPOSE_WALLET)
 
 
+@dataclass(frozen=True)
+class VerificationKey:
+    """What a kid stands for when a signature is checked: none of it ever changes for a kid."""
+
+    kid: str
+    purpose: str
+    alg: str
+    department_id: int | None
+    public: PublicKey
+
+
 class KeyStore(Protocol):
     def active_key(self, purpose: str, department: Department | None = None) -> SigningKey: ...
 
@@ -54,6 +66,8 @@ class KeyStore(Protocol):
 
     def public_key(self, kid: str) -> tuple[SigningKey, PublicKey]: ...
 
+    def verification_key(self, kid: str) -> VerificationKey: ...
+
     def jwks(self) -> dict[str, Any]: ...
 
 
@@ -65,9 +79,12 @@ _cache_lock = threading.Lock()
 class LocalKeyStore:
     """Private keys stored in `signing_key`, wrapped with the master key (AES-GCM, kid as AAD)."""
 
-    def __init__(self, session: Session, master_key: bytes) -> None:
+    def __init__(self, session: Session, master_key: bytes,
+                 verification_keys: dict[str, VerificationKey] | None = None) -> None:
+        """`verification_keys`: a cache shared by the stores of one app (see `verification_key`)."""
         self.session = session
         self._master_key = master_key
+        self._verification_keys = {} if verification_keys is None else verification_keys
 
     def _owner_filter(self, purpose: str, department: Department | None) -> Any:
         stmt = select(SigningKey).where(SigningKey.purpose == purpose, SigningKey.status == "active")
@@ -170,6 +187,19 @@ class LocalKeyStore:
         if key is None:
             raise NotFound("未知的密钥标识", code="unknown_kid")
         return key, load_public_jwk({k: v for k, v in key.public_jwk.items() if k not in {"kid", "use", "alg"}})
+
+    def verification_key(self, kid: str) -> VerificationKey:
+        """Like `public_key`, without a query once the kid is known: every access token is checked with it.
+
+        A kid is the key's thumbprint and its row is never deleted, so what it stands for never changes; the
+        key's status does (retirement), but retired keys keep verifying what they signed.
+        """
+        known = self._verification_keys.get(kid)
+        if known is None:
+            key, public = self.public_key(kid)
+            known = VerificationKey(key.kid, key.purpose, key.alg, key.department_id, public)
+            self._verification_keys[kid] = known
+        return known
 
     def jwks(self) -> dict[str, Any]:
         """Every public key, active and retired, so old signatures keep verifying."""

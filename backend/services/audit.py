@@ -95,13 +95,6 @@ def chain_hash(previous: str, leaf: str) -> str:
     return hashlib.sha256(b"\x01" + bytes.fromhex(previous) + bytes.fromhex(leaf)).hexdigest()
 
 
-def ensure_head(session: Session) -> None:
-    """Create the chain head row if this database has none yet (migrations also create it)."""
-    if session.get(AuditHead, HEAD_ID) is None:
-        session.add(AuditHead(id=HEAD_ID, seq=0, chain_hash=GENESIS))
-        session.flush()
-
-
 _HEAD = Base.metadata.tables["audit_head"]
 _EVENTS = Base.metadata.tables["audit_event"]
 _ADVANCE_HEAD = (update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(seq=_HEAD.c.seq + 1)

@@ -286,10 +286,10 @@ def check_access_token(session: Session, keys: KeyStore, token: str, *, issuer: 
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     try:
         header = jwt.get_unverified_header(token)
-        key, public = keys.public_key(str(header.get("kid")))
+        key = keys.verification_key(str(header.get("kid")))
         if key.purpose != PURPOSE_PLATFORM or header.get("typ") != ACCESS_TOKEN_TYP:
             raise invalid
-        claims: dict[str, Any] = jwt.decode(token, public, algorithms=[key.alg], audience=ACCESS_TOKEN_AUDIENCE,
+        claims: dict[str, Any] = jwt.decode(token, key.public, algorithms=[key.alg], audience=ACCESS_TOKEN_AUDIENCE,
                                             issuer=issuer, options={"require": ["exp", "iat", "sub", "sid"],
                                                                     "verify_exp": False, "verify_iat": False})
     except Unauthorized:

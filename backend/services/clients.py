@@ -237,11 +237,3 @@ def purge_used_assertions(session: Session, *, now: datetime) -> int:
     stale = ClientAssertionUse.expires_at < now - timedelta(minutes=5)
     result = session.execute(delete(ClientAssertionUse).where(stale))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def get_client(session: Session, client_id: str) -> ApiClient:
-    client = session.scalar(select(ApiClient).where(ApiClient.client_id == client_id))
-    if client is None:
-        raise NotFound("客户端不存在", code="client_not_found")
-    return client
-

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from backend.errors import Conflict, Gone
 from backend.models import ApiClient, Certificate, ShowCodeUse, UsageRecord
@@ -256,7 +256,9 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
         elif record:
             _record_refusal(session, check, verifier=verifier, actor=actor, now=now)
         return check
-    certificate = session.scalar(select(Certificate).where(Certificate.public_id == claims.certificate_id))
+    # With its type and issuer: every answer names them (one query, not three).
+    certificate = session.scalar(select(Certificate).where(Certificate.public_id == claims.certificate_id)
+                                 .options(joinedload(Certificate.certificate_type), joinedload(Certificate.issuer)))
     if certificate is None:  # signed by us, but the certificate is gone: nothing to vouch for
         check = ShowCodeCheck(STATE_INVALID, "certificate_not_found", claims)
         if record:

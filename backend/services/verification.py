@@ -19,8 +19,8 @@ from typing import Any
 
 import jwt
 from jwt.types import Options
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session, joinedload
 
 from backend.errors import AuditNote, DomainError
 from backend.models import (
@@ -29,14 +29,13 @@ from backend.models import (
     CertificateType,
     ClientAssertionUse,
     Department,
-    SigningKey,
     StatusList,
 )
 from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 from backend.security.encryption import FieldCipher
 from backend.security.identifiers import CertificateIdentifier, parse_identifier
 from backend.security.jwk import SUPPORTED_ALGS, JWKError, alg_for_jwk, load_public_jwk
-from backend.security.keystore import PURPOSE_CERTIFICATE, KeyStore
+from backend.security.keystore import PURPOSE_CERTIFICATE, KeyStore, VerificationKey
 from backend.security.sdjwt import ISSUED_TYP, KB_TYP, ParsedSdJwt, SdJwtFormatError, parse, reconstruct, sd_hash
 from backend.services.actors import Actor
 from backend.services.audit import record_event
@@ -117,7 +116,7 @@ class _Authentic:
     """An issuer JWT whose signature, issuer, type and identifier checked out."""
 
     payload: dict[str, Any]
-    key: SigningKey
+    key: VerificationKey
     department: Department
     certificate_type: CertificateType
     identifier: CertificateIdentifier
@@ -157,27 +156,33 @@ def _authenticate(session: Session, keys: KeyStore, issuer_jwt: str, public_url:
     if not isinstance(kid, str) or not kid:
         raise _Rejected(UNKNOWN_KEY)
     try:
-        key, public = keys.public_key(kid)
+        key = keys.verification_key(kid)
     except (DomainError, JWKError) as exc:
         raise _Rejected(UNKNOWN_KEY) from exc
-    department = key.department
-    if key.purpose != PURPOSE_CERTIFICATE or department is None:
+    if key.purpose != PURPOSE_CERTIFICATE or key.department_id is None:
         raise _Rejected(UNKNOWN_KEY)  # a platform or wallet key never signs certificates
     if header["alg"] != key.alg:
         raise _Rejected(BAD_SIGNATURE)
     try:
-        payload = jwt.decode(issuer_jwt, public, algorithms=[key.alg], options=_NO_TIME_CHECKS)
+        payload = jwt.decode(issuer_jwt, key.public, algorithms=[key.alg], options=_NO_TIME_CHECKS)
     except jwt.InvalidSignatureError as exc:
         raise _Rejected(BAD_SIGNATURE) from exc
     except (jwt.PyJWTError, ValueError, RecursionError) as exc:
         raise _Rejected(MALFORMED) from exc
 
-    if payload.get("iss") != issuer_uri(public_url, department.code):
-        raise _Rejected(WRONG_ISSUER)
     vct = payload.get("vct")
     type_code = vct.removeprefix("urn:ecert:") if isinstance(vct, str) and vct.startswith("urn:ecert:") else None
-    ctype = session.scalar(select(CertificateType).where(CertificateType.type_code == type_code)) \
+    # The type with its issuers in one query: the key's department is normally one of them.
+    ctype = session.scalars(select(CertificateType).where(CertificateType.type_code == type_code)
+                            .options(joinedload(CertificateType.issuers))).unique().one_or_none() \
         if type_code else None
+    department = next((d for d in ctype.issuers if d.id == key.department_id), None) if ctype else None
+    if department is None:  # a token about to be refused: which reason comes first needs the department
+        department = session.get(Department, key.department_id)
+        if department is None:
+            raise _Rejected(UNKNOWN_KEY)
+    if payload.get("iss") != issuer_uri(public_url, department.code):
+        raise _Rejected(WRONG_ISSUER)
     if ctype is None:
         raise _Rejected(UNKNOWN_TYPE)
     if department not in ctype.issuers:
@@ -195,20 +200,26 @@ def _authenticate(session: Session, keys: KeyStore, issuer_jwt: str, public_url:
     return _Authentic(payload, key, department, ctype, identifier)
 
 
+_MAX_LIST_SIZE = 2**31  # beyond any status list, and within what every database stores as an integer
+
+
 def _slot_holder(session: Session, department: Department, reference: dict[str, Any],
                  public_url: str) -> tuple[bool, Certificate | None]:
     """(resolved, the certificate holding the slot or None if it is free) for a reference to our list."""
     prefix = f"{public_url}/status-lists/{department.code}/"
     uri, idx = reference.get("uri"), reference.get("idx")
     number = uri[len(prefix):] if isinstance(uri, str) and uri.startswith(prefix) else ""
-    if not number.isdigit() or len(number) > 9 or not isinstance(idx, int) or isinstance(idx, bool):
+    if not number.isdigit() or len(number) > 9 or not isinstance(idx, int) or isinstance(idx, bool) \
+            or not 0 <= idx < _MAX_LIST_SIZE:
         return False, None
-    status_list = session.scalar(select(StatusList).where(StatusList.department_id == department.id,
-                                                          StatusList.list_number == int(number)))
-    if status_list is None or not 0 <= idx < status_list.size:
+    # The list and the certificate in its slot (if any) in one query.
+    found = session.execute(
+        select(StatusList.size, Certificate).select_from(StatusList)
+        .outerjoin(Certificate, and_(Certificate.status_list_id == StatusList.id, Certificate.status_index == idx))
+        .where(StatusList.department_id == department.id, StatusList.list_number == int(number))).first()
+    if found is None or idx >= found.size:
         return False, None
-    return True, session.scalar(select(Certificate).where(Certificate.status_list_id == status_list.id,
-                                                          Certificate.status_index == idx))
+    return True, found.Certificate
 
 
 def _certificate(session: Session, auth: _Authentic, public_url: str, reasons: list[str]) -> Certificate | None:

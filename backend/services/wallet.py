@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import and_, not_, or_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defer, joinedload, selectinload
 
 from backend.errors import Forbidden, NotFound, ValidationFailed
 from backend.models import Certificate, CertificateType, CertificateTypeVersion, Department, Holder, UsageRecord
@@ -134,6 +134,11 @@ def certificate_number(cipher: FieldCipher, certificate: Certificate) -> str:
     return cipher.decrypt(certificate.number_enc, f"certificate:{certificate.public_id}:number")
 
 
+# What a list never shows: not read (a page of SD-JWTs and faces is most of the rows' bytes).
+_LIST_UNUSED = tuple(defer(column) for column in (Certificate.holder_name_enc, Certificate.holder_code_enc,
+                                                  Certificate.face_enc, Certificate.sd_jwt_enc))
+
+
 def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Holder, *, now: datetime,
                              max_age: timedelta, today: date,
                              owner: OwnerKind | None = None, company: str | None = None,
@@ -144,7 +149,8 @@ def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Hold
     by_index = owners(holder, now=now, max_age=max_age)
     selected = _selected_indexes(by_index, owner, company)
     stmt = (select(Certificate).where(Certificate.holder_index.in_(selected), _status_filter(status, today))
-            .options(selectinload(Certificate.certificate_type), selectinload(Certificate.issuer)))
+            .options(selectinload(Certificate.certificate_type).defer(CertificateType.definition),
+                     joinedload(Certificate.issuer), *_LIST_UNUSED))
     if type_code is not None:
         stmt = stmt.where(Certificate.certificate_type_id.in_(
             select(CertificateType.id).where(CertificateType.type_code == type_code)))

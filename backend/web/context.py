@@ -13,7 +13,8 @@ from backend.security.keystore import LocalKeyStore
 
 
 def keystore() -> LocalKeyStore:
-    return LocalKeyStore(db.session(), current_app.config["ECERT_MASTER_KEY"])
+    verification_keys = current_app.extensions.setdefault("ecert.verification_keys", {})
+    return LocalKeyStore(db.session(), current_app.config["ECERT_MASTER_KEY"], verification_keys)
 
 
 def field_cipher() -> FieldCipher:
