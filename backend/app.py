@@ -17,10 +17,18 @@ from backend.schemas import ErrorResponse
 from backend.web import public, status, verify_page
 
 SECURITY_SCHEMES: dict[str, Any] = {
-    "clientBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                     "description": "部门系统访问令牌（POST /gov/v1/oauth/token 获取）"},
-    "citizenBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                      "description": "市民访问令牌（POST /api/v1/auth/login 获取）"},
+    "clientBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "部门系统访问令牌（POST /gov/v1/oauth/token 获取）",
+    },
+    "citizenBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "市民访问令牌（POST /api/v1/auth/login 获取）",
+    },
 }
 
 
@@ -28,8 +36,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     settings = load_settings(overrides=overrides)
     app = OpenAPI(
         __name__,
-        info=Info(title="信阳市电子证照平台 API", version="1.0.0",
-                  description="City e-certificate platform: department API (/gov/v1), citizen API (/api/v1), public endpoints."),
+        info=Info(
+            title="信阳市电子证照平台 API",
+            version="1.0.0",
+            description="City e-certificate platform: department API (/gov/v1), citizen API (/api/v1), "
+            "public endpoints.",
+        ),
         security_schemes=SECURITY_SCHEMES,
         validation_error_status=422,
         validation_error_model=ErrorResponse,
@@ -48,8 +60,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
 
 def register_extensions(app: OpenAPI) -> None:
     if app.config["ECERT_TRUSTED_PROXIES"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["ECERT_TRUSTED_PROXIES"],  # type: ignore[method-assign]
-                                x_proto=app.config["ECERT_TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app,
+            x_for=app.config["ECERT_TRUSTED_PROXIES"],
+            x_proto=app.config["ECERT_TRUSTED_PROXIES"],
+        )
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
     limiter.init_app(app)

@@ -122,8 +122,16 @@ def _finish_failed_request(error: DomainError) -> None:
             error.after_rollback(db.session())
         if error.audit is not None:
             note = error.audit
-            record_event(db.session(), actor=note.actor, action=note.action, now=now(), outcome="failure",
-                         object_type=note.object_type, object_id=note.object_id, details=note.details)
+            record_event(
+                db.session(),
+                actor=note.actor,
+                action=note.action,
+                now=now(),
+                outcome="failure",
+                object_type=note.object_type,
+                object_id=note.object_id,
+                details=note.details,
+            )
         db.session.commit()
     except Exception:
         # The client still gets the original error; the lost trace is logged for operators.
@@ -189,10 +197,20 @@ def register_edge(app: Flask) -> None:
             response.headers.setdefault("Pragma", "no-cache")
         elapsed_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
         # The path only: query strings may carry data that must not reach logs.
-        log.info("request", extra={"fields": {
-            "request_id": g.get("request_id"), "method": request.method, "path": loggable_path(request.path),
-            "status": response.status_code, "ms": elapsed_ms, "remote": request.remote_addr,
-            "client": g.get("client_id")}})
+        log.info(
+            "request",
+            extra={
+                "fields": {
+                    "request_id": g.get("request_id"),
+                    "method": request.method,
+                    "path": loggable_path(request.path),
+                    "status": response.status_code,
+                    "ms": elapsed_ms,
+                    "remote": request.remote_addr,
+                    "client": g.get("client_id"),
+                }
+            },
+        )
         return response
 
     @app.teardown_request
@@ -212,9 +230,14 @@ def register_edge(app: Flask) -> None:
         limit = getattr(error, "limit", None)
         if limit is not None:
             retry_after = str(int(limit.limit.get_expiry()))
-        return error_response(DomainError("请求过于频繁，请稍后再试", code="rate_limited",
-                                          headers={"Retry-After": retry_after}, details={"limit": str(error.description)}
-                                          ).with_status(429))
+        return error_response(
+            DomainError(
+                "请求过于频繁，请稍后再试",
+                code="rate_limited",
+                headers={"Retry-After": retry_after},
+                details={"limit": str(error.description)},
+            ).with_status(429)
+        )
 
     @app.errorhandler(DataError)
     def _data_error(error: DataError) -> Response:
@@ -226,8 +249,10 @@ def register_edge(app: Flask) -> None:
     def _integrity_error(error: IntegrityError) -> Response:
         # A unique constraint lost a race with a concurrent request: nothing was written; the client may retry.
         db.session.rollback()
-        log.warning("integrity conflict",
-                    extra={"fields": {"request_id": g.get("request_id"), "path": loggable_path(request.path)}})
+        log.warning(
+            "integrity conflict",
+            extra={"fields": {"request_id": g.get("request_id"), "path": loggable_path(request.path)}},
+        )
         return error_response(DomainError("并发冲突，请重试", code="concurrent_conflict").with_status(409))
 
     @app.errorhandler(HTTPException)
@@ -245,6 +270,8 @@ def register_edge(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         db.session.rollback()
-        log.exception("unhandled error",
-                      extra={"fields": {"request_id": g.get("request_id"), "path": loggable_path(request.path)}})
+        log.exception(
+            "unhandled error",
+            extra={"fields": {"request_id": g.get("request_id"), "path": loggable_path(request.path)}},
+        )
         return error_response(DomainError("服务器内部错误", code="internal_error").with_status(500))

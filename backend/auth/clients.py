@@ -35,8 +35,9 @@ def _bearer_token() -> str:
 
 def authenticate_client() -> tuple[ApiClient, set[str]]:
     token = _bearer_token()
-    invalid = Unauthorized("访问令牌无效或已过期", code="invalid_token",
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    invalid = Unauthorized(
+        "访问令牌无效或已过期", code="invalid_token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    )
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -51,7 +52,10 @@ def authenticate_client() -> tuple[ApiClient, set[str]]:
         raise invalid
     try:
         claims = jwt.decode(
-            token, signing_key.public, algorithms=[signing_key.alg], audience=ACCESS_TOKEN_AUDIENCE,
+            token,
+            signing_key.public,
+            algorithms=[signing_key.alg],
+            audience=ACCESS_TOKEN_AUDIENCE,
             issuer=current_app.config["ECERT_PUBLIC_URL"],
             # Times are checked below against the app clock, not the wall clock.
             options={"require": ["exp", "iat", "sub", "scope"], "verify_exp": False, "verify_iat": False},
@@ -62,8 +66,9 @@ def authenticate_client() -> tuple[ApiClient, set[str]]:
     if not (claims["iat"] - 30 <= moment < claims["exp"]):
         raise invalid
     # Read on every request (a disabled client stops at once), with its department: every caller needs it.
-    client = db.session.scalar(select(ApiClient).where(ApiClient.client_id == claims["sub"])
-                               .options(joinedload(ApiClient.department)))
+    client = db.session.scalar(
+        select(ApiClient).where(ApiClient.client_id == claims["sub"]).options(joinedload(ApiClient.department))
+    )
     if client is None or not client.active:
         # A disabled client's tokens stop working at once, not at expiry.
         raise invalid
@@ -78,12 +83,16 @@ def require_scope(scope: str) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             client, scopes = authenticate_client()
             if scope not in scopes:
-                raise InsufficientScope(f"访问令牌缺少权限范围 {scope}", details={"required_scope": scope},
-                                        headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
+                raise InsufficientScope(
+                    f"访问令牌缺少权限范围 {scope}",
+                    details={"required_scope": scope},
+                    headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+                )
             g.client = client
             g.client_id = client.client_id  # for the request log, written after the commit has expired `client`
-            g.actor = Actor(kind="client", id=client.client_id, department_code=client.department.code,
-                            **request_actor_context())
+            g.actor = Actor(
+                kind="client", id=client.client_id, department_code=client.department.code, **request_actor_context()
+            )
             return view(*args, **kwargs)
 
         return cast(F, wrapper)

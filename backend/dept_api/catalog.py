@@ -14,8 +14,13 @@ from backend.models import CertificateType
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, error_responses
 from backend.services.catalog import list_types
 
-bp = APIBlueprint("gov_catalog", __name__, url_prefix="/gov/v1/catalog", abp_tags=[Tag(name="gov-catalog", description="证照目录")],
-                  abp_security=BEARER_SECURITY)
+bp = APIBlueprint(
+    "gov_catalog",
+    __name__,
+    url_prefix="/gov/v1/catalog",
+    abp_tags=[Tag(name="gov-catalog", description="证照目录")],
+    abp_security=BEARER_SECURITY,
+)
 
 
 class FieldOut(BaseModel):

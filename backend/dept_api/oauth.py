@@ -13,7 +13,9 @@ from backend.schemas import COMMON_ERRORS, StrictModel, error_responses
 from backend.services.clients import issue_access_token
 from backend.web.context import keystore, now
 
-bp = APIBlueprint("gov_oauth", __name__, url_prefix="/gov/v1/oauth", abp_tags=[Tag(name="gov-oauth", description="部门系统认证")])
+bp = APIBlueprint(
+    "gov_oauth", __name__, url_prefix="/gov/v1/oauth", abp_tags=[Tag(name="gov-oauth", description="部门系统认证")]
+)
 
 
 class TokenForm(StrictModel):
@@ -59,6 +61,7 @@ def token(form: TokenForm) -> Response:
         request_id=g.get("request_id"),
         now=now(),
     )
-    body = TokenResponse(access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in,
-                         scope=issued.scope)
+    body = TokenResponse(
+        access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in, scope=issued.scope
+    )
     return jsonify(body.model_dump())

@@ -33,7 +33,9 @@ def generate_private_key(alg: str) -> PrivateKey:
 
 
 def private_key_to_der(key: PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def private_key_from_der(der: bytes) -> PrivateKey:

@@ -79,8 +79,9 @@ _cache_lock = threading.Lock()
 class LocalKeyStore:
     """Private keys stored in `signing_key`, wrapped with the master key (AES-GCM, kid as AAD)."""
 
-    def __init__(self, session: Session, master_key: bytes,
-                 verification_keys: dict[str, VerificationKey] | None = None) -> None:
+    def __init__(
+        self, session: Session, master_key: bytes, verification_keys: dict[str, VerificationKey] | None = None
+    ) -> None:
         """`verification_keys`: a cache shared by the stores of one app (see `verification_key`)."""
         self.session = session
         self._master_key = master_key
@@ -173,7 +174,9 @@ class LocalKeyStore:
     def sign_jwt(self, key: SigningKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
         if key.status != "active":
             raise Conflict("退役密钥不能再签名", code="signing_key_retired")
-        return jwt.encode(payload, self._private_key(key), algorithm=key.alg, headers={**(headers or {}), "kid": key.kid})
+        return jwt.encode(
+            payload, self._private_key(key), algorithm=key.alg, headers={**(headers or {}), "kid": key.kid}
+        )
 
     def sign_bytes(self, key: SigningKey, message: bytes) -> bytes:
         """A detached signature in JOSE form (ES256: raw r||s; EdDSA: Ed25519), for compact formats (show codes)."""

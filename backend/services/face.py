@@ -49,7 +49,9 @@ def _normalise(spec: dict[str, Any], value: Any) -> Any:
     if kind == "date":
         return parse_date(value).isoformat()
     if kind == "integer":
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and _INTEGER.match(value))):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, str) and _INTEGER.match(value))
+        ):
             raise ValueError("应为整数")
         return int(value)
     if kind == "decimal":
@@ -73,7 +75,9 @@ def _normalise(spec: dict[str, Any], value: Any) -> Any:
     raise ValueError(f"未知字段类型 {kind}")
 
 
-def validate_face(definition: dict[str, Any], fields: Any, problems: FieldProblems, prefix: str = "fields") -> dict[str, Any]:
+def validate_face(
+    definition: dict[str, Any], fields: Any, problems: FieldProblems, prefix: str = "fields"
+) -> dict[str, Any]:
     """Normalise `fields` by the type's schema; unknown, missing and malformed fields go to `problems`."""
     if not isinstance(fields, dict):
         problems.add(prefix, "not_an_object", "照面字段应为对象")

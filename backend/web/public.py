@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from backend.errors import ServiceUnavailable
-from backend.security.encryption import DecryptionError
 from backend.extensions import db, limiter
 from backend.schemas import COMMON_ERRORS, error_responses
+from backend.security.encryption import DecryptionError
 from backend.web.context import keystore
 
 ERROR_SCHEMA_REF = {"$ref": "#/components/schemas/ErrorResponse"}
