@@ -537,6 +537,21 @@ def measure(server: Server, endpoint: Endpoint, load: Load, generator: str, pool
     return result
 
 
+def set_ratios(results: list[Result]) -> None:
+    """Each endpoint against the mean of the baseline runs just before and after it (the machine's load drifts);
+    each baseline run against the mean of all of them."""
+    baselines = [r.rps for r in results if r.endpoint == BASELINE]
+    for i, r in enumerate(results):
+        if r.endpoint == BASELINE:
+            around = baselines
+        else:
+            before = next((b.rps for b in reversed(results[:i]) if b.endpoint == BASELINE), None)
+            after = next((b.rps for b in results[i + 1:] if b.endpoint == BASELINE), None)
+            around = [rps for rps in (before, after) if rps is not None]
+        mean = sum(around) / len(around) if around else 0.0
+        r.ratio = round(r.rps / mean, 3) if mean else None
+
+
 # --- report -----------------------------------------------------------------------------------------------
 
 def print_table(results: list[Result]) -> None:
@@ -592,6 +607,9 @@ def parse_args() -> argparse.Namespace:
                         help="benchmark only this endpoint (repeatable); the baseline always runs")
     parser.add_argument("--log-level", default="INFO",
                         help="server ECERT_LOG_LEVEL (default INFO: the per-request log is part of the cost)")
+    parser.add_argument("--baseline-once", action="store_true",
+                        help="measure the baseline once, first (default: also after each endpoint, which is then "
+                             "compared with the mean of the baseline runs around it: this machine's load drifts)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary instance directory")
     return parser.parse_args()
 
@@ -621,16 +639,18 @@ def main() -> int:
                 server = Server(base_url, instance, env)
                 print(f"gunicorn {base_url} ({args.workers} workers); {generator}, {args.connections} connections, "
                       f"{args.duration} s per endpoint\n")
-                results = [measure(server, e, load, generator, pool_size, instance) for e in endpoints]
+                results = []
+                for endpoint in endpoints:
+                    results.append(measure(server, endpoint, load, generator, pool_size, instance))
+                    if endpoint.name != BASELINE and not args.baseline_once:
+                        results.append(measure(server, endpoints[0], load, generator, pool_size, instance))
     finally:
         if args.keep:
             print(f"kept {instance}")
         else:
             shutil.rmtree(instance, ignore_errors=True)
 
-    baseline = next(r for r in results if r.endpoint == BASELINE)
-    for r in results:
-        r.ratio = round(r.rps / baseline.rps, 3) if baseline.rps else None
+    set_ratios(results)
     print_table(results)
     settings = {"generator": generator, "workers": args.workers, "connections": args.connections,
                 "threads": args.threads if generator == "wrk" else None, "duration_s": args.duration,
