@@ -18,6 +18,7 @@ from backend.models.certificates import (
     StatusList,
 )
 from backend.models.clients import ApiClient, ClientAssertionUse
+from backend.models.grants import AccessRequest, Grant, GrantCertificate, Redemption
 from backend.models.holders import (
     AuthSession,
     Holder,
@@ -32,6 +33,7 @@ from backend.models.keys import SigningKey
 from backend.models.showcodes import ShowCodeUse
 
 __all__ = [
+    "AccessRequest",
     "ApiClient",
     "AuditCheckpoint",
     "AuditEvent",
@@ -45,6 +47,8 @@ __all__ = [
     "ClientAssertionUse",
     "Department",
     "ExpiryReminder",
+    "Grant",
+    "GrantCertificate",
     "Holder",
     "HolderIdentity",
     "IdTokenUse",
@@ -52,6 +56,7 @@ __all__ = [
     "ImportBatch",
     "LoginNonce",
     "Notification",
+    "Redemption",
     "RefreshToken",
     "Representation",
     "ShowCodeUse",
