@@ -30,6 +30,7 @@ from backend.models.holders import (
     UsageRecord,
 )
 from backend.models.keys import SigningKey
+from backend.models.objections import Objection, ObjectionEscalation, ObjectionEvent, ObjectionEvidence
 from backend.models.showcodes import ShowCodeUse
 
 __all__ = [
@@ -56,6 +57,10 @@ __all__ = [
     "ImportBatch",
     "LoginNonce",
     "Notification",
+    "Objection",
+    "ObjectionEscalation",
+    "ObjectionEvent",
+    "ObjectionEvidence",
     "Redemption",
     "RefreshToken",
     "Representation",
