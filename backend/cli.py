@@ -23,7 +23,7 @@ from backend.services import catalog as catalog_service
 from backend.services import clients as clients_service
 from backend.services import expiry as expiry_service
 from backend.services import imports as imports_service
-from backend.services import login_nonces
+from backend.services import login_nonces, objection_deadlines
 from backend.services.actors import Actor
 from backend.services.data_keys import reencrypt_stale
 from backend.services.demo import (
@@ -265,6 +265,22 @@ def jobs_remind() -> None:
                                                 horizons=current_app.config["ECERT_REMINDER_DAYS"])
     db.session.commit()
     click.echo(f"{sent} expiry reminder(s) sent")
+
+
+@jobs_cli.command("objections")
+def jobs_objections() -> None:
+    """Escalate overdue objections to the city administrators (牵头单位), once per level. Idempotent; safe on two
+    nodes at once."""
+    try:
+        report = objection_deadlines.escalate_overdue_objections(
+            db.session(), lead_department_code=current_app.config["ECERT_OBJECTION_LEAD_DEPARTMENT"],
+            actor=Actor.system("jobs.objections"), now=now())
+    except DomainError as error:
+        _fail(error)
+        return
+    db.session.commit()
+    click.echo(f"{report.total} overdue objection(s) escalated ({report.acknowledge} not acknowledged, "
+               f"{report.resolve} not resolved in time)")
 
 
 FILE_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}

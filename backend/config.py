@@ -298,6 +298,12 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         # A .ttc/.otf/.ttf with Chinese glyphs for card images (None: card.png answers 503 font_unavailable).
         "ECERT_CJK_FONT": env.get("ECERT_CJK_FONT") or find_cjk_font(),
         "ECERT_REMINDER_DAYS": parse_reminder_days(env.get("ECERT_REMINDER_DAYS") or "90,30,7"),
+        # Objections (异议): where cleaned evidence images are kept, the working-day calendar for deadlines, and the
+        # city administrators (牵头单位) to whom overdue objections are escalated (a department's USCC).
+        "ECERT_EVIDENCE_DIR": env.get("ECERT_EVIDENCE_DIR") or str(instance_path / "evidence"),
+        "ECERT_HOLIDAY_CALENDAR": env.get("ECERT_HOLIDAY_CALENDAR")
+        or str(PROJECT_ROOT / "catalog" / "xinyang" / "holidays.yaml"),
+        "ECERT_OBJECTION_LEAD_DEPARTMENT": env.get("ECERT_OBJECTION_LEAD_DEPARTMENT") or "11411500005991632F",
         "ECERT_CLOCK": None,
         # Bound SQL parameters (personal data) never reach logs or tracebacks in production.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": production},

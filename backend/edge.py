@@ -260,7 +260,8 @@ def register_edge(app: Flask) -> None:
         db.session.rollback()
         status = error.code or 500
         if status == 413:
-            return error_response(PayloadTooLarge(details={"max_bytes": app.config["MAX_CONTENT_LENGTH"]}))
+            # The request's own cap: a route may raise the 1 MiB default (uploads, batch files).
+            return error_response(PayloadTooLarge(details={"max_bytes": request.max_content_length}))
         code, message = _HTTP_MESSAGES.get(status, ("http_error", "请求无法处理"))
         headers = {}
         if status == 405 and error.valid_methods:  # type: ignore[attr-defined]

@@ -77,16 +77,22 @@ def authenticate_client() -> tuple[ApiClient, set[str]]:
 
 def require_scope(scope: str) -> Callable[[F], F]:
     """Route decorator: a valid client bearer token carrying `scope`. Sets g.client and g.actor."""
+    return require_any_scope(scope)
+
+
+def require_any_scope(*scopes: str) -> Callable[[F], F]:
+    """Route decorator: a valid client bearer token carrying at least one of `scopes`. Sets g.client and g.actor."""
+    wanted = " ".join(scopes)
 
     def decorator(view: F) -> F:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            client, scopes = authenticate_client()
-            if scope not in scopes:
+            client, granted = authenticate_client()
+            if granted.isdisjoint(scopes):
                 raise InsufficientScope(
-                    f"访问令牌缺少权限范围 {scope}",
-                    details={"required_scope": scope},
-                    headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+                    f"访问令牌缺少权限范围 {' 或 '.join(scopes)}",
+                    details={"required_scope": scopes[0]} if len(scopes) == 1 else {"required_scope_any": list(scopes)},
+                    headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{wanted}"'},
                 )
             g.client = client
             g.client_id = client.client_id  # for the request log, written after the commit has expired `client`

@@ -189,7 +189,7 @@ def _new_objection(session: Session, cipher: FieldCipher, certificate: Certifica
 
 def _filed(session: Session, objection: Objection, certificate: Certificate, *, actor: Actor, now: datetime,
            disputed: list[dict[str, str]]) -> None:
-    session.add(_event(objection, "filed", None, actor=actor, now=now))
+    session.add(timeline_event(objection, "filed", None, actor=actor, now=now))
     session.add(Notification(
         public_id=new_public_id(), department_id=objection.department_id, certificate_id=certificate.id,
         kind="objection_filed", title=f"新的异议：{certificate.certificate_type.name}",
@@ -344,9 +344,18 @@ def get_for_holder(session: Session, public_id: str, *, holder: Holder) -> Objec
     return objection
 
 
+def escalated_ids(session: Session, objections: Sequence[Objection]) -> set[int]:
+    """Ids of the objections among these that were escalated for a missed deadline (for a queue's badges)."""
+    ids = [o.id for o in objections]
+    if not ids:
+        return set()
+    return set(session.scalars(select(ObjectionEscalation.objection_id)
+                               .where(ObjectionEscalation.objection_id.in_(ids))))
+
+
 # -- transitions ------------------------------------------------------------------------------------------
 
-def _event(objection: Objection, event: str, from_status: str | None, *, actor: Actor, now: datetime,
+def timeline_event(objection: Objection, event: str, from_status: str | None, *, actor: Actor, now: datetime,
            note: str | None = None) -> ObjectionEvent:
     return ObjectionEvent(objection_id=objection.id, event=event, from_status=from_status, to_status=objection.status,
                           note=note, actor=f"{actor.kind}:{actor.id}"[:80], occurred_at=now)
@@ -403,7 +412,7 @@ def _transition(session: Session, objection: Objection, *, to: str, event: str, 
         objection.acknowledged_at = now
     if to in (REJECTED, RESOLVED):
         objection.closed_at = now
-    session.add(_event(objection, event, previous, actor=actor, now=now, note=note))
+    session.add(timeline_event(objection, event, previous, actor=actor, now=now, note=note))
     record_event(session, actor=actor, action=f"objection.{event}", now=now, object_type="objection",
                  object_id=objection.public_id,
                  details={"from": previous, "to": to, "certificate": objection.certificate.identifier,
@@ -623,3 +632,9 @@ def evidence_file(storage: EvidenceStorage, objection: Objection, n: int) -> Evi
 def evidence_image(storage: EvidenceStorage, objection: Objection, n: int) -> bytes:
     """The n-th (1-based) cleaned evidence image as stored (metadata already stripped at upload)."""
     return evidence_file(storage, objection, n).data
+
+
+def record_evidence_viewed(session: Session, objection: Objection, n: int, *, actor: Actor, now: datetime) -> None:
+    """Audit a reading of an evidence image (personal data: the photos may show documents or faces)."""
+    record_event(session, actor=actor, action="objection.evidence_viewed", now=now, object_type="objection",
+                 object_id=objection.public_id, details={"n": n})

@@ -10,6 +10,8 @@ from backend.clock import now as clock_now
 from backend.extensions import db
 from backend.security.encryption import FieldCipher
 from backend.security.keystore import LocalKeyStore
+from backend.services.evidence import EvidenceStorage, LocalEvidenceStorage, SealedEvidenceStorage
+from backend.services.working_days import WorkingCalendar, cached_calendar
 
 
 def keystore() -> LocalKeyStore:
@@ -36,3 +38,18 @@ def representation_max_age() -> timedelta:
 
 def request_actor_context() -> dict[str, str | None]:
     return {"source_ip": request.remote_addr, "request_id": getattr(g, "request_id", None)}
+
+
+def evidence_storage() -> EvidenceStorage:
+    """Objection evidence, sealed with the data key, in ECERT_EVIDENCE_DIR (an app may set another storage in
+    app.extensions["ecert.evidence_storage"], e.g. an object store)."""
+    inner: EvidenceStorage | None = current_app.extensions.get("ecert.evidence_storage")
+    if inner is None:
+        inner = current_app.extensions["ecert.evidence_storage"] = LocalEvidenceStorage(
+            current_app.config["ECERT_EVIDENCE_DIR"])
+    return SealedEvidenceStorage(inner, field_cipher())
+
+
+def working_calendar() -> WorkingCalendar:
+    """The working-day calendar for objection deadlines (ECERT_HOLIDAY_CALENDAR)."""
+    return cached_calendar(str(current_app.config["ECERT_HOLIDAY_CALENDAR"]))

@@ -1,0 +1,324 @@
+"""Objections (异议): citizens file about certificates they hold or represent; the issuing department works its own
+queue (accept, reject, resolve with a reissued version); the citizen follows the timeline. Nobody sees anyone
+else's objections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from backend.extensions import db
+from backend.models import AuditEvent, Department, Notification, Objection, ObjectionEvent
+from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR
+from tests.factories import company_code
+from tests.objection_support import (
+    GOV_OBJECTIONS,
+    OBJECTIONS,
+    Queue,
+    citizen_get,
+    file_response,
+    filed,
+    jpeg_with_gps,
+)
+from tests.support import (
+    Held,
+    assert_documented,
+    disability_of,
+    error_of,
+    field_errors,
+    marriage_of,
+    minted,
+    wallet_ids,
+)
+
+
+@pytest.fixture
+def civil(make_dept_client: Any) -> Queue:
+    """民政局's business system: issues marriage certificates and works its objection queue."""
+    return Queue.of(make_dept_client(CIVIL_AFFAIRS, scopes=("issue", "objections")))
+
+
+@pytest.fixture
+def samr_queue(make_dept_client: Any) -> Queue:
+    """市场监督管理局's business system: another department, with the same scopes."""
+    return Queue.of(make_dept_client(SAMR, scopes=("issue", "objections")))
+
+
+@pytest.fixture
+def citizen(login: Any) -> Any:
+    return login("张伟")
+
+
+@pytest.fixture
+def held(app: Any, citizen: Any, civil: Queue) -> Held:
+    return marriage_of(citizen, app, civil.api.dept)
+
+
+def audit_actions(app: Any, objection_id: str) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(sa.select(AuditEvent.action).where(AuditEvent.object_id == objection_id)
+                                       .order_by(AuditEvent.seq)))
+
+
+def reissued(civil: Queue, identifier: str, **fields: str) -> str:
+    return str(civil.api.change(identifier, "reissue", {"fields": fields, "reason": "依异议更正"})["identifier"])
+
+
+# -- filing -------------------------------------------------------------------------------------------------------
+
+def test_citizen_files_an_objection_that_lands_in_the_issuing_departments_queue(app, client, citizen, held, civil):
+    response = file_response(citizen, held.id)
+    assert response.status_code == 201, response.get_json()
+    assert_documented(client, "post", OBJECTIONS, response)
+    body = response.get_json()
+    assert body["status"] == "submitted" and body["status_label"] == "待受理"
+    assert body["department"] == {"code": CIVIL_AFFAIRS, "name": "信阳市民政局"}
+    assert body["certificate"]["identifier"] == held.identifier
+    assert body["disputed"] == [{"field": "party_b_name", "label": "姓名（另一方）", "current_value": "李娜",
+                                 "claimed_value": "李娜娜"}]
+    # START is Thursday 17:00 in China: accept by the end of Friday, answer within 5 working days (next Thursday).
+    assert body["deadlines"]["acknowledge_by"] == "2026-11-27T16:00:00+00:00"
+    assert body["deadlines"]["resolve_by"] == "2026-12-03T16:00:00+00:00"
+    assert [t["event"] for t in body["timeline"]] == ["filed"]
+
+    assert civil.ids() == [body["id"]]
+    assert audit_actions(app, body["id"]) == ["objection.filed"]
+    with app.app_context():
+        kinds = dict(db.session.execute(sa.select(Notification.kind, Notification.department_id)
+                                        .where(Notification.kind.like("objection%"))).all())
+    assert set(kinds) == {"objection_filed", "objection_received"}
+
+
+def test_the_filers_statement_is_encrypted_at_rest(app, citizen, held):
+    objection = filed(citizen, held.id, description="对方姓名应为李娜娜，见结婚登记档案")
+    with app.app_context():
+        row = db.session.scalar(sa.select(Objection).where(Objection.public_id == objection["id"]))
+        assert row is not None
+        assert "李娜娜".encode() not in row.disputed_enc and "结婚登记档案".encode() not in row.description_enc
+
+
+def test_a_citizen_cannot_file_about_someone_elses_certificate(login, citizen, held):
+    other = login("李强")
+    error_of(file_response(other, held.id), 404, "certificate_not_found")
+
+
+def test_a_representative_files_about_the_companys_certificate(login, samr_queue):
+    company = company_code()
+    boss = login("王建国", companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
+    identifier = samr_queue.api.issue_to_company(company)
+    [certificate_id] = wallet_ids(boss)
+    body = filed(boss, certificate_id,
+                 disputed=[{"field": "address", "claimed_value": "河南省信阳市浉河区茶韵路 20 号"}])
+    assert body["certificate"]["identifier"] == identifier
+    assert samr_queue.ids() == [body["id"]]
+
+
+@pytest.mark.parametrize(("disputed", "reason"), [
+    ([{"field": "no_such_field", "claimed_value": "x"}], "unknown_field"),
+    ([{"field": "party_b_name", "claimed_value": "李娜"}], "unchanged"),
+    ([{"field": "party_b_name", "claimed_value": "甲"}, {"field": "party_b_name", "claimed_value": "乙"}], "duplicate"),
+])
+def test_disputed_fields_must_exist_differ_and_not_repeat(citizen, held, disputed, reason):
+    response = file_response(citizen, held.id, disputed=disputed)
+    assert reason in field_errors(response).values()
+
+
+@pytest.mark.parametrize("disputed", ["not json", "[]", '{"field": "x"}', '[{"field": "a", "extra": 1}]'])
+def test_malformed_disputed_json_is_a_422_naming_it(citizen, held, disputed):
+    assert "disputed" in field_errors(file_response(citizen, held.id, disputed=disputed))
+
+
+def test_numeric_looking_text_is_taken_as_text(citizen, held):
+    body = filed(citizen, held.id, description="123", disputed=[{"field": "party_b_name", "claimed_value": "2"}])
+    assert body["description"] == "123" and body["disputed"][0]["claimed_value"] == "2"
+
+
+def test_unknown_form_fields_are_refused(citizen, held):
+    assert "surprise" in field_errors(file_response(citizen, held.id, surprise="1"))
+
+
+def test_a_second_open_objection_on_the_same_certificate_is_a_conflict(citizen, held):
+    first = filed(citizen, held.id)
+    error = error_of(file_response(citizen, held.id), 409, "objection_already_open")
+    assert error["details"]["objection_id"] == first["id"]
+
+
+def test_an_objection_about_a_superseded_version_is_refused(citizen, held, civil):
+    reissued(civil, held.identifier, party_b_name="李娜娜")
+    error_of(file_response(citizen, held.id), 409, "objection_certificate_superseded")
+
+
+# -- who sees what --------------------------------------------------------------------------------------------------
+
+def test_citizen_a_cannot_see_citizen_bs_objections(login, citizen, held):
+    objection = filed(citizen, held.id)
+    other = login("李强")
+    error_of(citizen_get(other, objection["id"]), 404, "objection_not_found")
+    listed = other.http.get(OBJECTIONS, headers=other.headers)
+    assert listed.status_code == 200 and listed.get_json()["items"] == []
+    mine = citizen.http.get(OBJECTIONS, headers=citizen.headers).get_json()
+    assert [item["id"] for item in mine["items"]] == [objection["id"]]
+    assert citizen_get(citizen, objection["id"]).status_code == 200
+
+
+def test_department_a_cannot_see_or_act_on_department_bs_queue(app, citizen, held, civil, samr_queue):
+    objection = filed(citizen, held.id, files=[(_tiny_jpeg(), "a.jpg")])
+    oid = objection["id"]
+    assert samr_queue.ids() == []
+    error_of(samr_queue.get(oid), 404, "objection_not_found")
+    error_of(samr_queue.evidence(oid, 1), 404, "objection_not_found")
+    error_of(samr_queue.act(oid, "accept"), 404, "objection_not_found")
+    error_of(samr_queue.act(oid, "reject", {"reason": "不是我们的"}), 404, "objection_not_found")
+    error_of(samr_queue.act(oid, "resolve", {"corrected_identifier": held.identifier}), 404, "objection_not_found")
+    assert citizen_get(citizen, oid).get_json()["status"] == "submitted"
+    assert audit_actions(app, oid) == ["objection.filed"]
+
+
+def test_the_queue_needs_the_objections_scope(make_dept_client, citizen, held):
+    verifier = make_dept_client(CIVIL_AFFAIRS, scopes=("verify",))
+    response = verifier.http.get(GOV_OBJECTIONS, headers=verifier.headers())
+    error_of(response, 403, "insufficient_scope")
+
+
+# -- handling -------------------------------------------------------------------------------------------------------
+
+def test_department_accepts_then_resolves_with_the_reissued_version(app, client, citizen, held, civil):
+    oid = filed(citizen, held.id)["id"]
+    detail = civil.get(oid)
+    assert detail.status_code == 200
+    assert_documented(client, "get", "/gov/v1/objections/{id}", detail)
+    assert detail.get_json()["disputed"][0]["claimed_value"] == "李娜娜"
+
+    accepted = civil.done(oid, "accept")
+    assert accepted["status"] == "in_progress" and accepted["acknowledged_at"] is not None
+    corrected = reissued(civil, held.identifier, party_b_name="李娜娜")
+    resolved = civil.act(oid, "resolve", {"corrected_identifier": corrected, "note": "已按档案更正"})
+    assert resolved.status_code == 200, resolved.get_json()
+    assert_documented(client, "post", "/gov/v1/objections/{id}/resolve", resolved)
+    assert resolved.get_json()["corrected_certificate"]["identifier"] == corrected
+
+    view = citizen_get(citizen, oid).get_json()
+    assert view["status"] == "resolved" and view["status_label"] == "已更正"
+    assert view["answer"] == "已按档案更正"
+    assert [t["event"] for t in view["timeline"]] == ["filed", "accepted", "resolved"]
+    new_id = view["corrected_certificate"]["id"]
+    assert new_id in wallet_ids(citizen) and held.id not in wallet_ids(citizen)
+    assert citizen.http.get(f"/api/v1/wallet/certificates/{new_id}", headers=citizen.headers) \
+        .get_json()["fields"][8]["value"] == "李娜娜"
+    assert audit_actions(app, oid) == ["objection.filed", "objection.viewed", "objection.accepted",
+                                       "objection.resolved"]
+    inbox = citizen.http.get("/api/v1/notifications", headers=citizen.headers).get_json()["items"]
+    assert {"objection_received", "objection_accepted", "objection_resolved"} <= {n["kind"] for n in inbox}
+
+
+def test_rejection_needs_a_reason_which_the_citizen_sees(citizen, held, civil):
+    oid = filed(citizen, held.id)["id"]
+    assert "reason" in field_errors(civil.act(oid, "reject", {}))
+    civil.done(oid, "reject", {"reason": "经核对婚姻登记档案，登记信息无误"})
+    view = citizen_get(citizen, oid).get_json()
+    assert view["status"] == "rejected" and view["answer"] == "经核对婚姻登记档案，登记信息无误"
+    assert view["timeline"][-1]["note"] == "经核对婚姻登记档案，登记信息无误"
+    inbox = citizen.http.get("/api/v1/notifications", headers=citizen.headers).get_json()["items"]
+    assert any(n["kind"] == "objection_rejected" and "登记信息无误" in n["body"] for n in inbox)
+
+
+@pytest.mark.parametrize(("first", "then"), [
+    (("reject", {"reason": "无误"}), ("resolve", None)),
+    (("reject", {"reason": "无误"}), ("accept", {})),
+    (("reject", {"reason": "无误"}), ("reject", {"reason": "再次"})),
+    (("accept", {}), ("accept", {})),
+])
+def test_a_wrong_transition_is_a_409_with_its_own_code(app, citizen, held, civil, first, then):
+    oid = filed(citizen, held.id)["id"]
+    civil.done(oid, first[0], first[1])
+    body = then[1] if then[1] is not None else {"corrected_identifier": reissued(civil, held.identifier,
+                                                                                 party_b_name="李娜娜")}
+    error = error_of(civil.act(oid, then[0], body), 409, "objection_invalid_transition")
+    assert error["details"]["event"] in {"resolved", "accepted", "rejected"}
+    with app.app_context():
+        events = db.session.scalars(sa.select(ObjectionEvent.event).join(Objection)
+                                    .where(Objection.public_id == oid).order_by(ObjectionEvent.id)).all()
+    assert events == ["filed", {"reject": "rejected", "accept": "accepted"}[first[0]]]
+
+
+def test_resolve_refuses_anything_but_a_newer_version_of_the_disputed_certificate(login, citizen, held, civil):
+    oid = filed(citizen, held.id)["id"]
+    other = marriage_of(login("李强"), civil.http.application, civil.api.dept)
+    cases = {
+        held.identifier: "not_newer",  # the disputed version itself
+        other.identifier: "other_certificate",
+        held.identifier[:-5] + "002." + "X": None,  # malformed (bad check character): 422 on the identifier
+    }
+    for identifier, reason in cases.items():
+        response = civil.act(oid, "resolve", {"corrected_identifier": identifier})
+        errors = field_errors(response)
+        assert "corrected_identifier" in errors
+        if reason:
+            assert errors["corrected_identifier"] == reason
+    corrected = reissued(civil, held.identifier, party_b_name="李娜娜")
+    civil.done(oid, "resolve", {"corrected_identifier": corrected})
+
+
+def test_a_department_may_resolve_without_accepting_first(citizen, held, civil):
+    oid = filed(citizen, held.id)["id"]
+    body = civil.done(oid, "resolve", {"corrected_identifier": reissued(civil, held.identifier,
+                                                                        party_b_name="李娜娜")})
+    assert body["status"] == "resolved" and body["acknowledged_at"] is not None
+
+
+def test_queue_filters_by_status_and_pages(citizen, login, app, civil):
+    ids = [filed(person, marriage_of(person, app, civil.api.dept).id)["id"]
+           for person in (citizen, login("李强"), login("王芳"))]
+    civil.done(ids[0], "accept")
+    assert civil.ids(status="in_progress") == [ids[0]]
+    assert set(civil.ids(status="submitted")) == set(ids[1:])
+    first = civil.list(limit=2).get_json()
+    second = civil.list(limit=2, cursor=first["next_cursor"]).get_json()
+    assert len(first["items"]) == 2 and len(second["items"]) == 1 and second["next_cursor"] is None
+
+
+# -- department reports ---------------------------------------------------------------------------------------------
+
+def test_a_department_reports_a_problem_with_a_certificate_its_scanner_checked(app, make_dept_client, citizen,
+                                                                               civil):
+    federation = make_dept_client(DISABILITY_FEDERATION, scopes=("issue",))
+    held = disability_of(citizen, app, federation)
+    scanner = make_dept_client(CIVIL_AFFAIRS, scopes=("verify",))
+    report = {"certificate_identifier": held.identifier, "description": "现场核对发现住址与户籍不一致",
+              "disputed": [{"field": "address", "claimed_value": "河南省信阳市平桥区中山路 19 号"}]}
+
+    error_of(scanner.http.post(GOV_OBJECTIONS, json=report, headers=scanner.headers()), 404, "certificate_not_seen")
+    verified = scanner.http.post("/gov/v1/verify", json={"identifier": held.identifier}, headers=scanner.headers())
+    assert verified.status_code == 200  # an identifier check shows no data: still not seen
+    error_of(scanner.http.post(GOV_OBJECTIONS, json=report, headers=scanner.headers()), 404, "certificate_not_seen")
+
+    url = minted(citizen, held.id, "full")["url"]
+    assert scanner.http.post("/gov/v1/verify", json={"show_code": url}, headers=scanner.headers()).status_code == 200
+    response = scanner.http.post(GOV_OBJECTIONS, json=report, headers=scanner.headers())
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert body["filer"] == {"kind": "department", "department_name": "信阳市民政局"}
+
+    federation_queue = Queue.of(make_dept_client(DISABILITY_FEDERATION, scopes=("objections",)))
+    assert federation_queue.ids() == [body["id"]]
+    federation_queue.done(body["id"], "reject", {"reason": "住址以户籍登记为准"})
+    with app.app_context():
+        notified = db.session.execute(sa.select(Notification.kind, Department.code).join(
+            Department, Department.id == Notification.department_id)
+            .where(Notification.kind.in_(("objection_received", "objection_rejected")))).all()
+    assert sorted(notified) == [("objection_received", CIVIL_AFFAIRS), ("objection_rejected", CIVIL_AFFAIRS)]
+
+
+def test_reporting_needs_verify_or_redeem_scope(make_dept_client, held):
+    queue_only = make_dept_client(CIVIL_AFFAIRS, scopes=("objections",))
+    response = queue_only.http.post(GOV_OBJECTIONS, json={"certificate_identifier": held.identifier,
+                                                          "description": "x",
+                                                          "disputed": [{"field": "a", "claimed_value": "b"}]},
+                                    headers=queue_only.headers())
+    error_of(response, 403, "insufficient_scope")
+
+
+def _tiny_jpeg() -> bytes:
+    return jpeg_with_gps((8, 8))
