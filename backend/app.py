@@ -14,7 +14,7 @@ from backend.config import PROJECT_ROOT, load_settings
 from backend.edge import register_edge, validation_error
 from backend.extensions import db, limiter, migrate
 from backend.schemas import ErrorResponse
-from backend.web import public, status, verify_page
+from backend.web import console, public, status, verify_page
 
 SECURITY_SCHEMES: dict[str, Any] = {
     "clientBearer": {
@@ -76,3 +76,4 @@ def register_blueprints(app: OpenAPI) -> None:
     app.register_api(verify_page.bp)
     dept_api.register(app)
     miniapp_api.register(app)
+    console.register(app)  # server-rendered staff pages: not part of the API document

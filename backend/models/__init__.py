@@ -32,6 +32,7 @@ from backend.models.holders import (
 from backend.models.keys import SigningKey
 from backend.models.objections import Objection, ObjectionEscalation, ObjectionEvent, ObjectionEvidence
 from backend.models.showcodes import ShowCodeUse
+from backend.models.staff import StaffAccount, StaffSession
 
 __all__ = [
     "AccessRequest",
@@ -66,6 +67,8 @@ __all__ = [
     "Representation",
     "ShowCodeUse",
     "SigningKey",
+    "StaffAccount",
+    "StaffSession",
     "StatusList",
     "UsageRecord",
     "certificate_type_issuer",

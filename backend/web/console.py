@@ -1,0 +1,318 @@
+"""Staff console (工作台) under /console: server-rendered pages for departments that handle objections in a browser.
+
+Login with a password, the department's objection queue, one objection with its evidence and timeline, and the
+accept / reject / resolve (correct and reissue) actions. City administrators read every queue and act on none.
+Every form carries the session's CSRF token; pages work without JavaScript.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from backend.auth import staff as staff_auth
+from backend.auth.staff import require_department_staff, require_staff
+from backend.edge import _finish_failed_request
+from backend.errors import DomainError, Forbidden, ValidationFailed
+from backend.extensions import db, limiter
+from backend.models import Certificate, StaffAccount
+from backend.models.objections import IN_PROGRESS, OPEN_STATES, REJECTED, RESOLVED, SUBMITTED, Objection
+from backend.services import certificates as certificate_service
+from backend.services import objections as objection_service
+from backend.services import staff as staff_service
+from backend.services.audit import record_event
+from backend.services.issuance import CHINA, Issuer
+from backend.services.wallet import face_definition
+from backend.staff_cli import staff_cli
+from backend.web.context import evidence_storage, field_cipher, keystore, now, request_actor_context
+
+bp = Blueprint("console", __name__, url_prefix="/console")
+
+PAGE_SIZE = 20
+STATUS_FILTERS = {"": "全部", SUBMITTED: "待受理", IN_PROGRESS: "处理中", RESOLVED: "已更正", REJECTED: "已驳回"}
+FIELD_PREFIX = "field."
+MAX_REASON = 200
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache", "X-Robots-Tag": "noindex, nofollow",
+             # The CSRF check compares the Referer with the host over HTTPS: send it to ourselves, to nobody else.
+             "Referrer-Policy": "same-origin", "Vary": "Cookie"}
+
+
+def register(app: Any) -> None:
+    """Session cookie flags, CSRF, the console's routes and its account commands (`flask staff ...`)."""
+    staff_auth.init_app(app)
+    app.register_blueprint(bp)
+    app.cli.add_command(staff_cli)
+
+
+# -- edge of the console: CSRF on every form, headers, errors as pages -----------------------------------------
+
+@bp.before_request
+def _check_csrf() -> None:
+    if request.method not in ("GET", "HEAD"):
+        staff_auth.protect_form()
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    for name, value in _NO_STORE.items():
+        response.headers[name] = value
+    return response
+
+
+def _page(template: str, http_status: int = 200, **context: Any) -> tuple[str, int]:
+    return render_template(template, staff=staff_auth.current_staff(), china=_china, **context), http_status
+
+
+def _error_page(error: DomainError) -> tuple[str, int]:
+    _finish_failed_request(error)  # roll back; keep what must outlive the failure; audit a refused attempt
+    problems = [f"{item.get('field', '')}：{item.get('detail') or item.get('reason', '')}"
+                for item in error.details.get("fields", []) if isinstance(item, dict)]
+    return _page("console/error.html", error.status, status=error.status, message=error.message, problems=problems,
+                 back=request.referrer if request.referrer and request.referrer.startswith(request.host_url) else None)
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(error: CSRFError) -> tuple[str, int]:
+    db.session.rollback()
+    return _page("console/error.html", 400, status=400, message="页面已失效或缺少安全令牌，请返回并刷新页面后重试。",
+                 problems=[], back=None)
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(error: DomainError) -> tuple[str, int]:
+    return _error_page(error)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> tuple[str, int]:
+    db.session.rollback()
+    status = error.code or 500
+    message = {404: "页面不存在", 405: "不支持该请求方法"}.get(status, "请求无法处理")
+    return _page("console/error.html", status, status=status, message=message, problems=[], back=None)
+
+
+def _china(moment: datetime | None) -> str:
+    return moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M") if moment else "—"
+
+
+# -- login and logout ---------------------------------------------------------------------------------------
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("30 per minute", methods=["POST"])
+def login() -> Any:
+    """The login form; a successful login starts a new session (new token, new CSRF secret)."""
+    if request.method == "GET":
+        if staff_auth.current_staff() is not None:
+            return redirect(url_for("console.queue"))
+        return _page("console/login.html", next=staff_auth.safe_next(request.args.get("next")))
+    username = request.form.get("username", "")
+    target = staff_auth.safe_next(request.form.get("next"))
+    context = request_actor_context()
+    try:
+        account = staff_service.authenticate(db.session(), staff_auth.password_hasher(), username=username,
+                                             password=request.form.get("password", ""), now=now(),
+                                             source_ip=context["source_ip"], request_id=context["request_id"])
+    except DomainError as error:
+        _finish_failed_request(error)
+        response = render_template("console/login.html", staff=None, error=error.message, username=username[:64],
+                                   next=target)
+        return response, error.status, error.headers
+    staff_auth.log_in(staff_service.start_session(db.session(), account, now=now(),
+                                                  lifetime=staff_auth.session_lifetime()))
+    return redirect(target or url_for("console.queue"))
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    """End the session on the server and forget the cookie."""
+    if staff_auth.current_staff() is not None:
+        staff_service.end_session(db.session(), g.staff_session, actor=g.actor, now=now())
+    staff_auth.log_out()
+    return redirect(url_for("console.login"))
+
+
+# -- the queue ----------------------------------------------------------------------------------------------
+
+def _department_of(account: StaffAccount) -> Any:
+    """The queue a staff member sees: their department's, or every department's for city administrators."""
+    return None if account.is_city_admin else account.department
+
+
+@bp.get("/")
+@require_staff
+def home() -> Any:
+    return redirect(url_for("console.queue"))
+
+
+@bp.get("/objections")
+@require_staff
+def queue() -> Any:
+    """The department's objections, newest first; overdue ones highlighted; filter by status."""
+    account: StaffAccount = g.staff
+    status = request.args.get("status", "")
+    if status not in STATUS_FILTERS:
+        raise ValidationFailed.for_field("status", "invalid", "未知的异议状态")
+    moment = now()
+    page = objection_service.department_queue(db.session(), department=_department_of(account),
+                                              status=status or None, limit=PAGE_SIZE,
+                                              cursor=request.args.get("cursor") or None, now=moment)
+    rows = [{"objection": item, "overdue": objection_service.overdue(item, moment),
+             "status_label": objection_service.STATUS_LABELS.get(item.status, item.status),
+             "filer_label": objection_service.FILER_LABELS.get(item.filer_kind, item.filer_kind)}
+            for item in page.items]
+    return _page("console/queue.html", rows=rows, status=status, filters=STATUS_FILTERS,
+                 next_cursor=page.next_cursor, city_admin=account.is_city_admin)
+
+
+# -- one objection ------------------------------------------------------------------------------------------
+
+def _objection(public_id: str) -> Objection:
+    """The objection if it is in the caller's queue; another department's is a 404, as if it did not exist."""
+    account: StaffAccount = g.staff
+    return objection_service.get_for_department(db.session(), public_id[:64], department=_department_of(account))
+
+
+@bp.get("/objections/<public_id>")
+@require_staff
+def objection(public_id: str) -> Any:
+    """The objection with the disputed values, the filer's statement, evidence and timeline (an audited read)."""
+    found = _objection(public_id)
+    view = objection_service.objection_view(db.session(), field_cipher(), found, now=now(), actor=g.actor)
+    account: StaffAccount = g.staff
+    return _page("console/objection.html", view=view, can_act=not account.is_city_admin,
+                 is_open=found.status in OPEN_STATES, submitted=found.status == SUBMITTED)
+
+
+@bp.get("/objections/<public_id>/evidence/<int:n>")
+@require_staff
+def evidence(public_id: str, n: int) -> Any:
+    """One cleaned evidence image, only through the console's login (an audited read)."""
+    found = _objection(public_id)
+    image = objection_service.evidence_file(evidence_storage(), found, n)
+    record_event(db.session(), actor=g.actor, action="objection.evidence_viewed", now=now(),
+                 object_type="objection", object_id=found.public_id, details={"position": n})
+    response = Response(image.data, mimetype=image.media_type)
+    response.headers["Content-Disposition"] = f'inline; filename="evidence-{n}"'
+    return response
+
+
+@bp.post("/objections/<public_id>/accept")
+@require_staff
+def accept(public_id: str) -> Any:
+    """受理: take the objection up."""
+    require_department_staff()
+    found = _objection(public_id)
+    objection_service.accept_objection(db.session(), found, actor=g.actor, now=now())
+    return redirect(url_for("console.objection", public_id=found.public_id))
+
+
+@bp.post("/objections/<public_id>/reject")
+@require_staff
+def reject(public_id: str) -> Any:
+    """驳回: the data is right; the reason is shown to the filer."""
+    require_department_staff()
+    found = _objection(public_id)
+    objection_service.reject_objection(db.session(), found, reason=request.form.get("reason", ""), actor=g.actor,
+                                       now=now())
+    return redirect(url_for("console.objection", public_id=found.public_id))
+
+
+# -- resolve: correct the fields, reissue, link the new version ---------------------------------------------------
+
+def _shown(value: Any) -> str:
+    """A face value as a form shows it."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _correction_form(found: Objection) -> dict[str, Any]:
+    certificate: Certificate = found.certificate
+    content = certificate_service.decrypt(field_cipher(), certificate)
+    claimed = {d["field"]: d["claimed_value"] for d in objection_service.disputed_fields(field_cipher(), found)}
+    specs = face_definition(db.session(), certificate)["fields"]
+    fields = [{"spec": spec, "value": _shown(content.fields.get(spec["name"])),
+               "claimed": claimed.get(spec["name"])} for spec in specs]
+    holder = {"value": content.holder_name, "claimed": claimed.get(objection_service.HOLDER_NAME_FIELD)}
+    return {"fields": fields, "holder": holder, "content": content}
+
+
+def _submitted_value(spec: dict[str, Any], raw: str) -> Any:
+    text = raw.strip()
+    if text == "":
+        return None
+    if spec["type"] == "boolean":
+        if text not in ("true", "false"):
+            raise ValidationFailed.for_field(f"fields.{spec['name']}", "invalid", f"{spec['label']}：应为“是”或“否”")
+        return text == "true"
+    return text
+
+
+def _changes(form: dict[str, Any], submitted: Any) -> dict[str, Any]:
+    """The corrected values that differ from the current version; nothing changed is a 422."""
+    fields: dict[str, Any] = {}
+    for item in form["fields"]:
+        spec = item["spec"]
+        raw = submitted.get(FIELD_PREFIX + spec["name"])
+        if raw is None or raw.strip() == item["value"]:
+            continue
+        fields[spec["name"]] = _submitted_value(spec, raw)
+    changes: dict[str, Any] = {"fields": fields} if fields else {}
+    holder_name = submitted.get("holder_name", "").strip()
+    if holder_name and holder_name != form["holder"]["value"]:
+        if len(holder_name) > 100:
+            raise ValidationFailed.for_field("holder_name", "too_long", "持证主体名称不得超过 100 个字符")
+        changes["holder_name"] = holder_name
+    if not changes:
+        raise ValidationFailed.for_field("fields", "unchanged", "没有修改任何字段：请填写更正后的值")
+    return changes
+
+
+def _open_for_resolution(public_id: str) -> Objection:
+    require_department_staff()
+    found = _objection(public_id)
+    if found.status not in OPEN_STATES:
+        raise objection_service.ObjectionTransitionConflict(
+            f"异议当前状态为「{objection_service.STATUS_LABELS[found.status]}」，不能更正",
+            details={"status": found.status, "event": "resolved"})
+    return found
+
+
+@bp.get("/objections/<public_id>/resolve")
+@require_staff
+def correction(public_id: str) -> Any:
+    """The correction form, pre-filled with the certificate's current face (an audited read)."""
+    found = _open_for_resolution(public_id)
+    form = _correction_form(found)
+    record_event(db.session(), actor=g.actor, action="objection.correction_opened", now=now(),
+                 object_type="objection", object_id=found.public_id,
+                 details={"certificate": found.certificate.identifier})
+    return _page("console/resolve.html", objection=found, form=form,
+                 type_name=found.certificate.certificate_type.name, identifier=found.certificate.identifier)
+
+
+@bp.post("/objections/<public_id>/resolve")
+@require_staff
+def resolve(public_id: str) -> Any:
+    """Reissue the certificate with the corrected fields and link the new version to the objection: one transaction."""
+    found = _open_for_resolution(public_id)
+    certificate: Certificate = found.certificate
+    account: StaffAccount = g.staff
+    if account.department is None or certificate.issuer_department_id != account.department.id:
+        raise Forbidden("只能更正本部门签发的证照", code="not_certificate_issuer")
+    changes = _changes(_correction_form(found), request.form)
+    reason = request.form.get("reason", "").strip()[:MAX_REASON] or "根据异议更正"
+    moment = now()
+    issuer = Issuer(db.session(), keystore(), field_cipher(), account.department,
+                    public_url=current_app.config["ECERT_PUBLIC_URL"], actor=g.actor, now=moment)
+    successor = certificate_service.reissue_certificate(db.session(), issuer, field_cipher(), certificate,
+                                                        changes=changes, reason=reason)
+    objection_service.resolve_objection(db.session(), found, corrected_identifier=successor.identifier,
+                                        actor=g.actor, now=moment, note=reason)
+    return redirect(url_for("console.objection", public_id=found.public_id))
