@@ -33,6 +33,9 @@ class DevLogin(StrictModel):
     id_number: str = Field(min_length=1, max_length=64)
     companies: list[CompanyIn] = Field(default_factory=list, max_length=20,
                                        description="companies represented (dev only; real IdPs assert these)")
+    phone: str | None = Field(default=None, max_length=32,
+                              description="mobile number for counter-service SMS codes (dev only; real IdPs assert "
+                                          "it as the phone_number claim)")
 
 
 # A mini-app login code (wx.login): short-lived, single use, opaque.

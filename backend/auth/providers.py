@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from backend.adapters import AdapterUnavailable
 from backend.adapters.jwks import JwkDict, JwksCache
+from backend.adapters.sms import mobile_number
 from backend.adapters.wechat import WechatClient, WechatLoginRejected, WechatUnavailable
 from backend.config import OIDC_ALGORITHMS, OidcIssuer
 from backend.errors import AuditNote, Forbidden, ServiceUnavailable, Unauthorized, ValidationFailed
@@ -98,8 +99,14 @@ class DevProvider:
             raise ValidationFailed.for_field("id_type", "not_a_person", "登录的必须是自然人")
         id_number = validate_holder_code(id_type, request["id_number"], field="id_number")
         companies = tuple(CompanyClaim(code=c["code"], name=c["name"]) for c in request.get("companies") or ())
+        phone = None
+        if request.get("phone"):
+            phone = mobile_number(request["phone"])
+            if phone is None:
+                raise ValidationFailed.for_field("phone", "invalid_mobile_number", "字段 phone 不是有效的手机号码")
         return VerifiedIdentity(provider="dev", subject=f"{id_type}:{id_number}", name=request["name"],
-                                id_type=id_type, id_number=id_number, assurance_level="dev", companies=companies)
+                                id_type=id_type, id_number=id_number, assurance_level="dev", companies=companies,
+                                phone=phone)
 
 
 class CodeToSession(Protocol):
@@ -353,7 +360,17 @@ def _real_name(config: OidcIssuer, claims: dict[str, Any], *, cipher: FieldCiphe
             raise refuse("invalid_claim", names["companies"], check=_field_reason(exc)) from None
         companies.append(CompanyClaim(code=code, name=entry["name"].strip()[:200], role=role))
     return VerifiedIdentity(provider=f"oidc:{config.issuer}", subject=subject, name=name, id_type=id_type,
-                            id_number=id_number, assurance_level=assurance, companies=tuple(companies))
+                            id_number=id_number, assurance_level=assurance, companies=tuple(companies),
+                            phone=_verified_phone(claims))
+
+
+def _verified_phone(claims: dict[str, Any]) -> str | None:
+    """The standard `phone_number` claim (OIDC Core §5.1) as E.164, unless the IdP says it is unverified
+    (`phone_number_verified`: false) or it is no mobile number: then None, and the login goes on without it."""
+    value = claims.get("phone_number")
+    if not isinstance(value, str) or claims.get("phone_number_verified") is False:
+        return None
+    return mobile_number(value)
 
 
 def _field_reason(error: ValidationFailed) -> str:

@@ -56,6 +56,9 @@ class VerifiedIdentity:
     # Further login identities, (provider, subject), proven in the same login and to be bound to the holder
     # (a real-name login carrying the mini-app's code binds the openid).
     linked: tuple[tuple[str, str], ...] = ()
+    # A mobile number (E.164) the provider verified: registered for counter-service SMS codes (第十一条). None
+    # keeps the number an earlier login registered (an IdP need not release it every time).
+    phone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ def upsert_holder(session: Session, cipher: FieldCipher, identity: VerifiedIdent
     else:
         holder.name_enc = cipher.encrypt(identity.name, f"holder:{holder.public_id}:name")
         holder.assurance_level = identity.assurance_level
+    if identity.phone:
+        holder.phone_enc = cipher.encrypt(identity.phone, f"holder:{holder.public_id}:phone")
     holder.last_login_at = now
     bind_identity(session, holder, provider=identity.provider, subject_digest=subject_index(cipher, identity.subject),
                   now=now)
