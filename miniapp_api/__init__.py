@@ -6,6 +6,7 @@ from flask_openapi3 import APIBlueprint, OpenAPI
 
 from miniapp_api.auth import bp as auth_bp
 from miniapp_api.cards import bp as cards_bp
+from miniapp_api.grants import bp as grants_bp
 from miniapp_api.notifications import bp as notifications_bp
 from miniapp_api.objections import bp as objections_bp
 from miniapp_api.showcodes import bp as showcodes_bp
@@ -13,7 +14,7 @@ from miniapp_api.usage import bp as usage_bp
 from miniapp_api.wallet import bp as wallet_bp
 
 blueprints: tuple[APIBlueprint, ...] = (auth_bp, wallet_bp, cards_bp, notifications_bp, usage_bp,
-                                          showcodes_bp, objections_bp)
+                                          showcodes_bp, objections_bp, grants_bp)
 
 
 def register(app: OpenAPI) -> None:

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from jwcrypto.jwk import JWK
+from sd_jwt.verifier import SDJWTVerifier
 
 from backend.extensions import db
 from backend.models import AccessRequest, ApiClient, Department, Grant, Holder
@@ -72,3 +74,20 @@ def make_access_request(app: Any, dept: DeptClient, wanted: list[dict[str, Any]]
         db.session.add(request)
         db.session.commit()
         return str(request.public_id)
+
+
+def reference_verify(http: Any, presentation: str, *, aud: str, nonce: str) -> dict[str, Any]:
+    """The OpenWallet Foundation's RFC 9901 implementation (sd-jwt), given only our published JWKS: the payload
+    with the disclosed claims, after checking the issuer signature, every disclosure and the KB-JWT (signature by
+    the `cnf` key, typ, aud, nonce, sd_hash). Raises on any failure."""
+    keys = http.get("/.well-known/jwks.json").get_json()["keys"]
+
+    def issuer_key(_issuer: str, header: dict[str, Any]) -> JWK:
+        return JWK(**next(key for key in keys if key["kid"] == header["kid"]))
+
+    return dict(SDJWTVerifier(presentation, issuer_key, aud, nonce).get_verified_payload())
+
+
+def disclosed_paths(claims: dict[str, Any]) -> set[str]:
+    """The disclosed claims of a verified payload as "object.claim" names (holder, document, face)."""
+    return {f"{obj}.{name}" for obj in ("holder", "document", "face") for name in claims.get(obj, {})}
