@@ -424,8 +424,12 @@ def test_rejecting_needs_a_reason_shown_to_the_filer(app, browser, clerk, filed,
 
 # -- resolve by correction -------------------------------------------------------------------------------------------
 
-def test_the_correction_form_is_prefilled_with_the_current_face(browser, clerk, filed, held):
+def test_the_correction_form_is_prefilled_with_the_current_face_and_its_reading_audited(app, browser, clerk, filed,
+                                                                                       held):
     page = browser.logged_in(clerk).text(f"{objection_page(filed)}/resolve")
+    [opened] = audit_events(app, "objection.correction_opened")
+    assert (opened.actor_id, opened.object_id, opened.details) == (clerk.public_id, filed,
+                                                                   {"certificate": held.identifier})
     assert 'name="field.party_b_name" id="field-party_b_name" value="李娜"' in page
     assert 'value="信阳市浉河区民政局婚姻登记处"' in page
     assert 'name="holder_name" value="张伟"' in page
