@@ -91,6 +91,19 @@ class SharingPolicy(Strict):
     step_up_required: bool = False
 
 
+class ObjectionDeadlines(Strict):
+    """Time limits for objections (异议) about certificates of the type, in working days from filing."""
+
+    acknowledge_working_days: int = Field(default=1, ge=1, le=30, description="受理时限")
+    resolve_working_days: int = Field(default=5, ge=1, le=60, description="办结时限")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ObjectionDeadlines:
+        if self.resolve_working_days < self.acknowledge_working_days:
+            raise ValueError("resolve_working_days must not be shorter than acknowledge_working_days")
+        return self
+
+
 class CertificateTypeDoc(Strict):
     type_code: str = Field(description="证照类型代码: defining authority USCC + 3-digit sequence")
     name: str = Field(min_length=2, max_length=100)
@@ -101,6 +114,7 @@ class CertificateTypeDoc(Strict):
     validity: Validity
     fields: list[FaceField] = Field(min_length=1)
     sharing: SharingPolicy
+    objections: ObjectionDeadlines = Field(default_factory=ObjectionDeadlines)
     description: str = ""
 
     @field_validator("type_code")

@@ -80,7 +80,7 @@ def load_calendar(path: Path | str) -> WorkingCalendar:
     where = Path(path)
     try:
         document = yaml.safe_load(where.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, ValueError) as exc:  # ValueError: PyYAML's own reading of a bad date
         raise CalendarError(f"cannot read the holiday calendar {where}: {exc}") from exc
     if not isinstance(document, dict) or set(document) - {"holidays", "working_days"}:
         raise CalendarError(f"{where}: expected a mapping with 'holidays' and 'working_days'")
