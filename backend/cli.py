@@ -18,6 +18,7 @@ from backend.config import PROJECT_ROOT
 from backend.errors import DomainError
 from backend.extensions import db
 from backend.security.keystore import PLATFORM_PURPOSES, PURPOSE_CERTIFICATE
+from backend.services import access_requests as access_requests_service
 from backend.services import audit as audit_service
 from backend.services import catalog as catalog_service
 from backend.services import clients as clients_service
@@ -34,6 +35,8 @@ from backend.services.demo import (
     ensure_demo_client,
 )
 from backend.services.issuance import Issuer
+from backend.services.request_callbacks import claim_due
+from backend.web.callback_delivery import deliver as deliver_callbacks
 from backend.web.context import field_cipher, keystore, now
 
 DEMO_CATALOG = PROJECT_ROOT / "catalog" / "xinyang"
@@ -213,6 +216,22 @@ def clients_disable(client_id: str) -> None:
         _fail(error)
 
 
+@clients_cli.command("callbacks")
+@click.argument("client_id")
+@click.argument("urls", nargs=-1)
+def clients_callbacks(client_id: str, urls: tuple[str, ...]) -> None:
+    """Set the client's callback allow-list to URLS (origins with an optional path prefix; none clears it)."""
+    try:
+        client = access_requests_service.set_callback_allowlist(
+            db.session(), client_id, list(urls), allow_http=current_app.config["ECERT_ENV"] != "production",
+            actor=_operator(), now=now())
+        db.session.commit()
+    except DomainError as error:
+        _fail(error)
+        return
+    click.echo("\n".join(client.callback_allowlist) or "(empty)")
+
+
 @audit_cli.command("verify")
 def audit_verify() -> None:
     """Recompute the whole hash chain; names the first edited, deleted or inserted sequence number."""
@@ -247,6 +266,22 @@ def jobs_purge() -> None:
     db.session.commit()
     click.echo(f"{removed} expired assertion id(s) removed")
     click.echo(f"{login_state} expired login nonce(s) and ID-token replay entries removed")
+
+
+@jobs_cli.command("callbacks")
+@click.option("--batch", type=click.IntRange(1, 1000), default=100, show_default=True,
+              help="Callbacks claimed per round; rounds continue until none is due.")
+def jobs_callbacks(batch: int) -> None:
+    """Deliver due access-request callbacks, retrying failed ones with backoff. Idempotent; safe on two nodes."""
+    totals: dict[str, int] = {}
+    while True:
+        outcomes = deliver_callbacks(lambda: claim_due(db.session(), now=now(), limit=batch))
+        for outcome, number in outcomes.items():
+            totals[outcome] = totals.get(outcome, 0) + number
+        if sum(outcomes.values()) < batch:
+            break
+    click.echo(f"{totals.get('delivered', 0)} callback(s) delivered, {totals.get('retry', 0)} to retry, "
+               f"{totals.get('abandoned', 0)} given up")
 
 
 @jobs_cli.command("expire")

@@ -283,6 +283,11 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         # Show codes (亮证码): lifetime of one code and when the app should fetch the next one (DESIGN §5).
         "ECERT_SHOW_CODE_TTL": _int(env, "ECERT_SHOW_CODE_TTL", 60),
         "ECERT_SHOW_CODE_REFRESH": _int(env, "ECERT_SHOW_CODE_REFRESH", 30),
+        # Access requests (用证请求): seconds a department's request waits for the holder's answer; its callback's
+        # HTTP timeout (seconds) and how many attempts before it is given up (retried by `flask jobs callbacks`).
+        "ECERT_ACCESS_REQUEST_TTL": _bounded(env, "ECERT_ACCESS_REQUEST_TTL", 600, 60, 3600),
+        "ECERT_CALLBACK_TIMEOUT": _bounded(env, "ECERT_CALLBACK_TIMEOUT", 3, 1, 30),
+        "ECERT_CALLBACK_MAX_ATTEMPTS": _bounded(env, "ECERT_CALLBACK_MAX_ATTEMPTS", 8, 1, 50),
         "ECERT_MAX_ASSERTION_LIFETIME": 300,
         "MAX_CONTENT_LENGTH": _int(env, "ECERT_MAX_BODY_BYTES", 1024 * 1024),
         # Batch import files (POST /gov/v1/certificates/batches): their own, larger byte cap and a row cap.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_openapi3 import APIBlueprint, OpenAPI
 
+from miniapp_api.access_requests import bp as access_requests_bp
 from miniapp_api.auth import bp as auth_bp
 from miniapp_api.cards import bp as cards_bp
 from miniapp_api.grants import bp as grants_bp
@@ -14,7 +15,7 @@ from miniapp_api.usage import bp as usage_bp
 from miniapp_api.wallet import bp as wallet_bp
 
 blueprints: tuple[APIBlueprint, ...] = (auth_bp, wallet_bp, cards_bp, notifications_bp, usage_bp,
-                                          showcodes_bp, objections_bp, grants_bp)
+                                          showcodes_bp, objections_bp, grants_bp, access_requests_bp)
 
 
 def register(app: OpenAPI) -> None:
