@@ -161,6 +161,12 @@ def test_an_unknown_username_gets_the_same_answer(app, browser, clerk):
     assert event.details["reason"] == "unknown_user" and event.actor_id == "unknown"
 
 
+@pytest.mark.parametrize("username", ["", "a" * 500, "li.clerk\x00", "李文", "li clerk", "../li.clerk"])
+def test_odd_usernames_are_just_unknown(browser, clerk, username):
+    response = browser.login(username=username, password=PASSWORD)
+    assert response.status_code == 401 and "用户名或密码错误" in response.get_data(as_text=True)
+
+
 def test_five_failures_lock_the_account_for_fifteen_minutes(app, browser, clerk, clock):
     for attempt in range(1, 5):
         assert browser.login(clerk, password=f"Wrong-password-{attempt}").status_code == 401
@@ -484,6 +490,24 @@ def test_an_invalid_correction_is_refused_with_the_field_named_and_nothing_writt
     assert objection_row(app, filed).status == "submitted"
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Certificate)) == 1
+
+
+@pytest.mark.parametrize("form", [{"holder_name": "张\x00伟"}, {"field.party_b_name": "李\x00娜"},
+                                  {"field.party_b_gender": "未知"}, {"field.party_b_name": "李" * 5000}])
+def test_hostile_correction_values_get_a_page_not_a_crash(app, browser, clerk, filed, form):
+    browser.logged_in(clerk)
+    form_page = f"{objection_page(filed)}/resolve"
+    response = browser.post(form_page, form, page=form_page)
+    assert response.status_code == 422 and response.mimetype == "text/html"
+    assert objection_row(app, filed).status == "submitted"
+
+
+def test_control_characters_in_the_correction_note_are_cleaned(app, browser, clerk, filed):
+    browser.logged_in(clerk)
+    form_page = f"{objection_page(filed)}/resolve"
+    response = browser.post(form_page, {"field.party_b_name": "李 娜", "reason": "更正\x00姓名"}, page=form_page)
+    assert response.status_code == 302
+    assert objection_row(app, filed).answer == "更正?姓名"
 
 
 def test_a_closed_objection_cannot_be_resolved(app, browser, clerk, filed):

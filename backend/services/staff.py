@@ -200,8 +200,10 @@ def _locked_error(until: datetime, now: datetime, note: AuditNote) -> StaffAccou
 def authenticate(session: Session, hasher: PasswordHasher, *, username: str, password: str, now: datetime,
                  source_ip: str | None = None, request_id: str | None = None) -> StaffAccount:
     """Check a console login. Failures are counted (after the rollback) and audited; the fifth locks the account."""
-    name = username.strip().lower()[:64]
-    account = session.scalar(select(StaffAccount).where(StaffAccount.username == name)) if name else None
+    name = username.strip().lower()
+    # A name no account can have (too long, NUL or other odd characters) is not even looked up.
+    account = session.scalar(select(StaffAccount).where(StaffAccount.username == name)) \
+        if USERNAME.fullmatch(name) else None
     context = {"source_ip": source_ip, "request_id": request_id}
     if account is None or not account.active:
         _burn_time(hasher, password)

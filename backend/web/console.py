@@ -24,7 +24,7 @@ from backend.models.objections import IN_PROGRESS, OPEN_STATES, REJECTED, RESOLV
 from backend.services import certificates as certificate_service
 from backend.services import objections as objection_service
 from backend.services import staff as staff_service
-from backend.services.audit import record_event
+from backend.services.audit import clean_text, record_event
 from backend.services.issuance import CHINA, Issuer
 from backend.services.wallet import face_definition
 from backend.staff_cli import staff_cli
@@ -266,8 +266,8 @@ def _changes(form: dict[str, Any], submitted: Any) -> dict[str, Any]:
     changes: dict[str, Any] = {"fields": fields} if fields else {}
     holder_name = submitted.get("holder_name", "").strip()
     if holder_name and holder_name != form["holder"]["value"]:
-        if len(holder_name) > 100:
-            raise ValidationFailed.for_field("holder_name", "too_long", "持证主体名称不得超过 100 个字符")
+        if len(holder_name) > 100 or any(ord(c) < 32 for c in holder_name):
+            raise ValidationFailed.for_field("holder_name", "invalid", "持证主体名称应为 1–100 个字符，不含控制字符")
         changes["holder_name"] = holder_name
     if not changes:
         raise ValidationFailed.for_field("fields", "unchanged", "没有修改任何字段：请填写更正后的值")
@@ -307,7 +307,7 @@ def resolve(public_id: str) -> Any:
     if account.department is None or certificate.issuer_department_id != account.department.id:
         raise Forbidden("只能更正本部门签发的证照", code="not_certificate_issuer")
     changes = _changes(_correction_form(found), request.form)
-    reason = request.form.get("reason", "").strip()[:MAX_REASON] or "根据异议更正"
+    reason = clean_text(request.form.get("reason", "").strip(), MAX_REASON) or "根据异议更正"
     moment = now()
     issuer = Issuer(db.session(), keystore(), field_cipher(), account.department,
                     public_url=current_app.config["ECERT_PUBLIC_URL"], actor=g.actor, now=moment)
