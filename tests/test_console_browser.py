@@ -168,12 +168,14 @@ def test_staff_resolves_an_objection_in_chromium_and_the_citizen_sees_the_correc
     # Login.
     chromium.load("navigate", url=f"{live_server}/console/login")
     assert "工作人员登录" in chromium.text()
+    keep_screenshot(chromium, tmp_path / "console-login.png")
     chromium.type_into("#username", "li.clerk")
     chromium.type_into("#password", PASSWORD)
     chromium.load("document.querySelector('#login').click()")
     assert chromium.evaluate("location.pathname") == "/console/objections"
     queue = chromium.text()
     assert "信阳市民政局 · 异议队列" in queue and "结婚证" in queue and "待受理" in queue
+    keep_screenshot(chromium, tmp_path / "console-queue.png")
     cookie_visible_to_scripts = chromium.evaluate("document.cookie")
     assert "ecert_console" not in cookie_visible_to_scripts  # HttpOnly
 
@@ -188,6 +190,7 @@ def test_staff_resolves_an_objection_in_chromium_and_the_citizen_sees_the_correc
     chromium.load("document.querySelector('#resolve').click()")
     assert chromium.evaluate("document.querySelector('#field-party_b_name').value") == "李娜"
     chromium.type_into("#field-party_b_name", "李 娜")
+    keep_screenshot(chromium, tmp_path / "console-correction.png")
     chromium.load("document.querySelector('#submit-correction').click()")
     assert chromium.evaluate("location.pathname") == f"/console/objections/{objection_id}"
     assert chromium.evaluate("document.querySelector('#status').innerText") == "已更正"
