@@ -192,6 +192,14 @@ def test_the_count_starts_again_after_a_lock_expires(app, browser, clerk, clock)
     assert browser.login(clerk).status_code == 302
 
 
+@pytest.mark.parametrize("app_settings", [{"STAFF_PASSWORD_HASHER": FAST_HASHER, "RATELIMIT_ENABLED": True,
+                                            "ECERT_RATELIMIT_TOKEN": "3 per minute"}])
+def test_login_attempts_are_rate_limited_per_address_whatever_the_username(browser, clerk):
+    statuses = [browser.login(username=f"guess{n}", password=PASSWORD).status_code for n in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    assert browser.get("/console/login").status_code == 200  # the form itself stays readable
+
+
 def test_a_successful_login_resets_the_failure_count(app, browser, clerk):
     for attempt in range(4):
         browser.login(clerk, password=f"Wrong-password-{attempt}")
