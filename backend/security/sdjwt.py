@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ SD_ALG = "sha-256"
 ISSUED_TYP = "dc+sd-jwt"
 KB_TYP = "kb+jwt"
 _RESERVED = {"_sd", "...", "_sd_alg"}
-_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 Signer = Callable[[dict[str, Any], dict[str, Any]], str]
 
@@ -38,7 +39,7 @@ def b64url(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    if not isinstance(text, str) or not text or any(c not in _B64URL for c in text):
+    if not isinstance(text, str) or not _B64URL.fullmatch(text):
         raise SdJwtFormatError("malformed_disclosure", "not base64url")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
