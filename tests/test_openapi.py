@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +23,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import Citizen
-from tests.factories import DISABILITY, FOOD_LICENCE, company_code
+from tests.conftest import SAMR, Citizen
+from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE, company_code
+from tests.objection_support import jpeg_with_gps
 from tests.support import Department, wallet_ids
 
 ALL_SCOPES = ("catalog", "issue", "verify", "request", "redeem", "objections", "stats")
@@ -113,6 +116,33 @@ def offered_grant_ids(world: CitizenWorld, client_id: str) -> list[str]:
     return ids
 
 
+def filed_objection_ids(world: CitizenWorld) -> list[str]:
+    """An objection the citizen filed about a company certificate, in 市场监督管理局's queue (the gate's department
+    client), so /api/v1/objections/{objection_id} and /gov/v1/objections/{id}/… run their 200 paths too."""
+    for certificate_id in world.certificate_ids:
+        response = world.citizen.http.post("/api/v1/objections", headers=world.citizen.headers, data={
+            "certificate_id": certificate_id, "description": "住所有误",
+            "evidence": [(io.BytesIO(jpeg_with_gps()), "a.jpg")],
+            "disputed": json.dumps([{"field": "address", "claimed_value": "河南省信阳市浉河区茶韵路 20 号"}])})
+        if response.status_code == 201 and response.get_json()["department"]["code"] == SAMR:
+            return [response.get_json()["id"]]
+    raise AssertionError("no objection could be filed")
+
+
+def asked_request_ids(world: CitizenWorld, dept: Any) -> list[str]:
+    """Access requests of the gate's department client (one open to any citizen, one assisted for the citizen), so
+    /gov/v1/access-requests/{id} and /api/v1/access-requests/{id}… run their 200 paths too."""
+    headers = dept.headers()
+    ids = []
+    for extra in ({}, {"assisted": True, "holder": {"code_type": "111", "code": world.citizen.id_number}}):
+        response = world.citizen.http.post("/gov/v1/access-requests", headers=headers, json={
+            "wanted": [{"type_code": BUSINESS_LICENCE, "fields": ["company_name"]}], "purpose": "核验",
+            "matter_code": "XK-001", **extra})
+        assert response.status_code == 201, response.get_json()
+        ids.append(response.get_json()["id"])
+    return ids
+
+
 @pytest.fixture
 def api_schema(app: OpenAPI, make_dept_client: Any, citizen_world: CitizenWorld) -> Any:
     """The app's own document, with a department token of every scope for the clientBearer scheme and the
@@ -126,6 +156,8 @@ def api_schema(app: OpenAPI, make_dept_client: Any, citizen_world: CitizenWorld)
     known = {"certificate_id": citizen_world.certificate_ids, "id": citizen_world.certificate_ids,
              "notification_id": citizen_world.notification_ids,
              "grant_id": offered_grant_ids(citizen_world, dept.client_id)}
+    objections = {"id": filed_objection_ids(citizen_world)}
+    known["objection_id"] = objections["id"]
 
     @schema.hook("flatmap_path_parameters").apply_to(path_regex="^/api/v1/")
     def held_ids(context: Any, path_parameters: Any) -> Any:
@@ -136,6 +168,24 @@ def api_schema(app: OpenAPI, make_dept_client: Any, citizen_world: CitizenWorld)
         return st.one_of(st.just(path_parameters),
                          *(st.sampled_from(known[name]).map(lambda value, name=name: {**path_parameters, name: value})
                            for name in names))
+
+    @schema.hook("flatmap_path_parameters").apply_to(path_regex="^/gov/v1/objections/")
+    def queued_ids(context: Any, path_parameters: Any) -> Any:
+        """Now and then the objection in the department's queue (and its one evidence image)."""
+        if not isinstance(path_parameters, dict) or "id" not in path_parameters:
+            return st.just(path_parameters)
+        return st.one_of(st.just(path_parameters), st.sampled_from(objections["id"]).map(
+            lambda value: {**path_parameters, "id": value, **({"n": 1} if "n" in path_parameters else {})}))
+
+    asked = asked_request_ids(citizen_world, dept)
+
+    @schema.hook("flatmap_path_parameters").apply_to(path_regex="/access-requests/")
+    def asked_ids(context: Any, path_parameters: Any) -> Any:
+        """Now and then one of the department's access requests (pending until a generated approval answers it)."""
+        if not isinstance(path_parameters, dict) or "id" not in path_parameters:
+            return st.just(path_parameters)
+        return st.one_of(st.just(path_parameters),
+                         st.sampled_from(asked).map(lambda value: {**path_parameters, "id": value}))
 
     @schema.hook("map_case").apply_to(path="/api/v1/auth/logout")
     def own_session(context: Any, case: Case) -> Case:
