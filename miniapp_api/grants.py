@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from flask import Response, current_app, g, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
@@ -24,14 +24,14 @@ bp = APIBlueprint("citizen_grants", __name__, url_prefix="/api/v1/grants",
 
 JSON, PNG = "application/json", "image/png"
 GrantStatus = Literal["active", "used", "expired", "revoked"]
-FIELD_NAME = r"^[a-z][a-z0-9_.]{0,63}$"
+FieldName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class OfferRequest(StrictModel):
     certificate_id: str = Field(max_length=64, description="the certificate's id in the wallet")
     client_id: str = Field(min_length=1, max_length=64, description="the department business system allowed to use "
                                                                      "the code (it needs the `redeem` scope)")
-    fields: list[str] = Field(min_length=1, max_length=64, description="field names the department may see: "
+    fields: list[FieldName] = Field(min_length=1, max_length=64, description="field names the department may see: "
                                                                         "holder.name, holder.code, document.number "
                                                                         "or face fields the type lets be shared")
     purpose: str = Field(min_length=1, max_length=200, description="用证事由, shown in the usage history")
