@@ -13,6 +13,7 @@ from backend.models import AccessRequest, AuditEvent, Redemption, UsageRecord
 from backend.models.grants import REQUEST_DECLINED
 from backend.security.sdjwt import b64url_decode
 from backend.services.audit import verify_chain
+from tests.access_request_support import Asker, answer
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START
 from tests.factories import MARRIAGE, company_code
 from tests.grant_support import (
@@ -274,3 +275,16 @@ def test_the_redeem_response_is_documented(citizen, licence, samr_system):
     grant = offered(citizen, licence, samr_system.client_id, LICENCE_FIELDS)
     response = redeem(samr_system, code=grant["code"])
     assert_documented(samr_system.http, "post", "/gov/v1/grants/redeem", response)
+
+
+def test_department_asks_holder_approves_in_the_app_department_redeems(app, citizen, civil):
+    """The whole "department asks" path through the public endpoints: ask, approve, redeem by request id."""
+    held = marriage_of(citizen, app, civil)
+    asked = Asker(civil).ask(wanted=[{"type_code": MARRIAGE, "fields": ["holder.name", "party_b_name"]}])
+    assert answer(citizen, asked["id"], "approve", [held.id]).status_code == 200
+    body = redeemed(civil, request_id=asked["id"])
+    claims = reference_verify(civil.http, body["presentations"][0]["sd_jwt"], aud=civil.client_id,
+                              nonce=body["grant_id"])
+    assert disclosed_paths(claims) == {"holder.name", "face.party_b_name"}
+    grants = citizen.http.get("/api/v1/grants", headers=citizen.headers).get_json()["items"]
+    assert [(g["id"], g["status"], g["source"]) for g in grants] == [(body["grant_id"], "used", "request")]
