@@ -197,6 +197,10 @@ def test_the_count_starts_again_after_a_lock_expires(app, browser, clerk, clock)
 def test_login_attempts_are_rate_limited_per_address_whatever_the_username(browser, clerk):
     statuses = [browser.login(username=f"guess{n}", password=PASSWORD).status_code for n in range(4)]
     assert statuses == [401, 401, 401, 429]
+    limited = browser.login(clerk)
+    assert limited.status_code == 429 and limited.mimetype == "text/html"
+    assert "过于频繁" in limited.get_data(as_text=True)
+    assert 0 < int(limited.headers["Retry-After"]) <= 60
     assert browser.get("/console/login").status_code == 200  # the form itself stays readable
 
 

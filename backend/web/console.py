@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -85,6 +86,16 @@ def _csrf_error(error: CSRFError) -> tuple[str, int]:
 @bp.errorhandler(DomainError)
 def _domain_error(error: DomainError) -> tuple[str, int]:
     return _error_page(error)
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(error: RateLimitExceeded) -> tuple[str, int, dict[str, str]]:
+    db.session.rollback()
+    limit = getattr(error, "limit", None)
+    retry_after = str(int(limit.limit.get_expiry())) if limit is not None else "60"
+    page, status = _page("console/error.html", 429, status=429, message="尝试过于频繁，请稍后再试。", problems=[],
+                         back=None)
+    return page, status, {"Retry-After": retry_after}
 
 
 @bp.errorhandler(HTTPException)
