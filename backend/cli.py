@@ -22,9 +22,9 @@ from backend.services import access_requests as access_requests_service
 from backend.services import audit as audit_service
 from backend.services import catalog as catalog_service
 from backend.services import clients as clients_service
+from backend.services import counter_service, login_nonces, objection_deadlines
 from backend.services import expiry as expiry_service
 from backend.services import imports as imports_service
-from backend.services import login_nonces, objection_deadlines
 from backend.services.actors import Actor
 from backend.services.data_keys import reencrypt_stale
 from backend.services.demo import (
@@ -255,6 +255,27 @@ def audit_checkpoint() -> None:
         _fail(error)
         return
     click.echo(f"checkpoint seq {cp.seq} {cp.chain_hash}")
+
+
+@audit_cli.command("counter-consents")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="from this day (UTC), inclusive")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), help="to this day (UTC), exclusive")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def audit_counter_consents(since: Any, until: Any, as_json: bool) -> None:
+    """Consents given at department counters (第十一条), per department: by SMS code and attested by staff."""
+    from datetime import UTC
+
+    counts = counter_service.count_counter_consents(db.session(), since=since and since.replace(tzinfo=UTC),
+                                                    until=until and until.replace(tzinfo=UTC))
+    db.session.rollback()
+    rows = [{"department": c.department_code, "sms_code": c.sms_code, "staff_attested": c.staff_attested}
+            for c in counts]
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    click.echo(f"{'department':<20} {'sms_code':>9} {'staff_attested':>15}")
+    for row in rows:
+        click.echo(f"{row['department']:<20} {row['sms_code']:>9} {row['staff_attested']:>15}")
 
 
 @jobs_cli.command("purge")

@@ -275,6 +275,12 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         "ECERT_WECHAT_APPID": env.get("ECERT_WECHAT_APPID") or None,
         "ECERT_WECHAT_SECRET": env.get("ECERT_WECHAT_SECRET") or None,
         "ECERT_WECHAT_API_URL": (env.get("ECERT_WECHAT_API_URL") or "https://api.weixin.qq.com").rstrip("/"),
+        # The SMS platform for counter-service one-time codes (第十一条): POST {url} with a bearer key. Unset: a
+        # recording fake outside production (development: instance/sms-outbox.jsonl); in production no codes are
+        # sent (503 sms_unavailable) and staff attestation remains.
+        "ECERT_SMS_URL": env.get("ECERT_SMS_URL") or None,
+        "ECERT_SMS_API_KEY": env.get("ECERT_SMS_API_KEY") or None,
+        "ECERT_SMS_SIGN": env.get("ECERT_SMS_SIGN") or "信阳电子证照",
         "ECERT_SIGNING_ALG": _choice(env, "ECERT_SIGNING_ALG", ("ES256", "EdDSA"), "ES256"),
         "ECERT_ACCESS_TOKEN_TTL": _bounded(env, "ECERT_ACCESS_TOKEN_TTL", 600, 60, 900),
         # Seconds a real-name login's word that the holder represents a company (法人) keeps counting (1 min–30 days):
@@ -353,6 +359,11 @@ def check_production(settings: Mapping[str, Any]) -> None:
             raise ConfigError("ECERT_WECHAT_SECRET is required in production when ECERT_WECHAT_APPID is set")
         if not str(settings["ECERT_WECHAT_API_URL"]).startswith("https://"):
             raise ConfigError("ECERT_WECHAT_API_URL must be an https:// URL in production")
+    if settings.get("ECERT_SMS_URL"):
+        if not str(settings["ECERT_SMS_URL"]).startswith("https://"):
+            raise ConfigError("ECERT_SMS_URL must be an https:// URL in production")
+        if not settings.get("ECERT_SMS_API_KEY"):
+            raise ConfigError("ECERT_SMS_API_KEY is required in production when ECERT_SMS_URL is set")
     if not str(settings["ECERT_PUBLIC_URL"]).startswith("https://"):
         raise ConfigError("ECERT_PUBLIC_URL must be an https:// URL in production")
     if not settings["ECERT_REDIS_URL"]:

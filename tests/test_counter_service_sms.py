@@ -24,7 +24,7 @@ from backend.adapters.sms import (
     mobile_number,
 )
 from backend.auth.providers import _real_name
-from backend.config import OidcIssuer
+from backend.config import ConfigError, OidcIssuer, load_settings
 from backend.extensions import db
 from backend.models import Holder
 from backend.security.encryption import FieldCipher
@@ -33,6 +33,7 @@ from backend.services.issuance import holder_index
 from backend.web.context import field_cipher
 from tests.factories import resident_id
 from tests.support import field_errors
+from tests.test_config import production
 
 
 class SmsPlatform:
@@ -198,3 +199,22 @@ def test_a_dev_login_with_an_unusable_phone_is_refused_naming_the_field(client, 
     response = _dev_login(client, resident_id(), phone="0376-6221234")
 
     assert field_errors(response) == {"phone": "invalid_mobile_number"}
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"ECERT_SMS_URL": "http://sms.example.gov.cn/send", "ECERT_SMS_API_KEY": "k"}, "ECERT_SMS_URL"),
+    ({"ECERT_SMS_URL": "https://sms.example.gov.cn/send"}, "ECERT_SMS_API_KEY"),
+])
+def test_production_refuses_an_unsafe_sms_platform(tmp_path, changes, named):
+    with pytest.raises(ConfigError, match=named):
+        load_settings(production(tmp_path, **changes))
+
+
+def test_production_accepts_an_https_sms_platform_with_its_key(tmp_path):
+    settings = load_settings(production(tmp_path, ECERT_SMS_URL="https://sms.example.gov.cn/send",
+                                        ECERT_SMS_API_KEY="k", ECERT_SMS_SIGN="信阳市电子证照"))
+
+    gateway = gateway_from_settings(settings)
+
+    assert isinstance(gateway, HttpSmsGateway) and gateway.url == "https://sms.example.gov.cn/send"
+    assert gateway.sign == "信阳市电子证照"
