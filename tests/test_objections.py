@@ -4,13 +4,17 @@ else's objections."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from backend.extensions import db
-from backend.models import AuditEvent, Department, Notification, Objection, ObjectionEvent
+from backend.models import ApiClient, AuditEvent, Certificate, Department, Notification, Objection, ObjectionEvent
+from backend.services.actors import Actor
+from backend.services.audit import record_event
+from backend.services.objections import client_has_seen
 from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR
 from tests.factories import company_code
 from tests.objection_support import (
@@ -322,3 +326,26 @@ def test_reporting_needs_verify_or_redeem_scope(make_dept_client, held):
 
 def _tiny_jpeg() -> bytes:
     return jpeg_with_gps((8, 8))
+
+
+def test_a_verified_presentation_counts_as_seen_but_only_for_that_client_and_for_90_days(app, clock, make_dept_client,
+                                                                                        citizen, held):
+    seer, other = (make_dept_client(SAMR, scopes=("verify",)) for _ in range(2))
+    with app.app_context():
+        clients = {c.client_id: c for c in db.session.scalars(sa.select(ApiClient))}
+        certificate = db.session.scalar(sa.select(Certificate).where(Certificate.identifier == held.identifier))
+        assert certificate is not None
+        seen_by = Actor(kind="client", id=seer.client_id, department_code=SAMR)
+        record_event(db.session, actor=seen_by, action="certificate.verified", now=clock(), object_type="certificate",
+                     object_id=held.identifier, details={"mode": "identifier"})
+        assert not client_has_seen(db.session, clients[seer.client_id], certificate, now=clock())
+        record_event(db.session, actor=seen_by, action="certificate.verified", now=clock(), object_type="certificate",
+                     object_id=held.identifier, outcome="failure", details={"mode": "presentation"})
+        assert not client_has_seen(db.session, clients[seer.client_id], certificate, now=clock())
+        record_event(db.session, actor=seen_by, action="certificate.verified", now=clock(), object_type="certificate",
+                     object_id=held.identifier, details={"mode": "presentation"})
+        assert client_has_seen(db.session, clients[seer.client_id], certificate, now=clock())
+        assert not client_has_seen(db.session, clients[other.client_id], certificate, now=clock())
+        assert not client_has_seen(db.session, clients[seer.client_id], certificate,
+                                   now=clock() + timedelta(days=91))
+        db.session.rollback()
