@@ -25,6 +25,7 @@ from backend.services import clients as clients_service
 from backend.services import counter_service, login_nonces, objection_deadlines
 from backend.services import expiry as expiry_service
 from backend.services import imports as imports_service
+from backend.services import objections as objections_service
 from backend.services.actors import Actor
 from backend.services.data_keys import reencrypt_stale
 from backend.services.demo import (
@@ -37,7 +38,7 @@ from backend.services.demo import (
 from backend.services.issuance import Issuer
 from backend.services.request_callbacks import claim_due
 from backend.web.callback_delivery import deliver as deliver_callbacks
-from backend.web.context import field_cipher, keystore, now
+from backend.web.context import evidence_storage, field_cipher, keystore, now
 
 DEMO_CATALOG = PROJECT_ROOT / "catalog" / "xinyang"
 
@@ -161,6 +162,9 @@ def keys_reencrypt_data() -> None:
     db.session.commit()
     click.echo(f"{report.blobs} value(s) in {report.rows} row(s) re-encrypted under data key "
                f"version {field_cipher().current_version}")
+    files = objections_service.reseal_evidence(db.session(), evidence_storage())
+    db.session.rollback()  # read only
+    click.echo(f"{files} objection evidence file(s) re-sealed")
 
 
 @keys_cli.command("import")

@@ -3,16 +3,24 @@ metadata (EXIF, GPS, comments, ICC, text chunks) removed, sealed at rest; reques
 
 from __future__ import annotations
 
+import base64
 import io
+import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 
+from backend.app import create_app
+from backend.extensions import db
+from backend.models import Objection
 from backend.services import evidence
 from backend.services.evidence import LocalEvidenceStorage, clean_image
-from tests.conftest import CIVIL_AFFAIRS
+from backend.services.objections import evidence_image, objection_view
+from backend.web.context import evidence_storage, field_cipher
+from tests.conftest import CIVIL_AFFAIRS, TEST_SECRETS, _settings
 from tests.objection_support import (
     OBJECTIONS,
     Queue,
@@ -164,3 +172,25 @@ def test_clean_image_strips_exif_orientation_but_keeps_the_picture_upright():
     cleaned = clean_image(out.getvalue())
     assert (cleaned.width, cleaned.height) == (20, 40)
     assert metadata_of(cleaned.data)["exif"] == {}
+
+
+def test_rotating_the_data_key_reseals_objections_and_their_evidence(app, _migrated, tmp_path, clock, citizen, held):
+    objection = filed(citizen, held.id, description="对方姓名有误", files=[(jpeg_with_gps(), "a.jpg")])
+    new_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    rotated = create_app(_settings(_migrated, tmp_path / "rotated", ECERT_CLOCK=clock,
+                                   ECERT_EVIDENCE_DIR=app.config["ECERT_EVIDENCE_DIR"],
+                                   ECERT_DATA_KEYS=f"{TEST_SECRETS['ECERT_DATA_KEYS']},2:{new_key}"))
+    runner = rotated.test_cli_runner()
+    first = runner.invoke(args=["keys", "reencrypt-data"])
+    assert first.exit_code == 0, first.output
+    assert "1 objection evidence file(s) re-sealed" in first.output
+    assert "0 objection evidence file(s) re-sealed" in runner.invoke(args=["keys", "reencrypt-data"]).output
+    [stored] = list(Path(app.config["ECERT_EVIDENCE_DIR"]).glob("*/*"))
+    assert stored.read_bytes()[:2] == b"\x00\x02"
+    with rotated.app_context():
+        cipher = field_cipher()
+        row = db.session.scalar(sa.select(Objection).where(Objection.public_id == objection["id"]))
+        assert row is not None and not cipher.is_stale(row.disputed_enc) and not cipher.is_stale(row.description_enc)
+        assert objection_view(db.session, cipher, row, now=clock()).description == "对方姓名有误"
+        assert metadata_of(evidence_image(evidence_storage(), row, 1))["format"] == "JPEG"
+        db.session.rollback()

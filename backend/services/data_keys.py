@@ -14,16 +14,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.models import Certificate, Holder
+from backend.models import Certificate, Holder, Objection
 from backend.security.encryption import FieldCipher
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 
 # Model, context prefix, encrypted columns (the context of a blob is "<prefix>:<public_id>:<column>").
-ENCRYPTED: tuple[tuple[type[Certificate] | type[Holder], str, dict[str, str]], ...] = (
+ENCRYPTED: tuple[tuple[type[Certificate] | type[Holder] | type[Objection], str, dict[str, str]], ...] = (
     (Certificate, "certificate", {"number_enc": "number", "holder_name_enc": "holder_name",
                                   "holder_code_enc": "holder_code", "face_enc": "face", "sd_jwt_enc": "sd_jwt"}),
     (Holder, "holder", {"id_number_enc": "id_number", "name_enc": "name", "phone_enc": "phone"}),
+    (Objection, "objection", {"disputed_enc": "disputed", "description_enc": "description"}),
 )
 
 

@@ -188,3 +188,11 @@ class SealedEvidenceStorage:
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)
+
+    def reseal(self, key: str) -> bool:
+        """Re-encrypt one stored file under the current data key if it is sealed under an older one (rotation)."""
+        blob = self.inner.get(key)
+        if not self.cipher.is_stale(blob):
+            return False
+        self.inner.put(key, self.cipher.reencrypt(blob, f"evidence:{key}"))
+        return True

@@ -51,6 +51,7 @@ from backend.services.evidence import (
     MAX_FILES,
     EvidenceNotFound,
     EvidenceStorage,
+    SealedEvidenceStorage,
     check_count,
     clean_image,
     new_storage_key,
@@ -638,3 +639,15 @@ def record_evidence_viewed(session: Session, objection: Objection, n: int, *, ac
     """Audit a reading of an evidence image (personal data: the photos may show documents or faces)."""
     record_event(session, actor=actor, action="objection.evidence_viewed", now=now, object_type="objection",
                  object_id=objection.public_id, details={"n": n})
+
+
+def reseal_evidence(session: Session, storage: SealedEvidenceStorage, *, batch_size: int = 500) -> int:
+    """After a data key rotation: re-encrypt every evidence file still sealed under an older key (idempotent).
+    Returns how many files were re-sealed."""
+    resealed, last_id = 0, 0
+    while keys := session.execute(select(ObjectionEvidence.id, ObjectionEvidence.storage_key)
+                                  .where(ObjectionEvidence.id > last_id).order_by(ObjectionEvidence.id)
+                                  .limit(batch_size)).all():
+        last_id = keys[-1][0]
+        resealed += sum(storage.reseal(key) for _, key in keys)
+    return resealed

@@ -40,7 +40,7 @@ def request_actor_context() -> dict[str, str | None]:
     return {"source_ip": request.remote_addr, "request_id": getattr(g, "request_id", None)}
 
 
-def evidence_storage() -> EvidenceStorage:
+def evidence_storage() -> SealedEvidenceStorage:
     """Objection evidence, sealed with the data key, in ECERT_EVIDENCE_DIR (an app may set another storage in
     app.extensions["ecert.evidence_storage"], e.g. an object store)."""
     inner: EvidenceStorage | None = current_app.extensions.get("ecert.evidence_storage")
