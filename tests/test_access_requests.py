@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from backend.extensions import db
 from backend.models import AccessRequest, AuditEvent, Grant, GrantCertificate, Notification
+from backend.services import access_requests
 from tests.access_request_support import (
     API,
     LICENCE_FIELDS,
@@ -25,7 +27,7 @@ from tests.access_request_support import (
 )
 from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen
 from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE, MARRIAGE, company_code, resident_id
-from tests.support import Department, error_of, public_id_of
+from tests.support import Department, error_of, public_id_of, run_together
 
 
 @dataclass
@@ -361,3 +363,44 @@ def test_an_assisted_request_for_a_company_is_visible_to_its_representative(aske
     matching = view(holder.citizen, request_id).get_json()["matching_certificates"]
     assert [item["id"] for item in matching] == [holder.licence_id]
     error_of(view(make_holder("李娜").citizen, request_id), 404, "access_request_not_found")
+
+
+# -- concurrent answers ---------------------------------------------------------------------------------------------
+
+ANSWERS = 6
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["released-together", "all-past-the-checks"])
+def test_of_concurrent_answers_exactly_one_decides(asker, holder, app, monkeypatch, overlap):
+    with app.app_context():
+        url = db.engine.url
+        assert url.get_backend_name() == "postgresql" or (url.database or ":memory:") != ":memory:"
+    request_id = asker.ask(wanted=[{"type_code": BUSINESS_LICENCE, "fields": LICENCE_FIELDS}])["id"]
+    if overlap:
+        checked, seen = threading.Barrier(ANSWERS), threading.local()
+        original = access_requests._refuse_stale
+
+        def check_then_wait(*args: Any, **kwargs: Any) -> None:
+            original(*args, **kwargs)
+            if not getattr(seen, "waited", False):
+                seen.waited = True
+                checked.wait(timeout=30)  # every answer has seen the request pending
+
+        monkeypatch.setattr(access_requests, "_refuse_stale", check_then_wait)
+
+    def act(n: int) -> tuple[str, int, Any]:
+        action = "approve" if n % 2 == 0 else "decline"
+        body = {"certificate_ids": [holder.licence_id]} if action == "approve" else None
+        response = app.test_client().post(f"{API}/{request_id}/{action}", json=body, headers=holder.citizen.headers)
+        return action, response.status_code, response.get_json()
+
+    results = run_together(act, ANSWERS)
+    winners = [(action, body) for action, status, body in results if status == 200]
+    assert len(winners) == 1, results
+    assert {body["error"]["code"] for _, status, body in results if status != 200} == {"access_request_decided"}
+    action, body = winners[0]
+    with app.app_context():
+        grants = db.session.scalar(sa.select(sa.func.count()).select_from(Grant))
+        decided = db.session.scalar(sa.select(AccessRequest.status).where(AccessRequest.public_id == request_id))
+    assert grants == (1 if action == "approve" else 0)
+    assert decided == ("approved" if action == "approve" else "declined") == body["status"]
