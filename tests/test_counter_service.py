@@ -272,6 +272,22 @@ def test_codes_per_request_are_limited(window, holder, sms, clock):
     assert len(sms.messages) == counter_service.MAX_SENDS
 
 
+def test_requests_from_any_department_cannot_flood_one_holders_phone(window, holder, sms, make_dept_client, clock):
+    other = Window(make_dept_client(SAMR, scopes=("request",)))
+    for n in range(counter_service.MAX_REQUESTS_TEXTING_HOLDER):
+        counter = window if n % 2 else other
+        assert counter.send_code(counter.ask(holder.id_number)).status_code == 200
+
+    throttled = window.send_code(window.ask(holder.id_number))
+
+    error_of(throttled, 429, "sms_code_throttled")
+    assert throttled.headers["Retry-After"] == "3600"
+    assert len(sms.messages) == counter_service.MAX_REQUESTS_TEXTING_HOLDER
+    clock.advance(minutes=61)  # the codes were all sent more than an hour ago
+    window.headers = window.dept.headers()
+    assert window.send_code(window.ask(holder.id_number)).status_code == 200
+
+
 def test_a_holder_without_a_registered_phone_is_sent_to_staff_attestation(window, citizen_login, civil_affairs, sms):
     citizen = citizen_login(phone=None)
     civil_affairs.issue_to(citizen)

@@ -51,6 +51,9 @@ CODE_TTL = timedelta(minutes=5)  # an SMS code (短信验证码) is typed in wit
 RESEND_AFTER = timedelta(seconds=60)  # a new code no sooner than a minute after the last one
 MAX_SENDS = 5  # codes texted per request: then staff attest, or the department starts a new request
 MAX_ATTEMPTS = 5  # wrong codes per request: then the request is locked
+# Requests that texted one holder within an hour, from all departments: new requests must not become an SMS bomb.
+MAX_REQUESTS_TEXTING_HOLDER = 10
+HOLDER_WINDOW = timedelta(hours=1)
 OTP_DOMAIN = "counter-sms-code"
 COUNTER_ASSURANCE = "counter_id_check"  # a holder first known through a staff member's check of the ID card
 
@@ -220,6 +223,13 @@ def _sends_so_far(session: Session, request: AccessRequest) -> int:
                                      AuditEvent.action == ACTION_SMS_SENT)) or 0)
 
 
+def _other_requests_texting(session: Session, request: AccessRequest, now: datetime) -> int:
+    """Other requests whose last code to this holder was sent within HOLDER_WINDOW (a send moves otp_expires_at)."""
+    return int(session.scalar(select(func.count()).select_from(AccessRequest).where(
+        AccessRequest.assisted_holder_index == request.assisted_holder_index, AccessRequest.id != request.id,
+        AccessRequest.otp_expires_at > now - HOLDER_WINDOW + CODE_TTL)) or 0)
+
+
 def send_sms_code(session: Session, sms: SmsGateway | None, cipher: FieldCipher, *, client: ApiClient,
                   request_id: str, actor: Actor, now: datetime) -> SmsCodeSent:
     """Text a fresh 6-digit code to the holder's registered phone; an earlier code stops working.
@@ -242,6 +252,10 @@ def send_sms_code(session: Session, sms: SmsGateway | None, cipher: FieldCipher,
     sent = _sends_so_far(session, request)
     if sent >= MAX_SENDS:
         raise SmsSendLimit(details={"max_sends": MAX_SENDS})
+    if _other_requests_texting(session, request, now) >= MAX_REQUESTS_TEXTING_HOLDER:
+        wait = int(HOLDER_WINDOW.total_seconds())
+        raise SmsCodeThrottled("该持证人近期收到的验证码过多，请稍后再试或由工作人员核验身份证件后确认",
+                               details={"retry_after": wait}, headers={"Retry-After": str(wait)})
     if sms is None:
         raise ServiceUnavailable("本平台未配置短信服务，请由工作人员核验身份证件后确认", code="sms_unavailable")
     code = f"{secrets.randbelow(10**6):06d}"
