@@ -225,6 +225,18 @@ def test_approval_creates_the_grant_notifies_the_holder_and_is_audited(asker, ho
     assert after["matching_certificates"] == []
 
 
+def test_the_requesting_client_redeems_an_approved_request_by_its_id(asker, holder, make_dept_client):
+    request_id = asker.ask()["id"]
+    grant_id = approved(holder, request_id)["grant_id"]
+    other = make_dept_client(SAMR, scopes=("redeem",))
+    refused = other.http.post("/gov/v1/grants/redeem", json={"request_id": request_id}, headers=other.headers())
+    assert refused.status_code in (403, 404), refused.get_json()
+    response = asker.http.post("/gov/v1/grants/redeem", json={"request_id": request_id}, headers=asker.headers)
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["grant_id"] == grant_id and len(body["presentations"]) == 2
+
+
 def test_approval_with_only_some_wanted_types_covers_those(asker, holder, app):
     request_id = asker.ask()["id"]
     decision = approved(holder, request_id, holder.licence_id)

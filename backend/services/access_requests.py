@@ -15,6 +15,7 @@ transaction; backend/services/request_callbacks.py delivers it after the commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -311,7 +312,7 @@ GRANT_NOTICE = ("您已授权{department}使用证照", "您已同意{department
 
 
 def approve_access_request(session: Session, cipher: FieldCipher, holder: Holder, public_id: str, *,
-                           certificate_ids: list[str], step_up: Any, actor: Actor, now: datetime,
+                           certificate_ids: list[str], step_up: Callable[[], None], actor: Actor, now: datetime,
                            max_age: timedelta) -> tuple[AccessRequest, Grant]:
     """Consent in the app: the chosen certificates (the holder's or a represented company's, of wanted types, valid)
     become a grant for the requesting client. `step_up()` is called when a chosen type needs a recent login; it
