@@ -367,6 +367,18 @@ def test_a_city_administrator_reads_every_queue(app, clock, filed, other_departm
     assert viewed.actor_type == "staff" and viewed.department_code is None
 
 
+def test_a_city_administrator_can_look_at_one_departments_queue(app, clock, filed, other_departments_objection):
+    admin = Console(app).logged_in(make_staff(app, clock, None, username="city.admin"))
+    page = admin.text(f"{QUEUE}?dept={DISABILITY_FEDERATION}")
+    assert other_departments_objection in page and filed not in page
+    assert admin.get(f"{QUEUE}?dept=000000000000000000").status_code == 422
+
+
+def test_department_staff_cannot_pick_another_departments_queue(browser, clerk, filed, other_departments_objection):
+    page = browser.logged_in(clerk).text(f"{QUEUE}?dept={DISABILITY_FEDERATION}")
+    assert filed in page and other_departments_objection not in page
+
+
 @pytest.mark.parametrize(("method", "suffix"), [("post", "/accept"), ("post", "/reject"), ("get", "/resolve"),
                                                  ("post", "/resolve")])
 def test_a_city_administrator_cannot_act(app, clock, filed, method, suffix):

@@ -22,6 +22,7 @@ from backend.errors import DomainError, Forbidden, ValidationFailed
 from backend.extensions import db, limiter
 from backend.models import Certificate, StaffAccount
 from backend.models.objections import IN_PROGRESS, OPEN_STATES, REJECTED, RESOLVED, SUBMITTED, Objection
+from backend.services import catalog as catalog_service
 from backend.services import certificates as certificate_service
 from backend.services import objections as objection_service
 from backend.services import staff as staff_service
@@ -167,16 +168,22 @@ def queue() -> Any:
     status = request.args.get("status", "")
     if status not in STATUS_FILTERS:
         raise ValidationFailed.for_field("status", "invalid", "未知的异议状态")
+    department = _department_of(account)
+    departments = catalog_service.list_departments(db.session()) if account.is_city_admin else []
+    chosen = request.args.get("dept", "") if account.is_city_admin else ""
+    if chosen:  # a city administrator may look at one department's queue
+        department = next((d for d in departments if d.code == chosen), None)
+        if department is None:
+            raise ValidationFailed.for_field("dept", "invalid", "未知的部门")
     moment = now()
-    page = objection_service.department_queue(db.session(), department=_department_of(account),
-                                              status=status or None, limit=PAGE_SIZE,
-                                              cursor=request.args.get("cursor") or None, now=moment)
+    page = objection_service.department_queue(db.session(), department=department, status=status or None,
+                                              limit=PAGE_SIZE, cursor=request.args.get("cursor") or None, now=moment)
     rows = [{"objection": item, "overdue": objection_service.overdue(item, moment),
              "status_label": objection_service.STATUS_LABELS.get(item.status, item.status),
              "filer_label": objection_service.FILER_LABELS.get(item.filer_kind, item.filer_kind)}
             for item in page.items]
-    return _page("console/queue.html", rows=rows, status=status, filters=STATUS_FILTERS,
-                 next_cursor=page.next_cursor, city_admin=account.is_city_admin)
+    return _page("console/queue.html", rows=rows, status=status, filters=STATUS_FILTERS, departments=departments,
+                 dept=chosen, next_cursor=page.next_cursor, city_admin=account.is_city_admin)
 
 
 # -- one objection ------------------------------------------------------------------------------------------
