@@ -14,7 +14,12 @@ from backend.extensions import db
 from backend.models import ApiClient, AuditEvent, Certificate, Department, Notification, Objection, ObjectionEvent
 from backend.services.actors import Actor
 from backend.services.audit import record_event
-from backend.services.objections import client_has_seen
+from backend.services.objections import (
+    ObjectionTransitionConflict,
+    accept_objection,
+    client_has_seen,
+    get_for_department,
+)
 from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR
 from tests.factories import company_code
 from tests.objection_support import (
@@ -34,6 +39,7 @@ from tests.support import (
     field_errors,
     marriage_of,
     minted,
+    run_together,
     wallet_ids,
 )
 
@@ -349,3 +355,26 @@ def test_a_verified_presentation_counts_as_seen_but_only_for_that_client_and_for
         assert not client_has_seen(db.session, clients[seer.client_id], certificate,
                                    now=clock() + timedelta(days=91))
         db.session.rollback()
+
+
+def test_two_acceptances_at_once_one_wins_the_other_is_a_conflict(app, citizen, held, civil):
+    oid = filed(citizen, held.id)["id"]
+
+    def accept(n: int) -> str:
+        with app.app_context():
+            session = db.session()
+            try:
+                found = get_for_department(session, oid, department=None)
+                accept_objection(session, found, actor=Actor(kind="client", id=f"node-{n}"),
+                                 now=app.config["ECERT_CLOCK"]())
+                session.commit()
+                return "accepted"
+            except ObjectionTransitionConflict:
+                session.rollback()
+                return "conflict"
+
+    assert sorted(run_together(accept, 2)) == ["accepted", "conflict"]
+    with app.app_context():
+        events = db.session.scalars(sa.select(ObjectionEvent.event).join(Objection)
+                                    .where(Objection.public_id == oid).order_by(ObjectionEvent.id)).all()
+    assert events == ["filed", "accepted"]

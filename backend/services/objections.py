@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.errors import Conflict, NotFound, ValidationFailed
@@ -407,12 +407,16 @@ def _transition(session: Session, objection: Objection, *, to: str, event: str, 
             f"异议当前状态为「{STATUS_LABELS[objection.status]}」，不能{EVENT_LABELS[event]}",
             details={"status": objection.status, "event": event})
     previous = objection.status
-    objection.status = to
-    objection.updated_at = now
-    if objection.acknowledged_at is None and to != SUBMITTED:
-        objection.acknowledged_at = now
-    if to in (REJECTED, RESOLVED):
-        objection.closed_at = now
+    # Conditional on the state just read: on SQLite (no row locks) a concurrent answer may have committed since.
+    changed = session.execute(
+        update(Objection).where(Objection.id == objection.id, Objection.status == previous)
+        .values(status=to, updated_at=now, acknowledged_at=objection.acknowledged_at or now,
+                closed_at=now if to in (REJECTED, RESOLVED) else None)
+        .returning(Objection.id), execution_options={"synchronize_session": "fetch"}).first()
+    if changed is None:
+        raise ObjectionTransitionConflict("异议状态已被同时处理，请刷新后重试",
+                                          details={"status": "changed", "event": event})
+    session.refresh(objection)
     session.add(timeline_event(objection, event, previous, actor=actor, now=now, note=note))
     record_event(session, actor=actor, action=f"objection.{event}", now=now, object_type="objection",
                  object_id=objection.public_id,
