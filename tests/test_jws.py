@@ -128,3 +128,25 @@ def test_any_text_is_parsed_or_refused_like_pyjwt(text):
     if ours is not None:  # whatever we accept, PyJWT reads the same way
         assert theirs is not None and header_ok
         assert theirs[2] == ours.header and json.loads(theirs[0]) == ours.payload and theirs[3] == ours.signature
+
+
+GOOD = {"iss": "http://localhost", "aud": "api", "sub": "c1", "iat": 100, "exp": 700, "scope": "verify"}
+
+
+def holds(**changes: Any) -> bool:
+    payload = {**GOOD, **changes}
+    payload = {k: v for k, v in payload.items() if v is not ...}
+    return jws.claims_hold(payload, audience="api", issuer="http://localhost", required=("exp", "iat", "sub", "scope"))
+
+
+def test_registered_claims_of_our_access_tokens():
+    assert holds()
+    assert holds(aud=["other", "api"])
+    assert not holds(aud="other") and not holds(aud=["other"]) and not holds(aud=...) and not holds(aud=None)
+    assert not holds(aud=["api", 7])
+    assert not holds(iss="http://evil") and not holds(iss=...)
+    for name in ("exp", "iat", "sub", "scope"):
+        assert not holds(**{name: ...}), name
+    assert not holds(sub=7) and not holds(jti=7) and holds(jti="x")
+    assert not holds(iat="100") and not holds(exp=True) and holds(exp=700.5)
+    assert not holds(nbf=100)  # never in our tokens

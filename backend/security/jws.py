@@ -96,3 +96,23 @@ def parse(token: str) -> CompactJWS:
     payload = _object(_segment(parts[1]))
     signature = _segment(parts[2])
     return CompactJWS(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def claims_hold(payload: dict[str, Any], *, audience: str, issuer: str, required: tuple[str, ...]) -> bool:
+    """The registered claims of one of our own tokens, as PyJWT's decode(audience=, issuer=, require=) checks
+    them, without the times (callers compare them with the app clock): `aud` is `audience` or a list holding it,
+    `iss` is `issuer`, every `required` claim is present, `sub` and `jti` are strings, and `iat`, `exp` and
+    `nbf` are numbers when present. Our tokens never carry `nbf`, so one that does is refused.
+    """
+    aud = payload.get("aud")
+    if not (aud == audience or (isinstance(aud, list) and audience in aud and all(isinstance(a, str) for a in aud))):
+        return False
+    if payload.get("iss") != issuer or any(name not in payload for name in required) or "nbf" in payload:
+        return False
+    if any(name in payload and not isinstance(payload[name], str) for name in ("sub", "jti")):
+        return False
+    return all(_number(payload[name]) for name in ("iat", "exp") if name in payload)
