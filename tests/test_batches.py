@@ -285,7 +285,7 @@ def test_a_crash_mid_import_leaves_nothing_and_the_same_key_works_again(app, dep
     monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
     data = jsonl(*(certificate_body() for _ in range(5)))
     calls = 0
-    build = issuance.Issuer.build
+    build = issuance.Issuer.build_row
 
     def crash_on_fourth(self: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal calls
@@ -294,10 +294,10 @@ def test_a_crash_mid_import_leaves_nothing_and_the_same_key_works_again(app, dep
             raise RuntimeError("worker killed")
         return build(self, *args, **kwargs)
 
-    monkeypatch.setattr(issuance.Issuer, "build", crash_on_fourth)
+    monkeypatch.setattr(issuance.Issuer, "build_row", crash_on_fourth)
     assert submit(dept_client, data, key="crash-test-0001").status_code == 500
     assert count(app, Certificate) == 0 and count(app, ImportBatch) == 0 and count(app, Notification) == 0
-    monkeypatch.setattr(issuance.Issuer, "build", build)
+    monkeypatch.setattr(issuance.Issuer, "build_row", build)
     again = submit(dept_client, data, key="crash-test-0001")
     assert again.status_code == 201 and again.get_json()["imported_rows"] == 5
 
@@ -484,15 +484,15 @@ def test_with_worker_processes_one_bad_row_in_all_mode_still_imports_nothing(app
 @pytest.mark.parametrize("app_settings", [{"ECERT_IMPORT_WORKERS": 2}])
 def test_a_worker_that_fails_fails_the_import_and_leaves_nothing(app, dept_client, forks, monkeypatch):
     rows = [certificate_body() for _ in range(7)]
-    build = issuance.Issuer.build
+    build = issuance.Issuer.build_row
 
     def fail_on_fifth(self: Any, prepared: Any, **kwargs: Any) -> Any:
         if prepared.number == rows[4]["certificate_number"]:
             raise RuntimeError("signing key unavailable")
         return build(self, prepared, **kwargs)
 
-    monkeypatch.setattr(issuance.Issuer, "build", fail_on_fifth)
+    monkeypatch.setattr(issuance.Issuer, "build_row", fail_on_fifth)
     assert submit(dept_client, jsonl(*rows), key="worker-failure-1").status_code == 500
     assert count(app, Certificate) == 0 and count(app, ImportBatch) == 0
-    monkeypatch.setattr(issuance.Issuer, "build", build)
+    monkeypatch.setattr(issuance.Issuer, "build_row", build)
     assert submit(dept_client, jsonl(*rows), key="worker-failure-1").get_json()["imported_rows"] == 7

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -21,8 +22,12 @@ from backend.models import Certificate
 from backend.security import sdjwt
 from backend.security.identifiers import build_identifier, identifier_check_character, parse_identifier
 from backend.security.jwk import public_jwk
+from backend.services.actors import Actor
 from backend.services.catalog import get_department
-from backend.web.context import keystore
+from backend.services.face import FieldProblems
+from backend.services.import_signer import CERTIFICATE_COLUMNS
+from backend.services.issuance import SERIAL_ALPHABET, CertificateInput, Issuer, new_serial
+from backend.web.context import field_cipher, keystore
 from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, START
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body, company_code, resident_id
 from tests.support import (
@@ -59,6 +64,32 @@ def test_the_identifier_is_gbt_36904_with_a_correct_check_character(samr):
     assert (parsed.type_code, parsed.issuer_code, parsed.version) == (BUSINESS_LICENCE, SAMR, 1)
     assert identifier.startswith(f"1.2.156.3005.2.{BUSINESS_LICENCE}.{SAMR}.{parsed.serial}.001.")
     assert identifier[-1] == identifier_check_character(BUSINESS_LICENCE, SAMR, parsed.serial, 1)
+
+
+def test_serials_are_12_random_base36_characters():
+    serials = [new_serial() for _ in range(2000)]
+    assert all(re.fullmatch(r"[0-9A-Z]{12}", serial) for serial in serials)
+    assert len(set(serials)) == len(serials)
+    assert {serial[0] for serial in serials} == set(SERIAL_ALPHABET)  # every position takes every character
+    assert {serial[-1] for serial in serials} == set(SERIAL_ALPHABET)
+
+
+def test_a_built_row_has_a_value_for_every_certificate_column(app, samr, clock):
+    """Imports insert `build_row`'s values with Core: a column it forgot would be NULL, a stray key an error."""
+    with app.app_context():
+        issuer = Issuer(db.session, keystore(), field_cipher(), get_department(db.session, SAMR),
+                        public_url="http://localhost", actor=Actor.operator("test"), now=clock())
+        problems = FieldProblems()
+        body = certificate_body()
+        prepared = issuer.prepare(CertificateInput(body["type_code"], body["certificate_number"],
+                                                   body["holder"]["name"], body["holder"]["code_type"],
+                                                   body["holder"]["code"], body["issued_on"], body["valid_from"],
+                                                   body["fields"], body["valid_until"]), problems)
+        assert prepared is not None, problems.items
+        row = issuer.build_row(prepared, origin="imported")
+        assert set(row) == set(CERTIFICATE_COLUMNS)
+        assert row["number_index"] == issuer.number_index(prepared) and row["status"] == "valid"
+        db.session.rollback()
 
 
 def test_the_sd_jwt_is_signed_by_the_department_and_discloses_holder_and_face(app, client, samr):

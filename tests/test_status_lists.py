@@ -16,6 +16,8 @@ from sqlalchemy import select, update
 
 from backend.extensions import db
 from backend.models import StatusList
+from backend.services import status_lists
+from backend.services.catalog import get_department
 from tests.conftest import CIVIL_AFFAIRS, SAMR, FakeClock
 from tests.support import change, issue
 
@@ -198,3 +200,26 @@ def test_openapi_documents_the_status_list_media_type(client):
     operation = client.get("/openapi.json").get_json()["paths"]["/status-lists/{issuer}/{list}"]["get"]
     assert MEDIA_TYPE in operation["responses"]["200"]["content"]
     assert not operation.get("security")  # public: no bearer token
+
+
+def test_a_bulk_allocator_hands_out_distinct_random_slots_and_opens_a_new_list_when_full(app, dept_client, clock,
+                                                                                        monkeypatch):
+    """A batch draws random free slots, never one already used, and moves on at the fill limit (3/4 of a list)."""
+    monkeypatch.setattr(status_lists, "LIST_SIZE", 64)
+    monkeypatch.setattr(status_lists, "FILL_LIMIT", 48)
+    used = {status_reference(issue(dept_client)["sd_jwt"])[1] for _ in range(5)}  # single issues probe
+    with app.app_context():
+        bulk = status_lists.SlotAllocator(db.session, get_department(db.session, SAMR), clock(), expected=100)
+        slots = [bulk.take() for _ in range(100)]
+        bulk.flush()
+        by_list: dict[int, list[int]] = {}
+        for status_list, index in slots:
+            by_list.setdefault(status_list.list_number, []).append(index)
+        first_list, second_list, third_list = by_list[1], by_list[2], by_list[3]
+        assert len(first_list) == 48 - 5 and len(second_list) == 48 and len(third_list) == 100 - 43 - 48
+        assert not used & set(first_list) and len(used | set(first_list)) == 48  # no slot handed out twice
+        assert len(set(second_list)) == 48 and all(0 <= i < 64 for i in second_list)
+        assert second_list != sorted(second_list) and second_list != sorted(second_list, reverse=True)
+        lists = db.session.scalars(select(StatusList).order_by(StatusList.list_number)).all()
+        assert [(s.list_number, s.allocated) for s in lists] == [(1, 48), (2, 48), (3, 9)]
+        db.session.rollback()

@@ -216,10 +216,13 @@ def validate_uscc(value: str, *, field: str = "code") -> str:
     """
     subject = f"统一社会信用代码 {field} "
     text = _require_str(value, field, subject)
-    try:
-        code = uscc.compact(_fold_width(text))
-    except ValueError:
-        _fail(field, "bad_characters", f"{subject}包含无效字符")
+    if _USCC_CHARS_RE.fullmatch(text):
+        code = text  # already compact, upper-case ASCII: folding and compacting would change nothing
+    else:
+        try:
+            code = uscc.compact(_fold_width(text))
+        except ValueError:
+            _fail(field, "bad_characters", f"{subject}包含无效字符")
     if not code:
         _fail(field, "empty", f"{subject}不能为空")
     return _check_uscc(code, field=field, subject=subject)
@@ -287,9 +290,21 @@ def build_identifier(type_code: str, issuer_code: str, serial: str, version: int
     :func:`validate_uscc`); ``serial`` must already be ``[0-9A-Z]{1,32}``; ``version`` 1..999.
     Errors name the argument (``type_code``, ``issuer_code``, ``serial``, ``version``).
     """
-    normalised_type = validate_type_code(type_code, field="type_code")
-    normalised_issuer = validate_uscc(issuer_code, field="issuer_code")
-    return CertificateIdentifier(normalised_type, normalised_issuer, serial, version).value
+    if type(type_code) is str and type(issuer_code) is str:
+        normalised_type, normalised_issuer = _identifier_head(type_code, issuer_code)
+    else:  # not hashable, perhaps: let the validators name the argument
+        normalised_type, normalised_issuer = _identifier_head.__wrapped__(type_code, issuer_code)
+    _check_serial(_require_str(serial, "serial", "证照流水号 serial "), field="serial", subject="证照流水号 serial ")
+    _check_version(version, field="version", subject="证照版本号 version ")
+    payload = f"{normalised_type}{normalised_issuer}{serial}{version:03d}"
+    return f"{IDENTIFIER_PREFIX}{normalised_type}.{normalised_issuer}.{serial}.{version:03d}.{_mod_37_36(payload)}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _identifier_head(type_code: str, issuer_code: str) -> tuple[str, str]:
+    """The validated, normalised type and issuer codes of an identifier. Remembered: an issuer builds identifiers
+    for a handful of (type, issuer) pairs, and checking both codes cost more than the rest of an identifier."""
+    return validate_type_code(type_code, field="type_code"), validate_uscc(issuer_code, field="issuer_code")
 
 
 def parse_identifier(value: str, *, field: str = "identifier") -> CertificateIdentifier:

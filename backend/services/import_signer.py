@@ -1,4 +1,4 @@
-"""Signing a batch's certificates (`Issuer.build`: identify, sign, encrypt), in this process or in forked workers.
+"""Signing a batch's certificates (`Issuer.build_row`: identify, sign, encrypt), in this process or in forked workers.
 
 Signing is most of an import's work and one Python process uses one core, so an import may fork workers that
 sign one chunk while the importing process reads, validates and stores the next.
@@ -37,7 +37,7 @@ def values(instance: Any, columns: tuple[str, ...]) -> dict[str, Any]:
 
 
 class _Slot(NamedTuple):
-    """A status-list slot's list as `Issuer.build` reads it, without the ORM object (workers hold no session)."""
+    """A status-list slot's list as `Issuer.build_row` reads it, without the ORM object (workers hold no session)."""
 
     id: int
     list_number: int
@@ -55,14 +55,13 @@ class _AssignedSlots:
 
 def _sign_in_worker(conn: Connection, inherited: list[Connection], issuer: Issuer, items: list[PreparedCertificate],
                     slots: list[tuple[_Slot, int]], batch_id: int) -> None:
-    """The body of a forked worker. It inherits the parent's session but never uses it: `build` reads only loaded
+    """The body of a forked worker. It inherits the parent's session but never uses it: `build_row` reads only loaded
     attributes and the slots it is given."""
     for receiver in inherited:  # else, should the parent die, this worker would block for ever on its own pipe
         receiver.close()
     try:
         issuer.slots = _AssignedSlots(slots)  # type: ignore[assignment]
-        conn.send((True, [values(issuer.build(item, origin="imported", import_batch_id=batch_id),
-                                  CERTIFICATE_COLUMNS) for item in items]))
+        conn.send((True, [issuer.build_row(item, origin="imported", import_batch_id=batch_id) for item in items]))
     except BaseException as exc:
         conn.send((False, f"{type(exc).__name__}: {exc}"))
     finally:
@@ -70,7 +69,7 @@ def _sign_in_worker(conn: Connection, inherited: list[Connection], issuer: Issue
 
 
 class Signer:
-    """`Issuer.build` (identify, sign, encrypt) for each chunk's new certificates.
+    """`Issuer.build_row` (identify, sign, encrypt) for each chunk's new certificates.
 
     Without workers it signs in this process. With workers it signs in forked processes, one chunk behind, while
     this process reads, validates and stores: signing is most of the work, and one process uses one core. Forking
@@ -88,8 +87,7 @@ class Signer:
         """Start signing `items`; returns what is signed by now (with workers: the previous submission)."""
         issuer = self.issuer
         if not self.workers:
-            rows = [values(issuer.build(item, origin="imported", import_batch_id=self.batch_id), CERTIFICATE_COLUMNS)
-                    for item in items]
+            rows = [issuer.build_row(item, origin="imported", import_batch_id=self.batch_id) for item in items]
             issuer.slots.flush()
             return list(zip(items, rows, strict=True))
         slots = [(_Slot(status_list.id, status_list.list_number), index)

@@ -26,6 +26,7 @@ from backend.security.identifiers import (
     validate_holder_code,
 )
 from backend.security.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET, KeyStore
+from backend.security.sdjwt import b64url
 from backend.security.sdjwt import issue as issue_sd_jwt
 from backend.services.actors import Actor
 from backend.services.audit import record_event
@@ -38,6 +39,9 @@ NATURAL_PERSON_CODES = {HolderCodeType.RESIDENT_ID, HolderCodeType.PASSPORT, Hol
                         HolderCodeType.TAIWAN_PERMIT, HolderCodeType.OTHER}
 LEGAL_PERSON_CODES = {HolderCodeType.USCC, HolderCodeType.OTHER}
 UNSET: Any = object()
+# Made once: json.dumps builds a new encoder on every call with non-default options.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # JWS payloads, as PyJWT encodes them
+_FACE_JSON = json.JSONEncoder(ensure_ascii=False)  # the stored face, as json.dumps(fields, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class PreparedCertificate:
     valid_until: date | None
     fields: dict[str, Any]
     content_hash: str = ""
+    number_index: str = ""  # see Issuer.number_index
 
     def content(self) -> dict[str, Any]:
         return {"type": self.certificate_type.type_code, "number": self.number, "holder_name": self.holder_name,
@@ -81,9 +86,21 @@ def new_public_id() -> str:
     return secrets.token_hex(16)
 
 
+SERIAL_LENGTH = 12
+_SERIAL_SPACE = len(SERIAL_ALPHABET) ** SERIAL_LENGTH  # 36^12 ≈ 2^62
+
+
 def new_serial() -> str:
-    # Random, not sequential: a serial reveals neither issuance order nor volume.
-    return "".join(secrets.choice(SERIAL_ALPHABET) for _ in range(12))
+    """12 random base-36 characters, uniform over all 36^12 serials: one draw from `secrets`, not twelve.
+
+    Random, not sequential: a serial reveals neither issuance order nor volume.
+    """
+    number = secrets.randbelow(_SERIAL_SPACE)
+    characters = []
+    for _ in range(SERIAL_LENGTH):
+        number, digit = divmod(number, 36)
+        characters.append(SERIAL_ALPHABET[digit])
+    return "".join(characters)
 
 
 def day_start(day: date) -> int:
@@ -112,6 +129,7 @@ class Issuer:
         self.slots = SlotAllocator(self.session, self.department, self.now, expected=self.expected)
         self.today = self.now.astimezone(CHINA).date()
         self.iss = issuer_uri(self.public_url, self.department.code)
+        self._headers: dict[Any, str] = {}  # JWS header (base64url) by typ
 
     # -- validation -------------------------------------------------------------------------------------
     def certificate_type(self, type_code: Any, problems: FieldProblems | None = None) -> CertificateType | None:
@@ -194,19 +212,46 @@ class Issuer:
         return prepared
 
     def number_index(self, prepared: PreparedCertificate) -> str:
-        return self.cipher.blind_index(f"{prepared.certificate_type.type_code}|{prepared.number}", "certificate-number")
+        """The blind index of (type, 证照编号), once per certificate: an import looks it up, then stores it."""
+        if not prepared.number_index:
+            prepared.number_index = self.cipher.blind_index(f"{prepared.certificate_type.type_code}|{prepared.number}",
+                                                            "certificate-number")
+        return prepared.number_index
 
     # -- building ---------------------------------------------------------------------------------------
+    def sign_jws(self, payload: dict[str, Any], headers: dict[str, Any]) -> str:
+        """A compact JWS (RFC 7515) of `payload` by the department's active key, as `KeyStore.sign_jwt` makes it.
+
+        The header is the same for every certificate of an issuer, so it is encoded once; the signature comes from
+        the key store (`sign_bytes`), which holds the private key. PyJWT's encode re-encodes the header, re-checks
+        the key and copies the payload on every call, which cost more than half as much as the signature itself.
+        """
+        header = self._headers.get(headers.get("typ"))
+        if header is None:
+            header = b64url(_COMPACT_JSON.encode({"alg": self.signing_key.alg, **headers,
+                                                  "kid": self.signing_key.kid}).encode())
+            self._headers[headers.get("typ")] = header
+        signing_input = f"{header}.{b64url(_COMPACT_JSON.encode(payload).encode())}"
+        return f"{signing_input}.{b64url(self.keys.sign_bytes(self.signing_key, signing_input.encode()))}"
+
     def build(self, prepared: PreparedCertificate, *, origin: str, serial: str | None = None, version: int = 1,
               previous: Certificate | None = None, sd_jwt: str | None = None,
               import_batch_id: int | None = None) -> Certificate:
         """Identify, sign (unless `sd_jwt` came signed from the department), encrypt; returns an unsaved row."""
+        return Certificate(**self.build_row(prepared, origin=origin, serial=serial, version=version,
+                                            previous_id=previous.id if previous else None, sd_jwt=sd_jwt,
+                                            import_batch_id=import_batch_id))
+
+    def build_row(self, prepared: PreparedCertificate, *, origin: str, serial: str | None = None, version: int = 1,
+                  previous_id: int | None = None, sd_jwt: str | None = None,
+                  import_batch_id: int | None = None) -> dict[str, Any]:
+        """`build` as the column values of the certificate row (every column but `id`): a batch inserts these with
+        Core, without making an ORM object per certificate."""
         ctype = prepared.certificate_type
         serial = serial or new_serial()
         identifier = build_identifier(ctype.type_code, self.department.code, serial, version)
         status_list, index = self.slots.take()
         public_id = new_public_id()
-        kid = self.signing_key.kid
         if sd_jwt is None:
             visible: dict[str, Any] = {
                 "iss": self.iss,
@@ -224,7 +269,7 @@ class Issuer:
             if prepared.valid_until is not None:
                 visible["exp"] = day_start(prepared.valid_until + timedelta(days=1))
             issued = issue_sd_jwt(
-                lambda payload, headers: self.keys.sign_jwt(self.signing_key, payload, headers),
+                self.sign_jws,
                 visible=visible,
                 disclosable={
                     "holder": {"name": prepared.holder_name, "code_type": prepared.holder_code_type,
@@ -235,37 +280,39 @@ class Issuer:
             )
             sd_jwt = issued.token
         context = f"certificate:{public_id}"
-        return Certificate(
-            public_id=public_id,
-            identifier=identifier,
-            certificate_type_id=ctype.id,
-            catalog_version=ctype.catalog_version,
-            issuer_department_id=self.department.id,
-            serial=serial,
-            version=version,
-            number_index=self.number_index(prepared),
-            number_enc=self.cipher.encrypt(prepared.number, f"{context}:number"),
-            holder_code_type=prepared.holder_code_type,
-            holder_index=holder_index(self.cipher, prepared.holder_code_type, prepared.holder_code),
-            holder_name_enc=self.cipher.encrypt(prepared.holder_name, f"{context}:holder_name"),
-            holder_code_enc=self.cipher.encrypt(prepared.holder_code, f"{context}:holder_code"),
-            face_enc=self.cipher.encrypt(json.dumps(prepared.fields, ensure_ascii=False), f"{context}:face"),
-            sd_jwt_enc=self.cipher.encrypt(sd_jwt, f"{context}:sd_jwt"),
-            content_hash=prepared.content_hash,
-            issued_on=prepared.issued_on,
-            valid_from=prepared.valid_from,
-            valid_until=prepared.valid_until,
-            status=VALID,
-            status_changed_at=self.now,
-            status_list_id=status_list.id,
-            status_index=index,
-            signing_kid=kid,
-            origin=origin,
-            previous_id=previous.id if previous else None,
-            import_batch_id=import_batch_id,
-            created_at=self.now,
-            updated_at=self.now,
-        )
+        encrypt = self.cipher.encrypt
+        return {
+            "public_id": public_id,
+            "identifier": identifier,
+            "certificate_type_id": ctype.id,
+            "catalog_version": ctype.catalog_version,
+            "issuer_department_id": self.department.id,
+            "serial": serial,
+            "version": version,
+            "number_index": self.number_index(prepared),
+            "number_enc": encrypt(prepared.number, f"{context}:number"),
+            "holder_code_type": prepared.holder_code_type,
+            "holder_index": holder_index(self.cipher, prepared.holder_code_type, prepared.holder_code),
+            "holder_name_enc": encrypt(prepared.holder_name, f"{context}:holder_name"),
+            "holder_code_enc": encrypt(prepared.holder_code, f"{context}:holder_code"),
+            "face_enc": encrypt(_FACE_JSON.encode(prepared.fields), f"{context}:face"),
+            "sd_jwt_enc": encrypt(sd_jwt, f"{context}:sd_jwt"),
+            "content_hash": prepared.content_hash,
+            "issued_on": prepared.issued_on,
+            "valid_from": prepared.valid_from,
+            "valid_until": prepared.valid_until,
+            "status": VALID,
+            "status_reason": None,
+            "status_changed_at": self.now,
+            "status_list_id": status_list.id,
+            "status_index": index,
+            "signing_kid": self.signing_key.kid,
+            "origin": origin,
+            "previous_id": previous_id,
+            "import_batch_id": import_batch_id,
+            "created_at": self.now,
+            "updated_at": self.now,
+        }
 
 
 def holder_index(cipher: FieldCipher, code_type: str, code: str) -> str:

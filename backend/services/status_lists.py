@@ -28,6 +28,11 @@ TOKEN_TTL = timedelta(minutes=10)
 _rng = random.SystemRandom()
 
 
+def _limit(status_list: StatusList) -> int:
+    """How many slots of a list may be used: 3/4 of it (FILL_LIMIT for lists of LIST_SIZE)."""
+    return status_list.size * 3 // 4
+
+
 def list_uri(public_url: str, department_code: str, list_number: int) -> str:
     return f"{public_url}/status-lists/{department_code}/{list_number}"
 
@@ -49,11 +54,11 @@ class SlotAllocator:
         self.session = session
         self.department = department
         self.now = now
-        # Few slots: probe random candidates. Many (a batch): load the list's free slots once and shuffle them.
+        # Few slots: probe random candidates with a query each. Many (a batch): load the list's used slots once and
+        # draw random slots until a free one comes up.
         self.bulk = expected > 32
         self._list: StatusList | None = None
-        self._free: list[int] = []
-        self._mine: set[int] = set()
+        self._used: set[int] = set()  # bulk: every used slot of the current list; else: the slots taken here
         self._taken = 0
 
     def _open_list(self) -> StatusList:
@@ -77,17 +82,25 @@ class SlotAllocator:
         return created
 
     def take(self) -> tuple[StatusList, int]:
-        if self._list is None or self._list.allocated + self._taken >= FILL_LIMIT or (self.bulk and not self._free):
+        current = self._list
+        if current is None or current.allocated + self._taken >= FILL_LIMIT or len(self._used) >= _limit(current):
             self.flush()
-            self._list = self._open_list()
-            self._mine = set()
+            current = self._list = self._open_list()
+            self._used = set()
             if self.bulk:
-                used = set(self.session.scalars(select(Certificate.status_index)
-                                                .where(Certificate.status_list_id == self._list.id)))
-                self._free = [i for i in range(self._list.size) if i not in used]
-                _rng.shuffle(self._free)
+                self._used.update(self.session.scalars(select(Certificate.status_index)
+                                                       .where(Certificate.status_list_id == current.id)))
         self._taken += 1
-        return self._list, self._free.pop() if self.bulk else self._probe(self._list)
+        return current, self._draw(current) if self.bulk else self._probe(current)
+
+    def _draw(self, status_list: StatusList) -> int:
+        """A uniformly random free slot (rejection sampling): what popping a shuffled free list gave, without
+        shuffling 65,536 entries per list. The list is at most 3/4 full, so this takes 4 draws at worst on average."""
+        while True:
+            candidate = _rng.randrange(status_list.size)
+            if candidate not in self._used:
+                self._used.add(candidate)
+                return candidate
 
     def _probe(self, status_list: StatusList) -> int:
         # At most 3/4 of the list is used, so 16 random candidates all taken has probability < 1e-2.
@@ -96,8 +109,8 @@ class SlotAllocator:
             used = set(self.session.scalars(select(Certificate.status_index).where(
                 Certificate.status_list_id == status_list.id, Certificate.status_index.in_(candidates))))
             for candidate in candidates:
-                if candidate not in used and candidate not in self._mine:
-                    self._mine.add(candidate)
+                if candidate not in used and candidate not in self._used:
+                    self._used.add(candidate)
                     return candidate
 
     def flush(self) -> None:
