@@ -378,3 +378,15 @@ def test_two_acceptances_at_once_one_wins_the_other_is_a_conflict(app, citizen, 
         events = db.session.scalars(sa.select(ObjectionEvent.event).join(Objection)
                                     .where(Objection.public_id == oid).order_by(ObjectionEvent.id)).all()
     assert events == ["filed", "accepted"]
+
+
+def test_a_double_tap_files_one_objection(app, citizen, held, civil):
+    def tap(_: int) -> int:
+        http = app.test_client()
+        response = http.post(OBJECTIONS, headers=citizen.headers, content_type="multipart/form-data", data={
+            "certificate_id": held.id, "description": "对方姓名有误",
+            "disputed": '[{"field": "party_b_name", "claimed_value": "李娜娜"}]'})
+        return int(response.status_code)
+
+    assert sorted(run_together(tap, 2)) == [201, 409]
+    assert len(civil.ids()) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.models.base import Base
@@ -15,6 +15,7 @@ from backend.models.certificates import Certificate
 # Objection states: filed → in progress (受理) → resolved (已更正) or rejected (驳回); rejection is possible at once.
 SUBMITTED, IN_PROGRESS, REJECTED, RESOLVED = "submitted", "in_progress", "rejected", "resolved"
 OPEN_STATES = (SUBMITTED, IN_PROGRESS)
+_OPEN = text("status IN ('submitted', 'in_progress')")
 
 
 class Objection(Base):
@@ -24,6 +25,11 @@ class Objection(Base):
     __table_args__ = (
         Index("ix_objection_queue", "department_id", "status", "created_at"),
         Index("ix_objection_filer_holder", "filer_holder_id", "created_at"),
+        # One open objection per certificate and filer, even when a double tap sends two at once.
+        Index("uq_objection_open_by_holder", "certificate_id", "filer_holder_id", unique=True,
+              sqlite_where=_OPEN, postgresql_where=_OPEN),
+        Index("uq_objection_open_by_department", "certificate_id", "filer_department_id", unique=True,
+              sqlite_where=_OPEN, postgresql_where=_OPEN),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -20,6 +20,8 @@ down_revision = '0005'
 branch_labels = None
 depends_on = None
 
+OPEN = sa.text("status IN ('submitted', 'in_progress')")
+
 
 def upgrade():
     op.create_table('objection',
@@ -55,6 +57,11 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_objection_certificate_id'), ['certificate_id'], unique=False)
         batch_op.create_index('ix_objection_filer_holder', ['filer_holder_id', 'created_at'], unique=False)
         batch_op.create_index('ix_objection_queue', ['department_id', 'status', 'created_at'], unique=False)
+        # One open objection per certificate and filer (partial unique indexes; both databases support them).
+        batch_op.create_index('uq_objection_open_by_holder', ['certificate_id', 'filer_holder_id'], unique=True,
+                              sqlite_where=OPEN, postgresql_where=OPEN)
+        batch_op.create_index('uq_objection_open_by_department', ['certificate_id', 'filer_department_id'],
+                              unique=True, sqlite_where=OPEN, postgresql_where=OPEN)
 
     op.create_table('objection_escalation',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -106,6 +113,8 @@ def downgrade():
     op.drop_table('objection_event')
     op.drop_table('objection_escalation')
     with op.batch_alter_table('objection', schema=None) as batch_op:
+        batch_op.drop_index('uq_objection_open_by_department')
+        batch_op.drop_index('uq_objection_open_by_holder')
         batch_op.drop_index('ix_objection_queue')
         batch_op.drop_index('ix_objection_filer_holder')
         batch_op.drop_index(batch_op.f('ix_objection_certificate_id'))
