@@ -3,20 +3,25 @@ photos; follow its status timeline, the department's answer and the corrected ce
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from flask import Response, g, jsonify, request
 from flask_openapi3 import APIBlueprint, FileStorage, Tag
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from sqlalchemy import select
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
 from backend.extensions import db
-from backend.models.objections import Objection
+from backend.models.objections import Objection, ObjectionEvidence
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
 from backend.services import evidence as evidence_service
 from backend.services import objections as service
+from backend.services.evidence import EvidenceStorage
 from backend.services.wallet import find_holder_certificate
 from backend.web.context import evidence_storage, field_cipher, now, representation_max_age, working_calendar
+
+log = logging.getLogger("ecert.objections")
 
 bp = APIBlueprint("citizen_objections", __name__, url_prefix="/api/v1/objections",
                   abp_tags=[Tag(name="objections", description="异议申请")], abp_security=CITIZEN_SECURITY)
@@ -187,6 +192,42 @@ def _read_file(upload: Any) -> bytes:
     return data
 
 
+class _TrackedStorage:
+    """The evidence storage, remembering what this request wrote (see `_forget_unfiled`)."""
+
+    def __init__(self, inner: EvidenceStorage) -> None:
+        self.inner = inner
+        self.written: list[str] = []
+
+    def put(self, key: str, data: bytes) -> None:
+        self.written.append(key)
+        self.inner.put(key, data)
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+
+@bp.teardown_request
+def _forget_unfiled(_: BaseException | None) -> None:
+    """Files are written before the request's one commit: if the objection did not make it into the database
+    (an error, a failed commit), its files go too, so no sealed image lingers without a row."""
+    written: list[str] = g.pop("evidence_written", [])
+    if not written:
+        return
+    try:
+        kept = set(db.session.scalars(select(ObjectionEvidence.storage_key)
+                                      .where(ObjectionEvidence.storage_key.in_(written))))
+        db.session.rollback()
+        storage = evidence_storage()
+        for key in set(written) - kept:
+            storage.delete(key)
+    except Exception:  # a teardown must not fail the response; the files are sealed and unreferenced
+        log.exception("could not remove evidence files of a failed filing")
+
+
 @bp.before_request
 def _upload_cap() -> None:
     """Filing carries photos: its body may be larger than the 1 MiB of ordinary requests (still capped)."""
@@ -205,8 +246,10 @@ def file_objection(form: CitizenObjectionForm) -> Response:
                                           max_age=representation_max_age())
     evidence_service.check_count(len(form.evidence))
     files = [_read_file(upload) for upload in form.evidence]
+    storage = _TrackedStorage(evidence_storage())
+    g.evidence_written = storage.written
     objection = service.file_objection(
-        session, field_cipher(), evidence_storage(), certificate=certificate, filer=g.actor, holder=g.holder,
+        session, field_cipher(), storage, certificate=certificate, filer=g.actor, holder=g.holder,
         disputed=form.disputed_fields(), description=form.description, evidence=files, now=moment,
         calendar=working_calendar())
     response = jsonify(_detail(objection))

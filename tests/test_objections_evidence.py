@@ -13,7 +13,9 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
+from backend import edge
 from backend.app import create_app
+from backend.errors import DomainError
 from backend.extensions import db
 from backend.models import Objection
 from backend.services import evidence
@@ -194,3 +196,17 @@ def test_rotating_the_data_key_reseals_objections_and_their_evidence(app, _migra
         assert objection_view(db.session, cipher, row, now=clock()).description == "对方姓名有误"
         assert metadata_of(evidence_image(evidence_storage(), row, 1))["format"] == "JPEG"
         db.session.rollback()
+
+
+def test_a_filing_whose_commit_fails_leaves_no_evidence_file_behind(app, monkeypatch, citizen, held, civil):
+    def failing_commit() -> DomainError:
+        db.session.rollback()
+        return DomainError("并发冲突，请重试", code="concurrent_conflict").with_status(409)
+
+    monkeypatch.setattr(edge, "_commit", failing_commit)
+    response = file_response(citizen, held.id, files=[(jpeg_with_gps(), "a.jpg"), (jpeg_with_gps(), "b.jpg")])
+    error_of(response, 409, "concurrent_conflict")
+    assert not list(Path(app.config["ECERT_EVIDENCE_DIR"]).glob("*/*"))
+    monkeypatch.undo()
+    filed(citizen, held.id, files=[(jpeg_with_gps(), "a.jpg")])
+    assert len(list(Path(app.config["ECERT_EVIDENCE_DIR"]).glob("*/*"))) == 1  # a committed filing keeps its file

@@ -230,7 +230,8 @@ def file_objection(session: Session, cipher: FieldCipher, storage: EvidenceStora
     session.flush()
     for position, image in enumerate(cleaned, 1):
         key = new_storage_key(objection.public_id)
-        # Written before the commit: a rolled-back request leaves an unreferenced file, never a row without one.
+        # Written before the commit (never a row without its file); a caller whose transaction then fails removes
+        # what it wrote (miniapp_api/objections.py does, after the request).
         storage.put(key, image.data)
         session.add(ObjectionEvidence(objection_id=objection.id, position=position, storage_key=key,
                                       media_type=image.media_type, width=image.width, height=image.height,
