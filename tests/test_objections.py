@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from backend.extensions import db
 from backend.models import ApiClient, AuditEvent, Certificate, Department, Notification, Objection, ObjectionEvent
+from backend.security.identifiers import build_identifier, parse_identifier
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.objections import (
@@ -256,10 +257,12 @@ def test_a_wrong_transition_is_a_409_with_its_own_code(app, citizen, held, civil
 def test_resolve_refuses_anything_but_a_newer_version_of_the_disputed_certificate(login, citizen, held, civil):
     oid = filed(citizen, held.id)["id"]
     other = marriage_of(login("李强"), civil.http.application, civil.api.dept)
+    ident = parse_identifier(held.identifier)
     cases = {
         held.identifier: "not_newer",  # the disputed version itself
         other.identifier: "other_certificate",
-        held.identifier[:-5] + "002." + "X": None,  # malformed (bad check character): 422 on the identifier
+        build_identifier(ident.type_code, ident.issuer_code, ident.serial, 2): "not_found",  # not reissued yet
+        held.identifier[:-1] + ("0" if held.identifier[-1] != "0" else "1"): None,  # bad check character
     }
     for identifier, reason in cases.items():
         response = civil.act(oid, "resolve", {"corrected_identifier": identifier})
