@@ -13,7 +13,7 @@ from backend.errors import DomainError
 from backend.extensions import db
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
 from backend.services.showcodes import mint_show_code
-from backend.services.wallet import find_holder_certificate
+from backend.services.wallet import find_held_certificate
 from backend.web import qr
 from backend.web.context import keystore, now, representation_max_age
 
@@ -67,7 +67,7 @@ def create_show_code(path: CertificatePath, body: ShowCodeRequest) -> Response:
     if wanted is None:
         raise DomainError("只能返回 JSON、PNG 或 SVG", code="not_acceptable").with_status(406)
     session, moment = db.session(), now()
-    certificate = find_holder_certificate(session, g.holder, path.id, now=moment, max_age=representation_max_age())
+    certificate = find_held_certificate(session, g.holder, path.id, now=moment, max_age=representation_max_age())
     config = current_app.config
     minted = mint_show_code(session, keystore(), certificate, profile=body.profile,
                             lifetime=config["ECERT_SHOW_CODE_TTL"], public_url=config["ECERT_PUBLIC_URL"],

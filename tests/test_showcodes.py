@@ -330,6 +330,20 @@ def test_a_key_that_is_not_a_platform_key_is_never_used(app, citizen, held):
             showcode.decode(db.session(), token, now=START)
 
 
+def test_candidate_keys_are_those_whose_kid_starts_with_the_short_id_and_no_others(app, catalog, clock):
+    """The short key id is base64url, whose "_" is a LIKE wildcard: it must match only itself."""
+    with app.app_context():
+        public = db.session.scalars(select(SigningKey).where(SigningKey.purpose == PURPOSE_PLATFORM)).first().public_jwk
+        for kid in ("AB_Dkid-one", "ABxDkid-two", "AB_Ekid-three"):
+            db.session.add(SigningKey(kid=kid, purpose=PURPOSE_PLATFORM, alg="ES256", origin="local", status="retired",
+                                      public_jwk={**public, "kid": kid}, created_at=clock()))
+        db.session.flush()
+        assert len(showcode._candidate_keys(db.session(), base64.urlsafe_b64decode("AB_D"))) == 1
+        assert len(showcode._candidate_keys(db.session(), base64.urlsafe_b64decode("ABxD"))) == 1
+        assert showcode._candidate_keys(db.session(), base64.urlsafe_b64decode("AB_F")) == []
+        db.session.rollback()
+
+
 def test_token_from_text_accepts_a_token_or_its_url():
     token = "A" * 132
     for text in (token, f"https://ecert.xinyang.gov.cn/v/{token}", f" http://localhost/v/{token}?from=scan#x "):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from PIL import Image, ImageChops
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
@@ -22,9 +23,10 @@ from werkzeug.serving import make_server
 from backend.extensions import db
 from backend.models import AuditEvent, AuditHead, Holder, ShowCodeUse, UsageRecord
 from backend.services.actors import Actor
+from backend.services.catalog import load_catalog
 from backend.services.showcodes import PUBLIC_VERIFIER, check_show_code
 from backend.web.context import field_cipher, keystore
-from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR, START
+from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, DISABILITY_FEDERATION, SAMR, START
 from tests.factories import BUSINESS_LICENCE, company_code
 from tests.support import (
     PARTNER_ID,
@@ -137,6 +139,23 @@ def test_a_full_code_shows_the_showable_fields_each_masked_by_policy(app, client
     for secret in (citizen.id_number, "13912345678", "刘建军", "平桥区中山路", citizen.name):
         assert secret not in html
     assert "完整信息" in html
+
+
+def test_a_changed_sharing_policy_applies_from_the_next_scan(app, client, clock, citizen, held, tmp_path):
+    """Definitions are kept by content hash between requests: a catalog change (a new hash) is seen at once."""
+    assert {f["name"] for f in verdict(client, minted(citizen, held.id)["token"])["certificate"]["fields"]} \
+        == {"registered_on", "registration_office"}
+    catalog = tmp_path / "catalog"
+    shutil.copytree(DEMO_CATALOG, catalog)
+    path = catalog / "types" / "marriage_certificate.yaml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["sharing"]["public_fields"] = ["holder_name", "registered_on"]
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    with app.app_context():
+        load_catalog(db.session, catalog, keystore(), actor=Actor.operator("test"), now=clock())
+        db.session.commit()
+    assert {f["name"] for f in verdict(client, minted(citizen, held.id)["token"])["certificate"]["fields"]} \
+        == {"registered_on"}
 
 
 def test_basic_code_of_the_same_certificate_shows_less(app, client, citizen, make_dept_client):

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import jwt
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from backend.errors import Conflict, NotFound
@@ -49,8 +49,36 @@ class VerificationKey:
     public: PublicKey
 
 
+class SignerKey(Protocol):
+    """What signing needs of a key: a SigningKey row, or an ActiveKey read as plain columns."""
+
+    @property
+    def kid(self) -> str: ...
+
+    @property
+    def alg(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def private_key_enc(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class ActiveKey:
+    """The active key of a platform purpose as plain columns (no ORM entity): for signing on hot paths."""
+
+    kid: str
+    alg: str
+    status: str
+    private_key_enc: bytes | None
+
+
 class KeyStore(Protocol):
     def active_key(self, purpose: str, department: Department | None = None) -> SigningKey: ...
+
+    def active_platform_key(self, purpose: str) -> ActiveKey: ...
 
     def create_key(self, purpose: str, department: Department | None, alg: str, now: datetime) -> SigningKey: ...
 
@@ -60,9 +88,9 @@ class KeyStore(Protocol):
 
     def check_platform_key(self) -> None: ...
 
-    def sign_jwt(self, key: SigningKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str: ...
+    def sign_jwt(self, key: SignerKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str: ...
 
-    def sign_bytes(self, key: SigningKey, message: bytes) -> bytes: ...
+    def sign_bytes(self, key: SignerKey, message: bytes) -> bytes: ...
 
     def public_key(self, kid: str) -> tuple[SigningKey, PublicKey]: ...
 
@@ -70,6 +98,13 @@ class KeyStore(Protocol):
 
     def jwks(self) -> dict[str, Any]: ...
 
+
+_ACTIVE_PLATFORM_KEY = (
+    select(SigningKey.kid, SigningKey.alg, SigningKey.status, SigningKey.private_key_enc)
+    .where(SigningKey.purpose == bindparam("purpose"), SigningKey.status == "active",
+           SigningKey.department_id.is_(None))
+    .order_by(SigningKey.id.desc()).limit(1)
+)
 
 # Decrypted private keys, by kid. A kid's key never changes, so entries never go stale.
 _private_cache: dict[tuple[str, bytes], PrivateKey] = {}
@@ -99,6 +134,18 @@ class LocalKeyStore:
             owner = department.code if department else "platform"
             raise NotFound(f"没有可用的签名密钥（{owner}/{purpose}）", code="signing_key_not_found")
         return key
+
+    def active_platform_key(self, purpose: str) -> ActiveKey:
+        """Like `active_key(purpose)` for a platform purpose, read as plain columns: show codes are minted with it
+        on every request, and loading the entity cost more than the query. Read live: rotation shows at once."""
+        if purpose not in PLATFORM_PURPOSES:
+            raise ValueError(f"not a platform purpose: {purpose}")
+        if self.session.new or self.session.dirty or self.session.deleted:
+            self.session.flush()  # as the ORM query would (a key created in this transaction)
+        row = self.session.connection().execute(_ACTIVE_PLATFORM_KEY, {"purpose": purpose}).first()
+        if row is None:
+            raise NotFound(f"没有可用的签名密钥（platform/{purpose}）", code="signing_key_not_found")
+        return ActiveKey(row.kid, row.alg, row.status, row.private_key_enc)
 
     def create_key(self, purpose: str, department: Department | None, alg: str, now: datetime) -> SigningKey:
         private = generate_private_key(alg)
@@ -152,7 +199,7 @@ class LocalKeyStore:
         self.session.flush()
         return key
 
-    def _private_key(self, key: SigningKey) -> PrivateKey:
+    def _private_key(self, key: SignerKey) -> PrivateKey:
         # Keyed by the master key too: a store opened with another master key must not sign with this one.
         cache_key = (key.kid, hashlib.sha256(self._master_key).digest())
         cached = _private_cache.get(cache_key)
@@ -171,14 +218,14 @@ class LocalKeyStore:
         if key is not None:
             self._private_key(key)
 
-    def sign_jwt(self, key: SigningKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
+    def sign_jwt(self, key: SignerKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
         if key.status != "active":
             raise Conflict("退役密钥不能再签名", code="signing_key_retired")
         return jwt.encode(
             payload, self._private_key(key), algorithm=key.alg, headers={**(headers or {}), "kid": key.kid}
         )
 
-    def sign_bytes(self, key: SigningKey, message: bytes) -> bytes:
+    def sign_bytes(self, key: SignerKey, message: bytes) -> bytes:
         """A detached signature in JOSE form (ES256: raw r||s; EdDSA: Ed25519), for compact formats (show codes)."""
         if key.status != "active":
             raise Conflict("退役密钥不能再签名", code="signing_key_retired")

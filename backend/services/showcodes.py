@@ -12,27 +12,31 @@ unknown key, bad signature) cost no write at all — anyone can make them — an
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Final
+from datetime import date, datetime
+from typing import Any, Final, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.orm import Session
 
 from backend.errors import Conflict, Gone
-from backend.models import ApiClient, Certificate, ShowCodeUse, UsageRecord
+from backend.models import ApiClient, Base, Certificate, CertificateType, Department, ShowCodeUse, UsageRecord
 from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 from backend.security import showcode
+from backend.security.canonical import canonical_json
 from backend.security.encryption import FieldCipher
 from backend.security.identifiers import HolderCodeType
 from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
 from backend.security.masking import mask_name, mask_value
+from backend.services import rows
 from backend.services.actors import Actor
 from backend.services.audit import record_event
-from backend.services.certificates import decrypt, today_in_china
+from backend.services.certificates import today_in_china
 from backend.services.issuance import new_public_id
 from backend.services.once import insert_once
 
@@ -90,6 +94,67 @@ class MintedShowCode:
     claims: showcode.ShowCodeClaims
 
 
+@dataclass(frozen=True)
+class CheckedCertificate:
+    """What a check reads of the certificate a code names, with its type and issuer: one row of plain columns."""
+
+    id: int
+    public_id: str
+    identifier: str
+    version: int
+    holder_index: str
+    holder_code_type: str
+    status: str
+    valid_from: date
+    valid_until: date | None
+    holder_name_enc: bytes
+    face_enc: bytes
+    type_id: int
+    type_code: str
+    type_name: str
+    type_hash: str  # content hash of the type's current catalog definition
+    issuer_code: str
+    issuer_name: str
+
+
+_CHECKED: Final = (
+    select(Certificate.id, Certificate.public_id, Certificate.identifier, Certificate.version,
+           Certificate.holder_index, Certificate.holder_code_type, Certificate.status, Certificate.valid_from,
+           Certificate.valid_until, Certificate.holder_name_enc, Certificate.face_enc,
+           CertificateType.id.label("type_id"), CertificateType.type_code, CertificateType.name.label("type_name"),
+           CertificateType.content_hash.label("type_hash"), Department.code.label("issuer_code"),
+           Department.name.label("issuer_name"))
+    .join(CertificateType, CertificateType.id == Certificate.certificate_type_id)
+    .join(Department, Department.id == Certificate.issuer_department_id)
+    .where(Certificate.public_id == bindparam("public_id"))
+)
+_IDENTIFIER: Final = select(Certificate.identifier).where(Certificate.public_id == bindparam("public_id"))
+_DEFINITION: Final = select(CertificateType.definition).where(CertificateType.id == bindparam("type_id"))
+_USED: Final = select(ShowCodeUse.id).where(
+    ShowCodeUse.certificate_public_id == bindparam("certificate_public_id"), ShowCodeUse.nonce == bindparam("nonce"),
+    ShowCodeUse.verifier == bindparam("verifier"), ShowCodeUse.outcome == bindparam("outcome"))
+_INSERT_USAGE: Final = insert(Base.metadata.tables[UsageRecord.__tablename__])
+
+# Parsed catalog definitions by content hash (SHA-256 of the canonical document): a hash names one document, so an
+# entry never goes stale; a type whose definition changes gets a new hash (backend/services/catalog.py).
+_definitions: dict[str, dict[str, Any]] = {}
+_DEFINITIONS_KEPT: Final = 256
+
+
+def _definition(session: Session, certificate: CheckedCertificate) -> dict[str, Any]:
+    """The type's current definition, read from the database only the first time its content hash is seen."""
+    cached = _definitions.get(certificate.type_hash)
+    if cached is not None:
+        return cached
+    definition: dict[str, Any] = rows.execute(session, _DEFINITION, {"type_id": certificate.type_id}).scalar_one()
+    # Kept only when the row's hash is the document's (the catalog loader writes both together).
+    if hashlib.sha256(canonical_json(definition)).hexdigest() == certificate.type_hash:
+        if len(_definitions) >= _DEFINITIONS_KEPT:
+            _definitions.clear()
+        _definitions[certificate.type_hash] = definition
+    return definition
+
+
 @dataclass
 class ShowCodeCheck:
     """The outcome of one scan. `certificate` is None for expired and invalid codes."""
@@ -99,7 +164,7 @@ class ShowCodeCheck:
     claims: showcode.ShowCodeClaims | None
     certificate: dict[str, Any] | None = None
     shown: list[str] = field(default_factory=list)  # names of the holder/face values shown
-    record: Certificate | None = None
+    record: CheckedCertificate | None = None
 
     @property
     def label(self) -> str:
@@ -118,14 +183,36 @@ def _display(spec: dict[str, Any], value: Any) -> str:
     return str(value)
 
 
-def _holder_display(certificate: Certificate, name: str) -> str:
+def _holder_display(certificate: CheckedCertificate, name: str) -> str:
     # A company's name is public (企业信息公示); a person's is masked.
     return name if certificate.holder_code_type == HolderCodeType.USCC.value else mask_name(name)
 
 
 # -- minting ----------------------------------------------------------------------------------------------------
 
-def _refuse_unshowable(session: Session, certificate: Certificate, now: datetime) -> None:
+class Showable(Protocol):
+    """What minting reads of a certificate: a Certificate, or the plain columns of wallet.HeldCertificate."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def public_id(self) -> str: ...
+
+    @property
+    def identifier(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def valid_from(self) -> date: ...
+
+    @property
+    def valid_until(self) -> date | None: ...
+
+
+def _refuse_unshowable(session: Session, certificate: Showable, now: datetime) -> None:
     """Only a certificate that is valid today can be shown; the others get a clear code."""
     status = certificate.status
     if status == REVOKED:
@@ -143,12 +230,12 @@ def _refuse_unshowable(session: Session, certificate: Certificate, now: datetime
         raise Conflict("该证照尚未生效，不能亮证", code="certificate_not_yet_valid")
 
 
-def mint_show_code(session: Session, keys: KeyStore, certificate: Certificate, *, profile: str, lifetime: int,
+def mint_show_code(session: Session, keys: KeyStore, certificate: Showable, *, profile: str, lifetime: int,
                    public_url: str, actor: Actor, now: datetime) -> MintedShowCode:
     """A fresh code for a certificate the caller has already checked the holder may show (find_holder_certificate)."""
     _refuse_unshowable(session, certificate, now)
     claims = showcode.new_claims(certificate.public_id, profile, now=now, lifetime=lifetime)
-    token = showcode.encode(keys, keys.active_key(PURPOSE_PLATFORM), claims)
+    token = showcode.encode(keys, keys.active_platform_key(PURPOSE_PLATFORM), claims)
     # The token itself is never audited: within its minute it is a bearer credential.
     record_event(session, actor=actor, action="showcode.minted", now=now, object_type="certificate",
                  object_id=certificate.identifier,
@@ -158,7 +245,7 @@ def mint_show_code(session: Session, keys: KeyStore, certificate: Certificate, *
 
 # -- checking ---------------------------------------------------------------------------------------------------
 
-def _live_state(certificate: Certificate, now: datetime) -> str:
+def _live_state(certificate: CheckedCertificate, now: datetime) -> str:
     if certificate.status == EXPIRED:
         return STATE_CERTIFICATE_EXPIRED
     if certificate.status != VALID:
@@ -171,32 +258,34 @@ def _live_state(certificate: Certificate, now: datetime) -> str:
     return STATE_VALID
 
 
-def _outline(certificate: Certificate, state: str, profile: str) -> dict[str, Any]:
+def _outline(certificate: CheckedCertificate, state: str, profile: str) -> dict[str, Any]:
     """What a non-valid certificate shows: its kind and issuer, nothing about the holder."""
-    ctype = certificate.certificate_type
-    return {"name": ctype.name, "type_code": ctype.type_code,
-            "issuer": {"code": certificate.issuer.code, "name": certificate.issuer.name},
+    return {"name": certificate.type_name, "type_code": certificate.type_code,
+            "issuer": {"code": certificate.issuer_code, "name": certificate.issuer_name},
             "status": state, "profile": profile, "holder_name": None, "valid_from": None, "valid_until": None,
             "fields": []}
 
 
-def _profile_view(cipher: FieldCipher, certificate: Certificate, profile: str) -> tuple[dict[str, Any], list[str]]:
+def _profile_view(cipher: FieldCipher, certificate: CheckedCertificate, definition: dict[str, Any],
+                  profile: str) -> tuple[dict[str, Any], list[str]]:
     """The certificate as the profile shows it, with every value masked by the current catalog policy."""
-    definition = certificate.certificate_type.definition
     specs = {spec["name"]: spec for spec in definition["fields"]}
     sharing = definition.get("sharing", {})
     names = sharing.get("public_fields" if profile == "basic" else "showable_fields", [])
-    content = decrypt(cipher, certificate)
+    # Only what is shown is decrypted (not the number, the holder code or the SD-JWT).
+    context = f"certificate:{certificate.public_id}"
+    holder_name = cipher.decrypt(certificate.holder_name_enc, f"{context}:holder_name")
+    values = json.loads(cipher.decrypt(certificate.face_enc, f"{context}:face"))
     fields = []
     for name in names:
-        spec, value = specs.get(name), content.fields.get(name)
+        spec, value = specs.get(name), values.get(name)
         # holder_name repeats the holder, which is always shown (masked) as 持证人.
         if spec is None or value is None or value == "" or name == "holder_name":
             continue
         fields.append({"name": name, "label": spec["label"],
                        "value": mask_value(spec.get("mask", "none"), _display(spec, value))})
     view = _outline(certificate, STATE_VALID, profile)
-    view.update({"holder_name": _holder_display(certificate, content.holder_name),
+    view.update({"holder_name": _holder_display(certificate, holder_name),
                  "valid_from": certificate.valid_from.isoformat(),
                  "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else LONG_TERM,
                  "fields": fields})
@@ -220,7 +309,7 @@ def _first_check(session: Session, claims: showcode.ShowCodeClaims, verifier: Ve
     """True for the first check of this code by this verifier with this outcome (which is then on record)."""
     key = {"certificate_public_id": claims.certificate_id, "nonce": claims.nonce.hex(), "verifier": verifier.key,
            "outcome": outcome}
-    if session.scalar(select(ShowCodeUse.id).filter_by(**key)) is not None:
+    if rows.execute(session, _USED, key).first() is not None:
         return False  # a refresh: read-only, no write lock taken
     # The same code checked at the same moment on another worker: one of the two records it.
     return insert_once(session, ShowCodeUse, {**key, "recorded_at": now}, unique=list(key))
@@ -232,9 +321,9 @@ def _record_refusal(session: Session, check: ShowCodeCheck, *, verifier: Verifie
     claims = check.claims
     if claims is None or not _first_check(session, claims, verifier, f"{check.state}:{check.reason}", now):
         return
-    certificate = session.scalar(select(Certificate).where(Certificate.public_id == claims.certificate_id))
+    identifier = rows.execute(session, _IDENTIFIER, {"public_id": claims.certificate_id}).scalar()
     record_event(session, actor=actor, action="showcode.checked", now=now, outcome="failure",
-                 object_type="certificate", object_id=certificate.identifier if certificate else None,
+                 object_type="certificate", object_id=identifier,
                  details={"state": check.state, "reason": check.reason, "nonce": claims.nonce.hex(),
                           "verifier": verifier.kind})
 
@@ -256,9 +345,9 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
         elif record:
             _record_refusal(session, check, verifier=verifier, actor=actor, now=now)
         return check
-    # With its type and issuer: every answer names them (one query, not three).
-    certificate = session.scalar(select(Certificate).where(Certificate.public_id == claims.certificate_id)
-                                 .options(joinedload(Certificate.certificate_type), joinedload(Certificate.issuer)))
+    # With its type and issuer: every answer names them (one query of plain columns, not three of entities).
+    row = rows.execute(session, _CHECKED, {"public_id": claims.certificate_id}).first()
+    certificate = None if row is None else CheckedCertificate(**row._mapping)
     if certificate is None:  # signed by us, but the certificate is gone: nothing to vouch for
         check = ShowCodeCheck(STATE_INVALID, "certificate_not_found", claims)
         if record:
@@ -266,14 +355,14 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
         return check
     state = _live_state(certificate, now)
     if state == STATE_VALID:
-        view, shown = _profile_view(cipher, certificate, claims.profile)
+        view, shown = _profile_view(cipher, certificate, _definition(session, certificate), claims.profile)
     else:
         view, shown = _outline(certificate, state, claims.profile), []
     if record and _first_check(session, claims, verifier, state, now):
-        session.add(UsageRecord(
-            public_id=new_public_id(), holder_index=certificate.holder_index, certificate_id=certificate.id,
-            kind="show_code_checked", verifier_kind=verifier.kind, verifier_id=verifier.id,
-            verifier_department_id=verifier.department_id, purpose=None, fields=shown, occurred_at=now))
+        rows.execute(session, _INSERT_USAGE, {
+            "public_id": new_public_id(), "holder_index": certificate.holder_index, "certificate_id": certificate.id,
+            "kind": "show_code_checked", "verifier_kind": verifier.kind, "verifier_id": verifier.id,
+            "verifier_department_id": verifier.department_id, "purpose": None, "fields": shown, "occurred_at": now})
         record_event(session, actor=actor, action="showcode.checked", now=now, object_type="certificate",
                      object_id=certificate.identifier,
                      details={"state": state, "profile": claims.profile, "nonce": claims.nonce.hex(),

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Result, and_, bindparam, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Executable
 
 from backend.errors import AuditNote, DomainError
 from backend.models import (
@@ -39,6 +38,7 @@ from backend.security.jwk import SUPPORTED_ALGS, JWKError, alg_for_jwk, load_pub
 from backend.security.jws import CompactJWS, JWSError
 from backend.security.keystore import PURPOSE_CERTIFICATE, KeyStore, VerificationKey
 from backend.security.sdjwt import ISSUED_TYP, KB_TYP, ParsedSdJwt, SdJwtFormatError, parse, reconstruct, sd_hash
+from backend.services import rows
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.certificates import CertificateNotFound
@@ -164,14 +164,6 @@ class _Outcome:
     key_binding: bool = False
 
 
-def _read(session: Session, statement: Executable, params: dict[str, Any]) -> Result[Any]:
-    """A Core read on the session's connection: the ORM's execution layer cost as much as the query itself.
-    Pending changes are flushed first, as session.execute would."""
-    if session.new or session.dirty or session.deleted:
-        session.flush()
-    return session.connection().execute(statement, params)
-
-
 def _parse_jws(token: str) -> CompactJWS:
     try:
         return jws.parse(token)
@@ -216,7 +208,8 @@ def _authenticate(session: Session, keys: KeyStore, issuer_jwt: str, public_url:
 
     vct = payload.get("vct")
     type_code = vct.removeprefix("urn:ecert:") if isinstance(vct, str) and vct.startswith("urn:ecert:") else None
-    found = _read(session, _ISSUER_AND_TYPE, {"type_code": type_code, "department_id": key.department_id}).first()
+    found = rows.execute(session, _ISSUER_AND_TYPE,
+                         {"type_code": type_code, "department_id": key.department_id}).first()
     if found is None:
         raise _Rejected(UNKNOWN_KEY)
     department = _Issuer(found.id, found.code, found.name)
@@ -263,7 +256,8 @@ def _slot_holder(session: Session, department: _Issuer, reference: dict[str, Any
             or not 0 <= idx < _MAX_LIST_SIZE:
         return False, None
     # The list and the certificate in its slot (if any) in one query.
-    found = _read(session, _SLOT, {"idx": idx, "department_id": department.id, "list_number": int(number)}).first()
+    found = rows.execute(session, _SLOT,
+                         {"idx": idx, "department_id": department.id, "list_number": int(number)}).first()
     if found is None or idx >= found.size:
         return False, None
     return True, None if found.identifier is None else _Record(found.identifier, found.status, found.valid_from,
@@ -285,7 +279,7 @@ def _certificate(session: Session, auth: _Authentic, public_url: str, reasons: l
         elif holder is not None and holder.identifier == auth.identifier_value:
             return holder
     # A certificate synced from a department's own system carries that system's status reference (or none).
-    found = _read(session, _BY_IDENTIFIER, {"identifier": auth.identifier_value}).first()
+    found = rows.execute(session, _BY_IDENTIFIER, {"identifier": auth.identifier_value}).first()
     return None if found is None else _Record(found.identifier, found.status, found.valid_from, found.valid_until)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, not_, or_, select
+from sqlalchemy import and_, bindparam, not_, or_, select
 from sqlalchemy.orm import Session, joinedload, load_only, selectinload
 
 from backend.errors import Forbidden, NotFound, ValidationFailed
@@ -22,6 +22,7 @@ from backend.models import Certificate, CertificateType, CertificateTypeVersion,
 from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 from backend.security.encryption import FieldCipher
 from backend.security.masking import mask_certificate_number, mask_holder_code
+from backend.services import rows
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.certificates import STATUS_LABELS, version_history
@@ -52,6 +53,33 @@ def find_holder_certificate(session: Session, holder: Holder, public_id: str, *,
     if certificate is None or certificate.holder_index not in holder_indexes(holder, now=now, max_age=max_age):
         raise NotFound("证照不存在", code="certificate_not_found")
     return certificate
+
+
+@dataclass(frozen=True)
+class HeldCertificate:
+    """A certificate's identity, status and validity as plain columns: what minting a show code needs of it."""
+
+    id: int
+    public_id: str
+    identifier: str
+    holder_index: str
+    status: str
+    valid_from: date
+    valid_until: date | None
+
+
+_HELD = select(Certificate.id, Certificate.public_id, Certificate.identifier, Certificate.holder_index,
+               Certificate.status, Certificate.valid_from, Certificate.valid_until) \
+    .where(Certificate.public_id == bindparam("public_id"))
+
+
+def find_held_certificate(session: Session, holder: Holder, public_id: str, *, now: datetime,
+                          max_age: timedelta) -> HeldCertificate:
+    """`find_holder_certificate` reading only identity, status and validity (no entity, no encrypted columns)."""
+    row = rows.execute(session, _HELD, {"public_id": public_id}).first()
+    if row is None or row.holder_index not in holder_indexes(holder, now=now, max_age=max_age):
+        raise NotFound("证照不存在", code="certificate_not_found")
+    return HeldCertificate(**row._mapping)
 
 
 # -- owners and statuses ----------------------------------------------------------------------------------
