@@ -393,3 +393,10 @@ def test_a_double_tap_files_one_objection(app, citizen, held, civil):
 
     assert sorted(run_together(tap, 2)) == [201, 409]
     assert len(civil.ids()) == 1
+
+
+def test_line_breaks_in_the_statement_are_kept_and_nul_characters_dropped(citizen, held, civil):
+    body = filed(citizen, held.id, description="第一行\r\n第二行\x00\t完")
+    assert body["description"] == "第一行\n第二行\t完"
+    answer = civil.done(body["id"], "reject", {"reason": "经核对：\n登记无误"})
+    assert answer["answer"] == "经核对：\n登记无误"

@@ -11,6 +11,7 @@ notification to the filer, in the caller's transaction. The deadline job lives i
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,7 +46,7 @@ from backend.models.objections import (
 from backend.security.encryption import FieldCipher
 from backend.security.identifiers import parse_identifier
 from backend.services.actors import Actor
-from backend.services.audit import clean_text, record_event
+from backend.services.audit import record_event
 from backend.services.certificates import decrypt
 from backend.services.evidence import (
     MAX_FILES,
@@ -153,11 +154,21 @@ def _check_disputed(session: Session, cipher: FieldCipher, certificate: Certific
     return [{"field": item.field, "claimed_value": item.claimed_value.strip()} for item in disputed]
 
 
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def plain_text(value: str) -> str:
+    """A person's text as stored: line breaks and tabs kept, other control characters (NUL above all, which
+    PostgreSQL refuses) and lone surrogates dropped, surrounding blanks trimmed."""
+    text = value.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8", "replace").decode("utf-8")
+    return _CONTROL_BUT_LINES.sub("", text).strip()
+
+
 def _check_description(description: str) -> str:
-    text = description.strip()
+    text = plain_text(description)
     if not text or len(text) > MAX_DESCRIPTION:
         raise ValidationFailed.for_field("description", "invalid", f"异议说明应为 1–{MAX_DESCRIPTION} 个字符")
-    return clean_text(text, MAX_DESCRIPTION)
+    return text
 
 
 def _check_correctable(certificate: Certificate) -> None:
@@ -437,10 +448,9 @@ def accept_objection(session: Session, objection: Objection, *, actor: Actor, no
 def reject_objection(session: Session, objection: Objection, *, reason: str, actor: Actor,
                      now: datetime) -> Objection:
     """驳回: the data is right; `reason` is shown to the filer. Possible before or after accepting."""
-    text = reason.strip()
+    text = plain_text(reason)
     if not text or len(text) > MAX_ANSWER:
         raise ValidationFailed.for_field("reason", "invalid", f"驳回原因应为 1–{MAX_ANSWER} 个字符")
-    text = clean_text(text, MAX_ANSWER)
     _transition(session, objection, to=REJECTED, event="rejected", allowed=OPEN_STATES, actor=actor, now=now,
                 note=text)
     objection.answer = text
@@ -480,7 +490,8 @@ def resolve_objection(session: Session, objection: Objection, *, corrected_ident
                       now: datetime, note: str | None = None) -> Objection:
     """办结: link the corrected version made by the reissue endpoint (the disputed one is superseded by then)."""
     corrected = corrected_version(session, objection, corrected_identifier)
-    text = clean_text(note.strip(), MAX_ANSWER) if note and note.strip() else None
+    text = plain_text(note)[:MAX_ANSWER] if note else None
+    text = text or None
     _transition(session, objection, to=RESOLVED, event="resolved", allowed=OPEN_STATES, actor=actor, now=now,
                 note=text, details={"corrected": corrected.identifier})
     objection.corrected_certificate = corrected
