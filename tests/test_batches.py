@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from backend.extensions import db
 from backend.models import AuditEvent, Certificate, ImportBatch, Notification
-from backend.services import issuance
+from backend.services import import_signer, issuance
 from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body
 from tests.presentation_support import presented_to
@@ -438,7 +438,7 @@ def test_cli_import_of_a_failing_file_exits_non_zero_and_lists_the_problems(app,
 
 @pytest.fixture
 def forks(monkeypatch):
-    """Counts the worker processes an import starts."""
+    """Counts the worker processes an import starts; chunks of 3 rows, so that a few rows make several chunks."""
     started = []
     start = multiprocessing.process.BaseProcess.start
 
@@ -457,7 +457,8 @@ def test_certificates_signed_in_worker_processes_are_stored_like_the_others(app,
     batch = submit(dept_client, jsonl(*bodies[:4], {**bodies[4], "issued_on": "x"}, *bodies[5:]),
                    mode="partial").get_json()
     assert (batch["imported_rows"], batch["failed_rows"]) == (6, 1)
-    assert len(forks) >= 4
+    assert len(forks) == 2  # forked once for the import, fed chunk after chunk (3 rows a chunk here)
+    assert not multiprocessing.active_children()  # and let go when it is done
     slots, numbers = set(), set()
     for identifier in identifiers(app):
         detail = dept_client.http.get(f"/gov/v1/certificates/{identifier}", headers=dept_client.headers()).get_json()
@@ -479,6 +480,7 @@ def test_with_worker_processes_one_bad_row_in_all_mode_still_imports_nothing(app
     assert (batch["status"], batch["imported_rows"], problems(batch)) == ("failed", 0, {(8, "valid_from",
                                                                                          "invalid_date")})
     assert forks and count(app, Certificate) == 0
+    assert not multiprocessing.active_children()
 
 
 @pytest.mark.parametrize("app_settings", [{"ECERT_IMPORT_WORKERS": 2}])
@@ -494,5 +496,14 @@ def test_a_worker_that_fails_fails_the_import_and_leaves_nothing(app, dept_clien
     monkeypatch.setattr(issuance.Issuer, "build_row", fail_on_fifth)
     assert submit(dept_client, jsonl(*rows), key="worker-failure-1").status_code == 500
     assert count(app, Certificate) == 0 and count(app, ImportBatch) == 0
+    assert not multiprocessing.active_children()
     monkeypatch.setattr(issuance.Issuer, "build_row", build)
     assert submit(dept_client, jsonl(*rows), key="worker-failure-1").get_json()["imported_rows"] == 7
+
+
+def test_a_signing_worker_stops_when_the_importing_process_is_gone():
+    """A killed import must not leave its workers waiting for work for ever: they see the pipe close and exit."""
+    mine, theirs = multiprocessing.Pipe()
+    mine.close()
+    import_signer._sign_in_worker(theirs, [], issuer=None, batch_id=1)  # type: ignore[arg-type]  # returns
+    assert theirs.closed

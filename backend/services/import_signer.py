@@ -1,16 +1,20 @@
 """Signing a batch's certificates (`Issuer.build_row`: identify, sign, encrypt), in this process or in forked workers.
 
 Signing is most of an import's work and one Python process uses one core, so an import may fork workers that
-sign one chunk while the importing process reads, validates and stores the next.
+sign one chunk while the importing process reads, validates and stores the next. The workers are forked once per
+import and fed chunk after chunk through pipes: forking a process per chunk cost a fifth of the import's CPU
+(page-table copies and copy-on-write faults as the child touched the parent's objects).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import multiprocessing
 import threading
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table
 from sqlalchemy.orm.attributes import instance_dict
@@ -43,6 +47,14 @@ class _Slot(NamedTuple):
     list_number: int
 
 
+class _Type(NamedTuple):
+    """A certificate type as `Issuer.build_row` reads it: types met after the fork reach the workers this way."""
+
+    id: int
+    type_code: str
+    catalog_version: int
+
+
 class _AssignedSlots:
     """Stands in for the SlotAllocator in a worker: hands out the slots the parent process took for its rows."""
 
@@ -53,19 +65,37 @@ class _AssignedSlots:
         return next(self._slots)
 
 
-def _sign_in_worker(conn: Connection, inherited: list[Connection], issuer: Issuer, items: list[PreparedCertificate],
-                    slots: list[tuple[_Slot, int]], batch_id: int) -> None:
-    """The body of a forked worker. It inherits the parent's session but never uses it: `build_row` reads only loaded
-    attributes and the slots it is given."""
-    for receiver in inherited:  # else, should the parent die, this worker would block for ever on its own pipe
-        receiver.close()
+Job = tuple[list[PreparedCertificate], list[tuple[_Slot, int]]]
+
+
+def _sign_in_worker(conn: Connection, inherited: list[Connection], issuer: Issuer, batch_id: int) -> None:
+    """The body of a forked worker: sign the jobs that come through `conn` until it is closed or sent None.
+
+    It inherits the parent's session but never uses it: `build_row` reads only loaded attributes, and the slots
+    and types it is given.
+    """
+    for other in inherited:  # else, should the parent die, this worker would block for ever on its own pipe
+        other.close()
     try:
-        issuer.slots = _AssignedSlots(slots)  # type: ignore[assignment]
-        conn.send((True, [issuer.build_row(item, origin="imported", import_batch_id=batch_id) for item in items]))
-    except BaseException as exc:
-        conn.send((False, f"{type(exc).__name__}: {exc}"))
+        while (job := cast(Job | None, conn.recv())) is not None:
+            items, slots = job
+            try:
+                issuer.slots = _AssignedSlots(slots)  # type: ignore[assignment]
+                conn.send((True, [issuer.build_row(item, origin="imported", import_batch_id=batch_id)
+                                  for item in items]))
+            except Exception as exc:
+                conn.send((False, f"{type(exc).__name__}: {exc}"))
+    except EOFError:  # the parent is gone
+        pass
     finally:
         conn.close()
+
+
+def _portable(item: PreparedCertificate) -> PreparedCertificate:
+    """The item with its ORM type replaced by plain values, to be pickled to a worker."""
+    ctype = item.certificate_type
+    return dataclasses.replace(item, certificate_type=cast(Any, _Type(ctype.id, ctype.type_code,
+                                                                      ctype.catalog_version)))
 
 
 class Signer:
@@ -81,7 +111,8 @@ class Signer:
         self.issuer, self.batch_id = issuer, batch_id
         forkable = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
         self.workers = max(workers, 0) if forkable else 0
-        self._pending: tuple[list[PreparedCertificate], list[tuple[BaseProcess, Connection]]] | None = None
+        self._started: list[tuple[BaseProcess, Connection]] = []
+        self._pending: tuple[list[PreparedCertificate], int] | None = None  # items, workers given a share
 
     def submit(self, items: list[PreparedCertificate]) -> Signed:
         """Start signing `items`; returns what is signed by now (with workers: the previous submission)."""
@@ -93,56 +124,76 @@ class Signer:
         slots = [(_Slot(status_list.id, status_list.list_number), index)
                  for status_list, index in (issuer.slots.take() for _ in items)]
         issuer.slots.flush()
-        signed = self.drain()
-        context = multiprocessing.get_context("fork")
-        stride = min(self.workers, len(items))
-        started: list[tuple[BaseProcess, Connection]] = []
-        self._pending = (items, started)
+        signed = self._collect()
+        if not self._started:
+            self._start()
+        stride = min(len(self._started), len(items))
+        portable = [_portable(item) for item in items]
+        self._pending = (items, stride)
         for k in range(stride):
-            receiver, sender = context.Pipe(duplex=False)
-            inherited = [*(opened for _, opened in started), receiver]
-            process = context.Process(target=_sign_in_worker, daemon=True, name=f"ecert-import-{k}",
-                                      args=(sender, inherited, issuer, items[k::stride], slots[k::stride],
-                                            self.batch_id))
-            try:
-                process.start()
-            except BaseException:
-                receiver.close()
-                raise
-            finally:
-                sender.close()
-            started.append((process, receiver))
+            self._started[k][1].send((portable[k::stride], slots[k::stride]))
         return signed
 
-    def drain(self) -> Signed:
+    def _start(self) -> None:
+        context = multiprocessing.get_context("fork")
+        gc.freeze()  # the children's collector leaves the inherited objects alone (fewer copy-on-write faults)
+        try:
+            for k in range(self.workers):
+                mine, theirs = context.Pipe()
+                inherited = [*(opened for _, opened in self._started), mine]
+                process = context.Process(target=_sign_in_worker, daemon=True, name=f"ecert-import-{k}",
+                                          args=(theirs, inherited, self.issuer, self.batch_id))
+                try:
+                    process.start()
+                except BaseException:
+                    mine.close()
+                    raise
+                finally:
+                    theirs.close()
+                self._started.append((process, mine))
+        finally:
+            gc.unfreeze()
+
+    def _collect(self) -> Signed:
         """Wait for the certificates still being signed."""
         if self._pending is None:
             return []
-        items, started = self._pending
+        items, stride = self._pending
+        self._pending = None
         rows: list[Any] = [None] * len(items)
-        for k, (process, receiver) in enumerate(started):
+        for k in range(stride):
+            process, conn = self._started[k]
             try:
-                ok, payload = receiver.recv()
+                ok, payload = conn.recv()
             except EOFError:
                 ok, payload = False, f"exit code {process.exitcode}"
             if not ok:
                 self.abort()
                 raise RuntimeError(f"import worker failed: {payload}")
-            rows[k::len(started)] = payload
-        self._reap(kill=False)
+            rows[k::stride] = payload
         return list(zip(items, rows, strict=True))
 
+    def drain(self) -> Signed:
+        """Wait for the certificates still being signed, then let the workers go."""
+        signed = self._collect()
+        self._stop(kill=False)
+        return signed
+
     def abort(self) -> None:
-        """Stop the workers of a failed import; their work is discarded."""
-        self._reap(kill=True)
+        """Stop the workers of a failed import; their work is discarded. Anything submitted later is signed here."""
+        self._pending = None
+        self._stop(kill=True)
+        self.workers = 0
 
-    def _reap(self, *, kill: bool) -> None:
-        if self._pending is not None:
-            for process, receiver in self._pending[1]:
-                receiver.close()
-                if kill:
+    def _stop(self, *, kill: bool) -> None:
+        for process, conn in self._started:
+            if kill:
+                process.kill()
+            else:
+                try:
+                    conn.send(None)
+                except OSError:  # it died already
                     process.kill()
-                process.join()
-            self._pending = None
-
-
+            conn.close()
+            process.join()
+        self._started = []
