@@ -395,7 +395,8 @@ def gunicorn(env: dict[str, str], port: int, workers: int, log: Path) -> Iterato
                 process.wait()
 
 
-def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+    # Generous: on a busy 2-core machine four workers each building the app took more than 30 s to answer.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
