@@ -136,6 +136,22 @@ def _summary_fields(certificate: Certificate, owner: service.Owner, status: str)
     }
 
 
+def _listed(item: service.WalletItem) -> dict[str, Any]:
+    """One CertificateSummary, as its model_dump() would give it."""
+    certificate, owner, status = item.certificate, item.owner, item.status
+    valid_until = certificate.valid_until.isoformat() if certificate.valid_until else None
+    return {
+        "id": certificate.public_id, "type_code": certificate.type_code, "type_name": certificate.type_name,
+        "title": f"{certificate.type_name}（{owner.name or '本人'}）",
+        "owner": {"kind": owner.kind, "code": owner.code, "name": owner.name},
+        "issuer": {"code": certificate.issuer_code, "name": certificate.issuer_name},
+        "certificate_number_masked": item.number_masked,
+        "status": status, "status_label": service.status_label(status),
+        "valid_from": certificate.valid_from.isoformat(), "valid_until": valid_until,
+        "valid_until_label": valid_until or service.LONG_TERM, "version": certificate.version,
+    }
+
+
 def _version(certificate: Certificate, status: str) -> VersionOut:
     return VersionOut(id=certificate.public_id, version=certificate.version, status=status,
                       status_label=service.status_label(status), created_at=certificate.created_at.isoformat())
@@ -150,11 +166,12 @@ def list_certificates(query: WalletQuery) -> Response:
         db.session(), field_cipher(), g.holder, now=moment, max_age=max_age, today=today_in_china(moment),
         owner=query.owner, company=query.company, type_code=query.type_code, status=query.status, limit=query.limit,
         cursor=query.cursor)
-    items = [CertificateSummary(**_summary_fields(item.certificate, item.owner, item.status),
-                                certificate_number_masked=item.number_masked) for item in page.items]
-    companies = [CompanyOut(code=r.company_code, name=r.company_name, role=r.role)
+    # Plain dicts in WalletList's shape (its fields, documented above): building and dumping a model per item and
+    # per nested object cost a tenth of the request.
+    companies = [{"code": r.company_code, "name": r.company_name, "role": r.role}
                  for r in current_representations(g.holder, now=moment, max_age=max_age)]
-    return jsonify(WalletList(items=items, next_cursor=page.next_cursor, companies=companies).model_dump())
+    return jsonify({"items": [_listed(item) for item in page.items], "next_cursor": page.next_cursor,
+                    "companies": companies})
 
 
 @bp.get("/certificates/<certificate_id>",

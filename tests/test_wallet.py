@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from backend.extensions import db
 from backend.models import AuditEvent, Certificate
+from miniapp_api.wallet import WalletList
 from tests.conftest import CIVIL_AFFAIRS, Citizen
 from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE, MARRIAGE, company_code, resident_id
 from tests.support import WALLET, error_code, public_id_of, wallet, wallet_ids
@@ -47,6 +48,17 @@ def test_a_certificate_issued_before_the_first_login_appears_after_login(app, ci
     assert (item["valid_until"], item["valid_until_label"]) == (None, "长期")
     assert item["version"] == 1
     assert "*" in item["certificate_number_masked"]
+
+
+def test_the_list_is_exactly_the_documented_wallet_list_shape(app, samr, civil_affairs, login):
+    """The list is written as plain dicts: exactly what WalletList would dump, for a person's and a company's."""
+    company = company_code()
+    samr.issue_to_company(company)
+    citizen = login(name="王建国", companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
+    civil_affairs.issue_to(citizen)
+    body = wallet(citizen)
+    assert len(body["items"]) == 2
+    assert WalletList.model_validate(body).model_dump() == body
 
 
 def test_the_wallet_lists_only_the_holders_own_certificates(civil_affairs, login):
