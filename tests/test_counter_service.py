@@ -35,8 +35,8 @@ class Window:
         self.headers = dept.headers()
 
     def ask(self, holder_code: str, *, code_type: str = "111", wanted: list[dict[str, Any]] | None = None,
-            assisted: bool = True) -> str:
-        body: dict[str, Any] = {"wanted": wanted or WANTED, "purpose": PURPOSE, "matter_code": "411500-MZ-DB-001"}
+            assisted: bool = True, purpose: str = PURPOSE) -> str:
+        body: dict[str, Any] = {"wanted": wanted or WANTED, "purpose": purpose, "matter_code": "411500-MZ-DB-001"}
         if assisted:
             body.update(assisted=True, holder={"code_type": code_type, "code": holder_code})
         response = self.http.post(ACCESS_REQUESTS, json=body, headers=self.headers)
@@ -145,6 +145,16 @@ def test_sms_code_is_texted_to_the_registered_phone_naming_department_and_purpos
     assert stored.otp_hash is not None and code not in stored.otp_hash  # only a keyed digest is kept
     [sent] = [e for e in audit_of(app, request_id) if e.action == "access_request.sms_code_sent"]
     assert sent.details["phone"] == "138****5678" and code not in str(sent.details)
+
+
+def test_a_long_purpose_is_shortened_in_the_text_message(window, holder, sms):
+    purpose = "办理" + "城乡居民最低生活保障资格年度复核" * 10
+
+    window.send_code(window.ask(holder.id_number, purpose=purpose))
+
+    [message] = sms.messages
+    assert purpose[:counter_service.SMS_PURPOSE_CHARS - 1] + "…" in message.text
+    assert len(message.text) < 150
 
 
 def test_the_right_code_creates_a_grant_the_requesting_client_redeems(app, window, holder, sms):

@@ -27,7 +27,6 @@ from backend.adapters import DEFAULT_TIMEOUT, AdapterUnavailable
 log = logging.getLogger("ecert.adapters.sms")
 
 MAX_ANSWER_BYTES = 16 * 1024
-MAX_TEXT_CHARS = 300  # a few SMS segments (70 Chinese characters each); a longer text is a bug, not a message
 DEFAULT_REGION = "CN"
 
 

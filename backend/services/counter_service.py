@@ -55,6 +55,7 @@ MAX_ATTEMPTS = 5  # wrong codes per request: then the request is locked
 MAX_REQUESTS_TEXTING_HOLDER = 10
 HOLDER_WINDOW = timedelta(hours=1)
 OTP_DOMAIN = "counter-sms-code"
+SMS_PURPOSE_CHARS = 40
 COUNTER_ASSURANCE = "counter_id_check"  # a holder first known through a staff member's check of the ID card
 
 ACTION_SMS_SENT = "access_request.sms_code_sent"
@@ -211,8 +212,10 @@ def code_digest(cipher: FieldCipher, request: AccessRequest, code: str) -> str:
 def sms_text(code: str, request: AccessRequest) -> str:
     """The message: the code, who asks and why, and a warning for anyone who is not at that window."""
     department = request.department.name
+    purpose = request.purpose if len(request.purpose) <= SMS_PURPOSE_CHARS else \
+        request.purpose[:SMS_PURPOSE_CHARS - 1] + "…"  # a text message stays a few segments long
     return (f"您的电子证照授权验证码为{code}，{int(CODE_TTL.total_seconds() // 60)}分钟内有效。"
-            f"{department}申请使用您的电子证照，用途：{request.purpose}。"
+            f"{department}申请使用您的电子证照，用途：{purpose}。"
             f"如非本人在窗口办理，请勿将验证码告知他人。")
 
 
