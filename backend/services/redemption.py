@@ -134,22 +134,38 @@ def _wallet_key(session: Session, keys: KeyStore, issued: str) -> SigningKey:
     if isinstance(kid, str):
         key = session.scalar(select(SigningKey).where(SigningKey.kid == kid, SigningKey.purpose == PURPOSE_WALLET))
         if key is not None:
+            if key.status != "active":
+                # The key store signs with active keys only; a KB-JWT by another key would not match `cnf`.
+                raise Conflict("该证照绑定的持证人密钥已轮换，请联系发证部门换发后再授权使用",
+                               code="wallet_key_retired", details={"kid": kid})
             return key
     return keys.active_key(PURPOSE_WALLET)
 
 
-def _presentation(session: Session, keys: KeyStore, cipher: FieldCipher, covered: GrantCertificate, *,
-                  audience: str, nonce: str, now: datetime) -> Presentation:
+@dataclass(frozen=True)
+class _Presentable:
+    """A covered certificate ready to present: its issued SD-JWT and the wallet key its `cnf` names."""
+
+    covered: GrantCertificate
+    issued: str
+    key: SigningKey
+
+
+def _presentable(session: Session, keys: KeyStore, cipher: FieldCipher, covered: GrantCertificate) -> _Presentable:
     certificate = covered.certificate
     issued = cipher.decrypt(certificate.sd_jwt_enc, f"certificate:{certificate.public_id}:sd_jwt")
-    key = _wallet_key(session, keys, issued)
-    wanted = [path for field in covered.fields for path in claim_paths(field)]
+    return _Presentable(covered, issued, _wallet_key(session, keys, issued))
+
+
+def _presentation(keys: KeyStore, item: _Presentable, *, audience: str, nonce: str, now: datetime) -> Presentation:
+    wanted = [path for field in item.covered.fields for path in claim_paths(field)]
 
     def sign(payload: dict[str, Any], headers: dict[str, Any]) -> str:
-        return keys.sign_jwt(key, payload, headers)
+        return keys.sign_jwt(item.key, payload, headers)
 
-    return Presentation(certificate.identifier, present(issued, wanted, sign=sign, audience=audience, nonce=nonce,
-                                                        iat=int(now.timestamp())))
+    return Presentation(item.covered.certificate.identifier,
+                        present(item.issued, wanted, sign=sign, audience=audience, nonce=nonce,
+                                iat=int(now.timestamp())))
 
 
 # -- the record of a use ------------------------------------------------------------------------------------------
@@ -196,6 +212,8 @@ def _redeem(session: Session, keys: KeyStore, cipher: FieldCipher, grant: Grant,
     if status != GRANT_ACTIVE:
         raise _refused(_status_error(status), grant, client, status, actor)
     _check_certificates(session, grant, now)
+    # Everything that could still refuse is checked before the grant is spent.
+    presentable = [_presentable(session, keys, cipher, covered) for covered in grant.certificates]
     # The one decision: of all concurrent redeemers, the database lets exactly one change the row.
     won = updated_rows(session, update(Grant).where(
         Grant.id == grant.id, Grant.status == GRANT_ACTIVE, Grant.api_client_id == client.id,
@@ -209,8 +227,8 @@ def _redeem(session: Session, keys: KeyStore, cipher: FieldCipher, grant: Grant,
                             request_id=request_id)
     session.add(redemption)
     session.flush()  # the unique grant_id: a second guard behind the conditional update
-    presentations = [_presentation(session, keys, cipher, covered, audience=client.client_id,
-                                   nonce=grant.public_id, now=now) for covered in grant.certificates]
+    presentations = [_presentation(keys, item, audience=client.client_id, nonce=grant.public_id, now=now)
+                     for item in presentable]
     _record_use(session, grant, redemption, client, via=via, actor=actor, now=now)
     return Redeemed(grant, redemption, presentations)
 
