@@ -16,7 +16,7 @@ from backend.services.issuance import holder_index
 from backend.web.context import field_cipher
 from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen, DeptClient
 from tests.factories import MARRIAGE, resident_id
-from tests.support import Department, error_of
+from tests.support import Department, error_of, run_together
 
 ACCESS_REQUESTS = "/gov/v1/access-requests"
 PHONE = "13812345678"
@@ -493,3 +493,26 @@ def test_no_consent_notification_without_a_consent(app, window, holder, sms):
     with app.app_context():
         kinds = list(db.session.scalars(sa.select(Notification.kind)))
     assert "counter_consent" not in kinds
+
+
+def test_concurrent_consents_to_one_request_decide_once(app, window, holder, sms):
+    request_id = window.ask(holder.id_number)
+    window.send_code(request_id)
+    code = texted_code(sms)
+
+    def consent(n: int) -> tuple[int, dict[str, Any]]:
+        body = {"method": "sms_code", "code": code} if n % 2 == 0 else ATTESTATION
+        response = app.test_client().post(f"{ACCESS_REQUESTS}/{request_id}/consent", json=body,
+                                          headers=window.headers)
+        return response.status_code, response.get_json()
+
+    results = run_together(consent, 6)
+
+    assert sorted(status for status, _ in results) == [201, 409, 409, 409, 409, 409], results
+    assert {body["error"]["code"] for status, body in results if status == 409} <= {"access_request_decided",
+                                                                                    "concurrent_conflict"}
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Grant)) == 1
+    stored = stored_request(app, request_id)
+    [winner] = [body for status, body in results if status == 201]
+    assert stored.status == "approved" and stored.consent_method == winner["consent_method"]
