@@ -142,7 +142,9 @@ def test_the_holder_code_is_nowhere_in_the_database_in_clear(app, samr):
     ({"shareholders": "王建国"}, "fields.shareholders", "unknown_field"),
     ({"established_on": "2018/05/12"}, "fields.established_on", "invalid"),
     ({"entity_type": "外星企业"}, "fields.entity_type", "invalid"),
-], ids=["missing", "unknown", "malformed-date", "not-a-choice"])
+    ({"address": "茶韵路\x0118 号"}, "fields.address", "invalid"),
+    ({"business_scope": "茶叶\x1f销售"}, "fields.business_scope", "invalid"),
+], ids=["missing", "unknown", "malformed-date", "not-a-choice", "control-character", "unit-separator"])
 def test_a_bad_face_field_is_422_naming_it(app, samr, fields, field, reason):
     body = certificate_body()
     body["fields"].update(fields)
@@ -152,6 +154,12 @@ def test_a_bad_face_field_is_422_naming_it(app, samr, fields, field, reason):
 
     assert field_errors(response).get(field) == reason
     assert count(app, Certificate) == 0
+
+
+def test_tabs_and_line_breaks_are_allowed_in_text_fields_but_not_in_the_number(app, samr):
+    body = certificate_body(fields={"business_scope": "茶叶种植\t加工\n销售"})
+    assert samr.post(body).status_code == 201
+    assert field_errors(samr.post(certificate_body(certificate_number="XY\t1"))).get("certificate_number") == "invalid"
 
 
 def with_wrong_check_character(code: str, alphabet: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stdnum.cn import ric, uscc
+from stdnum.exceptions import InvalidChecksum
 from stdnum.iso7064 import mod_37_36
 
 from backend.errors import ValidationFailed
@@ -18,6 +19,7 @@ from backend.security.identifiers import (
     IDENTIFIER_PREFIX,
     CertificateIdentifier,
     HolderCodeType,
+    _uscc_problem,  # the check behind validate_uscc, compared with stdnum
     build_identifier,
     identifier_check_character,
     parse_holder_code_type,
@@ -664,3 +666,26 @@ def test_masked_holder_code_keeps_length_and_hides_the_middle() -> None:
 )
 def test_mask_name(name: str, masked: str) -> None:
     assert mask_name(name) == masked
+
+
+def stdnum_verdict(code: str) -> str | None:
+    try:
+        uscc.validate(code)
+    except InvalidChecksum:
+        return "check_character"
+    except ValueError:
+        return "characters"
+    return None
+
+
+_VALID_USCC = st.builds(make_uscc, st.from_regex(r"[0-9]{8}[0-9A-HJ-NP-RTUW-Y]{9}", fullmatch=True))
+_ANY_CHARACTER = st.sampled_from("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@FUZZ
+@given(st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=18, max_size=18)
+       | _VALID_USCC
+       | st.builds(lambda code, n, c: code[:n] + c + code[n + 1:], _VALID_USCC, st.integers(0, 17), _ANY_CHARACTER))
+def test_uscc_verdicts_agree_with_stdnum(code: str) -> None:
+    """The USCC check takes stdnum's format rules as one regular expression: its verdicts must be stdnum's own."""
+    assert _uscc_problem.__wrapped__(code) == stdnum_verdict(code)

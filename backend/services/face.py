@@ -10,6 +10,7 @@ from typing import Any
 from backend.errors import ValidationFailed
 
 _INTEGER = re.compile(r"^-?\d{1,18}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f]")  # control characters but tab (09) and line feed (0a)
 
 
 class FieldProblems:
@@ -43,7 +44,7 @@ def _normalise(spec: dict[str, Any], value: Any) -> Any:
         value = value.strip()
         if spec.get("max_length") and len(value) > spec["max_length"]:
             raise ValueError(f"长度不得超过 {spec['max_length']}")
-        if any(ord(c) < 32 and c not in "\n\t" for c in value):
+        if _CONTROL.search(value):
             raise ValueError("不得包含控制字符")
         return value
     if kind == "date":

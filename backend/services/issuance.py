@@ -7,6 +7,7 @@ out status-list slots, so a batch of 100,000 rows does the expensive look-ups on
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -39,6 +40,7 @@ NATURAL_PERSON_CODES = {HolderCodeType.RESIDENT_ID, HolderCodeType.PASSPORT, Hol
                         HolderCodeType.TAIWAN_PERMIT, HolderCodeType.OTHER}
 LEGAL_PERSON_CODES = {HolderCodeType.USCC, HolderCodeType.OTHER}
 UNSET: Any = object()
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
 # Made once: json.dumps builds a new encoder on every call with non-default options.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # JWS payloads, as PyJWT encodes them
 _FACE_JSON = json.JSONEncoder(ensure_ascii=False)  # the stored face, as json.dumps(fields, ensure_ascii=False)
@@ -156,7 +158,7 @@ class Issuer:
         """Validate one certificate; problems are collected, not raised (the caller decides)."""
         ctype = self.certificate_type(data.type_code, problems)
         number = data.certificate_number.strip() if isinstance(data.certificate_number, str) else ""
-        if not number or len(number) > 64 or any(ord(c) < 32 for c in number):
+        if not number or len(number) > 64 or _CONTROL_CHARACTER.search(number):
             problems.add("certificate_number", "invalid", "证照编号应为 1–64 个字符")
         name = data.holder_name.strip() if isinstance(data.holder_name, str) else ""
         if not name or len(name) > 100:
