@@ -20,13 +20,25 @@ def insert_once(session: Session, model: type[Base], values: dict[str, Any], uni
     Of concurrent callers exactly one gets True (PostgreSQL makes the others wait for its commit, SQLite has one
     writer at a time).
     """
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        insert: Any = postgresql.insert
-    elif dialect == "sqlite":
-        insert = sqlite.insert
-    else:  # pragma: no cover - only the two supported databases
-        raise NotImplementedError(f"insert_once needs INSERT … ON CONFLICT, not available on {dialect}")
-    primary_key = model.__table__.primary_key.columns.values()[0]  # type: ignore[attr-defined]
-    stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=unique).returning(primary_key)
-    return session.execute(stmt).first() is not None
+    if session.new or session.dirty or session.deleted:
+        session.flush()  # as session.execute would
+    connection = session.connection()
+    dialect = connection.dialect.name
+    key = (model, tuple(unique), dialect)
+    stmt = _statements.get(key)
+    if stmt is None:
+        if dialect == "postgresql":
+            insert: Any = postgresql.insert
+        elif dialect == "sqlite":
+            insert = sqlite.insert
+        else:  # pragma: no cover - only the two supported databases
+            raise NotImplementedError(f"insert_once needs INSERT … ON CONFLICT, not available on {dialect}")
+        table = Base.metadata.tables[model.__tablename__]
+        stmt = insert(table).on_conflict_do_nothing(index_elements=unique).returning(table.primary_key.columns[0])
+        _statements[key] = stmt
+    # Core on the request's connection, the statement built once: the ORM's bulk-insert path and a statement
+    # built per call cost more than the insert (replay checks run on every verification and show-code scan).
+    return connection.execute(stmt, values).first() is not None
+
+
+_statements: dict[tuple[type[Base], tuple[str, ...], str], Any] = {}
