@@ -3,6 +3,8 @@ certificates the holder holds or represents, or decline."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from flask import Response, current_app, g, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
@@ -69,9 +71,13 @@ class HolderAccessRequestOut(BaseModel):
         description="while pending: the holder's own and represented companies' valid certificates of wanted types")
 
 
+CertificateId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class ApproveBody(StrictModel):
-    certificate_ids: list[str] = Field(min_length=1, max_length=service.MAX_WANTED_TYPES,
-                                       description="wallet ids of the certificates to share, one per wanted type")
+    certificate_ids: list[CertificateId] = Field(min_length=1, max_length=service.MAX_WANTED_TYPES,
+                                                 description="wallet ids of the certificates to share, one per "
+                                                             "wanted type")
 
 
 class ApprovedOut(BaseModel):
