@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import and_, bindparam, not_, or_, select
+from sqlalchemy import BindParameter, Select, and_, bindparam, not_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from backend.errors import Forbidden, NotFound, ValidationFailed
@@ -102,7 +102,7 @@ def owners(holder: Holder, *, now: datetime, max_age: timedelta) -> dict[str, Ow
     return result
 
 
-def _lapsed(today: date) -> Any:
+def _lapsed(today: date | BindParameter[date]) -> Any:
     return and_(Certificate.valid_until.is_not(None), Certificate.valid_until < today)
 
 
@@ -125,7 +125,7 @@ def effective_status(certificate: Dated, today: date) -> str:
     return certificate.status
 
 
-def _status_filter(status: str | None, today: date) -> Any:
+def _status_filter(status: str | None, today: date | BindParameter[date]) -> Any:
     """SQL for the effective status; no status = every current version (superseded ones hidden)."""
     if status is None:
         return Certificate.status != SUPERSEDED
@@ -202,6 +202,29 @@ _LISTED = (
 )
 
 
+_Rows = Select[*tuple[Any, ...]]  # a query of plain columns
+_list_statements: dict[tuple[str | None, bool, bool], _Rows] = {}
+
+
+def _list_statement(status: str | None, by_type: bool, after_cursor: bool) -> _Rows:
+    """The list's query for one combination of filters, built once (building it cost as much as running it);
+    parameters: indexes, today, limit, type_code, at and after (the cursor's position)."""
+    key = (status, by_type, after_cursor)
+    cached = _list_statements.get(key)
+    if cached is None:
+        stmt: _Rows = _LISTED.where(Certificate.holder_index.in_(bindparam("indexes", expanding=True)),
+                                          _status_filter(status, bindparam("today")))
+        if by_type:
+            stmt = stmt.where(CertificateType.type_code == bindparam("type_code"))
+        if after_cursor:  # keyset pagination as backend/services/paging.py: newest first, ties by public id
+            stmt = stmt.where(or_(Certificate.created_at < bindparam("at"),
+                                  and_(Certificate.created_at == bindparam("at"),
+                                       Certificate.public_id < bindparam("after"))))
+        stmt = stmt.order_by(Certificate.created_at.desc(), Certificate.public_id.desc()).limit(bindparam("limit"))
+        _list_statements[key] = cached = stmt
+    return cached
+
+
 def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Holder, *, now: datetime,
                              max_age: timedelta, today: date,
                              owner: OwnerKind | None = None, company: str | None = None,
@@ -213,15 +236,11 @@ def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Hold
     Keyset-paginated like every list (backend/services/paging.py), on plain rows rather than entities."""
     by_index = owners(holder, now=now, max_age=max_age)
     selected = _selected_indexes(by_index, owner, company)
-    stmt = _LISTED.where(Certificate.holder_index.in_(selected), _status_filter(status, today))
-    if type_code is not None:
-        stmt = stmt.where(CertificateType.type_code == type_code)
+    params: dict[str, Any] = {"indexes": selected, "today": today, "limit": limit + 1, "type_code": type_code}
     if cursor:
-        at, after = decode_cursor(cursor)
-        stmt = stmt.where(or_(Certificate.created_at < at,
-                              and_(Certificate.created_at == at, Certificate.public_id < after)))
-    found = rows.execute(session, stmt.order_by(Certificate.created_at.desc(), Certificate.public_id.desc())
-                         .limit(limit + 1)).all()
+        params["at"], params["after"] = decode_cursor(cursor)
+    stmt = _list_statement(status, type_code is not None, bool(cursor))
+    found = rows.execute(session, stmt, params).all()
     items = []
     for row in found[:limit]:
         listed = ListedCertificate(row.public_id, row.holder_index, row.status, row.valid_from, row.valid_until,
