@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import multiprocessing
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ import pytest
 from sqlalchemy import func, select
 
 from backend.extensions import db
-from backend.models import AuditEvent, Certificate, ImportBatch, Notification
+from backend.models import AuditEvent, Certificate, CertificateEvent, ImportBatch, Notification, SigningKey
 from backend.services import import_signer, issuance
+from backend.services.bulk_insert import BulkInsert
 from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body
 from tests.presentation_support import presented_to
@@ -269,12 +271,24 @@ def test_batches_need_the_issue_scope(app, make_dept_client):
     assert submit(verifier, jsonl(certificate_body())).status_code == 403
 
 
-def test_a_batch_writes_one_audit_event_and_one_holder_notification_per_certificate(app, dept_client):
+def test_a_batch_writes_one_audit_event_and_one_holder_notification_per_certificate(app, dept_client, clock,
+                                                                                     monkeypatch):
+    monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)  # rows stored in several chunks
     submit(dept_client, jsonl(*(certificate_body() for _ in range(3))))
     assert count(app, AuditEvent, AuditEvent.action == "certificate.batch_imported") == 1
     assert count(app, AuditEvent, AuditEvent.action == "certificate.issued") == 0
     assert count(app, Notification, Notification.kind == "certificate_issued") == 3
     with app.app_context():
+        for certificate in db.session.scalars(select(Certificate)):
+            events = db.session.scalars(select(CertificateEvent)
+                                        .where(CertificateEvent.certificate_id == certificate.id)).all()
+            assert [(e.event, e.from_status, e.to_status, e.occurred_at) for e in events] == \
+                [("issued", None, "valid", clock())]
+            assert events[0].actor.startswith("client:")
+            notice = db.session.scalars(select(Notification).where(Notification.certificate_id == certificate.id)).one()
+            assert (notice.holder_index, notice.data, notice.created_at, notice.read_at) == \
+                (certificate.holder_index, {"identifier": certificate.identifier}, clock(), None)
+            assert (certificate.created_at, certificate.status_changed_at) == (clock(), clock())
         event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "certificate.batch_imported"))
         assert event is not None
         assert {k: event.details[k] for k in ("total", "imported", "skipped", "failed")} == \
@@ -507,3 +521,21 @@ def test_a_signing_worker_stops_when_the_importing_process_is_gone():
     mine.close()
     import_signer._sign_in_worker(theirs, [], issuer=None, batch_id=1)  # type: ignore[arg-type]  # returns
     assert theirs.closed
+
+
+def test_bulk_inserted_rows_read_back_as_the_orm_would_have_written_them(app):
+    """BulkInsert converts values as SQLAlchemy does (aware datetimes to UTC, JSON, bytes, NULLs), once per value."""
+    moment = datetime(2026, 3, 1, 20, 30, 15, 123456, tzinfo=timezone(timedelta(hours=8)))
+    table = SigningKey.__table__
+    rows = [{"kid": f"bulk-{n}", "purpose": "platform", "department_id": None, "alg": "ES256", "origin": "local",
+             "status": "retired", "public_jwk": {"kty": "EC", "名称": n}, "private_key_enc": bytes([n, 0, 255]),
+             "created_at": moment, "retired_at": None if n else moment + timedelta(days=n)} for n in range(3)]
+    with app.app_context():
+        BulkInsert(db.session, table, import_signer.columns_of(table)).execute(rows)
+        stored = db.session.scalars(select(SigningKey).where(SigningKey.kid.like("bulk-%"))
+                                    .order_by(SigningKey.kid)).all()
+        assert [(k.kid, k.department_id, k.public_jwk, k.private_key_enc, k.created_at, k.retired_at)
+                for k in stored] == [(r["kid"], None, r["public_jwk"], r["private_key_enc"], moment, r["retired_at"])
+                                     for r in rows]
+        assert all(k.created_at.utcoffset() == timedelta(0) for k in stored)
+        db.session.rollback()

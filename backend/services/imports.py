@@ -14,16 +14,18 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import IO, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, literal, null, select
 from sqlalchemy.orm import Session
 
 from backend.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from backend.models import Base, Certificate, CertificateType, Department, ImportBatch
+from backend.models.certificates import VALID
 from backend.services.audit import record_event
 from backend.services.batch_files import FORMATS as FORMATS  # part of this module's interface (jsonl, csv)
 from backend.services.batch_files import HashingReader, Problem, Row, csv_face, read_rows
+from backend.services.bulk_insert import BulkInsert
 from backend.services.face import FieldProblems
-from backend.services.import_signer import CERTIFICATES, Signed, Signer, columns_of, values
+from backend.services.import_signer import CERTIFICATE_COLUMNS, CERTIFICATES, Signed, Signer, columns_of, values
 from backend.services.issuance import (
     CertificateInput,
     Issuer,
@@ -62,7 +64,7 @@ class _Run:
     signer: Signer
     types: dict[str, CertificateType | Problem] = field(default_factory=dict)  # type code → type, or why not
     numbers: dict[str, int] = field(default_factory=dict)  # number index → the first row that had it
-    event: dict[str, Any] | None = None  # the "issued" event template
+    inserts: tuple[BulkInsert, BulkInsert] | None = None  # certificates, notifications
     notices: dict[int, dict[str, Any]] = field(default_factory=dict)  # type id → holder notification template
     report: list[dict[str, Any]] = field(default_factory=list)
     report_full: bool = False
@@ -147,6 +149,7 @@ class _Run:
         signed = self.signer.drain()
         if not (self.all_or_nothing and self.failed):
             self._store(signed)
+            self.record_events()
 
     def _stored_contents(self, candidates: list[tuple[int, PreparedCertificate, str]]) -> dict[str, set[str]]:
         if not candidates:
@@ -162,35 +165,44 @@ class _Run:
         return stored
 
     def _store(self, signed: Signed) -> None:
-        """Insert signed certificates with their events and holder notifications, a few statements per chunk.
+        """Insert signed certificates and their holders' notifications: two executemany and one query per chunk.
 
-        Core INSERTs: the ORM inserts rows one by one on SQLite when it needs their ids back (no sentinel for
-        RETURNING), which costs more than signing; one multi-row INSERT … RETURNING per chunk does not.
+        Not the ORM (on SQLite it inserts row by row when it needs ids back), nor Core's executemany (its
+        per-value parameter handling cost more than the validation of a row): see `BulkInsert`. The ids of the new
+        rows are read back by their public ids; the "issued" events are written for the whole batch at the end.
         """
         if not signed:
             return
-        inserted = self.session.execute(insert(CERTIFICATES).returning(CERTIFICATES.c.public_id, CERTIFICATES.c.id),
-                                        [row for _, row in signed])
-        ids: dict[str, int] = {public_id: id_ for public_id, id_ in inserted}
-        events, notices = [], []
-        for item, row in signed:
-            certificate_id = ids[row["public_id"]]
-            events.append(self._event(certificate_id, row))
-            notices.append(self._notice(certificate_id, row, item.certificate_type))
-        self.session.execute(insert(EVENTS), events)
-        self.session.execute(insert(NOTIFICATIONS), notices)
+        if self.inserts is None:
+            self.inserts = (BulkInsert(self.session, CERTIFICATES, CERTIFICATE_COLUMNS),
+                            BulkInsert(self.session, NOTIFICATIONS, NOTIFICATION_COLUMNS))
+        certificates, notifications = self.inserts
+        certificates.execute([row for _, row in signed])
+        ids: dict[str, int] = dict(self.session.execute(
+            select(CERTIFICATES.c.public_id, CERTIFICATES.c.id)
+            .where(CERTIFICATES.c.public_id.in_([row["public_id"] for _, row in signed]))).all())
+        notifications.execute([self._notice(ids[row["public_id"]], row, item.certificate_type)
+                               for item, row in signed])
         self.imported += len(signed)
 
-    # The "issued" event and the holder's notification are the same for every certificate of a type but for a few
-    # ids (imports are all version 1 and valid): each is made once by the shared helper and copied, because
-    # formatting them per row would cost more than inserting them.
-    def _event(self, certificate_id: int, row: dict[str, Any]) -> dict[str, Any]:
-        if self.event is None:
-            self.event = values(certificate_event(Certificate(id=certificate_id, status=row["status"]), "issued",
-                                                   from_status=None, actor=self.issuer.actor, now=self.issuer.now),
-                                 EVENT_COLUMNS)
-        return {**self.event, "certificate_id": certificate_id}
+    def record_events(self) -> None:
+        """The "issued" event of every certificate of the batch, in one INSERT … SELECT.
 
+        The event is the same for every imported certificate (version 1, valid) but for its id: it is made once by
+        the shared helper and written for each certificate the batch stored.
+        """
+        if not self.imported:
+            return
+        event = values(certificate_event(Certificate(status=VALID), "issued", from_status=None,
+                                         actor=self.issuer.actor, now=self.issuer.now), EVENT_COLUMNS)
+        constants = [null() if event[name] is None else literal(event[name], EVENTS.c[name].type)
+                     for name in EVENT_COLUMNS if name != "certificate_id"]
+        self.session.execute(insert(EVENTS).from_select(
+            ["certificate_id", *(name for name in EVENT_COLUMNS if name != "certificate_id")],
+            select(CERTIFICATES.c.id, *constants).where(CERTIFICATES.c.import_batch_id == self.batch.id)))
+
+    # The holder's notification is the same for every certificate of a type but for a few values: it is made once
+    # by the shared helper and copied, because formatting it per row would cost more than inserting it.
     def _notice(self, certificate_id: int, row: dict[str, Any], ctype: CertificateType) -> dict[str, Any]:
         template = self.notices.get(ctype.id)
         if template is None:
