@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -39,8 +40,15 @@ def write_rows(path: Path, rows: int) -> None:
             out.write(json.dumps(body, ensure_ascii=False) + "\n")
 
 
-def import_file(path: Path, workers: int) -> tuple[int, float, str]:
-    """(imported rows, seconds, batch status) of one import, timed from the service call to the commit."""
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its children that have ended (the signing workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def import_file(path: Path, workers: int) -> tuple[int, float, float, str]:
+    """(imported rows, seconds, CPU seconds, batch status) of one import, timed from the service call to the
+    commit."""
     from backend.app import create_app
     from backend.extensions import db
     from backend.services import imports
@@ -52,7 +60,7 @@ def import_file(path: Path, workers: int) -> tuple[int, float, str]:
     app = create_app()
     with app.app_context():
         try:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), cpu_seconds()
             issuer = Issuer(db.session(), keystore(), field_cipher(), get_department(db.session(), DEMO_DEPARTMENT),
                             public_url=app.config["ECERT_PUBLIC_URL"], actor=Actor.operator("bench"), now=now(),
                             expected=imports.MAX_ROWS)
@@ -62,14 +70,14 @@ def import_file(path: Path, workers: int) -> tuple[int, float, str]:
                     idempotency_key=f"bench:{path.name}", max_rows=app.config["ECERT_MAX_BATCH_ROWS"],
                     workers=workers)
             db.session.commit()
-            seconds = time.perf_counter() - started
-            return batch.imported_rows, seconds, batch.status
+            seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+            return batch.imported_rows, seconds, cpu, batch.status
         finally:
             db.session.remove()
             db.engine.dispose()
 
 
-def one_round(rows_file: Path, database_url: str | None, workers: int, keep: bool) -> tuple[int, float, str]:
+def one_round(rows_file: Path, database_url: str | None, workers: int, keep: bool) -> tuple[int, float, float, str]:
     instance = Path(tempfile.mkdtemp(prefix="ecert-import-bench-"))
     saved = dict(os.environ)
     try:
@@ -106,12 +114,14 @@ def main() -> int:
         database = "postgresql" if args.database_url else "sqlite"
         print(f"{args.rows} rows ({rows_file.stat().st_size / 1e6:.1f} MB JSON Lines); {database}; "
               f"--workers {args.workers}; {os.cpu_count()} CPUs; target ≥ {TARGET}/s on SQLite\n")
-        print(f"{'round':>5} {'imported':>9} {'seconds':>8} {'certificates/s':>15}  status")
+        print(f"{'round':>5} {'imported':>9} {'seconds':>8} {'certificates/s':>15} {'CPU s':>7} "
+              f"{'per CPU-s':>10} {'load':>5}  status")
         rates = []
         for round_number in range(1, args.rounds + 1):
-            imported, seconds, status = one_round(rows_file, args.database_url, args.workers, args.keep)
+            imported, seconds, cpu, status = one_round(rows_file, args.database_url, args.workers, args.keep)
             rates.append(imported / seconds)
-            print(f"{round_number:>5} {imported:>9} {seconds:>8.2f} {rates[-1]:>15.0f}  {status}")
+            print(f"{round_number:>5} {imported:>9} {seconds:>8.2f} {rates[-1]:>15.0f} {cpu:>7.2f} "
+                  f"{imported / cpu:>10.0f} {os.getloadavg()[0]:>5.1f}  {status}")
             if imported != args.rows:
                 print(f"only {imported} of {args.rows} rows were imported", file=sys.stderr)
                 return 1
