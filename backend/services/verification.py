@@ -11,6 +11,7 @@ nothing about the holder's consent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED,
 from backend.security import jws
 from backend.security.encryption import FieldCipher
 from backend.security.identifiers import CertificateIdentifier, parse_identifier
-from backend.security.jwk import SUPPORTED_ALGS, JWKError, alg_for_jwk, load_public_jwk
+from backend.security.jwk import SUPPORTED_ALGS, JWKError, PublicKey, alg_for_jwk, load_public_jwk
 from backend.security.jws import CompactJWS, JWSError
 from backend.security.keystore import PURPOSE_CERTIFICATE, KeyStore, VerificationKey
 from backend.security.sdjwt import ISSUED_TYP, KB_TYP, ParsedSdJwt, SdJwtFormatError, parse, reconstruct, sd_hash
@@ -292,6 +293,20 @@ def _number(payload: dict[str, Any], claim: str) -> float | None:
     return float(value)
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed_jwk(members: tuple[tuple[str, str], ...]) -> tuple[PublicKey, str]:
+    """A public JWK's key, by its members: the same members are the same key, whatever else changes."""
+    jwk = dict(members)
+    return load_public_jwk(jwk), alg_for_jwk(jwk)
+
+
+def _holder_key(jwk: dict[str, Any]) -> tuple[PublicKey, str]:
+    """The `cnf` key and its algorithm; parsing one (an EC point check) was a visible share of a verification."""
+    if all(isinstance(k, str) and isinstance(v, str) for k, v in jwk.items()):
+        return _parsed_jwk(tuple(sorted(jwk.items())))
+    return load_public_jwk(jwk), alg_for_jwk(jwk)  # not a plain JWK: refused there, never cached
+
+
 def _key_binding(kb_jwt: str, payload: dict[str, Any], presented: str, *, now: datetime,
                  expected_audience: str, expected_nonce: str | None) -> list[str]:
     """KB-JWT checks (RFC 9901 §7.3): typ, signature by the `cnf.jwk` key, aud, nonce, sd_hash, iat."""
@@ -309,8 +324,7 @@ def _key_binding(kb_jwt: str, payload: dict[str, Any], presented: str, *, now: d
     if not isinstance(holder_jwk, dict):
         return [KB_NO_HOLDER_KEY]
     try:
-        holder_key = load_public_jwk(holder_jwk)
-        holder_alg = alg_for_jwk(holder_jwk)
+        holder_key, holder_alg = _holder_key(holder_jwk)
     except JWKError:
         return [KB_NO_HOLDER_KEY]
     try:
