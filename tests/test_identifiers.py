@@ -19,7 +19,6 @@ from backend.security.identifiers import (
     IDENTIFIER_PREFIX,
     CertificateIdentifier,
     HolderCodeType,
-    _uscc_problem,  # the check behind validate_uscc, compared with stdnum
     build_identifier,
     identifier_check_character,
     parse_holder_code_type,
@@ -29,6 +28,7 @@ from backend.security.identifiers import (
     validate_uscc,
 )
 from backend.security.masking import mask_holder_code, mask_name
+from backend.security.org_codes import _uscc_problem  # the check behind validate_uscc, compared with stdnum
 
 ALPHABET_36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _CJK = re.compile(r"[\u4e00-\u9fff]")
