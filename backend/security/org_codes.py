@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from operator import mul
 from typing import Final, NoReturn
 
 from stdnum.cn import uscc
@@ -34,6 +35,10 @@ _USCC_CHARS_RE: Final = re.compile(r"[0-9A-Z]{18}")
 # 0-9 and A-Z without I, O, S, V and Z.
 _USCC_STDNUM_RE: Final = re.compile(r"[0-9]{8}[0-9A-HJ-NP-RTUW-Y]{10}")
 _TYPE_CODE_CHARS_RE: Final = re.compile(r"[0-9A-Z]{18}[0-9]{3}")
+# GB 32100 check character: weighted sum of the first 17 characters' values, modulo 31 (as stdnum.cn.uscc).
+_USCC_ALPHABET: Final = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCC_VALUES: Final = {character: value for value, character in enumerate(_USCC_ALPHABET)}
+_USCC_WEIGHTS: Final = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 
 
 def _fail(field: str, reason: str, message: str) -> NoReturn:
@@ -90,17 +95,14 @@ def _check_uscc(code: str, *, field: str, subject: str, segment: str = "") -> st
 def _uscc_problem(code: str) -> str | None:
     """The verdict of stdnum's ``uscc.validate`` on an 18-character code: None, check_character or characters.
 
-    stdnum's checks, with its format rules as one regular expression: ``validate`` compacts the code twice (for
-    itself and for ``calc_check_digit``), which made it the most expensive check of an imported row. Remembered
-    too: the same few department codes are checked in every identifier parsed.
+    stdnum's rules (GB 32100), computed directly: ``validate`` cleans and compacts the code twice, character by
+    character, which made it the costliest check of an imported row (a test compares the verdicts with stdnum's
+    on random, valid and mutated codes). Remembered too: the same few department codes recur in identifiers.
     """
     if not _USCC_STDNUM_RE.fullmatch(code):
         return "characters"
-    try:
-        check = uscc.calc_check_digit(code)
-    except ValueError:  # a stray stdnum complaint
-        return "characters"
-    return None if check == code[-1] else "check_character"
+    total = sum(map(mul, map(_USCC_VALUES.__getitem__, code[:17]), _USCC_WEIGHTS))
+    return None if _USCC_ALPHABET[-total % 31] == code[17] else "check_character"
 
 
 def _check_type_code(code: str, *, field: str, subject: str, segment: str = "") -> str:
