@@ -344,6 +344,28 @@ def test_candidate_keys_are_those_whose_kid_starts_with_the_short_id_and_no_othe
         db.session.rollback()
 
 
+def test_known_platform_keys_verify_without_a_query_and_anything_else_asks_the_database(app, citizen, held,
+                                                                                      monkeypatch):
+    first, second = minted(citizen, held.id)["token"], minted(citizen, held.id)["token"]
+    prefix = raw(first)[32:35]
+    with app.app_context():
+        store, session = keystore(), db.session()
+        showcode.decode(session, first, now=START, keys=store)  # meets the key
+        assert showcode._kids_by_prefix[prefix]
+        asked = []
+        real = showcode._candidate_keys
+        monkeypatch.setattr(showcode, "_candidate_keys", lambda *args: asked.append(args) or real(*args))
+        assert showcode.decode(session, second, now=START, keys=store).certificate_id == held.id
+        assert asked == []
+        # Only kids this database does not hold under that short id (another instance's, say): the database decides.
+        monkeypatch.setitem(showcode._kids_by_prefix, prefix, frozenset({"not-a-kid-of-this-database"}))
+        assert showcode.decode(session, second, now=START, keys=store).certificate_id == held.id
+        assert len(asked) == 1
+        with pytest.raises(showcode.ShowCodeRefused, match="bad_signature"):
+            showcode.decode(session, tampered(second, 100), now=START, keys=store)
+        assert len(asked) == 2  # a forgery under a known short id is also checked against the database
+
+
 def test_token_from_text_accepts_a_token_or_its_url():
     token = "A" * 132
     for text in (token, f"https://ecert.xinyang.gov.cn/v/{token}", f" http://localhost/v/{token}?from=scan#x "):

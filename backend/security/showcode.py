@@ -34,6 +34,7 @@ import jwt
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from backend.errors import DomainError
 from backend.models import SigningKey
 from backend.security.jwk import JWKError, PublicKey, load_public_jwk
 from backend.security.keystore import PURPOSE_PLATFORM, KeyStore, SignerKey
@@ -138,8 +139,9 @@ _CANDIDATES: Final = select(SigningKey.kid, SigningKey.alg, SigningKey.public_jw
     SigningKey.kid.like(bindparam("pattern"), escape="/"))
 
 
-def _candidate_keys(session: Session, prefix: bytes) -> list[tuple[str, PublicKey]]:
-    """(alg, public key) of the platform keys, active or retired, whose kid starts with the token's short key id.
+def _candidate_keys(session: Session, prefix: bytes) -> list[tuple[str, str, PublicKey]]:
+    """(kid, alg, public key) of the platform keys, active or retired, whose kid starts with the token's short key
+    id, read from the database (and remembered for `_known_candidates`).
 
     Plain columns on the session's connection: the ORM's entity loading cost more than the query.
     """
@@ -155,14 +157,41 @@ def _candidate_keys(session: Session, prefix: bytes) -> list[tuple[str, PublicKe
                 continue
             with _cache_lock:
                 _public_cache[kid] = public
-        found.append((alg, public))
+        found.append((kid, alg, public))
+    if found:
+        with _cache_lock:
+            _kids_by_prefix[prefix] = _kids_by_prefix.get(prefix, frozenset()) | {kid for kid, _, _ in found}
     return found
 
 
-def decode(session: Session, token: str, *, now: datetime) -> ShowCodeClaims:
+# Kids met per short key id (only ids that named a platform key). A kid is a thumbprint: it names one key
+# wherever it is found, so an entry never goes stale; whether this database holds it, as a platform key, is asked of
+# the key store (its per-app cache of kids). A key made later under a known short id is found by the fallback.
+_kids_by_prefix: dict[bytes, frozenset[str]] = {}
+
+
+def _known_candidates(keys: KeyStore, prefix: bytes) -> list[tuple[str, str, PublicKey]]:
+    found = []
+    for kid in _kids_by_prefix.get(prefix, ()):
+        try:
+            key = keys.verification_key(kid)
+        except (DomainError, JWKError):  # not a key of this database
+            continue
+        if key.purpose == PURPOSE_PLATFORM and key.department_id is None:
+            found.append((kid, key.alg, key.public))
+    return found
+
+
+def _signed_by(candidates: list[tuple[str, str, PublicKey]], message: bytes, signature: bytes) -> bool:
+    return any(jwt.get_algorithm_by_name(alg).verify(message, public, signature) for _, alg, public in candidates)
+
+
+def decode(session: Session, token: str, *, now: datetime, keys: KeyStore | None = None) -> ShowCodeClaims:
     """Check a token completely — format, key, signature, then time — and answer its claims.
 
-    Raises ShowCodeRefused with a reason; an expired or not-yet-valid token carries its (authentic) claims.
+    With `keys`, the platform keys already met under the token's short key id are tried first, without a query;
+    the database is asked when none of them verifies (a new key, or a forgery). Raises ShowCodeRefused with a
+    reason; an expired or not-yet-valid token carries its (authentic) claims.
     """
     if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
         raise ShowCodeRefused(MALFORMED)
@@ -176,12 +205,15 @@ def decode(session: Session, token: str, *, now: datetime) -> ShowCodeClaims:
     version, certificate_id, profile, nonce, issued_at, lifetime, kid_prefix = _HEADER.unpack(header)
     if version != VERSION or profile >= len(PROFILES) or not 1 <= lifetime <= MAX_LIFETIME:
         raise ShowCodeRefused(MALFORMED)
-    candidates = _candidate_keys(session, kid_prefix)
-    if not candidates:
-        raise ShowCodeRefused(UNKNOWN_KEY)
     message = DOMAIN + header
-    if not any(jwt.get_algorithm_by_name(alg).verify(message, public, signature) for alg, public in candidates):
-        raise ShowCodeRefused(BAD_SIGNATURE)
+    tried = _known_candidates(keys, kid_prefix) if keys is not None else []
+    if not _signed_by(tried, message, signature):
+        candidates = _candidate_keys(session, kid_prefix)
+        if not candidates:
+            raise ShowCodeRefused(UNKNOWN_KEY)
+        seen = {kid for kid, _, _ in tried}
+        if not _signed_by([c for c in candidates if c[0] not in seen], message, signature):
+            raise ShowCodeRefused(BAD_SIGNATURE)
     claims = ShowCodeClaims(certificate_id.hex(), PROFILES[profile], nonce, issued_at, lifetime)
     moment = now.timestamp()
     if issued_at > moment + CLOCK_SKEW.total_seconds():

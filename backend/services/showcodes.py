@@ -336,7 +336,7 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
     is written to the usage history (unexpired codes) and the audit chain.
     """
     try:
-        claims = showcode.decode(session, token, now=now)
+        claims = showcode.decode(session, token, now=now, keys=keys)
     except showcode.ShowCodeRefused as refused:
         state = STATE_EXPIRED if refused.reason == showcode.EXPIRED else STATE_INVALID
         check = ShowCodeCheck(state, refused.reason, refused.claims)
