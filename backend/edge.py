@@ -112,7 +112,7 @@ def _refuse_unencodable_json() -> None:
         raise DomainError("请求体包含无效的 Unicode 字符", code="invalid_unicode") from exc
 
 
-def _finish_failed_request(error: DomainError) -> None:
+def finish_failed_request(error: DomainError) -> None:
     """Roll back the request's work; then apply what must outlive the failure and audit the refused attempt."""
     db.session.rollback()
     if error.after_rollback is None and error.audit is None:
@@ -220,7 +220,7 @@ def register_edge(app: Flask) -> None:
 
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError) -> Response:
-        _finish_failed_request(error)
+        finish_failed_request(error)
         return error_response(error)
 
     @app.errorhandler(RateLimitExceeded)

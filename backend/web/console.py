@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend.auth import staff as staff_auth
 from backend.auth.staff import require_department_staff, require_staff
-from backend.edge import _finish_failed_request
+from backend.edge import finish_failed_request
 from backend.errors import DomainError, Forbidden, ValidationFailed
 from backend.extensions import db, limiter
 from backend.models import Certificate, StaffAccount
@@ -70,7 +70,7 @@ def _page(template: str, http_status: int = 200, **context: Any) -> tuple[str, i
 
 
 def _error_page(error: DomainError) -> tuple[str, int]:
-    _finish_failed_request(error)  # roll back; keep what must outlive the failure; audit a refused attempt
+    finish_failed_request(error)  # roll back; keep what must outlive the failure; audit a refused attempt
     problems = [f"{item.get('field', '')}：{item.get('detail') or item.get('reason', '')}"
                 for item in error.details.get("fields", []) if isinstance(item, dict)]
     return _page("console/error.html", error.status, status=error.status, message=error.message, problems=problems,
@@ -129,7 +129,7 @@ def login() -> Any:
                                              password=request.form.get("password", ""), now=now(),
                                              source_ip=context["source_ip"], request_id=context["request_id"])
     except DomainError as error:
-        _finish_failed_request(error)
+        finish_failed_request(error)
         response = render_template("console/login.html", staff=None, error=error.message, username=username[:64],
                                    next=target)
         return response, error.status, error.headers
