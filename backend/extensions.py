@@ -27,10 +27,16 @@ limiter = Limiter(key_func=_client_address)
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """SQLite: enforce foreign keys, WAL for concurrent readers, wait for the write lock instead of failing."""
+    """SQLite: enforce foreign keys, WAL for concurrent readers, wait for the write lock instead of failing.
+
+    synchronous=NORMAL is SQLite's recommended setting with WAL: the database stays consistent after any crash and
+    an application crash loses nothing; only the last commits before a power cut may be lost. SQLite is the
+    embedded development and demo database (production refuses it), so a commit need not wait for an fsync.
+    """
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
