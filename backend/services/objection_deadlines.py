@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from backend.errors import NotFound
@@ -24,6 +23,7 @@ from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.issuance import CHINA, new_public_id
 from backend.services.objections import STATUS_LABELS, timeline_event
+from backend.services.once import conflict_insert
 
 ACKNOWLEDGE, RESOLVE = "acknowledge", "resolve"
 LEVEL_LABELS = {ACKNOWLEDGE: "受理", RESOLVE: "办结"}
@@ -51,13 +51,7 @@ def _due_levels(objection: Objection, now: datetime) -> list[tuple[str, datetime
 
 def _insert_escalations(session: Session, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
     """INSERT … ON CONFLICT DO NOTHING; the (objection id, level) pairs this call inserted."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        insert: Any = postgresql.insert
-    elif dialect == "sqlite":
-        insert = sqlite.insert
-    else:  # pragma: no cover - only the two supported databases
-        raise NotImplementedError(f"objection escalations need INSERT … ON CONFLICT, not available on {dialect}")
+    insert = conflict_insert(session.get_bind().dialect.name)
     stmt = (insert(ObjectionEscalation).values(rows)
             .on_conflict_do_nothing(index_elements=["objection_id", "level"])
             .returning(ObjectionEscalation.objection_id, ObjectionEscalation.level))

@@ -14,6 +14,16 @@ from sqlalchemy.orm import Session
 from backend.models import Base
 
 
+def conflict_insert(dialect: str) -> Any:
+    """The dialect's `insert` construct, which has `on_conflict_do_nothing` (both supported databases)."""
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    # PostgreSQL and SQLite are the only databases the platform supports (config refuses others).
+    raise NotImplementedError(f"INSERT … ON CONFLICT is not available on {dialect}")  # pragma: no cover
+
+
 def insert_once(session: Session, model: type[Base], values: dict[str, Any], unique: list[str]) -> bool:
     """Insert the row unless one with the same `unique` columns exists: True if this call inserted it.
 
@@ -27,12 +37,7 @@ def insert_once(session: Session, model: type[Base], values: dict[str, Any], uni
     key = (model, tuple(unique), dialect)
     stmt = _statements.get(key)
     if stmt is None:
-        if dialect == "postgresql":
-            insert: Any = postgresql.insert
-        elif dialect == "sqlite":
-            insert = sqlite.insert
-        else:  # pragma: no cover - only the two supported databases
-            raise NotImplementedError(f"insert_once needs INSERT … ON CONFLICT, not available on {dialect}")
+        insert = conflict_insert(dialect)
         table = Base.metadata.tables[model.__tablename__]
         stmt = insert(table).on_conflict_do_nothing(index_elements=unique).returning(table.primary_key.columns[0])
         _statements[key] = stmt
