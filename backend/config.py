@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend import rate_limit_storage
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ENVIRONMENTS = ("development", "testing", "production")
@@ -289,6 +291,10 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         # Show codes (亮证码): lifetime of one code and when the app should fetch the next one (DESIGN §5).
         "ECERT_SHOW_CODE_TTL": _int(env, "ECERT_SHOW_CODE_TTL", 60),
         "ECERT_SHOW_CODE_REFRESH": _int(env, "ECERT_SHOW_CODE_REFRESH", 30),
+        # Days a show-code check stays on record as already seen (show_code_use, purged by `flask jobs purge`): a
+        # code lives at most 300 s, so after a day only a re-scan of an old expired code could add a second audit
+        # event. The usage history and the audit chain are kept apart and never purged.
+        "ECERT_SHOW_CODE_USE_RETENTION_DAYS": _bounded(env, "ECERT_SHOW_CODE_USE_RETENTION_DAYS", 30, 1, 3650),
         # Access requests (用证请求): seconds a department's request waits for the holder's answer; its callback's
         # HTTP timeout (seconds) and how many attempts before it is given up (retried by `flask jobs callbacks`).
         "ECERT_ACCESS_REQUEST_TTL": _bounded(env, "ECERT_ACCESS_REQUEST_TTL", 600, 60, 3600),
@@ -321,7 +327,7 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         "JSON_AS_ASCII": False,
     }
     redis_url = settings["ECERT_REDIS_URL"]
-    settings["RATELIMIT_STORAGE_URI"] = redis_url or "memory://"
+    settings["RATELIMIT_STORAGE_URI"] = redis_url or f"{rate_limit_storage.SCHEME}://"  # no timer thread per request
     settings["RATELIMIT_HEADERS_ENABLED"] = True
     settings["RATELIMIT_DEFAULT"] = settings["ECERT_RATELIMIT_DEFAULT"]
     settings.update({k: v for k, v in overrides.items() if not (k.startswith("ECERT_") and isinstance(v, str))})

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 
 import pytest
 
 from backend.app import create_app
+from backend.rate_limit_storage import SweptMemoryStorage
 from tests.conftest import _settings
 
 
@@ -45,6 +47,25 @@ def test_default_limit_applies_to_other_endpoints(client):
     response = client.get("/.well-known/jwks.json")
     assert response.status_code == 429
     assert "Retry-After" in response.headers
+
+
+def test_in_process_limits_start_no_thread_per_request(client, monkeypatch):
+    # limits' MemoryStorage started a timer thread on about every other request; ours sweeps inline.
+    started = []
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: started.append(thread))
+    assert [client.get("/.well-known/jwks.json").status_code for _ in range(5)] == [200] * 5
+    assert client.get("/.well-known/jwks.json").status_code == 429  # still counted and enforced
+    assert started == []
+
+
+def test_in_process_storage_frees_expired_counters_when_it_sweeps():
+    storage = SweptMemoryStorage("swept-memory://")
+    storage.incr("stale", expiry=-1)  # expired at once
+    storage.incr("fresh", expiry=60)
+    assert "stale" in storage.storage  # not swept yet: sweeps are at most every SWEEP_SECONDS
+    storage._next_sweep = 0.0
+    storage.incr("fresh", expiry=60)
+    assert "stale" not in storage.storage and storage.get("fresh") == 2
 
 
 def test_health_checks_are_never_limited(client):
