@@ -6,6 +6,7 @@ import getpass
 import hashlib
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from backend.services import counter_service, login_nonces, objection_deadlines
 from backend.services import expiry as expiry_service
 from backend.services import imports as imports_service
 from backend.services import objections as objections_service
+from backend.services import showcodes as showcodes_service
 from backend.services.actors import Actor
 from backend.services.data_keys import reencrypt_stale
 from backend.services.demo import (
@@ -283,14 +285,26 @@ def audit_counter_consents(since: Any, until: Any, as_json: bool) -> None:
 
 
 @jobs_cli.command("purge")
-def jobs_purge() -> None:
-    """Forget expired client-assertion ids, citizen login nonces and accepted-ID-token entries. Idempotent."""
+@click.option("--batch", type=click.IntRange(1, 10_000), default=1000, show_default=True,
+              help="Show-code check records deleted per transaction; rounds continue until none is old enough.")
+def jobs_purge(batch: int) -> None:
+    """Forget expired client-assertion ids, citizen login nonces, accepted-ID-token entries and show-code check
+    records older than ECERT_SHOW_CODE_USE_RETENTION_DAYS. Idempotent; safe on two nodes at once."""
     moment = now()
     removed = clients_service.purge_used_assertions(db.session(), now=moment)
     login_state = login_nonces.purge_login_state(db.session(), now=moment)
     db.session.commit()
     click.echo(f"{removed} expired assertion id(s) removed")
     click.echo(f"{login_state} expired login nonce(s) and ID-token replay entries removed")
+    days = current_app.config["ECERT_SHOW_CODE_USE_RETENTION_DAYS"]
+    cutoff, checks = moment - timedelta(days=days), 0
+    while True:  # one commit per batch: no lock outlives a batch
+        deleted = showcodes_service.purge_show_code_uses(db.session(), before=cutoff, limit=batch)
+        db.session.commit()
+        checks += deleted
+        if deleted < batch:
+            break
+    click.echo(f"{checks} show-code check record(s) older than {days} day(s) removed")
 
 
 @jobs_cli.command("callbacks")

@@ -13,8 +13,9 @@ from backend.models.base import Base
 class ShowCodeUse(Base):
     """A genuine show code checked by one verifier with one outcome: written to usage history and audit once.
 
-    A code is named by its certificate and nonce (both signed), so a re-encoded token is the same code. Rows are
-    kept like the audit events they stand for: one each.
+    A code is named by its certificate and nonce (both signed), so a re-encoded token is the same code. A row is
+    bookkeeping, not evidence (the usage record and the audit event are): `flask jobs purge` forgets rows older than
+    ECERT_SHOW_CODE_USE_RETENTION_DAYS, long after the code itself expired (showcodes.purge_show_code_uses).
     """
 
     __tablename__ = "show_code_use"

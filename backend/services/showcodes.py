@@ -406,3 +406,33 @@ def check_for_department(session: Session, keys: KeyStore, cipher: FieldCipher, 
     check = check_show_code(session, keys, cipher, showcode.token_from_text(text),
                             verifier=Verifier("client", client.client_id, client.department_id), actor=actor, now=now)
     return department_result(check)
+
+
+# -- retention ------------------------------------------------------------------------------------------------------
+
+def purge_show_code_uses(session: Session, *, before: datetime, limit: int = 1000) -> int:
+    """Forget one batch (at most `limit` rows) of show-code checks recorded before `before`; answer how many.
+
+    A show_code_use row only tells a repeated check of one code from its first: the holder's usage history is its
+    own table (usage_record) and the audit chain is never purged, so neither loses anything here. Past a code's
+    lifetime (≤ 300 s) a check of it can only answer "expired", which writes no usage record; a re-scan of an old
+    code after its row is gone adds one more failure event to the audit chain, which is a true record of that scan.
+
+    The batch is the head of the table in id order (ids grow with recording time): reading it never walks the
+    recent rows, whatever the table's size. A head row not yet old enough ends the batch early; rows recorded out of
+    id order by a request's duration go in a later run. On PostgreSQL the head is locked FOR UPDATE SKIP LOCKED, so
+    two nodes purge different rows; either way deleting a row twice deletes nothing. Never commits: the caller
+    commits each batch, so no lock is held for long.
+    """
+    head = session.execute(select(ShowCodeUse.id, ShowCodeUse.recorded_at).order_by(ShowCodeUse.id).limit(limit)
+                           .with_for_update(skip_locked=True)).all()
+    stale: list[int] = []
+    for row_id, recorded_at in head:
+        if recorded_at >= before:
+            break
+        stale.append(row_id)
+    if not stale:
+        return 0
+    table = Base.metadata.tables[ShowCodeUse.__tablename__]
+    deleted = session.execute(table.delete().where(table.c.id.in_(stale)))
+    return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
