@@ -13,7 +13,7 @@ from backend.errors import Unauthorized
 from backend.extensions import db
 from backend.services.actors import Actor
 from backend.services.citizen_auth import check_access_token
-from backend.web.context import keystore, now, request_actor_context
+from backend.web.context import keystore, now, request_actor_context, verified_tokens
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,7 +34,7 @@ def require_citizen(view: F) -> F:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         auth = check_access_token(db.session(), keystore(), _bearer(), issuer=current_app.config["ECERT_PUBLIC_URL"],
-                                  now=now())
+                                  now=now(), memo=verified_tokens())
         g.auth = auth
         g.holder = auth.holder
         g.actor = Actor(kind="citizen", id=auth.holder.public_id, **request_actor_context())

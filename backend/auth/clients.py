@@ -13,12 +13,11 @@ from sqlalchemy.orm import joinedload
 from backend.errors import InsufficientScope, Unauthorized
 from backend.extensions import db
 from backend.models import ApiClient
-from backend.security import jws
-from backend.security.jwk import SUPPORTED_ALGS
+from backend.security import jws, platform_jws
 from backend.security.keystore import PURPOSE_PLATFORM
 from backend.services.actors import Actor
 from backend.services.clients import ACCESS_TOKEN_AUDIENCE, ACCESS_TOKEN_TYP
-from backend.web.context import keystore, now, request_actor_context
+from backend.web.context import keystore, now, request_actor_context, verified_tokens
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,21 +43,9 @@ def authenticate_client() -> tuple[ApiClient, set[str]]:
         "访问令牌无效或已过期", code="invalid_token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
     )
     try:
-        # Parsed once (backend.security.jws): PyJWT parsed the token twice per request, slowly.
-        parsed = jws.parse(token)
-    except jws.JWSError as exc:
-        raise invalid from exc
-    header = parsed.header
-    if header.get("alg") not in SUPPORTED_ALGS or header.get("typ") != ACCESS_TOKEN_TYP or not header.get("kid"):
-        raise invalid
-    try:
-        signing_key = keystore().verification_key(str(header["kid"]))
-    except Exception as exc:
-        raise invalid from exc
-    if signing_key.purpose != PURPOSE_PLATFORM:
-        raise invalid
-    try:
-        parsed.verify(signing_key.public, signing_key.alg)
+        # Signature and header checked once per token and remembered (backend.security.platform_jws).
+        parsed = platform_jws.verify(token, typ=ACCESS_TOKEN_TYP, purpose=PURPOSE_PLATFORM, keys=keystore(),
+                                     memo=verified_tokens())
     except jws.JWSError as exc:
         raise invalid from exc
     claims = parsed.payload

@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session, joinedload
 
 from backend.errors import AuditNote, Unauthorized
 from backend.models import AuthSession, Holder, HolderIdentity, RefreshToken, Representation
-from backend.security import jws
+from backend.security import jws, platform_jws
 from backend.security.encryption import FieldCipher
 from backend.security.identifiers import validate_holder_code, validate_uscc
 from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
+from backend.security.platform_jws import VerifiedTokens
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.issuance import holder_index, new_public_id
@@ -289,20 +290,16 @@ _SESSION_WITH_HOLDER = (select(AuthSession).where(AuthSession.public_id == bindp
                         .options(joinedload(AuthSession.holder).joinedload(Holder.representations)))
 
 
-def check_access_token(session: Session, keys: KeyStore, token: str, *, issuer: str, now: datetime) -> AuthSession:
-    """The session behind a citizen access token; refused when expired, forged or its session was revoked."""
+def check_access_token(session: Session, keys: KeyStore, token: str, *, issuer: str, now: datetime,
+                       memo: VerifiedTokens | None = None) -> AuthSession:
+    """The session behind a citizen access token; refused when expired, forged or its session was revoked.
+    `memo`: tokens whose signature already held (see backend.security.platform_jws)."""
     invalid = Unauthorized("访问令牌无效或已过期", code="invalid_token",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     try:
-        # Parsed once (backend.security.jws): PyJWT parsed the token twice per request, slowly.
-        parsed = jws.parse(token)
-        key = keys.verification_key(str(parsed.header.get("kid")))
-        if key.purpose != PURPOSE_PLATFORM or parsed.header.get("typ") != ACCESS_TOKEN_TYP:
-            raise invalid
-        parsed.verify(key.public, key.alg)
-    except Unauthorized:
-        raise
-    except Exception as exc:
+        # Signature and header checked once per token and remembered (backend.security.platform_jws).
+        parsed = platform_jws.verify(token, typ=ACCESS_TOKEN_TYP, purpose=PURPOSE_PLATFORM, keys=keys, memo=memo)
+    except jws.JWSError as exc:
         raise invalid from exc
     claims = parsed.payload
     if not jws.claims_hold(claims, audience=ACCESS_TOKEN_AUDIENCE, issuer=issuer,

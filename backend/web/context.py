@@ -10,6 +10,7 @@ from backend.clock import now as clock_now
 from backend.extensions import db
 from backend.security.encryption import FieldCipher
 from backend.security.keystore import LocalKeyStore
+from backend.security.platform_jws import VerifiedTokens
 from backend.services.evidence import EvidenceStorage, LocalEvidenceStorage, SealedEvidenceStorage
 from backend.services.working_days import WorkingCalendar, cached_calendar
 
@@ -17,6 +18,14 @@ from backend.services.working_days import WorkingCalendar, cached_calendar
 def keystore() -> LocalKeyStore:
     verification_keys = current_app.extensions.setdefault("ecert.verification_keys", {})
     return LocalKeyStore(db.session(), current_app.config["ECERT_MASTER_KEY"], verification_keys)
+
+
+def verified_tokens() -> VerifiedTokens:
+    """The app's memo of access tokens whose signature held (backend.security.platform_jws)."""
+    memo: VerifiedTokens | None = current_app.extensions.get("ecert.verified_tokens")
+    if memo is None:
+        memo = current_app.extensions["ecert.verified_tokens"] = VerifiedTokens()
+    return memo
 
 
 def field_cipher() -> FieldCipher:
