@@ -31,8 +31,9 @@ class NotificationOut(BaseModel):
     id: str
     kind: str = Field(description="certificate_issued | certificate_reissued | certificate_suspended | "
                                   "certificate_resumed | certificate_revoked | certificate_expired | expiry_reminder | "
-                                  "grant_created | certificate_used | counter_consent | objection_filed | "
-                                  "objection_accepted | objection_rejected | objection_resolved")
+                                  "grant_created | certificate_used | counter_consent | objection_received | "
+                                  "objection_accepted | objection_rejected | objection_resolved | "
+                                  "objection_reported (a department reported a problem with the certificate)")
     title: str
     body: str
     certificate_id: str | None = Field(description="the certificate's wallet id, if the message is about one")

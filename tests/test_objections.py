@@ -333,6 +333,76 @@ def test_reporting_needs_verify_or_redeem_scope(make_dept_client, held):
     error_of(response, 403, "insufficient_scope")
 
 
+NOTIFICATIONS = "/api/v1/notifications"
+SCANNER_REPORT = {"description": "现场核对发现另一方姓名与婚姻登记档案不一致",
+                  "disputed": [{"field": "party_b_name", "claimed_value": "李娜娜"}]}
+
+
+def reported_notices(citizen: Any) -> list[dict[str, Any]]:
+    items = citizen.http.get(NOTIFICATIONS, headers=citizen.headers).get_json()["items"]
+    return [item for item in items if item["kind"] == "objection_reported"]
+
+
+def report_after_scanning(make_dept_client: Any, citizen: Any, certificate_id: str, identifier: str) -> Any:
+    """市场监督管理局's scanner checks the holder's full show code, then reports a problem with the certificate."""
+    scanner = make_dept_client(SAMR, scopes=("verify",))
+    url = minted(citizen, certificate_id, "full")["url"]
+    assert scanner.http.post("/gov/v1/verify", json={"show_code": url}, headers=scanner.headers()).status_code == 200
+    response = scanner.http.post(GOV_OBJECTIONS, json={"certificate_identifier": identifier, **SCANNER_REPORT},
+                                 headers=scanner.headers())
+    assert response.status_code == 201, response.get_json()
+    return response
+
+
+def test_the_holder_is_told_which_department_reported_a_problem_with_which_certificate(app, client, make_dept_client,
+                                                                                       citizen, held):
+    objection = report_after_scanning(make_dept_client, citizen, held.id, held.identifier).get_json()
+
+    response = client.get(NOTIFICATIONS, headers=citizen.headers)
+    assert_documented(client, "get", NOTIFICATIONS, response)
+    [notice] = reported_notices(citizen)
+    assert notice["certificate_id"] == held.id and notice["owner"] == {"kind": "self", "code": None, "name": None}
+    assert notice["title"] == "有部门反映您的结婚证信息有误"
+    assert notice["body"] == ("信阳市市场监督管理局反映您的结婚证中的信息可能有误，已转信阳市民政局核实；"
+                              "如需更正，信阳市民政局将换发新版本并通知您。")
+    # Who and which certificate only: nothing the department claimed or wrote, no personal data.
+    for private in ("李娜", "婚姻登记档案", citizen.name, citizen.id_number, objection["id"]):
+        assert private not in notice["title"] + notice["body"]
+    with app.app_context():
+        data = db.session.scalar(sa.select(Notification.data).where(Notification.kind == "objection_reported"))
+    assert data == {"identifier": held.identifier, "department": SAMR}
+
+
+def test_a_refused_report_and_a_citizens_own_objection_tell_the_holder_nothing_new(make_dept_client, citizen,
+                                                                                  held):
+    stranger = make_dept_client(SAMR, scopes=("verify",))  # never saw the certificate
+    response = stranger.http.post(GOV_OBJECTIONS, json={"certificate_identifier": held.identifier, **SCANNER_REPORT},
+                                  headers=stranger.headers())
+    error_of(response, 404, "certificate_not_seen")
+    filed(citizen, held.id)
+
+    assert reported_notices(citizen) == []
+
+
+def test_a_report_about_a_companys_certificate_reaches_its_representative(login, make_dept_client, samr_queue):
+    company = company_code()
+    boss = login("王建国", companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
+    identifier = samr_queue.api.issue_to_company(company)
+    [certificate_id] = wallet_ids(boss)
+    scanner = make_dept_client(CIVIL_AFFAIRS, scopes=("verify",))
+    url = minted(boss, certificate_id, "full")["url"]
+    assert scanner.http.post("/gov/v1/verify", json={"show_code": url}, headers=scanner.headers()).status_code == 200
+    report = {"certificate_identifier": identifier, "description": "住所与现场不一致",
+              "disputed": [{"field": "address", "claimed_value": "河南省信阳市浉河区茶韵路 20 号"}]}
+    assert scanner.http.post(GOV_OBJECTIONS, json=report, headers=scanner.headers()).status_code == 201
+
+    [notice] = reported_notices(boss)
+    assert notice["certificate_id"] == certificate_id
+    assert notice["owner"] == {"kind": "company", "code": company, "name": "信阳毛尖茶业有限公司"}
+    assert notice["body"].startswith("信阳市民政局反映您的营业执照")
+    assert reported_notices(login("李强")) == []
+
+
 def _tiny_jpeg() -> bytes:
     return jpeg_with_gps((8, 8))
 

@@ -5,7 +5,8 @@ certificate it has legitimately seen (`client_has_seen`). Either way the objecti
 department that issued the certificate, with deadlines in working days (`backend/services/working_days.py`).
 The department accepts it (受理, in progress), rejects it with a reason shown to the filer, or resolves it by
 linking the corrected version made by a reissue. Every transition is a timeline row, an audit event and a
-notification to the filer, in the caller's transaction. The deadline job lives in objection_deadlines.py.
+notification to the filer, in the caller's transaction; a department's report also tells the holder which department
+reported a problem with which certificate. The deadline job lives in objection_deadlines.py.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ STATUS_LABELS = {SUBMITTED: "待受理", IN_PROGRESS: "处理中", REJECTED: "�
 EVENT_LABELS = {"filed": "提交异议", "accepted": "部门受理", "rejected": "部门驳回", "resolved": "已更正",
                 "escalated": "超时督办"}
 FILER_LABELS = {"citizen": "持证人", "department": "用证部门"}
+# To the holder when a department reports a problem with their certificate (the filer is notified apart).
+HOLDER_REPORTED = ("有部门反映您的{name}信息有误",
+                   "{reporter}反映您的{name}中的信息可能有误，已转{issuer}核实；如需更正，{issuer}将换发新版本并通知您。")
 
 
 # -- errors -----------------------------------------------------------------------------------------------
@@ -300,8 +304,20 @@ def report_objection(session: Session, cipher: FieldCipher, *, certificate_ident
     session.flush()
     _filed(session, objection, certificate, actor=actor, now=now, disputed=checked)
     session.add(_filer_notification(objection, None, client.department_id, "objection_received", now=now))
+    session.add(_holder_reported_notification(certificate, client.department, now=now))
     session.flush()
     return objection
+
+
+def _holder_reported_notification(certificate: Certificate, reporter: Department, *, now: datetime) -> Notification:
+    """The holder learns that a department reported a problem with their certificate: who reported it and which
+    certificate, nothing of what was claimed (the report's values and statement are the reporter's)."""
+    title, body = HOLDER_REPORTED
+    values = {"name": certificate.certificate_type.name, "reporter": reporter.name, "issuer": certificate.issuer.name}
+    return Notification(public_id=new_public_id(), holder_index=certificate.holder_index,
+                        certificate_id=certificate.id, kind="objection_reported", title=title.format(**values),
+                        body=body.format(**values),
+                        data={"identifier": certificate.identifier, "department": reporter.code}, created_at=now)
 
 
 # -- finding ----------------------------------------------------------------------------------------------
