@@ -196,7 +196,8 @@ def _answer(objection: Objection, status: int = 200) -> Response:
 def report(body: GovReportBody) -> Response:
     """Report a data problem (异议) about a certificate this client legitimately saw: it verified a presentation of
     it with a valid verdict, checked its show code or redeemed a grant for it within the last 90 days (else 404).
-    The report goes to the issuing department's queue."""
+    The report goes to the issuing department's queue; the holder's inbox is told which department reported a
+    problem with which certificate (objection_reported), nothing of the report's content."""
     objection = service.report_objection(
         db.session(), field_cipher(), certificate_identifier=body.certificate_identifier, client=g.client,
         actor=g.actor, disputed=[service.DisputedField(d.field, d.claimed_value) for d in body.disputed],
