@@ -288,13 +288,3 @@ def test_department_asks_holder_approves_in_the_app_department_redeems(app, citi
     assert disclosed_paths(claims) == {"holder.name", "face.party_b_name"}
     grants = citizen.http.get("/api/v1/grants", headers=citizen.headers).get_json()["items"]
     assert [(g["id"], g["status"], g["source"]) for g in grants] == [(body["grant_id"], "used", "request")]
-
-
-def test_a_certificate_bound_to_a_rotated_wallet_key_is_refused_clearly_and_the_grant_stays_unused(
-        app, citizen, licence, samr_system, runner):
-    """Known limitation: the key store signs with active keys only, so after `keys rotate --platform wallet` older
-    certificates cannot be presented until reissued; the redemption says so and changes nothing."""
-    grant = offered(citizen, licence, samr_system.client_id, LICENCE_FIELDS)
-    assert runner.invoke(args=["keys", "rotate", "--platform", "wallet"]).exit_code == 0
-    error_of(redeem(samr_system, code=grant["code"]), 409, "wallet_key_retired")
-    assert stored_grant(app, grant["id"]).status == "active"

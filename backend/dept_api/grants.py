@@ -50,7 +50,9 @@ class RedeemResponse(BaseModel):
 @require_scope("redeem")
 def redeem(body: RedeemRequest) -> Response:
     """Use a grant once: the presentations of the consented fields. Used: 409 grant_already_used; another client's:
-    403 grant_wrong_client (audited); expired or revoked: 410 grant_expired / grant_revoked; unknown: 404."""
+    403 grant_wrong_client (audited); expired or revoked: 410 grant_expired / grant_revoked; unknown: 404. A covered
+    certificate whose holder key (`cnf`) the platform does not hold, e.g. one synced from the department's own
+    system with a key of its own choosing, cannot be presented: 409 holder_key_not_held, the grant stays unused."""
     session, moment = db.session(), now()
     if body.code is not None:
         redeemed = service.redeem_by_code(session, keystore(), field_cipher(), body.code, client=g.client,

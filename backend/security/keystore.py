@@ -3,6 +3,10 @@
 `KeyStore` is the interface the rest of the code signs and verifies through; `LocalKeyStore`
 keeps private keys in the database, encrypted with the master key. A KMS/HSM implementation
 would hold the private keys remotely and implement the same methods.
+
+Retired keys never sign, with one exception: a wallet key stays the holder key of every certificate
+whose `cnf` it is, so it still signs key-binding JWTs for those (`wallet_key_for`, `allow_retired`).
+Retiring a wallet key only stops binding it into new certificates.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from backend.errors import Conflict, NotFound
 from backend.models import Department, SigningKey
 from backend.security.encryption import unwrap_secret, wrap_secret
 from backend.security.jwk import (
+    JWKError,
     PrivateKey,
     PublicKey,
     alg_for_jwk,
@@ -56,6 +61,9 @@ class SignerKey(Protocol):
     def kid(self) -> str: ...
 
     @property
+    def purpose(self) -> str: ...
+
+    @property
     def alg(self) -> str: ...
 
     @property
@@ -70,9 +78,18 @@ class ActiveKey:
     """The active key of a platform purpose as plain columns (no ORM entity): for signing on hot paths."""
 
     kid: str
+    purpose: str
     alg: str
     status: str
     private_key_enc: bytes | None
+
+
+class HolderKeyNotHeld(Conflict):
+    """A certificate's `cnf` names no wallet key whose private part the platform holds (e.g. a synced certificate
+    bound to a key of the department's own choosing): no key-binding JWT can be made for it."""
+
+    code = "holder_key_not_held"
+    message = "该证照绑定的持证人密钥不由本平台保管，无法代持证人出示，请联系发证部门换发"
 
 
 class KeyStore(Protocol):
@@ -86,9 +103,12 @@ class KeyStore(Protocol):
 
     def import_public_key(self, department: Department, jwk: dict[str, Any], now: datetime) -> SigningKey: ...
 
+    def wallet_key_for(self, cnf: object) -> SigningKey: ...
+
     def check_platform_key(self) -> None: ...
 
-    def sign_jwt(self, key: SignerKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str: ...
+    def sign_jwt(self, key: SignerKey, payload: dict[str, Any], headers: dict[str, Any] | None = None, *,
+                 allow_retired: bool = False) -> str: ...
 
     def sign_bytes(self, key: SignerKey, message: bytes) -> bytes: ...
 
@@ -145,7 +165,7 @@ class LocalKeyStore:
         row = self.session.connection().execute(_ACTIVE_PLATFORM_KEY, {"purpose": purpose}).first()
         if row is None:
             raise NotFound(f"没有可用的签名密钥（platform/{purpose}）", code="signing_key_not_found")
-        return ActiveKey(row.kid, row.alg, row.status, row.private_key_enc)
+        return ActiveKey(row.kid, purpose, row.alg, row.status, row.private_key_enc)
 
     def create_key(self, purpose: str, department: Department | None, alg: str, now: datetime) -> SigningKey:
         private = generate_private_key(alg)
@@ -212,23 +232,53 @@ class LocalKeyStore:
             _private_cache[cache_key] = private
         return private
 
+    def wallet_key_for(self, cnf: object) -> SigningKey:
+        """The platform-held wallet key a certificate's `cnf` claim binds it to, active or retired.
+
+        Matched by the RFC 7638 thumbprint of `cnf.jwk`'s key material (our kids are thumbprints), never by a `kid`
+        member, which anyone can write next to other key material. Raises HolderKeyNotHeld (409) when `cnf` has no
+        usable JWK or names a key we hold no private part of: signing with any other key would make a KB-JWT that
+        no verifier accepts for this certificate.
+        """
+        jwk = cnf.get("jwk") if isinstance(cnf, dict) else None
+        if not isinstance(jwk, dict):
+            raise HolderKeyNotHeld(details={"reason": "no_holder_key"})
+        try:
+            kid = thumbprint(jwk)
+        except (JWKError, TypeError) as exc:
+            raise HolderKeyNotHeld(details={"reason": "malformed_holder_key"}) from exc
+        key = self.session.scalar(select(SigningKey).where(
+            SigningKey.kid == kid, SigningKey.purpose == PURPOSE_WALLET, SigningKey.department_id.is_(None)))
+        if key is None or key.private_key_enc is None:
+            raise HolderKeyNotHeld(details={"reason": "foreign_holder_key", "thumbprint": kid})
+        return key
+
     def check_platform_key(self) -> None:
         """Unwrap the active platform key if there is one (raises DecryptionError on a wrong master key)."""
         key = self.session.scalar(self._owner_filter(PURPOSE_PLATFORM, None).order_by(SigningKey.id.desc()))
         if key is not None:
             self._private_key(key)
 
-    def sign_jwt(self, key: SignerKey, payload: dict[str, Any], headers: dict[str, Any] | None = None) -> str:
-        if key.status != "active":
-            raise Conflict("退役密钥不能再签名", code="signing_key_retired")
+    @staticmethod
+    def _refuse_retired(key: SignerKey, *, allow_retired: bool = False) -> None:
+        """Only active keys sign; `allow_retired` lets a retired wallet key (and no other) sign too."""
+        if key.status == "active" or (allow_retired and key.purpose == PURPOSE_WALLET):
+            return
+        raise Conflict("退役密钥不能再签名", code="signing_key_retired")
+
+    def sign_jwt(self, key: SignerKey, payload: dict[str, Any], headers: dict[str, Any] | None = None, *,
+                 allow_retired: bool = False) -> str:
+        """A JWS by `key`. `allow_retired` is for key-binding JWTs of existing certificates only: their wallet key
+        (chosen with `wallet_key_for`) proves possession for as long as the certificate lives, retired or not;
+        it has no effect on department and platform keys, which never sign once retired."""
+        self._refuse_retired(key, allow_retired=allow_retired)
         return jwt.encode(
             payload, self._private_key(key), algorithm=key.alg, headers={**(headers or {}), "kid": key.kid}
         )
 
     def sign_bytes(self, key: SignerKey, message: bytes) -> bytes:
         """A detached signature in JOSE form (ES256: raw r||s; EdDSA: Ed25519), for compact formats (show codes)."""
-        if key.status != "active":
-            raise Conflict("退役密钥不能再签名", code="signing_key_retired")
+        self._refuse_retired(key)
         signature: bytes = jwt.get_algorithm_by_name(key.alg).sign(message, self._private_key(key))
         return signature
 

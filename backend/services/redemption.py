@@ -6,9 +6,10 @@ from active to used by one conditional UPDATE (… WHERE status = 'active' AND n
 real grant (wrong client, used, revoked, expired) is audited even though its request rolls back.
 
 Each presentation is the certificate's issuer-signed SD-JWT with only the consented disclosures and a KB-JWT signed
-by the platform-held wallet key named in the certificate's `cnf`, with aud = the redeeming client's client_id and
-nonce = the grant's public id (RFC 9901 §4.3). Each use lands in the holder's usage history, inbox and the audit
-chain in the same transaction.
+by the platform-held wallet key named in the certificate's `cnf` (also after that key was rotated out), with aud =
+the redeeming client's client_id and nonce = the grant's public id (RFC 9901 §4.3). A certificate whose `cnf` names
+no key the platform holds cannot be presented: 409 holder_key_not_held, and the grant stays unused. Each use
+lands in the holder's usage history, inbox and the audit chain in the same transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from backend.errors import AuditNote, Conflict, DomainError, Forbidden, NotFound
 from backend.models import AccessRequest, ApiClient, Certificate, Notification, Redemption, SigningKey, UsageRecord
 from backend.models.grants import GRANT_ACTIVE, GRANT_REVOKED, GRANT_USED, REQUEST_DECLINED, Grant, GrantCertificate
 from backend.security.encryption import FieldCipher
-from backend.security.keystore import PURPOSE_WALLET, KeyStore
+from backend.security.keystore import HolderKeyNotHeld, KeyStore
 from backend.security.presentation import ClaimPath, present
 from backend.services import consent_policy
 from backend.services.actors import Actor
@@ -126,20 +127,15 @@ def _check_certificates(session: Session, grant: Grant, now: datetime) -> None:
 
 # -- presentations ------------------------------------------------------------------------------------------------
 
-def _wallet_key(session: Session, keys: KeyStore, issued: str) -> SigningKey:
-    """The platform-held wallet key the certificate is bound to (its `cnf.jwk` kid); the active one otherwise."""
+def _wallet_key(keys: KeyStore, certificate: Certificate, issued: str) -> SigningKey:
+    """The platform-held wallet key the certificate's `cnf` binds it to — retired or not: a rotation stops binding
+    the old key into new certificates, it does not stop older ones from being presented. None held: 409."""
     payload = jwt.decode(issued.split("~", 1)[0], options={"verify_signature": False})
-    cnf = payload.get("cnf")
-    kid = cnf.get("jwk", {}).get("kid") if isinstance(cnf, dict) and isinstance(cnf.get("jwk"), dict) else None
-    if isinstance(kid, str):
-        key = session.scalar(select(SigningKey).where(SigningKey.kid == kid, SigningKey.purpose == PURPOSE_WALLET))
-        if key is not None:
-            if key.status != "active":
-                # The key store signs with active keys only; a KB-JWT by another key would not match `cnf`.
-                raise Conflict("该证照绑定的持证人密钥已轮换，请联系发证部门换发后再授权使用",
-                               code="wallet_key_retired", details={"kid": kid})
-            return key
-    return keys.active_key(PURPOSE_WALLET)
+    try:
+        return keys.wallet_key_for(payload.get("cnf"))
+    except HolderKeyNotHeld as error:
+        error.details = {"identifier": certificate.identifier, **error.details}
+        raise
 
 
 @dataclass(frozen=True)
@@ -151,17 +147,17 @@ class _Presentable:
     key: SigningKey
 
 
-def _presentable(session: Session, keys: KeyStore, cipher: FieldCipher, covered: GrantCertificate) -> _Presentable:
+def _presentable(keys: KeyStore, cipher: FieldCipher, covered: GrantCertificate) -> _Presentable:
     certificate = covered.certificate
     issued = cipher.decrypt(certificate.sd_jwt_enc, f"certificate:{certificate.public_id}:sd_jwt")
-    return _Presentable(covered, issued, _wallet_key(session, keys, issued))
+    return _Presentable(covered, issued, _wallet_key(keys, certificate, issued))
 
 
 def _presentation(keys: KeyStore, item: _Presentable, *, audience: str, nonce: str, now: datetime) -> Presentation:
     wanted = [path for field in item.covered.fields for path in claim_paths(field)]
 
     def sign(payload: dict[str, Any], headers: dict[str, Any]) -> str:
-        return keys.sign_jwt(item.key, payload, headers)
+        return keys.sign_jwt(item.key, payload, headers, allow_retired=True)  # the key `cnf` names, see _wallet_key
 
     return Presentation(item.covered.certificate.identifier,
                         present(item.issued, wanted, sign=sign, audience=audience, nonce=nonce,
@@ -213,7 +209,7 @@ def _redeem(session: Session, keys: KeyStore, cipher: FieldCipher, grant: Grant,
         raise _refused(_status_error(status), grant, client, status, actor)
     _check_certificates(session, grant, now)
     # Everything that could still refuse is checked before the grant is spent.
-    presentable = [_presentable(session, keys, cipher, covered) for covered in grant.certificates]
+    presentable = [_presentable(keys, cipher, covered) for covered in grant.certificates]
     # The one decision: of all concurrent redeemers, the database lets exactly one change the row.
     won = updated_rows(session, update(Grant).where(
         Grant.id == grant.id, Grant.status == GRANT_ACTIVE, Grant.api_client_id == client.id,
