@@ -103,6 +103,9 @@ def _refuse_unencodable_json() -> None:
     """JSON may carry lone surrogates (\\ud800) that no UTF-8 text can hold: refuse them before any view runs."""
     if request.mimetype != "application/json" or not request.content_length:
         return
+    raw = request.get_data(cache=True)
+    if b"\\u" not in raw and b"\xed" not in raw:
+        return  # a surrogate needs a \u escape or (JSON read with surrogatepass) the UTF-8 lead byte 0xED
     body = request.get_json(silent=True)
     if body is None:
         return  # malformed JSON is reported by the view's validation as a 400

@@ -92,8 +92,11 @@ def test_unexpected_errors_answer_500_in_the_error_shape_without_internals(faili
     assert b"secret internals" not in response.data
 
 
-def test_json_with_lone_surrogates_is_refused_with_400(dept_client):
-    response = dept_client.http.post("/gov/v1/certificates", data=b'{"type_code": "\\ud800"}',
+@pytest.mark.parametrize("body", [b'{"type_code": "\\ud800"}', b'{"type_code": "\\uDFFF"}',
+                                  b'{"type_code": "\xed\xa0\x80"}'],  # escaped, or a surrogate's UTF-8 bytes
+                         ids=["escaped", "escaped-upper", "utf-8-bytes"])
+def test_json_with_lone_surrogates_is_refused_with_400(dept_client, body):
+    response = dept_client.http.post("/gov/v1/certificates", data=body,
                                      content_type="application/json", headers=dept_client.headers())
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_unicode"
