@@ -10,13 +10,13 @@ import sqlalchemy as sa
 
 from backend.adapters.sms import FakeSmsGateway
 from backend.extensions import db
-from backend.models import AccessRequest, AuditEvent, Grant, Holder, Notification
-from backend.services import counter_service
+from backend.models import AccessRequest, AuditEvent, CertificateType, Grant, Holder, Notification
+from backend.services import consent_policy, counter_service
 from backend.services.issuance import holder_index
 from backend.web.context import field_cipher
 from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen, DeptClient
-from tests.factories import MARRIAGE, resident_id
-from tests.support import Department, error_of, run_together
+from tests.factories import BUSINESS_LICENCE, MARRIAGE, company_code, resident_id
+from tests.support import Department, error_of, run_together, wallet_ids
 
 ACCESS_REQUESTS = "/gov/v1/access-requests"
 PHONE = "13812345678"
@@ -475,6 +475,61 @@ def test_a_holder_without_a_certificate_of_the_wanted_type_is_refused(window, ci
     citizen = citizen_login()
 
     error_of(window.attest(window.ask(citizen.id_number)), 409, "no_matching_certificates")
+
+
+def test_counter_consent_stands_in_for_the_apps_step_up(app, window, holder, sms, clock):
+    with app.app_context():
+        marriage = db.session.scalar(sa.select(CertificateType).where(CertificateType.type_code == MARRIAGE))
+        assert marriage is not None and consent_policy.needs_step_up([marriage])  # in the app: a login within 5 min
+    clock.advance(days=1)  # the holder last logged in a day ago
+    window.headers = window.dept.headers()
+
+    by_code = window.ask(holder.id_number)
+    window.send_code(by_code)
+    assert window.code_consent(by_code, texted_code(sms)).status_code == 201
+    assert window.attest(window.ask(holder.id_number)).status_code == 201
+
+
+# -- a company (法人) holder ------------------------------------------------------------------------------------------
+
+LICENCE_WANTED = [{"type_code": BUSINESS_LICENCE, "fields": ["company_name", "uscc", "legal_representative"]}]
+COMPANY_NAME = "信阳毛尖茶业有限公司"
+TO_THE_APP = {"holder_kind": "legal_person", "consent_in": "app",
+              "consented_by": ["legal_representative", "authorised_agent"]}
+
+
+def assert_sent_to_the_app(error: dict[str, Any]) -> None:
+    """The guidance names who consents for a company and where, and no longer offers a counter path."""
+    assert error["details"] == TO_THE_APP
+    assert "法定代表人或授权代理人" in error["message"] and "小程序" in error["message"]
+    assert "staff_attested" not in error["message"]
+
+
+def test_a_companys_request_is_sent_to_its_representative_in_the_app_by_both_counter_paths(app, window, samr, login,
+                                                                                           sms):
+    company = company_code()
+    samr.issue_to_company(company, COMPANY_NAME)
+    request_id = window.ask(company, code_type="001", wanted=LICENCE_WANTED)
+
+    assert_sent_to_the_app(error_of(window.send_code(request_id), 422, "holder_not_a_person"))
+    assert_sent_to_the_app(error_of(window.attest(request_id), 422, "holder_not_a_person"))
+    assert sms.messages == [] and window.poll(request_id)["status"] == "pending"
+
+    # What the guidance says works: the legal representative opens the request in the app and approves it.
+    boss = login("王建国", companies=[{"code": company, "name": COMPANY_NAME}])
+    [licence] = wallet_ids(boss)
+    approved = boss.http.post(f"/api/v1/access-requests/{request_id}/approve", json={"certificate_ids": [licence]},
+                              headers=boss.headers)
+    assert approved.status_code == 200, approved.get_json()
+    assert window.poll(request_id)["status"] == "approved"
+
+
+def test_a_company_known_only_from_its_representatives_login_gets_the_same_guidance(window, login, sms):
+    company = company_code()  # no certificate yet: the representative's login is what names it a company
+    login("王建国", companies=[{"code": company, "name": COMPANY_NAME}])
+    request_id = window.ask(company, code_type="001", wanted=LICENCE_WANTED)
+
+    assert_sent_to_the_app(error_of(window.send_code(request_id), 422, "holder_not_a_person"))
 
 
 def test_a_decided_request_cannot_be_attested_again(app, window, holder, sms):

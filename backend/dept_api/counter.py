@@ -96,14 +96,16 @@ def sms_gateway() -> SmsGateway | None:
 
 
 @bp.post("/<id>/sms-code",
-         responses={200: SmsCodeOut, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 410, 503)})
+         responses={200: SmsCodeOut, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 410, 422, 503)})
 @require_scope("request")
 def send_sms_code(path: RequestPath) -> Response:
     """Text a 6-digit one-time code (5 minutes) to the holder of an assisted request; an earlier code stops working.
 
     409 holder_not_registered / phone_not_registered: no registered mobile number, use staff attestation instead;
-    409 request_not_assisted, access_request_decided, request_locked, sms_send_limit; 410 access_request_expired;
-    429 sms_code_throttled (one code a minute, Retry-After); 503 sms_unavailable.
+    422 holder_not_a_person: the holder is a company, which consents only in the app (its legal representative or
+    authorised agent opens the request there); 409 request_not_assisted, access_request_decided, request_locked,
+    sms_send_limit; 410 access_request_expired; 429 sms_code_throttled (one code a minute, Retry-After);
+    503 sms_unavailable.
     """
     sent = service.send_sms_code(db.session(), sms_gateway(), field_cipher(), client=g.client,
                                  request_id=path.id, actor=g.actor, now=now())
@@ -120,7 +122,10 @@ def consent(path: RequestPath, body: ConsentBody) -> Response:
     `sms_code`: the code texted by …/sms-code (single use; 5 wrong codes lock the request: 409 request_locked;
     422 sms_code_invalid, 410 sms_code_expired, 409 sms_code_not_sent). `staff_attested`: the staff member, the
     reason and the ID document check are recorded and audited apart (access_request.attested_by_staff).
-    409 no_matching_certificates when the holder has no valid certificate of a wanted type.
+    409 no_matching_certificates when the holder has no valid certificate of a wanted type. 422 holder_not_a_person
+    when the holder is a company: neither method stands for a company's consent; its legal representative or
+    authorised agent approves the request in the app. Either method replaces the app's step-up (recent login): the
+    one-time code or the staff member's check of the ID document stands in for it.
     """
     choice = body.root
     identifiers = list(choice.identifiers) if choice.identifiers else None

@@ -5,7 +5,10 @@ Consent is then either a one-time code texted to the holder's registered phone a
 (`send_sms_code`, `consent_by_sms_code`), or attested by the staff member after checking the physical ID card
 (`attest_by_staff`), which records who, why and that the document was checked. Each path writes its own audit
 action so the city can count and review staff-attested consents per department (`count_counter_consents`).
-Only the client that created the request may act on it; for anyone else it does not exist.
+Either path stands in for the app's step-up (a recent login for sensitive types): the code proves the registered
+phone, the staff member the ID document. A company (法人) has neither a phone nor an ID card of its own: both paths
+refuse it (422 holder_not_a_person) and say that its legal representative or authorised agent approves the request
+in the app. Only the client that created the request may act on it; for anyone else it does not exist.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from backend.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from backend.models import ApiClient, AuditEvent, Certificate, CertificateType, Holder, Notification
+from backend.models import ApiClient, AuditEvent, Certificate, CertificateType, Holder, Notification, Representation
 from backend.models.certificates import VALID
 from backend.models.grants import CONSENT_SMS, CONSENT_STAFF, REQUEST_APPROVED, REQUEST_PENDING, AccessRequest, Grant
 from backend.security.encryption import FieldCipher
@@ -135,8 +138,16 @@ class CertificatesNotEligible(ValidationFailed):
 
 
 class HolderNotAPerson(ValidationFailed):
+    """The request names a company (法人): neither counter path can stand for its consent. Its legal representative
+    or authorised agent consents in the app, where the request is visible to them only (access_requests)."""
+
     code = "holder_not_a_person"
-    message = "法人证照须由其法定代表人或代理人本人授权，窗口核验仅适用于自然人持证人"
+    message = ("持证主体为法人（企业），不能以短信验证码或工作人员核验身份证件的方式在窗口授权；"
+               "请由该企业的法定代表人或授权代理人实名登录电子证照小程序，打开本用证请求（可扫描请求二维码）并确认授权")
+
+    def __init__(self) -> None:
+        super().__init__(details={"holder_kind": "legal_person", "consent_in": "app",
+                                  "consented_by": ["legal_representative", "authorised_agent"]})
 
 
 @dataclass(frozen=True)
@@ -204,6 +215,16 @@ def _registered_holder(session: Session, request: AccessRequest) -> Holder | Non
     return holder
 
 
+def _names_a_company(session: Session, request: AccessRequest) -> bool:
+    """Whether the request's holder is a company: its certificates say so (holder code type 001), or, before it
+    holds any, a representative's real-name login named it. (The request keeps only the holder's blind index.)"""
+    index = request.assisted_holder_index
+    code_type = session.scalar(select(Certificate.holder_code_type).where(Certificate.holder_index == index).limit(1))
+    if code_type is not None:
+        return bool(code_type == HolderCodeType.USCC.value)
+    return session.scalar(select(Representation.id).where(Representation.company_index == index).limit(1)) is not None
+
+
 def code_digest(cipher: FieldCipher, request: AccessRequest, code: str) -> str:
     """Keyed digest of a code, bound to its request: a stolen database gives no way to test the 10⁶ codes."""
     return cipher.keyed_digest(f"{request.public_id}:{code}".encode(), OTP_DOMAIN)
@@ -243,8 +264,8 @@ def send_sms_code(session: Session, sms: SmsGateway | None, cipher: FieldCipher,
     request = _client_request(session, client, request_id, actor=actor, action=ACTION_SMS_REFUSED)
     _open_assisted(request, now)
     holder = _registered_holder(session, request)
-    if holder is None:
-        raise HolderNotRegistered()
+    if holder is None:  # only people log in: a company never has a holder record, nor a phone of its own
+        raise HolderNotAPerson() if _names_a_company(session, request) else HolderNotRegistered()
     if holder.phone_enc is None:
         raise PhoneNotRegistered()
     if request.otp_expires_at is not None:
