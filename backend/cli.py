@@ -6,6 +6,7 @@ import getpass
 import hashlib
 import json
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from backend.services.demo import (
 )
 from backend.services.issuance import Issuer
 from backend.services.request_callbacks import claim_due
+from backend.web import import_runner
 from backend.web.callback_delivery import deliver as deliver_callbacks
 from backend.web.context import evidence_storage, field_cipher, keystore, now
 
@@ -355,6 +357,31 @@ def jobs_objections() -> None:
     db.session.commit()
     click.echo(f"{report.total} overdue objection(s) escalated ({report.acknowledge} not acknowledged, "
                f"{report.resolve} not resolved in time)")
+
+
+@jobs_cli.command("imports")
+@click.option("--watch", is_flag=True, help="Keep looking for queued batches until stopped (a service), instead of "
+                                            "one pass.")
+@click.option("--interval", type=click.IntRange(1, 3600), default=5, show_default=True,
+              help="With --watch: seconds between looks when the queue is empty.")
+@click.option("--workers", type=click.IntRange(0, 16), default=None,
+              help="Processes that sign alongside this one (default: ECERT_IMPORT_WORKERS).")
+def jobs_imports(watch: bool, interval: int, workers: int | None) -> None:
+    """Import queued batches (POST /gov/v1/certificates/batches) one by one; reclaims batches whose worker died.
+    Safe on several nodes at once: each batch is claimed by one worker."""
+    interrupted = 0
+    while True:
+        outcomes = import_runner.run_pending(workers=workers)
+        db.session.remove()
+        interrupted += outcomes["interrupted"]
+        if outcomes or not watch:
+            click.echo(f"{outcomes['completed']} batch(es) completed, {outcomes['failed']} failed, "
+                       f"{outcomes['interrupted']} interrupted (retried once stale), {outcomes['lost']} taken over")
+        if not watch:
+            break
+        time.sleep(interval)
+    if interrupted:
+        sys.exit(1)
 
 
 FILE_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}

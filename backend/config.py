@@ -305,8 +305,18 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         # Batch import files (POST /gov/v1/certificates/batches): their own, larger byte cap and a row cap.
         "ECERT_MAX_BATCH_BYTES": _int(env, "ECERT_MAX_BATCH_BYTES", 64 * 1024 * 1024),
         "ECERT_MAX_BATCH_ROWS": _int(env, "ECERT_MAX_BATCH_ROWS", 100_000),
-        # Processes forked to sign batch imports (0: sign in the request's process). Only for single-threaded workers.
+        # Processes forked to sign batch imports in `flask jobs imports` (0: sign in the job's process).
         "ECERT_IMPORT_WORKERS": _int(env, "ECERT_IMPORT_WORKERS", 0),
+        # Batch files wait for `flask jobs imports` in this directory, sealed with the data key. Every node that
+        # accepts batches or runs the job must see the same directory (shared storage), or set another storage.
+        "ECERT_IMPORT_SPOOL_DIR": env.get("ECERT_IMPORT_SPOOL_DIR") or str(instance_path / "import-spool"),
+        # A processing batch whose worker has not reported for this long is taken to be dead and imported again
+        # from scratch, at most ECERT_IMPORT_MAX_ATTEMPTS times in all before it fails.
+        "ECERT_IMPORT_STALE_SECONDS": _bounded(env, "ECERT_IMPORT_STALE_SECONDS", 300, 30, 86_400),
+        "ECERT_IMPORT_MAX_ATTEMPTS": _bounded(env, "ECERT_IMPORT_MAX_ATTEMPTS", 3, 1, 20),
+        # Import queued batches in a thread of the web process, woken by each submission: on by default in
+        # development only (`make run` needs no operator); production runs `flask jobs imports` instead.
+        "ECERT_IMPORT_IN_PROCESS": _bool(env.get("ECERT_IMPORT_IN_PROCESS"), default=environment == "development"),
         "ECERT_RATELIMIT_DEFAULT": env.get("ECERT_RATELIMIT_DEFAULT", "600 per minute"),
         "ECERT_RATELIMIT_TOKEN": env.get("ECERT_RATELIMIT_TOKEN", "60 per minute"),
         "ECERT_TRUSTED_PROXIES": _bounded(env, "ECERT_TRUSTED_PROXIES", 0, 0, 5),

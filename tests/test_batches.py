@@ -1,9 +1,8 @@
-"""Batch import (批量导入): JSON Lines and CSV, all-or-nothing and partial, idempotent, from the API and the CLI."""
+"""Batch import (批量导入): JSON Lines and CSV, all-or-nothing and partial, idempotent, from the API (queued, then
+imported by the job) and the CLI (at once). tests/test_batches_async.py covers the queue itself."""
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import io
 import json
 import multiprocessing
@@ -12,82 +11,38 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from backend.extensions import db
 from backend.models import AuditEvent, Certificate, CertificateEvent, ImportBatch, Notification, SigningKey
 from backend.services import import_signer, issuance
 from backend.services.bulk_insert import BulkInsert
-from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient
+from tests.batch_support import (
+    CSV,
+    JSONL,
+    count,
+    csv_file,
+    identifiers,
+    import_file,
+    jsonl,
+    problems,
+    read_batch,
+    run_imports,
+    spooled_files,
+    submit,
+)
+from tests.conftest import CIVIL_AFFAIRS, SAMR
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body
 from tests.presentation_support import presented_to
 
-JSONL = "application/x-ndjson"
-CSV = "text/csv"
-CSV_HEAD = ["type_code", "certificate_number", "holder_name", "holder_code_type", "holder_code", "issued_on",
-            "valid_from", "valid_until"]
-
-
-def jsonl(*rows: Any) -> bytes:
-    return b"".join((row if isinstance(row, bytes) else json.dumps(row, ensure_ascii=False).encode()) + b"\n"
-                    for row in rows)
-
-
-def csv_cell(value: Any) -> str:
-    if value is None:
-        return "长期"
-    if isinstance(value, bool):
-        return "是" if value else "否"
-    return str(value)
-
-
-def csv_file(*bodies: dict[str, Any], extra_columns: tuple[str, ...] = ()) -> bytes:
-    """A CSV with one fields.<name> column per face field of any of the bodies."""
-    field_names = sorted({name for body in bodies for name in body["fields"]})
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow([*CSV_HEAD, *(f"fields.{name}" for name in field_names), *extra_columns])
-    for body in bodies:
-        holder = body["holder"]
-        writer.writerow([body["type_code"], body["certificate_number"], holder["name"], holder["code_type"],
-                         holder["code"], body["issued_on"], body["valid_from"],
-                         csv_cell(body["valid_until"]) if "valid_until" in body else "",
-                         *(csv_cell(body["fields"][name]) if name in body["fields"] else "" for name in field_names),
-                         *("" for _ in extra_columns)])
-    return out.getvalue().encode()
-
-
-def submit(dept: DeptClient, data: bytes, content_type: str = JSONL, *, key: str | None = None,
-           mode: str | None = None) -> Any:
-    headers = dept.headers()
-    headers["Content-Type"] = content_type
-    headers["Idempotency-Key"] = key or "batch-" + hashlib.sha256(data + str(mode).encode()).hexdigest()[:24]
-    path = "/gov/v1/certificates/batches" + (f"?mode={mode}" if mode else "")
-    return dept.http.post(path, data=data, headers=headers)
-
-
-def count(app: Any, model: Any, *where: Any) -> int:
-    with app.app_context():
-        return int(db.session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
-
-
-def identifiers(app: Any) -> list[str]:
-    with app.app_context():
-        return list(db.session.scalars(select(Certificate.identifier).order_by(Certificate.id)))
-
-
-def problems(batch: dict[str, Any]) -> set[tuple[int, str | None, str]]:
-    return {(entry["row"], entry["field"], entry["reason"]) for entry in batch["report"]}
-
+STALE = timedelta(seconds=301)  # past ECERT_IMPORT_STALE_SECONDS (300 by default)
 
 def test_jsonl_batch_imports_every_row_and_each_certificate_can_be_read(app, dept_client):
     bodies = [certificate_body(), certificate_body(FOOD_LICENCE), certificate_body()]
-    response = submit(dept_client, jsonl(*bodies))
-    assert response.status_code == 201, response.get_json()
-    batch = response.get_json()
+    batch = import_file(app, dept_client, jsonl(*bodies))
     assert batch["status"] == "completed" and batch["format"] == "jsonl" and batch["mode"] == "all"
     assert (batch["total_rows"], batch["imported_rows"], batch["skipped_rows"], batch["failed_rows"]) == (3, 3, 0, 0)
-    assert batch["report"] == [] and batch["report_truncated"] is False
+    assert batch["report"] == [] and batch["report_truncated"] is False and batch["error"] is None
     numbers = set()
     for identifier in identifiers(app):
         detail = dept_client.http.get(f"/gov/v1/certificates/{identifier}", headers=dept_client.headers())
@@ -100,9 +55,7 @@ def test_jsonl_batch_imports_every_row_and_each_certificate_can_be_read(app, dep
 def test_csv_batch_converts_cells_by_field_type_and_reads_long_term_and_default_validity(app, dept_client):
     food = certificate_body(FOOD_LICENCE, fields={"online_operation": False})  # no valid_until: type default
     business = certificate_body()  # valid_until None: 长期
-    response = submit(dept_client, csv_file(food, business), CSV)
-    assert response.status_code == 201, response.get_json()
-    batch = response.get_json()
+    batch = import_file(app, dept_client, csv_file(food, business), CSV)
     assert (batch["format"], batch["imported_rows"], batch["failed_rows"]) == ("csv", 2, 0)
     details = {}
     for identifier in identifiers(app):
@@ -114,29 +67,26 @@ def test_csv_batch_converts_cells_by_field_type_and_reads_long_term_and_default_
 
 
 def test_bom_at_the_start_of_a_file_is_tolerated(app, dept_client):
-    assert submit(dept_client, b"\xef\xbb\xbf" + jsonl(certificate_body())).get_json()["imported_rows"] == 1
+    assert import_file(app, dept_client, b"\xef\xbb\xbf" + jsonl(certificate_body()))["imported_rows"] == 1
     data = b"\xef\xbb\xbf" + csv_file(certificate_body())
-    assert submit(dept_client, data, "text/csv; charset=utf-8").get_json()["imported_rows"] == 1
+    assert import_file(app, dept_client, data, "text/csv; charset=utf-8")["imported_rows"] == 1
 
 
 def test_one_bad_row_in_all_mode_imports_nothing_and_the_report_names_row_and_field(app, dept_client):
     bad = certificate_body(holder={"code": "91411502MA45XXXXX0"})
-    response = submit(dept_client, jsonl(certificate_body(), certificate_body(), bad, certificate_body()))
-    assert response.status_code == 201
-    batch = response.get_json()
-    assert batch["status"] == "failed"
+    batch = import_file(app, dept_client, jsonl(certificate_body(), certificate_body(), bad, certificate_body()))
+    assert batch["status"] == "failed" and batch["error"] is None
     assert (batch["total_rows"], batch["imported_rows"], batch["failed_rows"]) == (4, 0, 1)
     assert [(entry["row"], entry["field"]) for entry in batch["report"]] == [(3, "holder.code")]
     assert count(app, Certificate) == 0 and count(app, Notification) == 0
     # The failed batch and its report were kept.
-    again = dept_client.http.get(f"/gov/v1/certificates/batches/{batch['id']}", headers=dept_client.headers())
-    assert again.status_code == 200 and again.get_json() == batch
+    assert read_batch(dept_client, batch["id"]) == batch
 
 
 def test_every_bad_row_is_reported_with_each_of_its_fields(app, dept_client):
     rows = [certificate_body(issued_on="2026-13-01"), certificate_body(),
             certificate_body(fields={"entity_type": None, "unknown": "x"})]
-    batch = submit(dept_client, jsonl(*rows)).get_json()
+    batch = import_file(app, dept_client, jsonl(*rows))
     assert problems(batch) == {(1, "issued_on", "invalid_date"), (3, "fields.entity_type", "missing"),
                                (3, "fields.unknown", "unknown_field")}
     assert batch["failed_rows"] == 2 and all(entry["detail"] for entry in batch["report"])
@@ -144,8 +94,7 @@ def test_every_bad_row_is_reported_with_each_of_its_fields(app, dept_client):
 
 def test_partial_mode_imports_the_good_rows_and_reports_the_bad_ones(app, dept_client):
     rows = [certificate_body(), certificate_body(valid_from="not a date"), certificate_body()]
-    response = submit(dept_client, jsonl(*rows), mode="partial")
-    batch = response.get_json()
+    batch = import_file(app, dept_client, jsonl(*rows), mode="partial")
     assert (batch["status"], batch["mode"]) == ("completed", "partial")
     assert (batch["imported_rows"], batch["failed_rows"]) == (2, 1)
     assert problems(batch) == {(2, "valid_from", "invalid_date")}
@@ -155,7 +104,7 @@ def test_partial_mode_imports_the_good_rows_and_reports_the_bad_ones(app, dept_c
 def test_malformed_json_lines_are_row_errors_with_a_reason(app, dept_client):
     data = jsonl(certificate_body(), b'{"type_code": ', b"[1, 2]", certificate_body(), b"\xff\xfe",
                  b"[" * 100_000, b'{"fields": ' + b"9" * 5000 + b"}") + b"\n\n"
-    batch = submit(dept_client, data, mode="partial").get_json()
+    batch = import_file(app, dept_client, data, mode="partial")
     assert problems(batch) == {(2, None, "malformed_json"), (3, None, "not_an_object"), (5, None, "invalid_encoding"),
                                (6, None, "malformed_json"), (7, None, "malformed_json")}
     assert (batch["total_rows"], batch["imported_rows"], batch["failed_rows"]) == (7, 2, 5)
@@ -164,7 +113,7 @@ def test_malformed_json_lines_are_row_errors_with_a_reason(app, dept_client):
 
 def test_an_overlong_line_is_a_row_error_and_the_next_line_is_read(app, dept_client):
     huge = json.dumps({**certificate_body(), "fields": {"business_scope": "茶" * 400_000}}).encode()
-    batch = submit(dept_client, jsonl(huge, certificate_body()), mode="partial").get_json()
+    batch = import_file(app, dept_client, jsonl(huge, certificate_body()), mode="partial")
     assert problems(batch) == {(1, None, "line_too_long")}
     assert batch["imported_rows"] == 1
 
@@ -172,7 +121,7 @@ def test_an_overlong_line_is_a_row_error_and_the_next_line_is_read(app, dept_cli
 def test_unknown_keys_in_a_json_line_are_rejected(app, dept_client):
     row = {**certificate_body(), "colour": "red"}
     row["holder"]["nickname"] = "x"
-    batch = submit(dept_client, jsonl(row)).get_json()
+    batch = import_file(app, dept_client, jsonl(row))
     assert problems(batch) == {(1, "colour", "unknown_field"), (1, "holder.nickname", "unknown_field")}
 
 
@@ -180,17 +129,20 @@ def test_the_same_key_and_file_return_the_same_batch_without_importing_again(app
     data = jsonl(certificate_body(), certificate_body())
     first = submit(dept_client, data, key="import-2026-11-26")
     second = submit(dept_client, data, key="import-2026-11-26")
-    assert (first.status_code, second.status_code) == (201, 200)
-    assert second.get_json() == first.get_json()
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert second.get_json() == first.get_json()  # still queued
+    run_imports(app)
+    third = submit(dept_client, data, key="import-2026-11-26")
+    assert third.status_code == 200 and third.get_json() == read_batch(dept_client, first.get_json()["id"])
+    assert third.get_json()["status"] == "completed"
+    run_imports(app)
     assert count(app, Certificate) == 2 and count(app, ImportBatch) == 1
 
 
 def test_the_same_file_under_a_new_key_skips_every_row(app, dept_client):
     data = jsonl(certificate_body(), certificate_body(FOOD_LICENCE))
-    submit(dept_client, data, key="first-run-0001")
-    again = submit(dept_client, data, key="second-run-0002")
-    assert again.status_code == 201
-    batch = again.get_json()
+    import_file(app, dept_client, data, key="first-run-0001")
+    batch = import_file(app, dept_client, data, key="second-run-0002")
     assert (batch["status"], batch["imported_rows"], batch["skipped_rows"], batch["failed_rows"]) == \
         ("completed", 0, 2, 0)
     assert count(app, Certificate) == 2 and count(app, Notification) == 2
@@ -198,17 +150,20 @@ def test_the_same_file_under_a_new_key_skips_every_row(app, dept_client):
 
 def test_the_same_rows_as_csv_after_jsonl_are_skipped_too(app, dept_client):
     bodies = [certificate_body(FOOD_LICENCE, fields={"online_operation": True}), certificate_body()]
-    submit(dept_client, jsonl(*bodies))
-    batch = submit(dept_client, csv_file(*bodies), CSV).get_json()
+    import_file(app, dept_client, jsonl(*bodies))
+    batch = import_file(app, dept_client, csv_file(*bodies), CSV)
     assert (batch["imported_rows"], batch["skipped_rows"]) == (0, 2)
 
 
 def test_the_same_key_with_another_file_is_refused(app, dept_client):
-    submit(dept_client, jsonl(certificate_body()), key="import-2026-11-26")
+    first = submit(dept_client, jsonl(certificate_body()), key="import-2026-11-26")
     response = submit(dept_client, jsonl(certificate_body()), key="import-2026-11-26")
     assert response.status_code == 409
-    assert response.get_json()["error"]["code"] == "idempotency_key_reused"
-    assert count(app, Certificate) == 1
+    error = response.get_json()["error"]
+    assert error["code"] == "idempotency_key_reused" and error["details"]["batch"] == first.get_json()["id"]
+    run_imports(app)
+    assert submit(dept_client, jsonl(certificate_body()), key="import-2026-11-26").status_code == 409  # finished too
+    assert count(app, Certificate) == 1 and count(app, ImportBatch) == 1
 
 
 def test_the_same_key_with_another_mode_is_refused(app, dept_client):
@@ -221,17 +176,17 @@ def test_a_number_issued_before_with_other_content_is_a_row_error(app, dept_clie
     issued = certificate_body()
     assert dept_client.http.post("/gov/v1/certificates", json=issued, headers=dept_client.headers()).status_code == 201
     changed = {**issued, "holder": {**issued["holder"], "name": "另一家公司"}}
-    batch = submit(dept_client, jsonl(certificate_body(), changed), mode="partial").get_json()
+    batch = import_file(app, dept_client, jsonl(certificate_body(), changed), mode="partial")
     assert problems(batch) == {(2, "certificate_number", "certificate_number_taken")}
     assert batch["imported_rows"] == 1
-    same = submit(dept_client, jsonl(issued)).get_json()  # the API-issued one, word for word
+    same = import_file(app, dept_client, jsonl(issued))  # the API-issued one, word for word
     assert (same["status"], same["skipped_rows"]) == ("completed", 1)
 
 
 def test_a_number_twice_in_one_file_fails_the_second_row(app, dept_client):
     first = certificate_body()
     second = certificate_body(certificate_number=first["certificate_number"])
-    batch = submit(dept_client, jsonl(first, certificate_body(), first, second), mode="partial").get_json()
+    batch = import_file(app, dept_client, jsonl(first, certificate_body(), first, second), mode="partial")
     assert problems(batch) == {(3, "certificate_number", "duplicate_in_file"),
                                (4, "certificate_number", "duplicate_in_file")}
     assert batch["imported_rows"] == 2
@@ -240,13 +195,13 @@ def test_a_number_twice_in_one_file_fails_the_second_row(app, dept_client):
 def test_a_number_repeated_in_a_later_chunk_is_found(app, dept_client, monkeypatch):
     monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
     rows = [certificate_body() for _ in range(4)]
-    batch = submit(dept_client, jsonl(*rows, rows[0]), mode="partial").get_json()
+    batch = import_file(app, dept_client, jsonl(*rows, rows[0]), mode="partial")
     assert problems(batch) == {(5, "certificate_number", "duplicate_in_file")}
     assert batch["imported_rows"] == 4 and batch["processed_rows"] == 5
 
 
 def test_another_department_cannot_read_the_batch(app, dept_client, make_dept_client):
-    batch = submit(dept_client, jsonl(certificate_body())).get_json()
+    batch = import_file(app, dept_client, jsonl(certificate_body()))
     other = make_dept_client(CIVIL_AFFAIRS, scopes=("issue",))
     response = other.http.get(f"/gov/v1/certificates/batches/{batch['id']}", headers=other.headers())
     assert response.status_code == 404
@@ -259,7 +214,7 @@ def test_a_type_the_department_does_not_issue_is_a_row_error(app, make_dept_clie
     civil = make_dept_client(CIVIL_AFFAIRS, scopes=("issue",))
     rows = [certificate_body(MARRIAGE), certificate_body(BUSINESS_LICENCE), certificate_body(BUSINESS_LICENCE),
             {**certificate_body(MARRIAGE), "type_code": "11411500MB1C629765999"}]
-    batch = submit(civil, jsonl(*rows), mode="partial").get_json()
+    batch = import_file(app, civil, jsonl(*rows), mode="partial")
     assert problems(batch) == {(2, "type_code", "type_not_issuable"), (3, "type_code", "type_not_issuable"),
                                (4, "type_code", "unknown_type")}
     assert batch["imported_rows"] == 1
@@ -274,7 +229,8 @@ def test_batches_need_the_issue_scope(app, make_dept_client):
 def test_a_batch_writes_one_audit_event_and_one_holder_notification_per_certificate(app, dept_client, clock,
                                                                                      monkeypatch):
     monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)  # rows stored in several chunks
-    submit(dept_client, jsonl(*(certificate_body() for _ in range(3))))
+    import_file(app, dept_client, jsonl(*(certificate_body() for _ in range(3))))
+    assert count(app, AuditEvent, AuditEvent.action == "certificate.batch_queued") == 1
     assert count(app, AuditEvent, AuditEvent.action == "certificate.batch_imported") == 1
     assert count(app, AuditEvent, AuditEvent.action == "certificate.issued") == 0
     assert count(app, Notification, Notification.kind == "certificate_issued") == 3
@@ -295,7 +251,8 @@ def test_a_batch_writes_one_audit_event_and_one_holder_notification_per_certific
             {"total": 3, "imported": 3, "skipped": 0, "failed": 0}
 
 
-def test_a_crash_mid_import_leaves_nothing_and_the_same_key_works_again(app, dept_client, monkeypatch):
+def test_a_crash_mid_import_leaves_nothing_and_the_batch_is_imported_once_taken_over(app, dept_client, clock,
+                                                                                      monkeypatch):
     monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
     data = jsonl(*(certificate_body() for _ in range(5)))
     calls = 0
@@ -309,19 +266,25 @@ def test_a_crash_mid_import_leaves_nothing_and_the_same_key_works_again(app, dep
         return build(self, *args, **kwargs)
 
     monkeypatch.setattr(issuance.Issuer, "build_row", crash_on_fourth)
-    assert submit(dept_client, data, key="crash-test-0001").status_code == 500
-    assert count(app, Certificate) == 0 and count(app, ImportBatch) == 0 and count(app, Notification) == 0
+    batch_id = submit(dept_client, data, key="crash-test-0001").get_json()["id"]
+    assert run_imports(app) == {"interrupted": 1}
+    assert count(app, Certificate) == 0 and count(app, Notification) == 0
+    assert read_batch(dept_client, batch_id)["status"] == "processing"  # until its worker is taken to be dead
     monkeypatch.setattr(issuance.Issuer, "build_row", build)
-    again = submit(dept_client, data, key="crash-test-0001")
-    assert again.status_code == 201 and again.get_json()["imported_rows"] == 5
+    assert run_imports(app) == {}  # not stale yet: nobody takes it over
+    clock.advance(seconds=STALE.total_seconds())
+    assert run_imports(app) == {"completed": 1}
+    assert read_batch(dept_client, batch_id)["imported_rows"] == 5
+    assert submit(dept_client, data, key="crash-test-0001").status_code == 200
+    assert count(app, Certificate) == 5 and count(app, ImportBatch) == 1
 
 
 def test_the_stored_report_is_capped_and_says_so(app, dept_client):
     data = jsonl(*(b"not json" for _ in range(1005)))
-    batch = submit(dept_client, data, mode="partial").get_json()
+    batch = import_file(app, dept_client, data, mode="partial")
     assert batch["failed_rows"] == 1005
     assert len(batch["report"]) == 1000 and batch["report_truncated"] is True
-    small = submit(dept_client, jsonl(b"not json")).get_json()
+    small = import_file(app, dept_client, jsonl(b"not json"))
     assert small["report_truncated"] is False
 
 
@@ -332,7 +295,7 @@ def test_a_file_over_the_byte_cap_is_refused_with_413(app, dept_client):
     response = submit(dept_client, data)
     assert response.status_code == 413
     assert response.get_json()["error"]["details"]["max_bytes"] == 4096
-    assert count(app, ImportBatch) == 0
+    assert count(app, ImportBatch) == 0 and spooled_files(app) == []
 
 
 @pytest.mark.parametrize("app_settings", [{"ECERT_MAX_BATCH_BYTES": 4096}])
@@ -344,22 +307,21 @@ def test_a_streamed_file_without_length_is_cut_off_at_the_byte_cap(app, dept_cli
                                      environ_overrides={"wsgi.input_terminated": True})
     assert response.status_code == 413
     assert response.get_json()["error"]["details"]["max_bytes"] == 4096
-    assert count(app, ImportBatch) == 0 and count(app, Certificate) == 0
+    assert count(app, ImportBatch) == 0 and count(app, Certificate) == 0 and spooled_files(app) == []
 
 
 def test_a_file_may_be_larger_than_the_cap_of_ordinary_requests(app, dept_client):
     data = jsonl(certificate_body()) + b"\n" * (app.config["MAX_CONTENT_LENGTH"] + 10)
-    response = submit(dept_client, data)
-    assert response.status_code == 201 and response.get_json()["imported_rows"] == 1
+    assert import_file(app, dept_client, data)["imported_rows"] == 1
 
 
 @pytest.mark.parametrize("app_settings", [{"ECERT_MAX_BATCH_ROWS": 3}])
-def test_a_file_over_the_row_cap_is_refused(app, dept_client):
-    response = submit(dept_client, jsonl(*(certificate_body() for _ in range(4))))
-    assert response.status_code == 413
-    assert response.get_json()["error"]["code"] == "too_many_rows"
-    assert count(app, Certificate) == 0 and count(app, ImportBatch) == 0
-    assert submit(dept_client, jsonl(*(certificate_body() for _ in range(3)))).status_code == 201
+def test_a_file_over_the_row_cap_fails_as_a_whole(app, dept_client):
+    batch = import_file(app, dept_client, jsonl(*(certificate_body() for _ in range(4))), mode="partial")
+    assert (batch["status"], batch["imported_rows"], batch["report"]) == ("failed", 0, [])
+    assert batch["error"]["code"] == "too_many_rows" and batch["error"]["details"] == {"max_rows": 3}
+    assert count(app, Certificate) == 0 and spooled_files(app) == []
+    assert import_file(app, dept_client, jsonl(*(certificate_body() for _ in range(3))))["status"] == "completed"
 
 
 def test_a_csv_with_an_unknown_column_is_refused_with_a_clear_error(app, dept_client):
@@ -368,7 +330,7 @@ def test_a_csv_with_an_unknown_column_is_refused_with_a_clear_error(app, dept_cl
     error = response.get_json()["error"]
     assert error["code"] == "unknown_column" and error["details"]["columns"] == ["holder_phone"]
     assert "holder_phone" in error["message"]
-    assert count(app, ImportBatch) == 0
+    assert count(app, ImportBatch) == 0 and spooled_files(app) == []
 
 
 def test_a_csv_without_a_required_column_is_refused(app, dept_client):
@@ -382,15 +344,22 @@ def test_csv_rows_with_the_wrong_number_of_cells_or_bad_booleans_are_row_errors(
     lines = csv_file(food, certificate_body(FOOD_LICENCE)).decode().splitlines()
     lines[1] = lines[1].replace(",是,", ",也许,")
     lines.append("only,three,cells")
-    batch = submit(dept_client, "\n".join(lines).encode(), CSV, mode="partial").get_json()
+    batch = import_file(app, dept_client, "\n".join(lines).encode(), CSV, mode="partial")
     assert problems(batch) == {(1, "fields.online_operation", "invalid"), (3, None, "wrong_column_count")}
     assert batch["imported_rows"] == 1
 
 
 def test_an_empty_file_is_refused(app, dept_client):
-    response = submit(dept_client, b"\n\n")
-    assert response.status_code == 422
-    assert response.get_json()["error"]["code"] == "empty_batch"
+    for data in (b"", b"\n\n", b"\xef\xbb\xbf \r\n"):
+        response = submit(dept_client, data)
+        assert response.status_code == 422
+        assert response.get_json()["error"]["code"] == "empty_batch"
+    assert count(app, ImportBatch) == 0 and spooled_files(app) == []
+
+
+def test_a_csv_with_a_header_and_no_rows_fails_as_a_whole(app, dept_client):
+    batch = import_file(app, dept_client, csv_file(), CSV)
+    assert (batch["status"], batch["error"]["code"], batch["total_rows"]) == ("failed", "empty_batch", 0)
 
 
 def test_a_batch_needs_an_idempotency_key(app, dept_client):
@@ -407,14 +376,14 @@ def test_an_idempotency_key_must_be_8_to_128_printable_characters(app, dept_clie
 
 
 def test_a_csv_that_is_not_utf8_is_refused(app, dept_client):
-    response = submit(dept_client, csv_file(certificate_body()).decode().encode("gb18030"), CSV)
-    assert response.status_code == 422
-    assert response.get_json()["error"]["code"] == "invalid_encoding"
+    batch = import_file(app, dept_client, csv_file(certificate_body()).decode().encode("gb18030"), CSV)
+    assert (batch["status"], batch["error"]["code"]) == ("failed", "invalid_encoding")
+    assert "数据行" in batch["error"]["message"] and count(app, Certificate) == 0
 
 
 def test_a_holder_code_type_that_lost_its_leading_zeros_in_a_spreadsheet_is_read_as_001(app, dept_client):
     data = csv_file(certificate_body()).decode().replace(",001,", ",1,").encode()
-    assert submit(dept_client, data, CSV).get_json()["imported_rows"] == 1
+    assert import_file(app, dept_client, data, CSV)["imported_rows"] == 1
 
 
 def test_other_content_types_are_refused_with_415(app, dept_client):
@@ -468,8 +437,8 @@ def forks(monkeypatch):
 @pytest.mark.parametrize("app_settings", [{"ECERT_IMPORT_WORKERS": 2}])
 def test_certificates_signed_in_worker_processes_are_stored_like_the_others(app, dept_client, clock, forks):
     bodies = [certificate_body(FOOD_LICENCE if n % 2 else BUSINESS_LICENCE) for n in range(7)]
-    batch = submit(dept_client, jsonl(*bodies[:4], {**bodies[4], "issued_on": "x"}, *bodies[5:]),
-                   mode="partial").get_json()
+    batch = import_file(app, dept_client, jsonl(*bodies[:4], {**bodies[4], "issued_on": "x"}, *bodies[5:]),
+                        mode="partial")
     assert (batch["imported_rows"], batch["failed_rows"]) == (6, 1)
     assert len(forks) == 2  # forked once for the import, fed chunk after chunk (3 rows a chunk here)
     assert not multiprocessing.active_children()  # and let go when it is done
@@ -490,7 +459,7 @@ def test_certificates_signed_in_worker_processes_are_stored_like_the_others(app,
 @pytest.mark.parametrize("app_settings", [{"ECERT_IMPORT_WORKERS": 2}])
 def test_with_worker_processes_one_bad_row_in_all_mode_still_imports_nothing(app, dept_client, forks):
     rows = [certificate_body() for _ in range(8)]
-    batch = submit(dept_client, jsonl(*rows[:7], {**rows[7], "valid_from": ""})).get_json()
+    batch = import_file(app, dept_client, jsonl(*rows[:7], {**rows[7], "valid_from": ""}))
     assert (batch["status"], batch["imported_rows"], problems(batch)) == ("failed", 0, {(8, "valid_from",
                                                                                          "invalid_date")})
     assert forks and count(app, Certificate) == 0
@@ -498,7 +467,7 @@ def test_with_worker_processes_one_bad_row_in_all_mode_still_imports_nothing(app
 
 
 @pytest.mark.parametrize("app_settings", [{"ECERT_IMPORT_WORKERS": 2}])
-def test_a_worker_that_fails_fails_the_import_and_leaves_nothing(app, dept_client, forks, monkeypatch):
+def test_a_worker_that_fails_fails_the_import_and_leaves_nothing(app, dept_client, clock, forks, monkeypatch):
     rows = [certificate_body() for _ in range(7)]
     build = issuance.Issuer.build_row
 
@@ -508,11 +477,14 @@ def test_a_worker_that_fails_fails_the_import_and_leaves_nothing(app, dept_clien
         return build(self, prepared, **kwargs)
 
     monkeypatch.setattr(issuance.Issuer, "build_row", fail_on_fifth)
-    assert submit(dept_client, jsonl(*rows), key="worker-failure-1").status_code == 500
-    assert count(app, Certificate) == 0 and count(app, ImportBatch) == 0
+    batch_id = submit(dept_client, jsonl(*rows), key="worker-failure-1").get_json()["id"]
+    assert run_imports(app) == {"interrupted": 1}
+    assert count(app, Certificate) == 0
     assert not multiprocessing.active_children()
     monkeypatch.setattr(issuance.Issuer, "build_row", build)
-    assert submit(dept_client, jsonl(*rows), key="worker-failure-1").get_json()["imported_rows"] == 7
+    clock.advance(seconds=STALE.total_seconds())
+    assert run_imports(app) == {"completed": 1}
+    assert read_batch(dept_client, batch_id)["imported_rows"] == 7 and count(app, Certificate) == 7
 
 
 def test_a_signing_worker_stops_when_the_importing_process_is_gone():

@@ -1,10 +1,13 @@
-"""Batch import (批量导入) for departments that deliver files: JSON Lines or CSV, all-or-nothing or partial."""
+"""Batch import (批量导入) for departments that deliver files: JSON Lines or CSV, all-or-nothing or partial, queued
+for the import job (backend/web/import_runner.py) and watched through GET."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import hashlib
+import logging
+from typing import IO, Any, Literal
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, current_app, g, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, RawModel, Tag
 from pydantic import BaseModel, Field
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -14,9 +17,13 @@ from backend.errors import DomainError, PayloadTooLarge
 from backend.extensions import db
 from backend.models import ApiClient, ImportBatch
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, error_responses
+from backend.services import import_jobs
 from backend.services import imports as service
-from backend.services.issuance import Issuer
-from backend.web.context import field_cipher, keystore, now
+from backend.services.spool import SpoolTooLarge, new_spool_key
+from backend.web.context import now
+from backend.web.import_runner import import_spool, in_process_runner
+
+log = logging.getLogger("ecert.imports")
 
 bp = APIBlueprint("gov_batches", __name__, url_prefix="/gov/v1/certificates/batches",
                   abp_tags=[Tag(name="gov-batches", description="证照批量导入")], abp_security=BEARER_SECURITY)
@@ -54,29 +61,43 @@ class RowProblemOut(BaseModel):
     detail: str
 
 
+class BatchErrorOut(BaseModel):
+    code: str = Field(description="e.g. unknown_column, invalid_encoding, too_many_rows, empty_batch")
+    message: str
+    details: dict[str, Any] | None = None
+
+
 class BatchOut(BaseModel):
     id: str
-    status: Literal["processing", "completed", "failed"]
+    status: Literal["queued", "processing", "completed", "failed"] = Field(
+        description="queued: waiting for the import job; processing: being imported; completed; failed: nothing "
+                    "imported (mode all with a bad row: see `report`; a bad file as a whole: see `error`)")
     mode: Literal["all", "partial"]
     format: Literal["jsonl", "csv"]
-    total_rows: int
-    processed_rows: int
+    file_bytes: int = Field(description="size of the file")
+    processed_bytes: int = Field(description="bytes of the file read so far (progress)")
+    total_rows: int = Field(description="rows of the file, known when the batch is finished")
+    processed_rows: int = Field(description="rows read so far (progress)")
     imported_rows: int
     skipped_rows: int = Field(description="rows already imported with the same content")
     failed_rows: int
     report: list[RowProblemOut] = Field(description=f"problems per row and field, at most {service.REPORT_LIMIT}")
     report_truncated: bool
+    error: BatchErrorOut | None = Field(description="why a failed file could not be imported at all (not a row)")
     created_at: str
+    last_progress_at: str = Field(description="the import's last sign of life (heartbeat)")
     finished_at: str | None
 
 
 def batch_view(batch: ImportBatch) -> dict[str, Any]:
     return BatchOut(
         id=batch.public_id, status=batch.status, mode=batch.mode, format=batch.file_format,  # type: ignore[arg-type]
+        file_bytes=batch.file_bytes, processed_bytes=batch.processed_bytes,
         total_rows=batch.total_rows, processed_rows=batch.processed_rows, imported_rows=batch.imported_rows,
         skipped_rows=batch.skipped_rows, failed_rows=batch.failed_rows,
         report=[RowProblemOut(**entry) for entry in batch.report], report_truncated=service.report_truncated(batch),
-        created_at=batch.created_at.isoformat(),
+        error=BatchErrorOut(**batch.error) if batch.error else None,
+        created_at=batch.created_at.isoformat(), last_progress_at=batch.heartbeat_at.isoformat(),
         finished_at=batch.finished_at.isoformat() if batch.finished_at else None,
     ).model_dump()
 
@@ -90,19 +111,38 @@ def _file_format() -> str:
     return file_format
 
 
-@bp.post("", responses={201: BatchOut, 200: BatchOut,
+def _content_hash(stream: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    while data := stream.read(1 << 16):
+        digest.update(data)
+    return digest.hexdigest()
+
+
+QUEUED_RESPONSE = {
+    "description": "Accepted: the batch is queued for the import job",
+    "headers": {"Location": {"description": "the batch: GET it for status, progress and report",
+                             "schema": {"type": "string", "format": "uri-reference"}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchOut"}}},
+}
+
+
+@bp.post("", responses={202: QUEUED_RESPONSE, 200: BatchOut,
                         **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 409, 415, 422)})
 @require_scope("issue")
 def submit(header: BatchHeaders, query: BatchQuery, raw: BatchFile) -> Response:
-    """Import certificates from a JSON Lines or CSV file (the request body); answers with the batch and its report.
+    """Submit a JSON Lines or CSV file (the request body) for import; answers 202 with the queued batch.
 
     JSON Lines (`application/x-ndjson`): one object per line, shaped like the POST /gov/v1/certificates body.
     CSV (`text/csv`, UTF-8, a header row): type_code, certificate_number, holder_name, holder_code_type,
     holder_code, issued_on, valid_from, valid_until (empty: the type's default validity; 长期: long-term) and one
-    `fields.<name>` column per face field. At most 100,000 rows. `mode=all`: any bad row imports nothing and the
-    batch is `failed`; `mode=partial`: the good rows are imported. A row imported before with the same content is
-    skipped, so a file sent twice adds nothing. 201 with the batch, also when it failed (see `status` and
-    `report`); 200 when this Idempotency-Key came with this file before.
+    `fields.<name>` column per face field. At most 100,000 rows. The file is kept encrypted until the import job
+    has processed it; follow the `Location` header (GET /gov/v1/certificates/batches/{id}) for progress and the
+    per-row report. Refused at once: another media type (415), a file over the byte cap (413), a file with no text
+    or a CSV header with unknown, missing or repeated columns (422). Found by the import: bad rows (`report`), and a
+    file not in UTF-8, past the row cap or without data rows (`error`; status `failed`). `mode=all`: any bad row
+    imports nothing and the batch is `failed`; `mode=partial`: the good rows are imported. A row imported before
+    with the same content is skipped, so a file sent twice adds nothing. 200 with the batch as it is now when this
+    Idempotency-Key came with this file before; 409 when it came with another file or mode.
     """
     client: ApiClient = g.client
     file_format = _file_format()
@@ -111,23 +151,57 @@ def submit(header: BatchHeaders, query: BatchQuery, raw: BatchFile) -> Response:
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     request.max_content_length = limit  # instead of the 1 MiB cap of ordinary requests
-    issuer = Issuer(db.session(), keystore(), field_cipher(), client.department,
-                    public_url=current_app.config["ECERT_PUBLIC_URL"], actor=g.actor, now=now(),
-                    expected=service.MAX_ROWS)  # bulk slot allocation
+    session = db.session()
+    existing = service.find_batch(session, client.department, header.idempotency_key)
+    if existing is not None:
+        try:
+            content_hash = _content_hash(request.stream)
+        except RequestEntityTooLarge as exc:
+            raise too_large from exc
+        service.check_same_file(existing, content_hash=content_hash, file_format=file_format, mode=query.mode)
+        return jsonify(batch_view(existing))
+    spool = import_spool()
+    key = new_spool_key(now())
     try:
-        batch, created = service.import_certificates(db.session(), issuer, request.stream, file_format=file_format,
-                                                     mode=query.mode, idempotency_key=header.idempotency_key,
-                                                     max_rows=current_app.config["ECERT_MAX_BATCH_ROWS"],
-                                                     workers=current_app.config["ECERT_IMPORT_WORKERS"])
-    except RequestEntityTooLarge as exc:  # a chunked body that went past the cap
+        spooled = spool.write(key, request.stream, max_bytes=limit)
+    except (RequestEntityTooLarge, SpoolTooLarge) as exc:  # a chunked body that went past the cap
         raise too_large from exc
+    g.spooled_batch_file = key  # deleted after the request unless a committed batch refers to it
+    service.precheck(file_format, spooled.head, blank=spooled.blank)
+    batch = service.queue_batch(session, client.department, actor=g.actor, now=now(),
+                                idempotency_key=header.idempotency_key, file_format=file_format, mode=query.mode,
+                                content_hash=spooled.sha256, spool_key=key, file_bytes=spooled.size)
     response = jsonify(batch_view(batch))
-    response.status_code = 201 if created else 200
+    response.status_code = 202
+    response.headers["Location"] = url_for("gov_batches.read", id=batch.public_id)
+    runner = in_process_runner(current_app)
+    if runner is not None:
+        response.call_on_close(runner.wake)  # after the response, so after the request's commit
     return response
+
+
+@bp.teardown_request
+def _drop_unqueued_file(exc: BaseException | None) -> None:
+    """A spooled file whose batch was not committed (refused, failed, lost a race on the key) is deleted."""
+    key = g.pop("spooled_batch_file", None)
+    if key is None:
+        return
+    try:
+        if exc is None:
+            db.session.rollback()  # the request's transaction ended at the edge; this only starts a fresh read
+            if import_jobs.is_referenced(db.session(), key):
+                return
+        import_spool().delete(key)
+    except Exception:  # the job's sweep deletes what is left here
+        db.session.rollback()
+        log.warning("could not delete an unqueued batch file", exc_info=True)
 
 
 @bp.get("/<id>", responses={200: BatchOut, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 422)})
 @require_scope("issue")
 def read(path: BatchPath) -> Response:
-    """Progress and per-row report of one of the department's own batches."""
+    """Status, progress and per-row report of one of the department's own batches."""
+    runner = in_process_runner(current_app)
+    if runner is not None:
+        runner.start()  # picks up batches queued before the server (re)started
     return jsonify(batch_view(service.get_batch(db.session(), g.client.department, path.id)))

@@ -117,10 +117,15 @@ class IdempotencyRecord(Base):
 
 
 class ImportBatch(Base):
-    """A batch import (批量导入) and its per-row report."""
+    """A batch import (批量导入), its progress and its per-row report.
+
+    Queued by the API with its file spooled (sealed) under `spool_key`; a job claims it (`claimed_by`, `attempts`),
+    reports progress through `processed_rows`/`processed_bytes`/`heartbeat_at`, and finishes it.
+    """
 
     __tablename__ = "import_batch"
-    __table_args__ = (UniqueConstraint("department_id", "idempotency_key"),)
+    __table_args__ = (UniqueConstraint("department_id", "idempotency_key"),
+                      Index("ix_import_batch_status", "status", "created_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -130,7 +135,7 @@ class ImportBatch(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     file_format: Mapped[str] = mapped_column(String(8))  # jsonl | csv
     mode: Mapped[str] = mapped_column(String(8))  # all | partial
-    status: Mapped[str] = mapped_column(String(12))  # processing | completed | failed
+    status: Mapped[str] = mapped_column(String(12))  # queued | processing | completed | failed
     total_rows: Mapped[int] = mapped_column(default=0)
     processed_rows: Mapped[int] = mapped_column(default=0)
     imported_rows: Mapped[int] = mapped_column(default=0)
@@ -140,6 +145,12 @@ class ImportBatch(Base):
     created_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    spool_key: Mapped[str | None] = mapped_column(String(80))  # the sealed file while the batch is not finished
+    file_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    processed_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(80))  # the worker importing it
+    attempts: Mapped[int] = mapped_column(default=0)  # claims so far (a dead worker's batch is claimed again)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)  # a failed file's error: code, message, details
 
 
 class Notification(Base):

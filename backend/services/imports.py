@@ -1,9 +1,11 @@
 """Batch import (批量导入) of certificates from JSON Lines or CSV: streamed in chunks, all-or-nothing or partial.
 
-Everything happens in the caller's one transaction. The certificates go into a SAVEPOINT; when an
-all-or-nothing batch fails, the savepoint is rolled back while the batch row and its per-row report stay in
-the outer transaction, so the one commit at the edge keeps the report and nothing else. A killed process
-commits nothing at all, and re-submitting the same Idempotency-Key then starts afresh.
+The API queues a batch (`queue_batch`, its file sealed in the spool) and a job imports it (`process_batch`, see
+backend/web/import_runner.py); the CLI imports a file at once (`import_certificates`). Either way the import
+happens in the caller's one transaction. The certificates go into a SAVEPOINT; when an all-or-nothing batch fails,
+the savepoint is rolled back while the batch row and its per-row report stay in the outer transaction, so the one
+commit keeps the report and nothing else. A killed process commits nothing of the import, and running the same
+batch again (or re-submitting the same file under a new key) adds no certificate twice.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import islice
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from sqlalchemy import insert, literal, null, select
 from sqlalchemy.orm import Session
 
-from backend.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from backend.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from backend.models import Base, Certificate, CertificateType, Department, ImportBatch
 from backend.models.certificates import VALID
+from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.batch_files import FORMATS as FORMATS  # part of this module's interface (jsonl, csv)
 from backend.services.batch_files import HashingReader, Problem, Row, csv_face, read_rows
@@ -34,9 +38,11 @@ from backend.services.issuance import (
     holder_notification,
     new_public_id,
 )
+from backend.services.spool import HEAD_BYTES
 
 MODES = ("all", "partial")
-PROCESSING, COMPLETED, FAILED = "processing", "completed", "failed"
+QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
+FINISHED = (COMPLETED, FAILED)
 MAX_ROWS = 100_000
 CHUNK_ROWS = 500
 REPORT_LIMIT = 1000  # stored report entries; whole rows only, so truncation can be told from the counts
@@ -226,43 +232,100 @@ def find_batch(session: Session, department: Department, idempotency_key: str) -
                                                     ImportBatch.idempotency_key == idempotency_key))
 
 
+def check_same_file(existing: ImportBatch, *, content_hash: str, file_format: str, mode: str) -> None:
+    """An Idempotency-Key used again must come with the same file (and mode): else 409, whatever the batch's state."""
+    if (existing.content_hash, existing.file_format, existing.mode) != (content_hash, file_format, mode):
+        raise Conflict("同一 Idempotency-Key 已用于不同的批量文件", code="idempotency_key_reused",
+                       details={"batch": existing.public_id})
+
+
+def _new_batch(department: Department, actor: Actor, now: datetime, *, idempotency_key: str, file_format: str,
+               mode: str, status: str, content_hash: str = "", spool_key: str | None = None,
+               file_bytes: int = 0) -> ImportBatch:
+    if file_format not in FORMATS or mode not in MODES:
+        raise ValueError(f"unknown format {file_format!r} or mode {mode!r}")
+    return ImportBatch(public_id=new_public_id(), department_id=department.id, content_hash=content_hash,
+                       submitted_by=f"{actor.kind}:{actor.id}"[:80], idempotency_key=idempotency_key,
+                       file_format=file_format, mode=mode, status=status, total_rows=0, processed_rows=0,
+                       imported_rows=0, skipped_rows=0, failed_rows=0, report=[], created_at=now, heartbeat_at=now,
+                       spool_key=spool_key, file_bytes=file_bytes, processed_bytes=0, attempts=0)
+
+
+def precheck(file_format: str, head: bytes, *, blank: bool) -> None:
+    """What can be told of a file from its start before it is queued: a file with no text at all, and a CSV
+    header with unknown, missing or repeated columns (422). The rest is found by the import."""
+    if blank:
+        raise _empty()
+    if file_format != "csv":
+        return
+    line, newline, _rest = head.partition(b"\n")
+    if (not newline and len(head) >= HEAD_BYTES) or b'"' in line:
+        return  # a header longer than the start we kept, or quoted cells (which may span lines): the import checks
+    for _row in read_rows(io.BufferedReader(io.BytesIO(line + newline)), "csv", 1):  # raises for a bad header
+        pass
+
+
+def queue_batch(session: Session, department: Department, *, actor: Actor, now: datetime, idempotency_key: str,
+                file_format: str, mode: str, content_hash: str, spool_key: str, file_bytes: int) -> ImportBatch:
+    """A batch whose file waits, sealed under `spool_key`, for `flask jobs imports` (or the development runner)."""
+    batch = _new_batch(department, actor, now, idempotency_key=idempotency_key, file_format=file_format, mode=mode,
+                       status=QUEUED, content_hash=content_hash, spool_key=spool_key, file_bytes=file_bytes)
+    session.add(batch)
+    session.flush()
+    record_event(session, actor=actor, action="certificate.batch_queued", now=now, object_type="import_batch",
+                 object_id=batch.public_id, details={"format": file_format, "mode": mode, "bytes": file_bytes})
+    return batch
+
+
 def import_certificates(session: Session, issuer: Issuer, source: IO[bytes], *, file_format: str, mode: str,
                         idempotency_key: str, max_rows: int = MAX_ROWS, workers: int = 0,
                         progress: Progress | None = None) -> tuple[ImportBatch, bool]:
-    """Import a file of certificates for `issuer.department`. Returns (batch, created).
+    """Import a file of certificates for `issuer.department` at once, in the caller's transaction (the CLI, the
+    benchmark). Returns (batch, created).
 
     The same Idempotency-Key with the same file (and mode) returns the earlier batch; with another file, 409.
     Row problems go to the batch's report; problems with the file itself (format, size, header) raise.
     `workers` > 0 signs in that many forked processes (see `Signer`).
     """
-    if file_format not in FORMATS or mode not in MODES:
-        raise ValueError(f"unknown format {file_format!r} or mode {mode!r}")
-    department = issuer.department
     reader = HashingReader(source)
-    existing = find_batch(session, department, idempotency_key)
+    existing = find_batch(session, issuer.department, idempotency_key)
     if existing is not None:
-        if (existing.content_hash, existing.file_format, existing.mode) != (reader.drain(), file_format, mode):
-            raise Conflict("同一 Idempotency-Key 已用于不同的批量文件", code="idempotency_key_reused",
-                           details={"batch": existing.public_id})
+        check_same_file(existing, content_hash=reader.drain(), file_format=file_format, mode=mode)
         return existing, False
-
-    now = issuer.now
-    batch = ImportBatch(public_id=new_public_id(), department_id=department.id, content_hash="",
-                        submitted_by=f"{issuer.actor.kind}:{issuer.actor.id}"[:80], idempotency_key=idempotency_key,
-                        file_format=file_format, mode=mode, status=PROCESSING, total_rows=0, processed_rows=0,
-                        imported_rows=0, skipped_rows=0, failed_rows=0, report=[], created_at=now, heartbeat_at=now)
+    batch = _new_batch(issuer.department, issuer.actor, issuer.now, idempotency_key=idempotency_key,
+                       file_format=file_format, mode=mode, status=PROCESSING)
     session.add(batch)
     session.flush()
-    run = _Run(session, issuer, batch, all_or_nothing=mode == "all", signer=Signer(issuer, batch.id, workers))
-    rows = read_rows(io.BufferedReader(reader, buffer_size=1 << 16), file_format, max_rows)
+    process_batch(session, issuer, batch, reader, max_rows=max_rows, workers=workers, progress=progress)
+    return batch, True
+
+
+def process_batch(session: Session, issuer: Issuer, batch: ImportBatch, source: IO[bytes] | io.RawIOBase, *,
+                  max_rows: int = MAX_ROWS,
+                  workers: int = 0, progress: Progress | None = None,
+                  before_finish: Callable[[], None] | None = None) -> None:
+    """Import the rows of `source` into `batch` (flushed, status processing) and finish it: completed, or failed
+    with its report (an all-or-nothing batch with a bad row imports nothing).
+
+    The certificates go into a SAVEPOINT that is rolled back when the batch fails or anything raises. Problems with
+    the file itself (format, header, encoding, too many rows, no rows) raise a DomainError. The batch row is not
+    written until the end, so that a job may report progress on it meanwhile from another connection (`progress`,
+    called after every chunk); `before_finish` runs just before, e.g. to check that the job still holds the batch.
+    On SQLite the caller's transaction must have written something already: pysqlite begins a transaction at the
+    first write, and a SAVEPOINT taken outside one would commit when it is released.
+    """
+    reader = source if isinstance(source, HashingReader) else HashingReader(cast(IO[bytes], source))
+    run = _Run(session, issuer, batch, all_or_nothing=batch.mode == "all", signer=Signer(issuer, batch.id, workers))
+    rows = read_rows(io.BufferedReader(reader, buffer_size=1 << 16), batch.file_format, max_rows)
     savepoint = session.begin_nested()
     try:
         while chunk := list(islice(rows, CHUNK_ROWS)):
             run.chunk(chunk)
-            batch.processed_rows = run.rows
             if progress is not None:
                 progress(run.rows, reader.bytes_read)
         run.drain()
+        if batch.content_hash and reader.hexdigest() != batch.content_hash:
+            raise SpooledFileChanged()
     except BaseException:
         run.signer.abort()
         if savepoint.is_active:
@@ -270,14 +333,23 @@ def import_certificates(session: Session, issuer: Issuer, source: IO[bytes], *, 
         raise
     if run.rows == 0:
         savepoint.rollback()
-        raise ValidationFailed("文件中没有数据行", code="empty_batch")
+        raise _empty()
     failed = run.all_or_nothing and run.failed > 0
     if failed:
         savepoint.rollback()  # nothing of a failed all-or-nothing batch is imported; its report is kept
     else:
         savepoint.commit()
+    if before_finish is not None:
+        before_finish()
     _finish(session, issuer, batch, run, reader.hexdigest(), failed=failed)
-    return batch, True
+
+
+def _empty() -> ValidationFailed:
+    return ValidationFailed("文件中没有数据行", code="empty_batch")
+
+
+class SpooledFileChanged(RuntimeError):
+    """The file read back for the import is not the one the batch was queued with."""
 
 
 def _finish(session: Session, issuer: Issuer, batch: ImportBatch, run: _Run, content_hash: str, *,
@@ -290,12 +362,27 @@ def _finish(session: Session, issuer: Issuer, batch: ImportBatch, run: _Run, con
     batch.skipped_rows = run.skipped
     batch.failed_rows = run.failed
     batch.report = run.report
+    batch.processed_bytes = batch.file_bytes or batch.processed_bytes
     batch.heartbeat_at = batch.finished_at = now
     counts = {"total": run.rows, "imported": batch.imported_rows, "skipped": run.skipped, "failed": run.failed}
     record_event(session, actor=issuer.actor, action="certificate.batch_imported", now=now,
                  object_type="import_batch", object_id=batch.public_id,
                  outcome="failure" if failed else "success",
                  details={"format": batch.file_format, "mode": batch.mode, "status": batch.status, **counts})
+    session.flush()
+
+
+def fail_batch(session: Session, batch: ImportBatch, error: DomainError, *, actor: Actor, now: datetime) -> None:
+    """A queued batch whose file could not be imported as a whole (bad header, not UTF-8, too many rows, no rows,
+    unreadable): failed with the error a synchronous request would have answered; nothing of it is imported."""
+    batch.status = FAILED
+    batch.error = error.to_dict()["error"]
+    batch.total_rows = batch.processed_rows = batch.imported_rows = batch.skipped_rows = batch.failed_rows = 0
+    batch.report = []
+    batch.heartbeat_at = batch.finished_at = now
+    record_event(session, actor=actor, action="certificate.batch_imported", now=now, object_type="import_batch",
+                 object_id=batch.public_id, outcome="failure",
+                 details={"format": batch.file_format, "mode": batch.mode, "status": FAILED, "error": error.code})
     session.flush()
 
 

@@ -1,0 +1,94 @@
+"""The queue of batch imports: claiming a batch for one worker, keeping the claim, and giving up on it.
+
+A claim is a conditional UPDATE (queued, or processing with a heartbeat older than the staleness, → processing,
+this worker, attempts + 1) guarded by the attempt count, after a `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL:
+two nodes never import the same batch, and a batch whose worker died is claimed again and imported from scratch
+(the dead worker's transaction committed nothing of it). These verbs flush and never commit: the job runner
+(backend/web/import_runner.py) owns the transactions.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from backend.errors import DomainError
+from backend.models import Department, ImportBatch
+from backend.services.actors import Actor
+from backend.services.imports import PROCESSING, QUEUED
+
+
+class ClaimLost(Exception):
+    """Another worker took the batch over (this one was thought dead): its import must be rolled back."""
+
+
+class ImportInterrupted(DomainError):
+    code = "import_interrupted"
+    status = 500
+    message = "导入多次中断，批次已失败，请重新提交"
+
+
+class BatchFileUnreadable(DomainError):
+    code = "batch_file_unreadable"
+    status = 500
+    message = "暂存的批量文件无法读取，请重新提交"
+
+
+def worker_name() -> str:
+    """This worker, as recorded on the batches it claims: host, process and a random part."""
+    return f"{socket.gethostname()[:50]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def claim_next(session: Session, *, worker: str, now: datetime, stale_after: timedelta) -> ImportBatch | None:
+    """The oldest queued batch, or a processing one whose worker stopped reporting, now claimed by `worker`."""
+    claimable = or_(ImportBatch.status == QUEUED,
+                    and_(ImportBatch.status == PROCESSING, ImportBatch.heartbeat_at < now - stale_after))
+    for _ in range(20):  # on SQLite (no row locks) another worker may win between the look and the update
+        found = session.execute(select(ImportBatch.id, ImportBatch.status, ImportBatch.attempts).where(claimable)
+                                .order_by(ImportBatch.created_at, ImportBatch.id).limit(1)
+                                .with_for_update(skip_locked=True)).first()
+        if found is None:
+            return None
+        won = session.execute(
+            update(ImportBatch)
+            .where(ImportBatch.id == found.id, ImportBatch.status == found.status,
+                   ImportBatch.attempts == found.attempts)
+            .values(status=PROCESSING, claimed_by=worker, attempts=found.attempts + 1, heartbeat_at=now,
+                    processed_rows=0, processed_bytes=0)
+            .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+        if won == 1:
+            batch = session.get(ImportBatch, found.id)
+            assert batch is not None
+            session.refresh(batch)
+            return batch
+    return None
+
+
+def keep_claim(session: Session, batch: ImportBatch, *, worker: str, now: datetime) -> None:
+    """Check, in the importing transaction, that `worker` still holds the batch, and hold it to the commit (the row
+    stays locked on PostgreSQL, so no one can claim it in between). Raises ClaimLost otherwise."""
+    held = session.execute(
+        update(ImportBatch)
+        .where(ImportBatch.id == batch.id, ImportBatch.claimed_by == worker, ImportBatch.status == PROCESSING)
+        .values(heartbeat_at=now)
+        .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+    if held != 1:
+        raise ClaimLost(batch.public_id)
+
+
+def batch_actor(session: Session, batch: ImportBatch) -> Actor:
+    """The one who submitted the batch (e.g. the department's client): its certificates and audit events name
+    them, as a synchronous import would have."""
+    kind, _, name = batch.submitted_by.partition(":")
+    department_code = session.scalar(select(Department.code).where(Department.id == batch.department_id))
+    return Actor(kind=kind, id=name, department_code=department_code)
+
+
+def is_referenced(session: Session, spool_key: str) -> bool:
+    """Whether a batch still waits for the spooled file (else the file is a leftover to delete)."""
+    return session.scalar(select(ImportBatch.id).where(ImportBatch.spool_key == spool_key).limit(1)) is not None
