@@ -13,6 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from backend.models.base import Base
+from backend.sqlite_writers import QueuedWriterConnection
 
 
 def _client_address() -> str:
@@ -23,6 +24,13 @@ def _client_address() -> str:
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 limiter = Limiter(key_func=_client_address)
+
+
+@event.listens_for(Engine, "do_connect")
+def _sqlite_queued_writers(dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+    """SQLite: writers queue on a file lock instead of SQLite's sleep-and-retry (backend.sqlite_writers)."""
+    if dialect.name == "sqlite" and dialect.driver == "pysqlite":
+        params.setdefault("factory", QueuedWriterConnection)
 
 
 @event.listens_for(Engine, "connect")
