@@ -405,6 +405,7 @@ def test_cli_import_shows_progress_and_a_second_run_adds_nothing(app, runner, ca
     with app.app_context():
         batch = db.session.scalar(select(ImportBatch))
         assert batch is not None and batch.submitted_by.startswith("operator:")
+        assert batch.file_bytes == batch.processed_bytes == path.stat().st_size and batch.spool_key is None
 
 
 def test_cli_import_of_a_failing_file_exits_non_zero_and_lists_the_problems(app, runner, catalog, tmp_path: Path):

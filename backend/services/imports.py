@@ -341,7 +341,7 @@ def process_batch(session: Session, issuer: Issuer, batch: ImportBatch, source: 
         savepoint.commit()
     if before_finish is not None:
         before_finish()
-    _finish(session, issuer, batch, run, reader.hexdigest(), failed=failed)
+    _finish(session, issuer, batch, run, reader, failed=failed)
 
 
 def _empty() -> ValidationFailed:
@@ -352,17 +352,17 @@ class SpooledFileChanged(RuntimeError):
     """The file read back for the import is not the one the batch was queued with."""
 
 
-def _finish(session: Session, issuer: Issuer, batch: ImportBatch, run: _Run, content_hash: str, *,
+def _finish(session: Session, issuer: Issuer, batch: ImportBatch, run: _Run, reader: HashingReader, *,
             failed: bool) -> None:
     now = issuer.now
-    batch.content_hash = content_hash
+    batch.content_hash = reader.hexdigest()
+    batch.file_bytes = batch.processed_bytes = reader.bytes_read
     batch.status = FAILED if failed else COMPLETED
     batch.total_rows = batch.processed_rows = run.rows
     batch.imported_rows = 0 if failed else run.imported
     batch.skipped_rows = run.skipped
     batch.failed_rows = run.failed
     batch.report = run.report
-    batch.processed_bytes = batch.file_bytes or batch.processed_bytes
     batch.heartbeat_at = batch.finished_at = now
     counts = {"total": run.rows, "imported": batch.imported_rows, "skipped": run.skipped, "failed": run.failed}
     record_event(session, actor=issuer.actor, action="certificate.batch_imported", now=now,
