@@ -101,11 +101,15 @@ def validation_error(exc: ValidationError) -> Response:
 
 def _refuse_unencodable_json() -> None:
     """JSON may carry lone surrogates (\\ud800) that no UTF-8 text can hold: refuse them before any view runs."""
-    if request.mimetype != "application/json" or not request.content_length:
+    if request.mimetype != "application/json":
         return
-    raw = request.get_data(cache=True)
-    if b"\\u" not in raw and b"\xed" not in raw:
-        return  # a surrogate needs a \u escape or (JSON read with surrogatepass) the UTF-8 lead byte 0xED
+    raw = request.get_data(cache=True)  # within the body cap; chunked bodies too (no Content-Length)
+    if not raw:
+        return
+    # In UTF-8 a surrogate needs a \u escape or (JSON is read with surrogatepass) the lead byte 0xED; JSON in UTF-16
+    # or UTF-32 always takes the full check.
+    if b"\\u" not in raw and b"\xed" not in raw and json.detect_encoding(raw) == "utf-8":
+        return
     body = request.get_json(silent=True)
     if body is None:
         return  # malformed JSON is reported by the view's validation as a 400

@@ -8,18 +8,23 @@ before the statement that opens a write transaction and lets go when the transac
 next writer the moment the lock is free. Readers never take it (WAL lets them read during a write).
 
 The rule mirrors the `sqlite3` module's: a transaction begins at the first INSERT, UPDATE, DELETE or REPLACE outside
-one (reads before that run in autocommit, so a writer always starts from a fresh snapshot). Whatever this does not
-cover (a transaction opened by SAVEPOINT, another program writing the file, a thread that already writes through a
-second connection: never wait for oneself) falls back to SQLite's own busy handler and busy_timeout, as before.
+one (reads before that run in autocommit, so a writer always starts from a fresh snapshot). A writer waits for the
+lock at most the connection's busy_timeout and then fails with "database is locked", as SQLite would. Whatever this
+does not cover (a transaction opened by SAVEPOINT, another program writing the file, a thread that already writes
+through a second connection: never wait for oneself) falls back to SQLite's own busy handler, as before. Forked
+children close their copies of the lock files, so they neither hold nor release their parent's lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import sqlite3
 import threading
+import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +32,22 @@ from typing import Any
 _BEGINS_TRANSACTION = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*(?:insert|update|delete|replace)\b",
                                  re.IGNORECASE | re.DOTALL)
 _held = threading.local()  # per thread: the lock files it holds through some connection
+_open: weakref.WeakSet[QueuedWriterConnection] = weakref.WeakSet()  # connections with a lock file open
+
+
+def _forget_locks_in_child() -> None:
+    """A forked child (the import's signing workers) must never hold or release its parent's lock: it closes its
+    copies of the lock files, which leaves the parent's lock as it is (flock belongs to the open file, which the
+    parent still has open)."""
+    for conn in list(_open):
+        if conn._lock_fd is not None:
+            os.close(conn._lock_fd)
+        conn._lock_fd, conn._holders = None, None
+    _open.clear()
+    _held.__dict__.pop("paths", None)
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 def lock_path(database: Any) -> str | None:
@@ -65,9 +86,34 @@ class QueuedWriterConnection(sqlite3.Connection):
             return  # this thread already writes through another connection: waiting would be waiting for itself
         if self._lock_fd is None:
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # releases the GIL while it waits
+            _open.add(self)
+        self._wait_for_lock(self._lock_fd)
         held.add(self._lock_path)
         self._holders = held
+
+    def _wait_for_lock(self, fd: int) -> None:
+        """Take the lock, waiting at most the connection's busy_timeout, as SQLite itself would; then fail as it does.
+
+        flock has no timeout, so a busy lock is polled, at first every 50 µs and at most every millisecond: a writer
+        still starts within a millisecond of the lock's release (SQLite's handler sleeps 1, 2, 5, 10 … ms).
+        """
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        (busy_ms,) = super().execute("PRAGMA busy_timeout").fetchone()  # not a write: takes no lock
+        deadline = time.monotonic() + busy_ms / 1000
+        pause = 0.00005
+        while True:
+            time.sleep(pause)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError("database is locked") from None
+            pause = min(pause * 2, 0.001)
 
     def after_statement(self) -> None:
         if self._holders is not None and not self.in_transaction:
@@ -91,14 +137,29 @@ class QueuedWriterConnection(sqlite3.Connection):
         finally:
             self.release()
 
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            return super().__exit__(*exc_info)  # commits or rolls back in C, past `commit` and `rollback`
+        finally:
+            if not self.in_transaction:
+                self.release()
+
     def close(self) -> None:
         try:
             super().close()
         finally:
-            self.release()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            self._drop_lock()
+
+    def __del__(self) -> None:
+        # A connection collected without close() (sqlite3 closes it in C, past `close`) must not keep the lock.
+        with contextlib.suppress(Exception):  # at interpreter shutdown modules may be gone; the process's end frees it
+            self._drop_lock()
+
+    def _drop_lock(self) -> None:
+        self.release()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 class QueuedWriterCursor(sqlite3.Cursor):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
@@ -98,6 +99,25 @@ def test_unexpected_errors_answer_500_in_the_error_shape_without_internals(faili
 def test_json_with_lone_surrogates_is_refused_with_400(dept_client, body):
     response = dept_client.http.post("/gov/v1/certificates", data=body,
                                      content_type="application/json", headers=dept_client.headers())
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_unicode"
+
+
+def test_lone_surrogates_in_utf16_json_are_refused_with_400(dept_client):
+    # JSON may come in UTF-16 or UTF-32 (RFC 8259 readers detect it), where no \\u or 0xED byte shows.
+    body = json.dumps({"type_code": "x\ud800"}, ensure_ascii=False).encode("utf-16-le", "surrogatepass")
+    response = dept_client.http.post("/gov/v1/certificates", data=body, content_type="application/json",
+                                     headers=dept_client.headers())
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_unicode"
+
+
+def test_lone_surrogates_in_a_chunked_json_body_are_refused_with_400(dept_client):
+    # No Content-Length: the body arrives chunked (the server marks the input terminated).
+    response = dept_client.http.post("/gov/v1/certificates", input_stream=io.BytesIO(b'{"type_code": "\\ud800"}'),
+                                     content_type="application/json",
+                                     headers={**dept_client.headers(), "Transfer-Encoding": "chunked"},
+                                     environ_overrides={"wsgi.input_terminated": True})
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_unicode"
 

@@ -6,7 +6,6 @@ import fcntl
 import os
 import sqlite3
 import threading
-import time
 
 import pytest
 
@@ -59,11 +58,12 @@ def test_a_write_transaction_holds_the_lock_until_it_ends(database):
     assert lock_is_free(database)
 
 
-def test_a_second_writer_waits_for_the_first_without_sleeping_and_then_writes(database, monkeypatch):
+def test_a_second_writer_queues_on_the_lock_and_writes_once_the_first_commits(database, monkeypatch):
     first, second = connect(database), connect(database)
     first.execute("INSERT INTO t VALUES (1)")
-    sleeps = []
-    monkeypatch.setattr(time, "sleep", lambda seconds: sleeps.append(seconds))
+    polls = []
+    real_flock = fcntl.flock
+    monkeypatch.setattr(fcntl, "flock", lambda fd, op: (polls.append(op), real_flock(fd, op))[1])
     done = threading.Event()
 
     def write() -> None:
@@ -73,13 +73,61 @@ def test_a_second_writer_waits_for_the_first_without_sleeping_and_then_writes(da
 
     writer = threading.Thread(target=write)
     writer.start()
-    assert not done.wait(0.2)  # queued behind the first writer
+    assert not done.wait(0.2)  # queued behind the first writer, on our lock
+    assert polls.count(fcntl.LOCK_EX | fcntl.LOCK_NB) >= 2
     first.commit()
     writer.join(5)
-    assert done.is_set() and sleeps == []
+    assert done.is_set()
     assert sorted(n for (n,) in first.execute("SELECT n FROM t")) == [1, 2]
     first.close()
     second.close()
+
+
+def test_a_writer_waits_no_longer_than_the_busy_timeout(database):
+    first, second = connect(database), connect(database, busy_ms=100)
+    first.execute("INSERT INTO t VALUES (1)")
+    outcome: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            second.execute("INSERT INTO t VALUES (2)")
+        except sqlite3.OperationalError as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join(10)
+    assert not writer.is_alive() and "locked" in str(outcome[0])
+    assert not second.in_transaction
+    first.commit()
+    second.execute("INSERT INTO t VALUES (3)")  # nothing left behind: the lock is free again
+    second.commit()
+    first.close()
+    second.close()
+
+
+def test_a_forked_child_neither_holds_nor_releases_the_parents_lock(database):
+    conn = connect(database)
+    conn.execute("INSERT INTO t VALUES (1)")
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the lock file is closed, the parent's lock is untouched
+        ok = conn._lock_fd is None and not lock_is_free(database)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not lock_is_free(database)  # still the parent's
+    conn.commit()
+    assert lock_is_free(database)
+    conn.close()
+
+
+def test_the_context_manager_commit_lets_go_of_the_lock(database):
+    conn = connect(database)
+    with conn:
+        conn.execute("INSERT INTO t VALUES (1)")
+        assert not lock_is_free(database)
+    assert lock_is_free(database)
+    conn.close()
 
 
 def test_a_thread_never_waits_for_its_own_other_connection(database):
@@ -128,3 +176,14 @@ def test_the_app_engine_uses_queued_writers_on_sqlite(app):
             pytest.skip("SQLite only")
         with db.engine.connect() as conn:
             assert isinstance(conn.connection.dbapi_connection, QueuedWriterConnection)
+
+
+def test_a_connection_collected_without_close_lets_go_of_the_lock(database):
+    import gc
+
+    conn = connect(database)
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert not lock_is_free(database)
+    del conn
+    gc.collect()
+    assert lock_is_free(database)
