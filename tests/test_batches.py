@@ -512,3 +512,74 @@ def test_bulk_inserted_rows_read_back_as_the_orm_would_have_written_them(app):
                                      for r in rows]
         assert all(k.created_at.utcoffset() == timedelta(0) for k in stored)
         db.session.rollback()
+
+
+LONE_SURROGATE = "\\ud800"  # a JSON escape that decodes to half a UTF-16 pair: not a character, not storable
+
+
+def _with_lone_surrogate(body: dict[str, Any], where: str) -> bytes:
+    """The JSON line of `body` with a lone surrogate escape put into the string at `where` (a dotted path)."""
+    marker = "SURROGATE-MARKER"
+    target: Any = body
+    *parents, last = where.split(".")
+    for name in parents:
+        target = target[name]
+    if last == "<key>":
+        target[marker] = "x"
+    else:
+        target[last] = target[last] + marker
+    return json.dumps(body, ensure_ascii=False).replace(marker, LONE_SURROGATE).encode()
+
+
+def test_a_lone_surrogate_in_a_json_line_fails_that_row_all_or_nothing_with_a_report(app, dept_client):
+    data = jsonl(certificate_body(), _with_lone_surrogate(certificate_body(), "holder.name"), certificate_body())
+    assert b"\\ud800" in data
+    batch = import_file(app, dept_client, data)
+    assert (batch["status"], batch["error"], batch["imported_rows"], batch["failed_rows"]) == ("failed", None, 0, 1)
+    assert problems(batch) == {(2, "holder.name", "invalid_unicode")}
+    assert count(app, Certificate) == 0 and spooled_files(app) == []
+
+
+def test_lone_surrogates_anywhere_in_a_row_are_row_problems_and_partial_mode_imports_the_rest(app, dept_client):
+    rows = [certificate_body(), _with_lone_surrogate(certificate_body(), "certificate_number"),
+            _with_lone_surrogate(certificate_body(), "fields.legal_representative"),
+            _with_lone_surrogate(certificate_body(), "fields.<key>"),
+            _with_lone_surrogate(certificate_body(), "<key>"),
+            b'{"type_code": "\\udc00\\ud800"}', certificate_body(),
+            b'{"fields": {"deep": ' + b"[" * 500 + b'"\\uDBFF"' + b"]" * 500 + b"}}"]
+    batch = import_file(app, dept_client, jsonl(*rows), mode="partial")
+    assert (batch["status"], batch["imported_rows"], batch["failed_rows"]) == ("completed", 2, 6)
+    assert problems(batch) == {(2, "certificate_number", "invalid_unicode"),
+                               (3, "fields.legal_representative", "invalid_unicode"),
+                               (4, "fields", "invalid_unicode"), (5, None, "invalid_unicode"),
+                               (6, "type_code", "invalid_unicode"), (8, "fields.deep", "invalid_unicode")}
+    assert count(app, Certificate) == 2
+
+
+def test_a_surrogate_pair_escape_is_one_character_and_imports(app, dept_client):
+    body = certificate_body()
+    body["holder"]["name"] += "PAIR"
+    data = json.dumps(body, ensure_ascii=False).replace("PAIR", "\\ud840\\udc00").encode()  # 𠀀, one character
+    batch = import_file(app, dept_client, jsonl(data))
+    assert (batch["status"], batch["imported_rows"]) == ("completed", 1)
+
+
+def test_surrogates_encoded_as_bytes_are_not_utf8_in_either_format(app, dept_client):
+    body = certificate_body()
+    line = json.dumps(body, ensure_ascii=False).encode().replace(b'"issued_on"', b'"issued_on\xed\xa0\x80"')
+    batch = import_file(app, dept_client, jsonl(certificate_body(), line), mode="partial")
+    assert problems(batch) == {(2, None, "invalid_encoding")} and batch["imported_rows"] == 1
+    second = certificate_body()
+    number = second["certificate_number"].encode()
+    table = csv_file(certificate_body(), second).replace(number, number + b"\xed\xa0\x80")
+    batch = import_file(app, dept_client, table, CSV, mode="partial")
+    assert (batch["status"], batch["error"]["code"]) == ("failed", "invalid_encoding")
+    assert count(app, Certificate) == 1
+
+
+def test_cli_import_reports_a_lone_surrogate_as_a_row_problem(app, runner, catalog, tmp_path: Path):
+    path = tmp_path / "batch.jsonl"
+    path.write_bytes(jsonl(certificate_body(), _with_lone_surrogate(certificate_body(), "holder.name")))
+    result = runner.invoke(args=["certificates", "import", str(path), "--dept", SAMR, "--mode", "partial"])
+    assert "invalid_unicode" in result.output, result.output
+    assert count(app, Certificate) == 1

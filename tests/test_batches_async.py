@@ -15,9 +15,12 @@ from sqlalchemy.orm import Session
 
 from backend.config import load_settings
 from backend.extensions import db
-from backend.models import AuditEvent, Certificate, ImportBatch, Notification
+from backend.models import ApiClient, AuditEvent, Certificate, ImportBatch, Notification
 from backend.services import import_jobs, issuance
+from backend.services.actors import Actor
+from backend.services.clients import set_client_active
 from backend.services.import_jobs import ClaimLost
+from backend.services.spool import SealedSpool
 from backend.web import import_runner
 from tests.batch_support import (
     BATCHES,
@@ -353,3 +356,115 @@ def test_the_runner_is_off_in_tests_so_batches_wait_for_the_job(app, dept_client
     response = submit(dept_client, jsonl(certificate_body()))
     response.close()
     assert read_batch(dept_client, response.get_json()["id"])["status"] == "queued"
+
+
+# -- the submitting client is checked again when its batch is imported ---------------------------------------------
+
+def _change_client(app: Any, client_id: str, clock: Any, *, active: bool | None = None,
+                   scopes: list[str] | None = None) -> None:
+    with app.app_context():
+        if active is not None:
+            set_client_active(db.session(), client_id, active, actor=Actor.operator("test"), now=clock())
+        if scopes is not None:
+            found = db.session.scalar(select(ApiClient).where(ApiClient.client_id == client_id))
+            assert found is not None
+            found.scopes = scopes
+        db.session.commit()
+        db.session.remove()
+
+
+def test_a_batch_records_the_client_that_submitted_it(app, dept_client):
+    batch_id = submit(dept_client, jsonl(certificate_body())).get_json()["id"]
+    with app.app_context():
+        found = db.session.scalar(select(ApiClient).where(ApiClient.client_id == dept_client.client_id))
+        assert found is not None and batch_row(app, batch_id).api_client_id == found.id
+        db.session.remove()
+
+
+def test_a_client_disabled_after_submitting_gets_its_queued_batch_failed_and_nothing_issued(app, dept_client, clock):
+    batch_id = submit(dept_client, jsonl(certificate_body(), certificate_body())).get_json()["id"]
+    assert len(spooled_files(app)) == 1
+    _change_client(app, dept_client.client_id, clock, active=False)
+    assert run_imports(app) == {"failed": 1}
+    batch = batch_row(app, batch_id)
+    assert (batch.status, batch.imported_rows, batch.spool_key) == ("failed", 0, None)
+    assert batch.error is not None and batch.error["code"] == "client_disabled" and "停用" in batch.error["message"]
+    assert count(app, Certificate) == 0 and count(app, Notification) == 0 and spooled_files(app) == []
+    assert count(app, AuditEvent, AuditEvent.action == "certificate.batch_imported",
+                 AuditEvent.outcome == "failure") == 1
+    _change_client(app, dept_client.client_id, clock, active=True)  # enabled again: the failed batch stays failed
+    assert read_batch(dept_client, batch_id)["error"]["code"] == "client_disabled"
+    assert run_imports(app) == {} and count(app, Certificate) == 0
+
+
+def test_a_client_that_lost_the_issue_scope_gets_its_queued_batch_failed(app, dept_client, clock):
+    batch_id = submit(dept_client, jsonl(certificate_body())).get_json()["id"]
+    _change_client(app, dept_client.client_id, clock, scopes=["catalog", "verify"])
+    assert run_imports(app) == {"failed": 1}
+    batch = batch_row(app, batch_id)
+    assert batch.status == "failed" and batch.error is not None and batch.error["code"] == "client_scope_revoked"
+    assert count(app, Certificate) == 0 and spooled_files(app) == []
+
+
+def test_the_actor_of_an_import_is_the_submitting_client_not_a_parse_of_submitted_by(app, dept_client):
+    batch_id = submit(dept_client, jsonl(certificate_body())).get_json()["id"]
+    with app.app_context():  # submitted_by is a truncated label only: the client is found by its id
+        db.session.execute(ImportBatch.__table__.update().where(ImportBatch.public_id == batch_id)
+                           .values(submitted_by="client:" + "x" * 73))
+        db.session.commit()
+        db.session.remove()
+    assert run_imports(app) == {"completed": 1}
+    with app.app_context():
+        actors = set(db.session.scalars(select(AuditEvent.actor_id).where(
+            AuditEvent.action == "certificate.batch_imported")))
+        db.session.remove()
+    assert actors == {dept_client.client_id}
+
+
+def test_a_failure_before_the_file_is_read_closes_the_file(app, dept_client, monkeypatch):
+    batch_id = submit(dept_client, jsonl(certificate_body())).get_json()["id"]
+    opened: list[Any] = []
+    open_spool = SealedSpool.open
+
+    def tracked(self: SealedSpool, key: str) -> Any:
+        opened.append(open_spool(self, key))
+        return opened[-1]
+
+    def lost(_session: Any, batch: ImportBatch, **_kwargs: Any) -> None:
+        raise ClaimLost(batch.public_id)
+
+    monkeypatch.setattr(SealedSpool, "open", tracked)
+    monkeypatch.setattr(import_jobs, "keep_claim", lost)
+    assert run_imports(app) == {"lost": 1}
+    assert all(reader.closed for reader in opened)
+    assert batch_row(app, batch_id).status == "processing" and count(app, Certificate) == 0
+
+
+def test_failed_batch_messages_ask_for_a_new_idempotency_key(app, dept_client):
+    batch_id = submit(dept_client, jsonl(certificate_body())).get_json()["id"]
+    [sealed] = spooled_files(app)
+    sealed.unlink()
+    assert run_imports(app) == {"failed": 1}
+    error = read_batch(dept_client, batch_id)["error"]
+    assert error["code"] == "batch_file_unreadable" and "新的 Idempotency-Key" in error["message"]
+    assert "新的 Idempotency-Key" in import_jobs.ImportInterrupted().message
+
+
+def test_a_client_disabled_while_its_batch_is_imported_gets_the_batch_failed(app, dept_client, monkeypatch):
+    if not on_postgresql(app):
+        pytest.skip("SQLite has one writer: the import holds it, so no one can disable the client meanwhile")
+    monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
+    batch_id = submit(dept_client, jsonl(*(certificate_body() for _ in range(5)))).get_json()["id"]
+    record = import_runner.ProgressRecorder.__call__
+
+    def record_and_disable(self: import_runner.ProgressRecorder, rows: int, bytes_read: int) -> None:
+        record(self, rows, bytes_read)
+        with db.engine.begin() as connection:  # an operator, elsewhere, while the import runs
+            connection.execute(ApiClient.__table__.update().where(ApiClient.client_id == dept_client.client_id)
+                               .values(active=False))
+
+    monkeypatch.setattr(import_runner.ProgressRecorder, "__call__", record_and_disable)
+    assert run_imports(app) == {"failed": 1}
+    batch = batch_row(app, batch_id)
+    assert batch.status == "failed" and batch.error is not None and batch.error["code"] == "client_disabled"
+    assert count(app, Certificate) == 0 and count(app, Notification) == 0 and spooled_files(app) == []

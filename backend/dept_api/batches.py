@@ -3,9 +3,8 @@ for the import job (backend/web/import_runner.py) and watched through GET."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from flask import Response, current_app, g, jsonify, request, url_for
 from flask_openapi3 import APIBlueprint, RawModel, Tag
@@ -19,6 +18,7 @@ from backend.models import ApiClient, ImportBatch
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, error_responses
 from backend.services import import_jobs
 from backend.services import imports as service
+from backend.services.batch_files import HashingReader
 from backend.services.spool import SpoolTooLarge, new_spool_key
 from backend.web.context import now
 from backend.web.import_runner import import_spool, in_process_runner
@@ -57,12 +57,18 @@ class BatchPath(BaseModel):
 class RowProblemOut(BaseModel):
     row: int = Field(description="JSON Lines: line number; CSV: data row number (header not counted)")
     field: str | None = Field(description="the field, e.g. holder.code or fields.uscc; null for the whole row")
-    reason: str
+    reason: str = Field(description="e.g. malformed_json, invalid_encoding, invalid_unicode (a lone surrogate "
+                                    "escape such as \\ud800), unknown_field, invalid_date, duplicate_in_file, "
+                                    "certificate_number_taken")
     detail: str
 
 
 class BatchErrorOut(BaseModel):
-    code: str = Field(description="e.g. unknown_column, invalid_encoding, too_many_rows, empty_batch")
+    code: str = Field(description="the file: unknown_column, missing_column, duplicate_column, malformed_csv, "
+                                  "invalid_encoding, too_many_rows, empty_batch; the import: batch_file_unreadable, "
+                                  "import_interrupted (both: submit again under a new Idempotency-Key); the "
+                                  "submitting client: client_disabled, client_scope_revoked (disabled, or no longer "
+                                  "holding `issue`, before the import ended)")
     message: str
     details: dict[str, Any] | None = None
 
@@ -111,13 +117,6 @@ def _file_format() -> str:
     return file_format
 
 
-def _content_hash(stream: IO[bytes]) -> str:
-    digest = hashlib.sha256()
-    while data := stream.read(1 << 16):
-        digest.update(data)
-    return digest.hexdigest()
-
-
 QUEUED_RESPONSE = {
     "description": "Accepted: the batch is queued for the import job",
     "headers": {"Location": {"description": "the batch: GET it for status, progress and report",
@@ -139,7 +138,9 @@ def submit(header: BatchHeaders, query: BatchQuery, raw: BatchFile) -> Response:
     has processed it; follow the `Location` header (GET /gov/v1/certificates/batches/{id}) for progress and the
     per-row report. Refused at once: another media type (415), a file over the byte cap (413), a file with no text
     or a CSV header with unknown, missing or repeated columns (422). Found by the import: bad rows (`report`), and a
-    file not in UTF-8, past the row cap or without data rows (`error`; status `failed`). `mode=all`: any bad row
+    file not in UTF-8, past the row cap or without data rows (`error`; status `failed`). The submitting client must
+    still be active and hold `issue` until the import ends, else the batch fails (`error`: `client_disabled`,
+    `client_scope_revoked`) and nothing is imported. `mode=all`: any bad row
     imports nothing and the batch is `failed`; `mode=partial`: the good rows are imported. A row imported before
     with the same content is skipped, so a file sent twice adds nothing. 200 with the batch as it is now when this
     Idempotency-Key came with this file before; 409 when it came with another file or mode.
@@ -155,7 +156,7 @@ def submit(header: BatchHeaders, query: BatchQuery, raw: BatchFile) -> Response:
     existing = service.find_batch(session, client.department, header.idempotency_key)
     if existing is not None:
         try:
-            content_hash = _content_hash(request.stream)
+            content_hash = HashingReader(request.stream).drain()
         except RequestEntityTooLarge as exc:
             raise too_large from exc
         service.check_same_file(existing, content_hash=content_hash, file_format=file_format, mode=query.mode)
@@ -170,7 +171,8 @@ def submit(header: BatchHeaders, query: BatchQuery, raw: BatchFile) -> Response:
     service.precheck(file_format, spooled.head, blank=spooled.blank)
     batch = service.queue_batch(session, client.department, actor=g.actor, now=now(),
                                 idempotency_key=header.idempotency_key, file_format=file_format, mode=query.mode,
-                                content_hash=spooled.sha256, spool_key=key, file_bytes=spooled.size)
+                                content_hash=spooled.sha256, spool_key=key, file_bytes=spooled.size,
+                                api_client_id=client.id)
     response = jsonify(batch_view(batch))
     response.status_code = 202
     response.headers["Location"] = url_for("gov_batches.read", id=batch.public_id)

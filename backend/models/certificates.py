@@ -130,7 +130,10 @@ class ImportBatch(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
     department_id: Mapped[int] = mapped_column(ForeignKey("department.id"))
-    submitted_by: Mapped[str] = mapped_column(String(80))
+    submitted_by: Mapped[str] = mapped_column(String(80))  # a label ("client:<id>", "operator:<name>"), truncated
+    # The department client that submitted the batch through the API (checked again when it is imported: it must
+    # still be active and hold `issue`); None for a CLI (operator) import.
+    api_client_id: Mapped[int | None] = mapped_column(ForeignKey("api_client.id"))
     idempotency_key: Mapped[str] = mapped_column(String(128))
     content_hash: Mapped[str] = mapped_column(String(64))
     file_format: Mapped[str] = mapped_column(String(8))  # jsonl | csv

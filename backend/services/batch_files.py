@@ -79,6 +79,47 @@ class HashingReader(io.RawIOBase):
         return self.hexdigest()
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # the only way to one in a line that decoded as UTF-8
+
+
+def _has_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a lone surrogate (a \\ud800-style escape without its pair) anywhere.
+    Without recursion: a line may nest as deep as the JSON parser allows."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item) is not None:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _unicode_problem(value: dict[str, Any]) -> Problem | None:
+    """A lone surrogate is not a character: it cannot be hashed, signed or stored. The row fails, naming the
+    field (holder.<name>, fields.<name> or the key) when the field's own name is text, else the whole row."""
+    if not _has_surrogate(value):
+        return None
+    detail = "含有无效的 Unicode 转义（单独的代理项，如 \\ud800）"
+    for key, item in value.items():
+        if _has_surrogate(key):
+            return (None, "invalid_unicode", detail)
+        if key in ("holder", "fields") and isinstance(item, dict):
+            for inner, inner_item in item.items():
+                if _has_surrogate(inner):
+                    return (key, "invalid_unicode", detail)
+                if _has_surrogate(inner_item):
+                    return (field_label(f"{key}.{inner}"), "invalid_unicode", detail)
+        if _has_surrogate(item):
+            return (field_label(key), "invalid_unicode", detail)
+    return (None, "invalid_unicode", detail)  # not reached: the surrogate is in some key or value
+
+
 def _jsonl_row(number: int, line: bytes) -> Row:
     try:
         value = json.loads(line.rstrip(b"\r\n").decode("utf-8"))
@@ -90,6 +131,8 @@ def _jsonl_row(number: int, line: bytes) -> Row:
         return Row(number, None, [(None, "malformed_json", "该行不是可接受的 JSON（数值过大或嵌套过深）")])
     if not isinstance(value, dict):
         return Row(number, None, [(None, "not_an_object", "每行应为一个 JSON 对象")])
+    if _SURROGATE_ESCAPE.search(line) and (unicode_problem := _unicode_problem(value)) is not None:
+        return Row(number, None, [unicode_problem])
     problems: list[Problem] = [(field_label(key), "unknown_field", "不支持的字段") for key in value
                                if key not in JSONL_KEYS]
     holder = value.get("holder")

@@ -18,7 +18,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.errors import DomainError
-from backend.models import Department, ImportBatch
+from backend.models import ApiClient, Department, ImportBatch
 from backend.services.actors import Actor
 from backend.services.imports import PROCESSING, QUEUED
 
@@ -27,16 +27,33 @@ class ClaimLost(Exception):
     """Another worker took the batch over (this one was thought dead): its import must be rolled back."""
 
 
+# A failed batch stays failed, and the same Idempotency-Key answers it again: a resubmission needs a new key.
 class ImportInterrupted(DomainError):
     code = "import_interrupted"
     status = 500
-    message = "导入多次中断，批次已失败，请重新提交"
+    message = "导入多次中断，批次已失败，请使用新的 Idempotency-Key 重新提交"
 
 
 class BatchFileUnreadable(DomainError):
     code = "batch_file_unreadable"
     status = 500
-    message = "暂存的批量文件无法读取，请重新提交"
+    message = "暂存的批量文件无法读取，批次已失败，请使用新的 Idempotency-Key 重新提交"
+
+
+class ClientDisabled(DomainError):
+    """The client that submitted a queued batch was disabled before the batch was imported."""
+
+    code = "client_disabled"
+    status = 403
+    message = "提交该批次的业务系统已停用，批次未导入"
+
+
+class ClientScopeRevoked(DomainError):
+    """The client that submitted a queued batch no longer holds the `issue` scope."""
+
+    code = "client_scope_revoked"
+    status = 403
+    message = "提交该批次的业务系统已不再具有签发（issue）权限，批次未导入"
 
 
 def worker_name() -> str:
@@ -82,11 +99,28 @@ def keep_claim(session: Session, batch: ImportBatch, *, worker: str, now: dateti
 
 
 def batch_actor(session: Session, batch: ImportBatch) -> Actor:
-    """The one who submitted the batch (e.g. the department's client): its certificates and audit events name
-    them, as a synchronous import would have."""
-    kind, _, name = batch.submitted_by.partition(":")
+    """The one who submitted the batch: its certificates and audit events name them, as a synchronous import would
+    have. For a batch a client submitted, the client as it is now (read afresh from the database)."""
     department_code = session.scalar(select(Department.code).where(Department.id == batch.department_id))
-    return Actor(kind=kind, id=name, department_code=department_code)
+    if batch.api_client_id is None:  # an operator's (CLI) batch: the label is all there is
+        kind, _, name = batch.submitted_by.partition(":")
+        return Actor(kind=kind, id=name, department_code=department_code)
+    client_id = session.scalar(select(ApiClient.client_id).where(ApiClient.id == batch.api_client_id))
+    return Actor(kind="client", id=str(client_id), department_code=department_code)
+
+
+def check_submitter(session: Session, batch: ImportBatch) -> None:
+    """A batch a client submitted is imported only while that client may still issue for the batch's department:
+    active, holding the `issue` scope (as a request would need). Raises ClientDisabled or ClientScopeRevoked.
+    Read afresh from the database (not the session's cached client), so a change committed meanwhile counts."""
+    if batch.api_client_id is None:
+        return
+    client = session.execute(select(ApiClient.active, ApiClient.scopes, ApiClient.department_id)
+                             .where(ApiClient.id == batch.api_client_id)).one()
+    if not client.active or client.department_id != batch.department_id:
+        raise ClientDisabled()
+    if "issue" not in (client.scopes or []):
+        raise ClientScopeRevoked()
 
 
 def is_referenced(session: Session, spool_key: str) -> bool:

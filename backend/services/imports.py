@@ -241,11 +241,12 @@ def check_same_file(existing: ImportBatch, *, content_hash: str, file_format: st
 
 def _new_batch(department: Department, actor: Actor, now: datetime, *, idempotency_key: str, file_format: str,
                mode: str, status: str, content_hash: str = "", spool_key: str | None = None,
-               file_bytes: int = 0) -> ImportBatch:
+               file_bytes: int = 0, api_client_id: int | None = None) -> ImportBatch:
     if file_format not in FORMATS or mode not in MODES:
         raise ValueError(f"unknown format {file_format!r} or mode {mode!r}")
     return ImportBatch(public_id=new_public_id(), department_id=department.id, content_hash=content_hash,
-                       submitted_by=f"{actor.kind}:{actor.id}"[:80], idempotency_key=idempotency_key,
+                       submitted_by=f"{actor.kind}:{actor.id}"[:80], api_client_id=api_client_id,
+                       idempotency_key=idempotency_key,
                        file_format=file_format, mode=mode, status=status, total_rows=0, processed_rows=0,
                        imported_rows=0, skipped_rows=0, failed_rows=0, report=[], created_at=now, heartbeat_at=now,
                        spool_key=spool_key, file_bytes=file_bytes, processed_bytes=0, attempts=0)
@@ -266,10 +267,13 @@ def precheck(file_format: str, head: bytes, *, blank: bool) -> None:
 
 
 def queue_batch(session: Session, department: Department, *, actor: Actor, now: datetime, idempotency_key: str,
-                file_format: str, mode: str, content_hash: str, spool_key: str, file_bytes: int) -> ImportBatch:
-    """A batch whose file waits, sealed under `spool_key`, for `flask jobs imports` (or the development runner)."""
+                file_format: str, mode: str, content_hash: str, spool_key: str, file_bytes: int,
+                api_client_id: int | None) -> ImportBatch:
+    """A batch whose file waits, sealed under `spool_key`, for `flask jobs imports` (or the development runner).
+    `api_client_id`: the submitting client, which must still be active and hold `issue` when the job imports it."""
     batch = _new_batch(department, actor, now, idempotency_key=idempotency_key, file_format=file_format, mode=mode,
-                       status=QUEUED, content_hash=content_hash, spool_key=spool_key, file_bytes=file_bytes)
+                       status=QUEUED, content_hash=content_hash, spool_key=spool_key, file_bytes=file_bytes,
+                       api_client_id=api_client_id)
     session.add(batch)
     session.flush()
     record_event(session, actor=actor, action="certificate.batch_queued", now=now, object_type="import_batch",

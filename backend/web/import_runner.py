@@ -4,7 +4,8 @@ Each batch takes three kinds of transaction: the claim (committed at once, so ot
 import (one transaction: the certificates and the finished batch commit together, or nothing does), and progress
 reports on a connection of their own after every chunk (PostgreSQL: GET shows rows processed and a heartbeat while
 the import runs; SQLite has one writer at a time, so there the batch shows its progress when it finishes). The
-sealed file is deleted once the batch is finished.
+sealed file is deleted once the batch is finished. A batch a client submitted is imported only while that client is
+active and holds `issue` (checked when the import starts and again before it commits); else it fails.
 """
 
 from __future__ import annotations
@@ -103,42 +104,48 @@ def import_batch(batch_id: int, worker: str, *, workers: int = 0) -> str:
     assert batch is not None
     context = {"batch": batch.public_id, "worker": worker, "attempt": batch.attempts}
     actor = import_jobs.batch_actor(session, batch)
+    try:  # the client that submitted it must still be allowed to issue (it may have been disabled since)
+        import_jobs.check_submitter(session, batch)
+    except DomainError as error:
+        log.warning("import batch refused: its client may no longer issue", extra={"fields": {
+            **context, "error": error.code}})
+        return _fail(batch, error, worker, actor)
     if batch.attempts > config["ECERT_IMPORT_MAX_ATTEMPTS"]:
         log.error("import batch interrupted too often; failed", extra={"fields": context})
         return _fail(batch, ImportInterrupted(), worker, actor)
-    spool = import_spool()
-    try:
-        if batch.spool_key is None:
-            raise SpoolMissing(batch.public_id)
-        source = spool.open(batch.spool_key)
-    except (SpoolMissing, DecryptionError):
-        log.error("spooled batch file missing or unreadable", extra={"fields": context}, exc_info=True)
-        return _fail(batch, BatchFileUnreadable(), worker, actor)
     if batch.attempts > 1:
         log.warning("import batch claimed again after its worker stopped reporting", extra={"fields": context})
     log.info("import batch started", extra={"fields": context})
+    spool = import_spool()
+
+    def before_finish() -> None:  # in the importing transaction, just before the batch row is written
+        import_jobs.keep_claim(session, batch, worker=worker, now=now())
+        import_jobs.check_submitter(session, batch)  # a client disabled during a long import stops it too
+
     try:
         if db.engine.dialect.name == "sqlite":
             # pysqlite begins a transaction at the first write only, and a SAVEPOINT outside one would commit on
             # release: write first. (Not on PostgreSQL: the batch row would stay locked against progress reports.)
             import_jobs.keep_claim(session, batch, worker=worker, now=now())
-        with source:
+        if batch.spool_key is None:
+            raise SpoolMissing(batch.public_id)
+        with spool.open(batch.spool_key) as source:
             department = session.get(Department, batch.department_id)
             assert department is not None
             issuer = Issuer(session, keystore(), field_cipher(), department, public_url=config["ECERT_PUBLIC_URL"],
                             actor=actor, now=now(), expected=imports_service.MAX_ROWS)
             imports_service.process_batch(
                 session, issuer, batch, source, max_rows=config["ECERT_MAX_BATCH_ROWS"], workers=workers,
-                progress=ProgressRecorder(db.engine, batch.id, worker, now),
-                before_finish=lambda: import_jobs.keep_claim(session, batch, worker=worker, now=now()))
+                progress=ProgressRecorder(db.engine, batch.id, worker, now), before_finish=before_finish)
             spool_key, batch.spool_key = batch.spool_key, None
             session.commit()
-    except DomainError as error:  # the file as a whole (header, encoding, too many rows, no rows)
+    except DomainError as error:  # the file as a whole (header, encoding, too many rows, no rows); the client
         session.rollback()
         return _fail(batch, error, worker, actor)
-    except (DecryptionError, imports_service.SpooledFileChanged):
+    except (SpoolMissing, DecryptionError, imports_service.SpooledFileChanged):
         session.rollback()
-        log.error("spooled batch file failed its integrity check", extra={"fields": context}, exc_info=True)
+        log.error("spooled batch file missing, unreadable or failing its integrity check",
+                  extra={"fields": context}, exc_info=True)
         return _fail(batch, BatchFileUnreadable(), worker, actor)
     except ClaimLost:
         session.rollback()
