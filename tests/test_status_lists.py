@@ -170,6 +170,40 @@ def test_an_issuer_holding_the_list_does_not_block_the_public_endpoint(app, dept
         assert db.session.scalars(select(StatusList.token)).one() is None
 
 
+def test_a_running_batch_import_does_not_hold_up_revocations_in_its_list(app, dept_client, clock):
+    """A batch's slot allocator (PostgreSQL) leaves the list row alone until its end: a revocation meanwhile
+    commits at once, and the batch's own end marks the list's token stale afterwards."""
+    first = issue(dept_client)
+    uri, index = status_reference(first["sd_jwt"])
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("row locks: PostgreSQL only (SQLite has one writer at a time)")
+        department = get_department(db.session, SAMR)
+        revision = db.session.scalar(select(StatusList.revision))
+        db.session.rollback()
+        with db.engine.connect() as connection, ThreadPoolExecutor(1) as pool:
+            from sqlalchemy.orm import Session
+
+            batch = Session(bind=connection)
+            allocator = status_lists.SlotAllocator(batch, batch.merge(department), clock(), expected=1000)
+            slots = [allocator.take() for _ in range(50)]  # a batch under way, in one transaction
+            allocator.flush()
+            assert {status_list.list_number for status_list, _ in slots} == {1}
+            pending = pool.submit(change, dept_client, first["identifier"], "revoke", {"reason": "吊销"})
+            try:
+                revoked = pending.result(timeout=10)  # before the fix: waited for the batch's row lock
+                allocator.finish()
+                batch.commit()
+            finally:
+                batch.close()
+        assert revoked["status"] == "revoked"
+        status_list = db.session.scalars(select(StatusList)).one()
+        assert status_list.revision == revision + 2  # the revocation's bump, then the batch's at its end
+        assert status_list.allocated == 1 + 50
+    _, packed = published_list(dept_client.http, uri, clock)
+    assert status_lists.decode_value(packed, index) == 1  # the published token shows the revocation
+
+
 @pytest.mark.parametrize("path", [
     f"/status-lists/{SAMR}/99",  # no such list
     f"/status-lists/{CIVIL_AFFAIRS}/1",  # a department that has issued nothing yet
@@ -211,7 +245,7 @@ def test_a_bulk_allocator_hands_out_distinct_random_slots_and_opens_a_new_list_w
     with app.app_context():
         bulk = status_lists.SlotAllocator(db.session, get_department(db.session, SAMR), clock(), expected=100)
         slots = [bulk.take() for _ in range(100)]
-        bulk.flush()
+        bulk.finish()
         by_list: dict[int, list[int]] = {}
         for status_list, index in slots:
             by_list.setdefault(status_list.list_number, []).append(index)

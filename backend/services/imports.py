@@ -156,6 +156,7 @@ class _Run:
         if not (self.all_or_nothing and self.failed):
             self._store(signed)
             self.record_events()
+            self.issuer.slots.finish()  # the status lists' counts and revisions, held back until now
 
     def _stored_contents(self, candidates: list[tuple[int, PreparedCertificate, str]]) -> dict[str, set[str]]:
         if not candidates:

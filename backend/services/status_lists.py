@@ -11,7 +11,7 @@ import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,11 +43,18 @@ def bump_revision(session: Session, status_list_ids: set[int]) -> None:
                         .values(revision=StatusList.revision + 1))
 
 
+# The namespace of PostgreSQL advisory locks that serialise one department's slot allocators (with its id).
+ALLOCATION_LOCK = 0x53_4C  # "SL"
+
+
 class SlotAllocator:
     """Hands out random free slots in the department's open list; opens a new list when it fills up.
 
-    The first allocation bumps the list's revision (an UPDATE), which locks the row on PostgreSQL and takes
-    the write lock on SQLite, so concurrent issuers of one department cannot pick the same slot.
+    Concurrent issuers of one department must not pick the same slot, so allocators of a department take turns
+    until their transactions end. On SQLite the first allocation bumps the list's revision, which takes the
+    database's one write lock. On PostgreSQL they take a per-department advisory lock instead, and a batch (a bulk
+    allocator) writes the list row (slots used, revision) only in `finish`, at its end: a row lock held for the
+    whole of a long import would make every revocation or suspension of a certificate in that list wait for it.
     """
 
     def __init__(self, session: Session, department: Department, now: datetime, *, expected: int = 1) -> None:
@@ -57,18 +64,35 @@ class SlotAllocator:
         # Few slots: probe random candidates with a query each. Many (a batch): load the list's used slots once and
         # draw random slots until a free one comes up.
         self.bulk = expected > 32
+        self._postgres = session.get_bind().dialect.name == "postgresql"
+        self._locked = False
         self._list: StatusList | None = None
         self._used: set[int] = set()  # bulk: every used slot of the current list; else: the slots taken here
-        self._taken = 0
+        self._taken = 0  # slots taken from the current list and not yet recorded
+        self._in_list = 0  # slots of the current list in use, ours included
+        self._deferred: dict[int, int] = {}  # PostgreSQL bulk: list id → slots taken, recorded by `finish`
+
+    def _take_turn(self) -> None:
+        """Wait for the department's other allocators (PostgreSQL: until this transaction ends)."""
+        if self._postgres and not self._locked:
+            self.session.execute(select(func.pg_advisory_xact_lock(ALLOCATION_LOCK, self.department.id)))
+            self._locked = True
 
     def _open_list(self) -> StatusList:
+        self._take_turn()
         current = self.session.scalar(select(StatusList).where(StatusList.department_id == self.department.id)
-                                      .order_by(StatusList.list_number.desc()).limit(1))
+                                      .order_by(StatusList.list_number.desc()).limit(1)
+                                      .execution_options(populate_existing=True))
         if current is not None:
-            self.session.execute(update(StatusList).where(StatusList.id == current.id)
-                                 .values(revision=StatusList.revision + 1))
-            self.session.refresh(current)
-            if current.allocated < FILL_LIMIT:
+            if not self._postgres:
+                self.session.execute(update(StatusList).where(StatusList.id == current.id)
+                                     .values(revision=StatusList.revision + 1))
+                self.session.refresh(current)
+            elif not self.bulk:
+                bump_revision(self.session, {current.id})
+            used = current.allocated + self._deferred.get(current.id, 0)
+            if used < FILL_LIMIT:
+                self._in_list = used
                 return current
         number = 1 if current is None else current.list_number + 1
         try:
@@ -79,11 +103,12 @@ class SlotAllocator:
         except IntegrityError:
             # Another transaction opened it first; use theirs.
             return self._open_list()
+        self._in_list = 0
         return created
 
     def take(self) -> tuple[StatusList, int]:
         current = self._list
-        if current is None or current.allocated + self._taken >= FILL_LIMIT or len(self._used) >= _limit(current):
+        if current is None or self._in_list >= FILL_LIMIT or len(self._used) >= _limit(current):
             self.flush()
             current = self._list = self._open_list()
             self._used = set()
@@ -91,6 +116,7 @@ class SlotAllocator:
                 self._used.update(self.session.scalars(select(Certificate.status_index)
                                                        .where(Certificate.status_list_id == current.id)))
         self._taken += 1
+        self._in_list += 1
         return current, self._draw(current) if self.bulk else self._probe(current)
 
     def _draw(self, status_list: StatusList) -> int:
@@ -114,11 +140,22 @@ class SlotAllocator:
                     return candidate
 
     def flush(self) -> None:
-        """Record how many slots this allocator took from its current list."""
+        """Record how many slots this allocator took from its current list (a PostgreSQL batch: in `finish`)."""
         if self._list is not None and self._taken:
-            self.session.execute(update(StatusList).where(StatusList.id == self._list.id)
-                                 .values(allocated=StatusList.allocated + self._taken))
+            if self._postgres and self.bulk:
+                self._deferred[self._list.id] = self._deferred.get(self._list.id, 0) + self._taken
+            else:
+                self.session.execute(update(StatusList).where(StatusList.id == self._list.id)
+                                     .values(allocated=StatusList.allocated + self._taken))
             self._taken = 0
+
+    def finish(self) -> None:
+        """At the end of a batch: record the slots taken and mark the lists' signed tokens stale."""
+        self.flush()
+        for list_id, taken in sorted(self._deferred.items()):
+            self.session.execute(update(StatusList).where(StatusList.id == list_id)
+                                 .values(allocated=StatusList.allocated + taken, revision=StatusList.revision + 1))
+        self._deferred = {}
 
 
 def encode_bits(entries: list[tuple[int, int]], size: int) -> bytes:
