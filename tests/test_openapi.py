@@ -13,6 +13,7 @@ import schemathesis
 from flask_openapi3 import OpenAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Flaky
 from openapi_spec_validator import validate
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -217,9 +218,17 @@ def test_every_operation_keeps_to_its_document(api_schema):
         def keeps_to_document(case: Case) -> None:
             case.call_and_validate(checks=CHECKS)
 
+        # schemathesis' FailureGroup is a BaseExceptionGroup; collected so that one run names every failing operation.
         try:
             keeps_to_document()
-        # schemathesis' FailureGroup is a BaseExceptionGroup; collected so that one run names every failing operation.
+        except Flaky as exc:
+            # Hypothesis could not replay a failure. Seen twice on the shared machine: a SystemError raised by
+            # CPython's compile() inside Hypothesis's own source inspection, gone on replay. Run the operation
+            # once more; a failure that reproduces fails the test either way.
+            try:
+                keeps_to_document()
+            except (Exception, BaseExceptionGroup) as again:
+                failures.append(f"{operation.label}: {again} (after a first, unreproducible failure: {exc})")
         except (Exception, BaseExceptionGroup) as exc:
             failures.append(f"{operation.label}: {exc}")
     if failures:
