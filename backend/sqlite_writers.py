@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 # Leading blanks and comments, then the statement's first keyword (as the sqlite3 module reads it).
@@ -166,18 +166,17 @@ class QueuedWriterConnection(sqlite3.Connection):
 class QueuedWriterCursor(sqlite3.Cursor):
     connection: QueuedWriterConnection
 
-    def execute(self, sql: str, parameters: Any = (), /) -> QueuedWriterCursor:
+    def _run(self, run: Callable[[str, Any], object], sql: str, parameters: Any) -> QueuedWriterCursor:
+        """One statement between the connection's lock checks (taken before a write begins, let go after)."""
         self.connection.before_statement(sql)
         try:
-            super().execute(sql, parameters)
+            run(sql, parameters)
         finally:
             self.connection.after_statement()
         return self
 
+    def execute(self, sql: str, parameters: Any = (), /) -> QueuedWriterCursor:
+        return self._run(super().execute, sql, parameters)
+
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> QueuedWriterCursor:
-        self.connection.before_statement(sql)
-        try:
-            super().executemany(sql, parameters)
-        finally:
-            self.connection.after_statement()
-        return self
+        return self._run(super().executemany, sql, parameters)
