@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from backend.web import import_runner
 from tests.conftest import DeptClient
 
 BATCHES = "/gov/v1/certificates/batches"
+STALE = timedelta(seconds=301)  # past ECERT_IMPORT_STALE_SECONDS (300 by default)
 JSONL = "application/x-ndjson"
 CSV = "text/csv"
 CSV_HEAD = ["type_code", "certificate_number", "holder_name", "holder_code_type", "holder_code", "issued_on",

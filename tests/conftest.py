@@ -283,3 +283,25 @@ def login(client: FlaskClient, catalog: None) -> Any:
         return Citizen(client, name, number, body["access_token"], body["refresh_token"])
 
     return factory
+
+
+# -- grants and redemption: a citizen representing a company, and 信阳市市场监督管理局's system ---------------------
+
+@pytest.fixture
+def company() -> str:
+    """A company's USCC; the `citizen` fixture represents it."""
+    from tests.factories import company_code
+
+    return company_code()
+
+
+@pytest.fixture
+def citizen(login: Any, company: str) -> Any:
+    """张伟, representing `company` (test modules with citizens of their own override this)."""
+    return login("张伟", companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
+
+
+@pytest.fixture
+def samr_system(make_dept_client: Any) -> Any:
+    """信阳市市场监督管理局's system: issues licences, and redeems grants."""
+    return make_dept_client(SAMR, scopes=("issue", "verify", "redeem"))

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tests.conftest import Citizen, DeptClient
 
 GRANTS = "/api/v1/grants"
+LICENCE_FIELDS = ["holder.name", "company_name", "legal_representative"]  # consented fields of a business licence
 REDEEM = "/gov/v1/grants/redeem"
 
 

@@ -20,6 +20,7 @@ from backend.services.bulk_insert import BulkInsert
 from tests.batch_support import (
     CSV,
     JSONL,
+    STALE,
     count,
     csv_file,
     identifiers,
@@ -35,7 +36,6 @@ from tests.conftest import CIVIL_AFFAIRS, SAMR
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body
 from tests.presentation_support import presented_to
 
-STALE = timedelta(seconds=301)  # past ECERT_IMPORT_STALE_SECONDS (300 by default)
 
 def test_jsonl_batch_imports_every_row_and_each_certificate_can_be_read(app, dept_client):
     bodies = [certificate_body(), certificate_body(FOOD_LICENCE), certificate_body()]

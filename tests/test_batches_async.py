@@ -24,6 +24,7 @@ from backend.services.spool import SealedSpool
 from backend.web import import_runner
 from tests.batch_support import (
     BATCHES,
+    STALE,
     count,
     import_file,
     jsonl,
@@ -36,8 +37,6 @@ from tests.batch_support import (
 from tests.conftest import CIVIL_AFFAIRS
 from tests.factories import certificate_body, company_code
 from tests.support import run_together
-
-STALE = timedelta(seconds=301)  # past ECERT_IMPORT_STALE_SECONDS (300 by default)
 
 
 def on_postgresql(app: Any) -> bool:

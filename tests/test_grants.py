@@ -16,27 +16,8 @@ from backend.models import AuditEvent, Certificate, Grant
 from backend.services.grants import code_digest
 from backend.web.context import field_cipher
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START
-from tests.factories import company_code
-from tests.grant_support import GRANTS, offer, offered, redeem, stored_grant
+from tests.grant_support import GRANTS, LICENCE_FIELDS, offer, offered, redeem, stored_grant
 from tests.support import Department, disability_of, error_of, marriage_of, public_id_of
-
-LICENCE_FIELDS = ["holder.name", "company_name", "legal_representative"]
-
-
-@pytest.fixture
-def company() -> str:
-    return company_code()
-
-
-@pytest.fixture
-def citizen(login: Any, company: str) -> Any:
-    return login("张伟", companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
-
-
-@pytest.fixture
-def samr_system(make_dept_client: Any) -> Any:
-    """信阳市市场监督管理局's system: issues licences, and redeems grants."""
-    return make_dept_client(SAMR, scopes=("issue", "verify", "redeem"))
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ from backend.security.sdjwt import b64url_decode
 from backend.services.audit import verify_chain
 from tests.access_request_support import Asker, answer
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START
-from tests.factories import MARRIAGE, company_code
+from tests.factories import MARRIAGE
 from tests.grant_support import (
+    LICENCE_FIELDS,
     disclosed_paths,
     make_access_request,
     offered,
@@ -26,23 +27,6 @@ from tests.grant_support import (
 )
 from tests.support import PARTNER_ID, Department, assert_documented, change, error_of, marriage_of, public_id_of
 from tests.test_grants_from_request import approve
-
-LICENCE_FIELDS = ["holder.name", "company_name", "legal_representative"]
-
-
-@pytest.fixture
-def company() -> str:
-    return company_code()
-
-
-@pytest.fixture
-def citizen(login: Any, company: str) -> Any:
-    return login("张伟", companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
-
-
-@pytest.fixture
-def samr_system(make_dept_client: Any) -> Any:
-    return make_dept_client(SAMR, scopes=("issue", "verify", "redeem"))
 
 
 @pytest.fixture

@@ -23,26 +23,9 @@ from backend.services.issuance import day_start
 from backend.web.context import keystore
 from tests.access_request_support import Asker, answer
 from tests.conftest import CIVIL_AFFAIRS, SAMR
-from tests.factories import BUSINESS_LICENCE, MARRIAGE, certificate_body, company_code
-from tests.grant_support import disclosed_paths, offered, redeem, reference_verify, stored_grant
+from tests.factories import BUSINESS_LICENCE, MARRIAGE, certificate_body
+from tests.grant_support import LICENCE_FIELDS, disclosed_paths, offered, redeem, reference_verify, stored_grant
 from tests.support import Department, assert_documented, error_of, marriage_of, minted, public_id_of, verdict
-
-LICENCE_FIELDS = ["holder.name", "company_name", "legal_representative"]
-
-
-@pytest.fixture
-def company() -> str:
-    return company_code()
-
-
-@pytest.fixture
-def citizen(login: Any, company: str) -> Any:
-    return login("张伟", companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
-
-
-@pytest.fixture
-def samr_system(make_dept_client: Any) -> Any:
-    return make_dept_client(SAMR, scopes=("issue", "verify", "redeem"))
 
 
 @pytest.fixture
