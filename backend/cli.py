@@ -263,8 +263,11 @@ def audit_verify() -> None:
                   f"{report.checkpoints} signed checkpoints, newest at seq {report.newest_checkpoint_seq}")
         click.echo(f"audit chain OK: {report.checked} events, head seq {report.head_seq}; {newest}")
         return
-    click.echo(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem} — {report.explanation()} "
-               f"({report.checked} events verified before it)", err=True)
+    # Checkpoint signatures are checked before the walk along the chain: no event was verified yet then.
+    verified = "" if report.problem is audit_service.Problem.CHECKPOINT_FORGED else \
+        f" ({report.checked} events verified before it)"
+    click.echo(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem} — {report.explanation()}{verified}",
+               err=True)
     sys.exit(2)
 
 

@@ -138,6 +138,20 @@ def test_a_checkpoint_signed_by_a_platform_key_row_planted_in_the_database_is_fo
     assert_names_checkpoint(app, runner, newer.seq, "checkpoint_forged", newer.id)
 
 
+def test_a_checkpoint_signed_by_a_key_swapped_into_the_platform_keys_row_is_forged(app, runner, signed_chain):
+    """The genuine platform key's row keeps its kid and wrapped private part, its public JWK replaced."""
+    newer = signed_chain.newer
+    private = generate_private_key("ES256")
+    with app.app_context():
+        key = db.session.scalars(sa.select(SigningKey).where(SigningKey.kid == newer.kid)).one()
+        key.public_jwk = {**public_jwk(private.public_key()), "kid": newer.kid, "use": "sig", "alg": "ES256"}
+        db.session.commit()
+    signature = foreign_signature({"seq": newer.seq, "chain_hash": newer.chain_hash, "iat": 0}, kid=newer.kid,
+                                  private=private)
+    resign(app, newer.id, signature=signature)
+    assert_names_checkpoint(app, runner, newer.seq, "checkpoint_forged", newer.id)
+
+
 def test_a_checkpoint_row_beyond_the_chain_with_a_garbage_signature_fails(app, runner, signed_chain):
     with app.app_context():
         db.session.add(AuditCheckpoint(seq=999, chain_hash="ab" * 32, signature="e30.e30.sig",
