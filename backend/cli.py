@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from backend.config import PROJECT_ROOT
 from backend.errors import DomainError
 from backend.extensions import db
+from backend.security.encryption import DecryptionError
 from backend.security.keystore import PLATFORM_PURPOSES, PURPOSE_CERTIFICATE
 from backend.services import access_requests as access_requests_service
 from backend.services import audit as audit_service
@@ -242,14 +243,31 @@ def clients_callbacks(client_id: str, urls: tuple[str, ...]) -> None:
 
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Recompute the whole hash chain; names the first edited, deleted or inserted sequence number."""
-    report = audit_service.verify_chain(db.session(), keystore())
+    """Recompute the whole hash chain against the signed checkpoints; names the first problem and its seq.
+
+    Exit code 0 when intact, 2 when a problem was found, 1 when the master key does not open the platform key (the
+    checkpoints could not be checked at all).
+    """
+    keys = keystore()
+    try:
+        keys.check_platform_key()
+    except DecryptionError:
+        db.session.rollback()
+        click.echo("audit chain NOT VERIFIED: the master key does not open the platform key, so the signed "
+                   "checkpoints cannot be checked", err=True)
+        sys.exit(1)
+    report = audit_service.verify_chain(db.session(), keys)
     db.session.rollback()
     if report.ok:
-        click.echo(f"audit chain OK: {report.checked} events, head seq {report.head_seq}")
+        newest = ("no signed checkpoint yet" if report.newest_checkpoint_seq is None else
+                  f"{report.checkpoints} signed checkpoints, newest at seq {report.newest_checkpoint_seq}")
+        click.echo(f"audit chain OK: {report.checked} events, head seq {report.head_seq}; {newest}")
         return
-    click.echo(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem} "
-               f"({report.checked} events verified before it)", err=True)
+    # Checkpoint signatures are checked before the walk along the chain: no event was verified yet then.
+    verified = "" if report.problem is audit_service.Problem.CHECKPOINT_FORGED else \
+        f" ({report.checked} events verified before it)"
+    click.echo(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.problem} — {report.explanation()}{verified}",
+               err=True)
     sys.exit(2)
 
 

@@ -18,78 +18,25 @@ from backend.errors import AuditNote, Conflict
 from backend.extensions import db
 from backend.models import AuditCheckpoint, AuditEvent, AuditHead, SigningKey
 from backend.services.actors import Actor
-from backend.services.audit import (
-    GENESIS,
-    ChainReport,
-    chain_hash,
-    event_document,
-    leaf_hash,
-    record_event,
-    verify_chain,
+from backend.services.audit import GENESIS, ChainReport, chain_hash, event_document, leaf_hash, record_event
+from tests.audit_support import (
+    EVENTS,
+    TAMPERED,
+    all_events,
+    assert_broken_at,
+    execute,
+    forged_event,
+    insert_event,
+    report,
+    staff,
+    stored_event,
+    typed,
+    write_events,
 )
-from backend.web.context import keystore
 from tests.conftest import SAMR, START
 from tests.support import run_together
 
-EVENTS = 10
-TAMPERED = 5
 ID_NUMBER = "411502199001011234"
-
-
-def staff(n: int) -> Actor:
-    return Actor(kind="staff", id=f"staff-{n}", department_code=SAMR, source_ip="10.0.0.7", request_id=f"req-{n:08d}")
-
-
-def write_events(app: Any, clock: Any, count: int = EVENTS) -> None:
-    """`count` committed events, one second apart, as a department's staff viewing certificates."""
-    with app.app_context():
-        for n in range(1, count + 1):
-            record_event(db.session, actor=staff(n), action="certificate.viewed", now=clock.advance(seconds=1),
-                         object_type="certificate", object_id=f"cert-{n}", details={"n": n, "fields": ["name"]})
-        db.session.commit()
-
-
-def report(app: Any) -> ChainReport:
-    with app.app_context():
-        return verify_chain(db.session)
-
-
-def execute(app: Any, statement: str | sa.TextClause, **params: Any) -> None:
-    """Tamper with the database directly, as someone with SQL access would: raw SQL, then commit."""
-    with app.app_context():
-        db.session.execute(sa.text(statement) if isinstance(statement, str) else statement, params)
-        db.session.commit()
-
-
-def typed(statement: str, *columns: str) -> sa.TextClause:
-    """Raw SQL whose parameters are bound with the model's column types (JSON, UTC datetimes)."""
-    table = AuditEvent.__table__
-    return sa.text(statement).bindparams(*(sa.bindparam(name, type_=table.c[name].type) for name in columns))
-
-
-def stored_event(app: Any, seq: int) -> AuditEvent:
-    with app.app_context():
-        event = db.session.get(AuditEvent, seq)
-        assert event is not None
-        db.session.expunge(event)
-        return event
-
-
-def all_events(app: Any) -> list[AuditEvent]:
-    with app.app_context():
-        events = list(db.session.scalars(sa.select(AuditEvent).order_by(AuditEvent.seq)))
-        db.session.expunge_all()
-        return events
-
-
-def assert_broken_at(app: Any, runner: Any, seq: int, problem: str) -> None:
-    result = report(app)
-    assert not result.ok
-    assert (result.first_bad_seq, result.problem) == (seq, problem)
-    cli = runner.invoke(args=["audit", "verify"])
-    assert cli.exit_code != 0
-    assert f"seq {seq}" in cli.output
-    assert problem in cli.output
 
 
 @pytest.fixture
@@ -143,10 +90,12 @@ def test_editing_a_middle_event_is_named_by_verify(app, runner, chain, column, v
 
 def test_editing_the_chain_hash_of_a_middle_event_is_named_by_verify(app, runner, chain):
     execute(app, "UPDATE audit_event SET chain_hash = :h WHERE seq = :seq", h="cd" * 32, seq=TAMPERED)
-    result = report(app)
-    assert not result.ok
-    assert result.first_bad_seq == TAMPERED
-    assert runner.invoke(args=["audit", "verify"]).exit_code != 0
+    assert_broken_at(app, runner, TAMPERED, "edited")
+
+
+def test_editing_the_chain_hash_of_the_last_event_is_named_by_verify(app, runner, chain):
+    execute(app, "UPDATE audit_event SET chain_hash = :h WHERE seq = :seq", h="cd" * 32, seq=EVENTS)
+    assert_broken_at(app, runner, EVENTS, "edited")
 
 
 def test_deleting_a_middle_event_is_named_by_verify(app, runner, chain):
@@ -154,35 +103,50 @@ def test_deleting_a_middle_event_is_named_by_verify(app, runner, chain):
     assert_broken_at(app, runner, TAMPERED, "deleted")
 
 
-def test_deleting_the_last_event_is_named_by_verify(app, runner, chain):
-    execute(app, "DELETE FROM audit_event WHERE seq = :seq", seq=EVENTS)
-    assert_broken_at(app, runner, EVENTS, "deleted")
+def test_deleting_the_last_events_is_named_a_truncated_tail(app, runner, chain):
+    execute(app, "DELETE FROM audit_event WHERE seq >= :seq", seq=EVENTS - 1)
+    assert_broken_at(app, runner, EVENTS - 1, "truncated")
+
+
+def test_deleting_a_middle_event_and_renumbering_the_rest_down_is_named_deleted(app, runner, chain):
+    execute(app, "DELETE FROM audit_event WHERE seq = :seq", seq=TAMPERED)
+    for seq in range(TAMPERED + 1, EVENTS + 1):  # one row at a time: seq is the primary key
+        execute(app, "UPDATE audit_event SET seq = :new WHERE seq = :old", new=seq - 1, old=seq)
+    execute(app, "UPDATE audit_head SET seq = :seq WHERE id = 1", seq=EVENTS - 1)
+    assert_broken_at(app, runner, TAMPERED, "deleted")
 
 
 def test_editing_the_head_is_named_by_verify(app, runner, chain):
     execute(app, "UPDATE audit_head SET chain_hash = :h WHERE id = 1", h="ef" * 32)
-    result = report(app)
-    assert not result.ok
-    assert result.first_bad_seq == EVENTS
-    assert runner.invoke(args=["audit", "verify"]).exit_code != 0
+    assert_broken_at(app, runner, EVENTS, "head_edited")
 
 
 def test_appending_a_forged_event_behind_the_head_is_named_by_verify(app, runner, chain, clock):
     last = stored_event(app, EVENTS)
-    forged = AuditEvent(seq=EVENTS + 1, occurred_at=clock.advance(seconds=1), actor_type="staff", actor_id="forger",
-                        department_code=SAMR, action="certificate.viewed", object_type="certificate",
-                        object_id="cert-x", outcome="success", source_ip=None, request_id=None, details={})
-    forged.leaf_hash = leaf_hash(event_document(forged))
-    forged.chain_hash = chain_hash(last.chain_hash, forged.leaf_hash)
-    insert_event(app, forged)
+    insert_event(app, forged_event(EVENTS + 1, last.chain_hash, occurred_at=clock.advance(seconds=1)))
     assert_broken_at(app, runner, EVENTS + 1, "inserted")
 
 
-def insert_event(app: Any, event: AuditEvent) -> None:
-    columns = [c.name for c in AuditEvent.__table__.columns]
-    execute(app, typed(f"INSERT INTO audit_event ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})",
-                       "occurred_at", "details"),
-            **{c: getattr(event, c) for c in columns})
+def test_an_event_inserted_out_of_sequence_beyond_the_head_is_named_inserted_not_deleted(app, runner, chain, clock):
+    last = stored_event(app, EVENTS)
+    insert_event(app, forged_event(EVENTS + 3, last.chain_hash, occurred_at=clock.advance(seconds=1)))
+    assert_broken_at(app, runner, EVENTS + 3, "inserted")
+
+
+def test_an_event_inserted_out_of_sequence_with_the_head_moved_is_named_inserted(app, runner, chain, clock):
+    """The forger skips a number and moves the head onto the forged event: it links to the event before the gap,
+    which no genuine event at that number would."""
+    last = stored_event(app, EVENTS)
+    forged = forged_event(EVENTS + 2, last.chain_hash, occurred_at=clock.advance(seconds=1))
+    insert_event(app, forged)
+    execute(app, "UPDATE audit_head SET seq = :seq, chain_hash = :h WHERE id = 1", seq=forged.seq, h=forged.chain_hash)
+    assert_broken_at(app, runner, EVENTS + 2, "inserted")
+
+
+@pytest.mark.parametrize("seq", [0, -7])
+def test_an_event_inserted_before_the_first_is_named_inserted(app, runner, chain, clock, seq):
+    insert_event(app, forged_event(seq, GENESIS, occurred_at=clock.advance(seconds=1)))
+    assert_broken_at(app, runner, seq, "inserted")
 
 
 def test_inserting_a_forged_event_in_the_middle_is_named_by_verify(app, runner, chain, clock):
@@ -210,12 +174,8 @@ def test_rewriting_one_event_with_consistent_hashes_breaks_the_link_to_the_next(
     new_leaf = leaf_hash(event_document(target))
     execute(app, "UPDATE audit_event SET action = :a, leaf_hash = :l, chain_hash = :c WHERE seq = :seq",
             a=target.action, l=new_leaf, c=chain_hash(before.chain_hash, new_leaf), seq=TAMPERED)
-    result = report(app)
-    assert not result.ok
-    assert result.first_bad_seq is not None and result.first_bad_seq <= TAMPERED + 1
-    cli = runner.invoke(args=["audit", "verify"])
-    assert cli.exit_code != 0
-    assert f"seq {result.first_bad_seq}" in cli.output
+    assert_broken_at(app, runner, TAMPERED, "edited")
+    assert report(app).checked == TAMPERED - 1  # the rewritten event does not count as verified
 
 
 def test_concurrent_writers_cannot_fork_the_chain(app, clock):
@@ -264,7 +224,8 @@ def test_checkpoint_signs_the_current_head_with_the_platform_key(app, client, ru
     assert (claims["seq"], claims["chain_hash"]) == (head_seq, head_hash)
     assert jwt.get_unverified_header(signature)["typ"] == "audit-checkpoint+jwt"
     # The checkpoint is itself an audited action, appended after the head it signed.
-    assert report(app) == ChainReport(ok=True, checked=head_seq + 1, head_seq=head_seq + 1)
+    assert report(app) == ChainReport(ok=True, checked=head_seq + 1, head_seq=head_seq + 1, checkpoints=1,
+                                      newest_checkpoint_seq=head_seq)
     assert stored_event(app, head_seq + 1).action == "audit.checkpoint"
 
 
@@ -410,11 +371,3 @@ def test_cutting_the_chain_short_behind_a_checkpoint_is_named_by_verify(app, run
     result = report(app)
     assert result.ok is False and result.problem == "truncated"
     assert result.first_bad_seq == checkpoint_seq - 1
-
-
-def test_a_checkpoint_with_a_forged_signature_is_not_trusted(app, catalog, chain):
-    with app.app_context():
-        db.session.add(AuditCheckpoint(seq=999, chain_hash="ab" * 32, signature="e30.e30.sig",
-                                       kid=keystore().active_key("platform").kid, created_at=START))
-        db.session.commit()
-        assert verify_chain(db.session(), keystore()).ok

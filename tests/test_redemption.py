@@ -13,6 +13,7 @@ from backend.models import AccessRequest, AuditEvent, Redemption, UsageRecord
 from backend.models.grants import REQUEST_DECLINED
 from backend.security.sdjwt import b64url_decode
 from backend.services.audit import verify_chain
+from backend.web.context import keystore
 from tests.access_request_support import Asker, answer
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START
 from tests.factories import MARRIAGE
@@ -252,7 +253,7 @@ def test_each_redemption_is_in_the_audit_chain(app, citizen, licence, licence_id
         assert grant["code"] not in str(event.details)
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Redemption)) == 1
         assert db.session.scalar(sa.select(sa.func.count()).select_from(UsageRecord)) == 1
-        assert verify_chain(db.session).ok
+        assert verify_chain(db.session(), keystore()).ok
 
 
 def test_the_redeem_response_is_documented(citizen, licence, samr_system):

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from backend.errors import Conflict, NotFound
 from backend.models import Department, SigningKey
-from backend.security.encryption import unwrap_secret, wrap_secret
+from backend.security.encryption import DecryptionError, unwrap_secret, wrap_secret
 from backend.security.jwk import (
     JWKError,
     PrivateKey,
@@ -115,6 +115,8 @@ class KeyStore(Protocol):
     def public_key(self, kid: str) -> tuple[SigningKey, PublicKey]: ...
 
     def verification_key(self, kid: str) -> VerificationKey: ...
+
+    def held_platform_key(self, kid: str) -> VerificationKey: ...
 
     def jwks(self) -> dict[str, Any]: ...
 
@@ -300,6 +302,26 @@ class LocalKeyStore:
             known = VerificationKey(key.kid, key.purpose, key.alg, key.department_id, public)
             self._verification_keys[kid] = known
         return known
+
+    def held_platform_key(self, kid: str) -> VerificationKey:
+        """The platform key `kid`, active or retired, as this store holds it: for signatures that must stand against
+        someone who can write to the database but holds no master key (audit checkpoints).
+
+        Its private part must open with the master key (the kid is the wrapping's associated data) and be the key the
+        kid names, and the public key answered is derived from that private part, never read from the row. Raises
+        NotFound for any other kid: unknown, a department's, or a key row written without the master key.
+        """
+        key = self.session.scalar(select(SigningKey).where(
+            SigningKey.kid == kid, SigningKey.purpose == PURPOSE_PLATFORM, SigningKey.department_id.is_(None)))
+        try:
+            if key is None:
+                raise LookupError(kid)
+            public = self._private_key(key).public_key()
+            if thumbprint(public_jwk(public)) != kid:
+                raise LookupError(kid)
+        except (LookupError, NotFound, DecryptionError, JWKError, ValueError) as exc:
+            raise NotFound("未知的密钥标识", code="unknown_kid") from exc
+        return VerificationKey(key.kid, key.purpose, key.alg, None, public)
 
     def jwks(self) -> dict[str, Any]:
         """Every public key, active and retired, so old signatures keep verifying."""

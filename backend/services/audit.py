@@ -13,19 +13,27 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
 
-import jwt
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from backend.errors import DomainError
 from backend.models import AuditCheckpoint, AuditEvent, AuditHead, Base
 from backend.security.canonical import canonical_json
 from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
 from backend.security.masking import mask_id_number
 from backend.services.actors import Actor
+from backend.services.audit_checkpoints import (
+    CHECKPOINT_ACTION,
+    CHECKPOINT_TYP,
+    Checkpoint,
+    Ledger,
+    read_checkpoints,
+    recorded_target,
+)
+from backend.services.audit_checkpoints import claims as checkpoint_claims
 
 GENESIS = "0" * 64
 HEAD_ID = 1
@@ -153,100 +161,200 @@ def record_event(
     return event
 
 
+class Problem(StrEnum):
+    """What `verify_chain` can find; each names the first sequence number it concerns."""
+
+    DELETED = "deleted"  # events missing from the middle: later events are still there
+    INSERTED = "inserted"  # an event never appended in turn: beyond the head, out of sequence, or slipped in between
+    EDITED = "edited"  # an event, or one of its hashes, changed after it was written
+    TRUNCATED = "truncated"  # the chain ends before its head, or before a signed checkpoint, says it reached
+    HEAD_EDITED = "head_edited"  # the head row disagrees with a chain that is consistent in itself
+    CHECKPOINT_FORGED = "checkpoint_forged"  # a checkpoint row whose signature is not the platform's over its values
+    CHECKPOINT_MISSING = "checkpoint_missing"  # the chain records a checkpoint whose signed row is gone
+    CHECKPOINT_MISMATCH = "checkpoint_mismatch"  # a signed checkpoint disagrees with the chain: rewritten up to there
+    CHECKPOINT_UNRECORDED = "checkpoint_unrecorded"  # a signed checkpoint the chain no longer records: rewritten after
+
+
+_EXPLANATIONS = {
+    Problem.DELETED: "event seq {seq} (and any up to the next one present) was deleted",
+    Problem.INSERTED: "event seq {seq} was inserted: it was never appended to the chain in turn",
+    Problem.EDITED: "event seq {seq} was edited after it was written",
+    Problem.TRUNCATED: "the chain was cut short: events from seq {seq} on are gone",
+    Problem.HEAD_EDITED: "the chain head row (seq {seq}) disagrees with the events",
+    Problem.CHECKPOINT_FORGED: "checkpoint #{checkpoint_id} (seq {checkpoint_seq}) does not carry a valid platform "
+                               "signature over its seq and chain hash",
+    Problem.CHECKPOINT_MISSING: "event seq {seq} records a checkpoint of seq {checkpoint_seq} whose signed row is "
+                                "missing",
+    Problem.CHECKPOINT_MISMATCH: "checkpoint #{checkpoint_id} signed another chain hash for seq {checkpoint_seq}: the "
+                                 "chain was rewritten at or before it",
+    Problem.CHECKPOINT_UNRECORDED: "checkpoint #{checkpoint_id} (seq {checkpoint_seq}) is no longer recorded by the "
+                                   "chain: the chain was rewritten after it",
+}
+
+
 @dataclass(frozen=True)
 class ChainReport:
     ok: bool
-    checked: int
+    checked: int  # events verified (before the problem, if any)
     head_seq: int
     first_bad_seq: int | None = None
-    problem: str | None = None
+    problem: Problem | None = None
+    checkpoint_id: int | None = None  # the checkpoint row concerned, when there is one
+    checkpoint_seq: int | None = None  # the seq that checkpoint signs
+    checkpoints: int = 0  # genuine signed checkpoints found
+    newest_checkpoint_seq: int | None = None
+
+    def explanation(self) -> str:
+        if self.problem is None:
+            return "intact"
+        return _EXPLANATIONS[self.problem].format(seq=self.first_bad_seq, checkpoint_id=self.checkpoint_id,
+                                                  checkpoint_seq="?" if self.checkpoint_seq is None
+                                                  else self.checkpoint_seq)
 
 
 def _events(session: Session, batch: int = 1000) -> Iterator[Any]:
     """Plain rows (not ORM objects), page by page, so a long chain never fills the session."""
-    last = 0
+    last: int | None = None
     columns = AuditEvent.__table__.c
     while True:
-        rows = session.execute(select(*columns).where(columns.seq > last).order_by(columns.seq).limit(batch)).all()
+        query = select(*columns).order_by(columns.seq).limit(batch)
+        rows = session.execute(query if last is None else query.where(columns.seq > last)).all()
         if not rows:
             return
         yield from rows
         last = rows[-1].seq
 
 
-def _signed_checkpoints(session: Session, keys: KeyStore | None) -> dict[int, str]:
-    """seq → chain hash of every checkpoint whose platform signature (when keys are given) is genuine."""
-    checkpoints: dict[int, str] = {}
-    for cp in session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq)):
-        if keys is not None:
-            try:
-                key, public = keys.public_key(cp.kid)
-                claims = jwt.decode(cp.signature, public, algorithms=[key.alg], options={"verify_iat": False})
-            except (DomainError, jwt.PyJWTError):
-                continue
-            if claims.get("seq") != cp.seq or claims.get("chain_hash") != cp.chain_hash:
-                continue
-        checkpoints[cp.seq] = cp.chain_hash
-    return checkpoints
+class _ChainWalk:
+    """One pass along the chain in seq order, one event of look-ahead, naming the first problem met."""
 
+    def __init__(self, session: Session, keys: KeyStore) -> None:
+        head = session.get(AuditHead, HEAD_ID)
+        self.head_seq = head.seq if head else 0
+        self.head_hash = head.chain_hash if head else GENESIS
+        self.session, self.keys = session, keys
+        self.checked = 0
+        self.previous = self.before_previous = GENESIS
 
-def verify_chain(session: Session, keys: KeyStore | None = None) -> ChainReport:
-    """Recompute the chain; name the first sequence number that was edited, deleted or inserted.
+    def report(self, seq: int, problem: Problem, checkpoint: Checkpoint | None = None, *,
+               checked: int | None = None, checkpoint_seq: int | None = None) -> ChainReport:
+        return ChainReport(False, self.checked if checked is None else checked, self.head_seq, seq, problem,
+                           checkpoint.id if checkpoint else None,
+                           checkpoint.seq if checkpoint else checkpoint_seq)
 
-    Signed checkpoints also catch what a recomputed chain cannot: a chain cut short (its last events
-    deleted and the head rewound) or rewritten wholesale from some point on.
-    """
-    head = session.get(AuditHead, HEAD_ID)
-    head_seq = head.seq if head else 0
-    head_hash = head.chain_hash if head else GENESIS
-    checkpoints = _signed_checkpoints(session, keys)
-    expected_seq, previous, before_previous, checked = 1, GENESIS, GENESIS, 0
-    for event in _events(session):
-        if event.seq in checkpoints and checkpoints[event.seq] != event.chain_hash:
-            return ChainReport(False, checked, head_seq, event.seq, "rewritten")
-        if event.seq != expected_seq:
-            if event.seq > expected_seq:
-                return ChainReport(False, checked, head_seq, expected_seq, "deleted")
-            return ChainReport(False, checked, head_seq, event.seq, "inserted")
+    def run(self) -> ChainReport:
+        # The checkpoints first: the chain can be held only against signatures that are genuine.
+        checkpoints, forged = read_checkpoints(self.session, self.keys)
+        if forged is not None:
+            return self.report(forged.seq, Problem.CHECKPOINT_FORGED, forged)
+        ledger = Ledger(checkpoints)
+        events = _events(self.session)
+        event = next(events, None)
+        while event is not None:
+            following = next(events, None)
+            found = self._check(event, following) or self._check_checkpoints(event, ledger)
+            if found is not None:
+                return found
+            self.before_previous, self.previous = self.previous, event.chain_hash
+            self.checked += 1
+            event = following
+        return self._check_end(ledger) or ChainReport(
+            True, self.checked, self.head_seq, checkpoints=len(checkpoints),
+            newest_checkpoint_seq=checkpoints[-1].seq if checkpoints else None)
+
+    def _check(self, event: Any, following: Any) -> ChainReport | None:
+        """The event in itself and its link to the one before it."""
+        expected = self.checked + 1
+        if event.seq < expected or expected > self.head_seq:
+            # In seq order only a seq below 1 comes before the next expected one; and no event was ever appended
+            # beyond the head (writers move it in the same transaction).
+            return self.report(event.seq, Problem.INSERTED)
+        links_to_previous = chain_hash(self.previous, event.leaf_hash) == event.chain_hash
+        if event.seq > expected:  # a gap before this event
+            if event.seq > self.head_seq:
+                return self.report(expected, Problem.TRUNCATED)
+            if links_to_previous:  # a genuine event links to the one right before it, not to one before a gap
+                return self.report(event.seq, Problem.INSERTED)
+            return self.report(expected, Problem.DELETED)
         document = event_document(event)
-        leaf = leaf_hash(document)
-        if leaf != event.leaf_hash:
-            # An untouched event renumbered one place up, still linking to the event two back: the one
-            # before it is a forgery inserted into the middle (which itself hashed consistently).
+        if leaf_hash(document) != event.leaf_hash:
+            # Renumbered events still carry the hash of their old number: one up means an event was slipped in
+            # before them (it links to the event two back), one down means the event before them was deleted.
             original = leaf_hash({**document, "seq": event.seq - 1})
-            if original == event.leaf_hash and chain_hash(before_previous, original) == event.chain_hash:
-                return ChainReport(False, checked - 1, head_seq, event.seq - 1, "inserted")
-            return ChainReport(False, checked, head_seq, event.seq, "edited")
-        if chain_hash(previous, leaf) != event.chain_hash:
-            return ChainReport(False, checked, head_seq, event.seq, "inserted")
-        before_previous, previous = previous, event.chain_hash
-        expected_seq += 1
-        checked += 1
-    beyond = [seq for seq in checkpoints if seq > checked]
-    if beyond:
-        return ChainReport(False, checked, head_seq, checked + 1, "truncated")
-    if checked != head_seq:
-        bad = checked + 1 if checked < head_seq else head_seq + 1
-        return ChainReport(False, checked, head_seq, bad, "deleted" if checked < head_seq else "inserted")
-    if previous != head_hash:
-        return ChainReport(False, checked, head_seq, head_seq, "edited")
-    return ChainReport(True, checked, head_seq)
+            if original == event.leaf_hash and chain_hash(self.before_previous, original) == event.chain_hash:
+                return self.report(event.seq - 1, Problem.INSERTED, checked=self.checked - 1)
+            if leaf_hash({**document, "seq": event.seq + 1}) == event.leaf_hash:
+                return self.report(event.seq, Problem.DELETED)
+            return self.report(event.seq, Problem.EDITED)
+        if not links_to_previous:
+            # Either this event's chain hash was edited, or it is genuine and the one before it was replaced (with
+            # hashes recomputed): what comes next (the next event, or the head) follows the one that is genuine.
+            successor = (following.leaf_hash, following.chain_hash) if following is not None \
+                and following.seq == event.seq + 1 else None
+            stored_is_followed = (chain_hash(event.chain_hash, successor[0]) == successor[1] if successor
+                                  else event.seq == self.head_seq and event.chain_hash == self.head_hash)
+            if stored_is_followed and event.seq > 1:
+                return self.report(event.seq - 1, Problem.EDITED, checked=self.checked - 1)
+            return self.report(event.seq, Problem.EDITED)
+        return None
+
+    def _check_checkpoints(self, event: Any, ledger: Ledger) -> ChainReport | None:
+        """Signed checkpoints of this seq agree with it; a checkpoint event has its signed row."""
+        for checkpoint in ledger.by_seq.get(event.seq, ()):
+            if checkpoint.chain_hash != event.chain_hash:
+                return self.report(event.seq, Problem.CHECKPOINT_MISMATCH, checkpoint)
+        if event.action == CHECKPOINT_ACTION:
+            target = recorded_target(event)
+            if target is None or target[0] >= event.seq or not ledger.record(target):
+                return self.report(event.seq, Problem.CHECKPOINT_MISSING,
+                                   checkpoint_seq=target[0] if target else None)
+        return None
+
+    def _check_end(self, ledger: Ledger) -> ChainReport | None:
+        last = self.checked
+        if last < self.head_seq:
+            return self.report(last + 1, Problem.TRUNCATED)
+        for checkpoint in ledger.unrecorded():
+            if checkpoint.seq >= last:  # its own record (the event after it) is gone too
+                return self.report(last + 1, Problem.TRUNCATED, checkpoint)
+        if self.previous != self.head_hash:
+            return self.report(self.head_seq, Problem.HEAD_EDITED)
+        for checkpoint in ledger.unrecorded():
+            return self.report(checkpoint.seq + 1, Problem.CHECKPOINT_UNRECORDED, checkpoint)
+        return None
+
+
+def verify_chain(session: Session, keys: KeyStore) -> ChainReport:
+    """Recompute the chain in one streaming pass and hold it against the signed checkpoints; name the first problem.
+
+    Every checkpoint row must carry a genuine platform signature, and every checkpoint the chain records must still
+    have its row: so the checkpoints catch what a recomputed chain cannot — a chain cut short (its last events deleted
+    and the head rewound) or rewritten wholesale — and cannot be quietly switched off by deleting or defacing them.
+    """
+    return _ChainWalk(session, keys).run()
+
+
+_LOCK_HEAD = update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(seq=_HEAD.c.seq).returning(_HEAD.c.seq,
+                                                                                          _HEAD.c.chain_hash)
 
 
 def checkpoint(session: Session, keys: KeyStore, *, actor: Actor, now: datetime) -> AuditCheckpoint:
-    """Sign the current head with the platform key, so a later rewrite of the whole chain is evident."""
-    head = session.get(AuditHead, HEAD_ID)
+    """Sign the current head with the platform key, so a later rewrite of the whole chain is evident.
+
+    The head is read under its write lock (a no-op UPDATE, as writers take it on both databases), so no event can
+    come between the head signed and the `audit.checkpoint` event recording it, which follows at seq + 1.
+    """
+    session.flush()
+    head = session.connection().execute(_LOCK_HEAD).first()
     if head is None:
         raise RuntimeError("audit_head row missing: run the migrations")
+    seq, signed_hash = head
     key = keys.active_key(PURPOSE_PLATFORM)
-    signature = keys.sign_jwt(
-        key,
-        {"seq": head.seq, "chain_hash": head.chain_hash, "iat": int(now.timestamp())},
-        headers={"typ": "audit-checkpoint+jwt"},
-    )
-    cp = AuditCheckpoint(seq=head.seq, chain_hash=head.chain_hash, signature=signature, kid=key.kid, created_at=now)
+    signature = keys.sign_jwt(key, checkpoint_claims(seq, signed_hash, int(now.timestamp())),
+                              headers={"typ": CHECKPOINT_TYP})
+    cp = AuditCheckpoint(seq=seq, chain_hash=signed_hash, signature=signature, kid=key.kid, created_at=now)
     session.add(cp)
-    record_event(session, actor=actor, action="audit.checkpoint", now=now, object_type="audit_head",
-                 object_id=str(head.seq), details={"chain_hash": head.chain_hash})
+    record_event(session, actor=actor, action=CHECKPOINT_ACTION, now=now, object_type="audit_head",
+                 object_id=str(seq), details={"chain_hash": signed_hash})
     session.flush()
     return cp
