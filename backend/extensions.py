@@ -35,7 +35,8 @@ def _sqlite_queued_writers(dialect: Any, _record: Any, _args: Any, params: dict[
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """SQLite: enforce foreign keys, WAL for concurrent readers, wait for the write lock instead of failing.
+    """SQLite: enforce foreign keys, WAL for concurrent readers (the wait for the write lock is the driver's timeout,
+    ECERT_DB_LOCK_TIMEOUT_MS).
 
     synchronous=NORMAL is SQLite's recommended setting with WAL: the database stays consistent after any crash and
     an application crash loses nothing; only the last commits before a power cut may be lost. SQLite is the
@@ -45,6 +46,5 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
