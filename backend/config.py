@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import rate_limit_storage
+from backend.private_files import private_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -216,7 +217,7 @@ def _dev_secrets(instance_path: Path) -> dict[str, str]:
     if path.exists():
         stored: dict[str, str] = json.loads(path.read_text())
         return stored
-    instance_path.mkdir(parents=True, exist_ok=True)
+    private_directory(instance_path)
     generated = {
         "ECERT_MASTER_KEY": _new_key(),
         "ECERT_SECRET_KEY": secrets.token_urlsafe(32),

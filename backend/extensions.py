@@ -13,6 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from backend.models.base import Base
+from backend.private_files import private_sqlite_database
 from backend.sqlite_writers import QueuedWriterConnection
 
 
@@ -27,9 +28,13 @@ limiter = Limiter(key_func=_client_address)
 
 
 @event.listens_for(Engine, "do_connect")
-def _sqlite_queued_writers(dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
-    """SQLite: writers queue on a file lock instead of SQLite's sleep-and-retry (backend.sqlite_writers)."""
+def _sqlite_queued_writers(dialect: Any, _record: Any, args: list[Any], params: dict[str, Any]) -> None:
+    """SQLite: the database file (and so its -wal and -shm) the owner's only; writers queue on a file lock instead
+    of SQLite's sleep-and-retry (backend.sqlite_writers)."""
     if dialect.name == "sqlite" and dialect.driver == "pysqlite":
+        database = args[0] if args else params.get("database", "")
+        if isinstance(database, str) and not params.get("uri"):
+            private_sqlite_database(database)
         params.setdefault("factory", QueuedWriterConnection)
 
 
