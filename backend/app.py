@@ -13,6 +13,7 @@ from backend import cli, dept_api
 from backend.config import PROJECT_ROOT, load_settings
 from backend.edge import register_edge, validation_error
 from backend.extensions import db, limiter, migrate
+from backend.private_files import private_directory
 from backend.schemas import ErrorResponse
 from backend.web import console, public, status, verify_page
 
@@ -51,6 +52,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
         template_folder=str(PROJECT_ROOT / "templates"),
     )
     app.config.from_mapping(settings)
+    private_directory(app.instance_path)  # the database, secrets, spool and evidence live there by default
     register_extensions(app)
     register_blueprints(app)
     register_edge(app)

@@ -14,10 +14,10 @@ from typing import Any
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from backend.config import PROJECT_ROOT
-from backend.errors import DomainError
+from backend.errors import DatabaseBusy, DomainError, database_error
 from backend.extensions import db
 from backend.security.encryption import DecryptionError
 from backend.security.keystore import PLATFORM_PURPOSES, PURPOSE_CERTIFICATE
@@ -47,13 +47,30 @@ from backend.web.context import evidence_storage, field_cipher, keystore, now
 
 DEMO_CATALOG = PROJECT_ROOT / "catalog" / "xinyang"
 
-catalog_cli = AppGroup("catalog", help="证照目录: load and list departments and certificate types.")
-keys_cli = AppGroup("keys", help="Signing keys: create, rotate, import.")
-clients_cli = AppGroup("clients", help="Department API clients.")
-audit_cli = AppGroup("audit", help="Audit chain: verify and checkpoint.")
-jobs_cli = AppGroup("jobs", help="Scheduled, idempotent maintenance jobs.")
-certificates_cli = AppGroup("certificates", help="Certificates: batch import of files delivered offline.")
-demo_cli = AppGroup("demo", help="Demo data for local development.")
+EX_TEMPFAIL = 75  # sysexits.h: a temporary failure, worth running again (cron, systemd timers)
+
+
+class CommandGroup(AppGroup):
+    """A group whose commands answer a busy or unreachable database with one clear line, not a traceback: a lock
+    held past ECERT_DB_LOCK_TIMEOUT_MS (e.g. by a long import on SQLite) exits 75, to be run again."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OperationalError as exc:
+            db.session.rollback()
+            error = database_error(exc)
+            click.echo(f"错误 [{error.code}]: {error.message}", err=True)
+            sys.exit(EX_TEMPFAIL if isinstance(error, DatabaseBusy) else 1)
+
+
+catalog_cli = CommandGroup("catalog", help="证照目录: load and list departments and certificate types.")
+keys_cli = CommandGroup("keys", help="Signing keys: create, rotate, import.")
+clients_cli = CommandGroup("clients", help="Department API clients.")
+audit_cli = CommandGroup("audit", help="Audit chain: verify and checkpoint.")
+jobs_cli = CommandGroup("jobs", help="Scheduled, idempotent maintenance jobs.")
+certificates_cli = CommandGroup("certificates", help="Certificates: batch import of files delivered offline.")
+demo_cli = CommandGroup("demo", help="Demo data for local development.")
 
 
 def _operator() -> Actor:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import rate_limit_storage
+from backend.private_files import private_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -216,7 +217,7 @@ def _dev_secrets(instance_path: Path) -> dict[str, str]:
     if path.exists():
         stored: dict[str, str] = json.loads(path.read_text())
         return stored
-    instance_path.mkdir(parents=True, exist_ok=True)
+    private_directory(instance_path)
     generated = {
         "ECERT_MASTER_KEY": _new_key(),
         "ECERT_SECRET_KEY": secrets.token_urlsafe(32),
@@ -332,10 +333,15 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         or str(PROJECT_ROOT / "catalog" / "xinyang" / "holidays.yaml"),
         "ECERT_OBJECTION_LEAD_DEPARTMENT": env.get("ECERT_OBJECTION_LEAD_DEPARTMENT") or "11411500005991632F",
         "ECERT_CLOCK": None,
+        # How long a statement waits for a lock another transaction holds (SQLite: the one writer; PostgreSQL:
+        # lock_timeout) before it fails; a request then answers 503 database_busy with Retry-After.
+        "ECERT_DB_LOCK_TIMEOUT_MS": _bounded(env, "ECERT_DB_LOCK_TIMEOUT_MS", 30_000, 10, 600_000),
         # Bound SQL parameters (personal data) never reach logs or tracebacks in production.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": production},
         "JSON_AS_ASCII": False,
     }
+    settings["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"] = _lock_timeout_arguments(
+        database_url, settings["ECERT_DB_LOCK_TIMEOUT_MS"])
     redis_url = settings["ECERT_REDIS_URL"]
     settings["RATELIMIT_STORAGE_URI"] = redis_url or f"{rate_limit_storage.SCHEME}://"  # no timer thread per request
     settings["RATELIMIT_HEADERS_ENABLED"] = True
@@ -345,6 +351,15 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
     if production:
         check_production(settings)
     return settings
+
+
+def _lock_timeout_arguments(database_url: str, milliseconds: int) -> dict[str, Any]:
+    """The driver's connect arguments that bound lock waits: pysqlite's busy timeout, PostgreSQL's lock_timeout."""
+    if database_url.startswith("sqlite"):
+        return {"timeout": milliseconds / 1000}
+    if database_url.startswith("postgresql"):
+        return {"options": f"-c lock_timeout={milliseconds}"}
+    return {}
 
 
 def check_show_codes(settings: Mapping[str, Any]) -> None:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from backend.errors import DomainError, PayloadTooLarge, ValidationFailed
+from backend.errors import DatabaseBusy, DomainError, PayloadTooLarge, ValidationFailed, database_error
 from backend.extensions import db
 from backend.services.audit import record_event
 from backend.web.context import now
@@ -157,10 +157,20 @@ def _commit() -> DomainError | None:
     except DataError:
         db.session.rollback()
         return DomainError("请求包含数据库无法保存的字符或数值", code="invalid_value")
-    except OperationalError:
+    except OperationalError as exc:
         db.session.rollback()
-        log.exception("commit failed", extra={"fields": {"request_id": g.get("request_id")}})
-        return DomainError("数据库暂不可用，请稍后重试", code="database_unavailable").with_status(503)
+        return _database_refusal(exc, "commit failed")
+
+
+def _database_refusal(exc: OperationalError, what: str) -> DomainError:
+    """A lock timeout (busy) or an unreachable database, anywhere in the request: 503, logged, never a 500."""
+    error = database_error(exc)
+    fields = {"request_id": g.get("request_id"), "path": loggable_path(request.path), "error": error.code}
+    if isinstance(error, DatabaseBusy):
+        log.warning(what, extra={"fields": fields})  # expected under load: no traceback
+    else:
+        log.exception(what, extra={"fields": fields})
+    return error
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -261,6 +271,11 @@ def register_edge(app: Flask) -> None:
             extra={"fields": {"request_id": g.get("request_id"), "path": loggable_path(request.path)}},
         )
         return error_response(DomainError("并发冲突，请重试", code="concurrent_conflict").with_status(409))
+
+    @app.errorhandler(OperationalError)
+    def _database_error(error: OperationalError) -> Response:
+        db.session.rollback()
+        return error_response(_database_refusal(error, "database refused the request"))
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

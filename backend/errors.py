@@ -139,3 +139,46 @@ class ServiceUnavailable(DomainError):
     code = "service_unavailable"
     status = 503
     message = "服务暂不可用"
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """503: the database stayed locked past the wait (SQLite's one writer held by a long import, a PostgreSQL lock
+    timeout, a serialization failure or a deadlock): nothing was written, and the same request may simply be sent
+    again after `Retry-After` seconds."""
+
+    code = "database_busy"
+    message = "系统繁忙，请稍后重试"
+    retry_after = 1
+
+    def __init__(self) -> None:
+        super().__init__(details={"retry_after": self.retry_after},
+                         headers={"Retry-After": str(self.retry_after)})
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    message = "数据库暂不可用，请稍后重试"
+
+
+# SQLite's primary result codes for a lock held by another connection; PostgreSQL's SQLSTATEs for a lock not
+# obtained in time (lock_timeout), a serialization failure and a deadlock: each is worth retrying as it is.
+_SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+_POSTGRESQL_RETRYABLE = frozenset({"55P03", "40001", "40P01"})
+
+
+def is_lock_timeout(error: BaseException) -> bool:
+    """Whether a database error (SQLAlchemy's, or the driver's) means "locked by someone else, try again"."""
+    original = getattr(error, "orig", None) or error
+    sqlite_code = getattr(original, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):
+        return sqlite_code & 0xFF in _SQLITE_BUSY_CODES
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if isinstance(sqlstate, str):
+        return sqlstate in _POSTGRESQL_RETRYABLE
+    return "database is locked" in str(original)
+
+
+def database_error(error: BaseException) -> ServiceUnavailable:
+    """The answer to an operational database error (SQLAlchemy's OperationalError): a busy database is worth a
+    retry; anything else (connection lost, server down) is the database being unavailable. Never a 500."""
+    return DatabaseBusy() if is_lock_timeout(error) else DatabaseUnavailable()

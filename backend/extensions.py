@@ -13,6 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from backend.models.base import Base
+from backend.private_files import private_sqlite_database
 from backend.sqlite_writers import QueuedWriterConnection
 
 
@@ -27,15 +28,20 @@ limiter = Limiter(key_func=_client_address)
 
 
 @event.listens_for(Engine, "do_connect")
-def _sqlite_queued_writers(dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
-    """SQLite: writers queue on a file lock instead of SQLite's sleep-and-retry (backend.sqlite_writers)."""
+def _sqlite_queued_writers(dialect: Any, _record: Any, args: list[Any], params: dict[str, Any]) -> None:
+    """SQLite: the database file (and so its -wal and -shm) the owner's only; writers queue on a file lock instead
+    of SQLite's sleep-and-retry (backend.sqlite_writers)."""
     if dialect.name == "sqlite" and dialect.driver == "pysqlite":
+        database = args[0] if args else params.get("database", "")
+        if isinstance(database, str) and not params.get("uri"):
+            private_sqlite_database(database)
         params.setdefault("factory", QueuedWriterConnection)
 
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """SQLite: enforce foreign keys, WAL for concurrent readers, wait for the write lock instead of failing.
+    """SQLite: enforce foreign keys, WAL for concurrent readers (the wait for the write lock is the driver's timeout,
+    ECERT_DB_LOCK_TIMEOUT_MS).
 
     synchronous=NORMAL is SQLite's recommended setting with WAL: the database stays consistent after any crash and
     an application crash loses nothing; only the last commits before a power cut may be lost. SQLite is the
@@ -45,6 +51,5 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

@@ -50,5 +50,5 @@ def error_responses(*statuses: int) -> dict[Any, Any]:
 
 
 # Errors every endpoint can answer.
-COMMON_ERRORS = (400, 413, 429)
+COMMON_ERRORS = (400, 413, 429, 503)  # 503: database busy (Retry-After) or unavailable
 AUTH_ERRORS = (401, 403)

@@ -58,6 +58,13 @@ def lock_path(database: Any) -> str | None:
     return f"{os.path.abspath(name)}-writers.lock"
 
 
+def _busy() -> sqlite3.OperationalError:
+    """The error SQLite itself raises when its busy timeout runs out, with its result code (SQLITE_BUSY)."""
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorcode, error.sqlite_errorname = sqlite3.SQLITE_BUSY, "SQLITE_BUSY"
+    return error
+
+
 class QueuedWriterConnection(sqlite3.Connection):
     """A sqlite3 connection whose write transactions take the database's writers' lock first (see module doc)."""
 
@@ -113,7 +120,7 @@ class QueuedWriterConnection(sqlite3.Connection):
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise sqlite3.OperationalError("database is locked") from None
+                    raise _busy() from None
             pause = min(pause * 1.5, 0.0005)
 
     def after_statement(self) -> None:

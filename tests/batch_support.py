@@ -6,12 +6,14 @@ import csv
 import hashlib
 import io
 import json
+import sqlite3
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from backend.extensions import db
 from backend.models import Certificate
@@ -107,3 +109,9 @@ def spooled_files(app: Any) -> list[Path]:
     """Files in the import spool (sealed batch files and unfinished uploads)."""
     root = Path(app.config["ECERT_IMPORT_SPOOL_DIR"])
     return sorted(path for path in root.rglob("*") if path.is_file()) if root.exists() else []
+
+
+def database_failure() -> OperationalError:
+    """What the database driver raises when the database fails under an import (disk, connection): not the rows'
+    fault nor the file's, so the batch is interrupted and claimed again once stale."""
+    return OperationalError("INSERT INTO certificate …", {}, sqlite3.OperationalError("disk I/O error"))

@@ -23,6 +23,7 @@ from tests.batch_support import (
     STALE,
     count,
     csv_file,
+    database_failure,
     identifiers,
     import_file,
     jsonl,
@@ -256,21 +257,21 @@ def test_a_crash_mid_import_leaves_nothing_and_the_batch_is_imported_once_taken_
     monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
     data = jsonl(*(certificate_body() for _ in range(5)))
     calls = 0
-    build = issuance.Issuer.build_row
+    insert = BulkInsert.execute
 
-    def crash_on_fourth(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def crash_in_second_chunk(self: BulkInsert, rows: list[dict[str, Any]]) -> None:
         nonlocal calls
         calls += 1
-        if calls == 4:
-            raise RuntimeError("worker killed")
-        return build(self, *args, **kwargs)
+        if calls == 3:  # certificates and notifications of the first chunk went in
+            raise database_failure()
+        insert(self, rows)
 
-    monkeypatch.setattr(issuance.Issuer, "build_row", crash_on_fourth)
+    monkeypatch.setattr(BulkInsert, "execute", crash_in_second_chunk)
     batch_id = submit(dept_client, data, key="crash-test-0001").get_json()["id"]
     assert run_imports(app) == {"interrupted": 1}
     assert count(app, Certificate) == 0 and count(app, Notification) == 0
     assert read_batch(dept_client, batch_id)["status"] == "processing"  # until its worker is taken to be dead
-    monkeypatch.setattr(issuance.Issuer, "build_row", build)
+    monkeypatch.setattr(BulkInsert, "execute", insert)
     assert run_imports(app) == {}  # not stale yet: nobody takes it over
     clock.advance(seconds=STALE.total_seconds())
     assert run_imports(app) == {"completed": 1}
@@ -467,25 +468,46 @@ def test_with_worker_processes_one_bad_row_in_all_mode_still_imports_nothing(app
     assert not multiprocessing.active_children()
 
 
-@pytest.mark.parametrize("app_settings", [{"ECERT_IMPORT_WORKERS": 2}])
-def test_a_worker_that_fails_fails_the_import_and_leaves_nothing(app, dept_client, clock, forks, monkeypatch):
-    rows = [certificate_body() for _ in range(7)]
+def signing_fails_for(monkeypatch: Any, number: str, error: BaseException) -> None:
+    """`Issuer.build_row` (identify, sign, encrypt) raises `error` for the certificate numbered `number`."""
     build = issuance.Issuer.build_row
 
-    def fail_on_fifth(self: Any, prepared: Any, **kwargs: Any) -> Any:
-        if prepared.number == rows[4]["certificate_number"]:
-            raise RuntimeError("signing key unavailable")
+    def failing(self: Any, prepared: Any, **kwargs: Any) -> Any:
+        if prepared.number == number:
+            raise error
         return build(self, prepared, **kwargs)
 
-    monkeypatch.setattr(issuance.Issuer, "build_row", fail_on_fifth)
-    batch_id = submit(dept_client, jsonl(*rows), key="worker-failure-1").get_json()["id"]
-    assert run_imports(app) == {"interrupted": 1}
-    assert count(app, Certificate) == 0
+    monkeypatch.setattr(issuance.Issuer, "build_row", failing)
+
+
+@pytest.mark.parametrize("app_settings", [{}, {"ECERT_IMPORT_WORKERS": 2}], ids=["in-process", "workers"])
+@pytest.mark.parametrize("mode", ["all", "partial"])
+def test_a_row_whose_signing_raises_is_that_rows_problem(app, dept_client, clock, forks, monkeypatch, mode):
+    rows = [certificate_body() for _ in range(7)]
+    signing_fails_for(monkeypatch, rows[4]["certificate_number"], OverflowError("date value out of range"))
+    batch = import_file(app, dept_client, jsonl(*rows), mode=mode)
+    assert problems(batch) == {(5, None, "row_failed")} and batch["failed_rows"] == 1
+    if mode == "partial":
+        assert (batch["status"], batch["imported_rows"]) == ("completed", 6)
+        assert count(app, Certificate) == 6 and count(app, Notification) == 6
+    else:
+        assert (batch["status"], batch["imported_rows"]) == ("failed", 0)
+        assert count(app, Certificate) == 0
     assert not multiprocessing.active_children()
-    monkeypatch.setattr(issuance.Issuer, "build_row", build)
+
+
+@pytest.mark.parametrize("app_settings", [{"ECERT_IMPORT_WORKERS": 2}])
+def test_a_signing_worker_that_dies_fails_the_import_at_once_and_leaves_nothing(app, dept_client, clock, forks,
+                                                                                 monkeypatch):
+    rows = [certificate_body() for _ in range(7)]
+    signing_fails_for(monkeypatch, rows[4]["certificate_number"], SystemExit(9))  # the worker process ends
+    batch_id = submit(dept_client, jsonl(*rows), key="worker-failure-1").get_json()["id"]
+    assert run_imports(app) == {"failed": 1}
+    batch = read_batch(dept_client, batch_id)
+    assert (batch["status"], batch["error"]["code"], batch["imported_rows"]) == ("failed", "import_failed", 0)
+    assert count(app, Certificate) == 0 and not multiprocessing.active_children()
     clock.advance(seconds=STALE.total_seconds())
-    assert run_imports(app) == {"completed": 1}
-    assert read_batch(dept_client, batch_id)["imported_rows"] == 7 and count(app, Certificate) == 7
+    assert run_imports(app) == {}  # failed, not left to be tried again
 
 
 def test_a_signing_worker_stops_when_the_importing_process_is_gone():

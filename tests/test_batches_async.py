@@ -3,6 +3,7 @@ even with two workers), progress while it runs, and batches whose worker died ta
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import Counter
@@ -16,8 +17,9 @@ from sqlalchemy.orm import Session
 from backend.config import load_settings
 from backend.extensions import db
 from backend.models import ApiClient, AuditEvent, Certificate, ImportBatch, Notification
-from backend.services import import_jobs, issuance
+from backend.services import import_jobs, imports, issuance
 from backend.services.actors import Actor
+from backend.services.bulk_insert import BulkInsert
 from backend.services.clients import set_client_active
 from backend.services.import_jobs import ClaimLost
 from backend.services.spool import SealedSpool
@@ -26,6 +28,7 @@ from tests.batch_support import (
     BATCHES,
     STALE,
     count,
+    database_failure,
     import_file,
     jsonl,
     problems,
@@ -224,11 +227,12 @@ def test_a_slow_worker_taken_over_rolls_its_import_back(app, dept_client, clock,
     assert len(spooled_files(app)) == 1  # the file stays for the worker that holds the batch
 
 
-def test_a_batch_interrupted_too_often_fails_and_its_file_is_deleted(app, dept_client, clock, monkeypatch):
-    def broken(*_args: Any, **_kwargs: Any) -> Any:
-        raise RuntimeError("signing service down")
+def database_fails(*_args: Any, **_kwargs: Any) -> Any:
+    raise database_failure()
 
-    monkeypatch.setattr(issuance.Issuer, "build_row", broken)
+
+def test_a_batch_interrupted_too_often_fails_and_its_file_is_deleted(app, dept_client, clock, monkeypatch):
+    monkeypatch.setattr(BulkInsert, "execute", database_fails)
     batch_id = submit(dept_client, jsonl(certificate_body())).get_json()["id"]
     for _ in range(3):  # ECERT_IMPORT_MAX_ATTEMPTS
         assert run_imports(app) == {"interrupted": 1}
@@ -237,6 +241,42 @@ def test_a_batch_interrupted_too_often_fails_and_its_file_is_deleted(app, dept_c
     batch = read_batch(dept_client, batch_id)
     assert (batch["status"], batch["error"]["code"]) == ("failed", "import_interrupted")
     assert count(app, Certificate) == 0 and spooled_files(app) == []
+
+
+def test_an_error_in_one_row_of_a_partial_batch_is_that_rows_problem_and_the_good_rows_are_imported(
+        app, dept_client, monkeypatch):
+    rows = [certificate_body(), certificate_body(), certificate_body()]
+    prepare = issuance.Issuer.prepare
+
+    def fails_for_the_second(self: issuance.Issuer, data: Any, found: Any) -> Any:
+        if data.certificate_number == rows[1]["certificate_number"]:
+            raise OverflowError("date value out of range")  # what a check nobody foresaw raises
+        return prepare(self, data, found)
+
+    monkeypatch.setattr(issuance.Issuer, "prepare", fails_for_the_second)
+    batch = import_file(app, dept_client, jsonl(*rows), mode="partial")
+    assert (batch["status"], batch["imported_rows"], batch["failed_rows"]) == ("completed", 2, 1)
+    assert problems(batch) == {(2, None, "row_failed")} and batch["error"] is None
+    assert count(app, Certificate) == 2 and spooled_files(app) == []
+
+
+def test_a_batch_whose_import_raises_unexpectedly_fails_at_once_with_an_error_report(app, dept_client, clock,
+                                                                                      monkeypatch, caplog):
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("a bug in the batch's last step")
+
+    monkeypatch.setattr(imports._Run, "record_events", broken)
+    batch_id = submit(dept_client, jsonl(certificate_body(), certificate_body()), mode="partial").get_json()["id"]
+    with caplog.at_level(logging.ERROR, logger="ecert.imports"):
+        assert run_imports(app) == {"failed": 1}
+    batch = read_batch(dept_client, batch_id)
+    assert (batch["status"], batch["imported_rows"], batch["error"]["code"]) == ("failed", 0, "import_failed")
+    assert batch["finished_at"] is not None and "新的 Idempotency-Key" in batch["error"]["message"]
+    assert [record.fields["batch"] for record in caplog.records  # type: ignore[attr-defined]
+            if record.getMessage() == "import batch failed unexpectedly; rolled back"] == [batch_id]
+    assert count(app, Certificate) == 0 and spooled_files(app) == []
+    clock.advance(seconds=STALE.total_seconds())
+    assert run_imports(app) == {}  # not taken for a dead worker's batch and tried again
 
 
 def test_a_tampered_spool_file_fails_the_batch_and_imports_nothing(app, dept_client):
@@ -289,10 +329,7 @@ def test_the_job_command_imports_queued_batches_and_says_what_it_did(app, runner
 
 
 def test_the_job_command_exits_non_zero_when_an_import_was_interrupted(app, runner, dept_client, monkeypatch):
-    def broken(*_args: Any, **_kwargs: Any) -> Any:
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(issuance.Issuer, "build_row", broken)
+    monkeypatch.setattr(BulkInsert, "execute", database_fails)
     submit(dept_client, jsonl(certificate_body()))
     result = runner.invoke(args=["jobs", "imports"])
     assert result.exit_code == 1 and "1 interrupted" in result.output

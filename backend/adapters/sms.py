@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import phonenumbers
 
 from backend.adapters import DEFAULT_TIMEOUT, AdapterUnavailable
+from backend.private_files import private_directory
 
 log = logging.getLogger("ecert.adapters.sms")
 
@@ -128,7 +129,7 @@ class FakeSmsGateway:
         with self._lock:
             self.messages.append(message)
             if self.outbox is not None:
-                self.outbox.parent.mkdir(parents=True, exist_ok=True)
+                private_directory(self.outbox.parent)
                 fd = os.open(self.outbox, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 with os.fdopen(fd, "a", encoding="utf-8") as handle:
                     handle.write(json.dumps({"phone": phone, "text": text, "sent_at": message.sent_at.isoformat()},

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from backend.errors import Conflict
 from backend.models import ApiClient
+from backend.private_files import private_directory
 from backend.security.encryption import FieldCipher
 from backend.security.jwk import public_jwk
 from backend.security.keystore import KeyStore
@@ -48,7 +49,7 @@ def ensure_demo_client(session: Session, instance_path: Path, *, actor: Actor, n
         actor=actor,
         now=now,
     )
-    instance_path.mkdir(parents=True, exist_ok=True)
+    private_directory(instance_path)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump({"client_id": client.client_id, "private_jwk": ECAlgorithm.to_jwk(private, as_dict=True)}, handle)

@@ -22,6 +22,7 @@ from typing import Protocol
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from backend.errors import NotFound, PayloadTooLarge, ValidationFailed
+from backend.private_files import private_directory
 from backend.security.encryption import FieldCipher
 
 MAX_FILES = 5
@@ -152,7 +153,7 @@ class LocalEvidenceStorage:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_directory(path.parent)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as handle:

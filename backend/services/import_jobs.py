@@ -34,6 +34,15 @@ class ImportInterrupted(DomainError):
     message = "导入多次中断，批次已失败，请使用新的 Idempotency-Key 重新提交"
 
 
+class ImportFailed(DomainError):
+    """The import raised an error that is neither a row's nor the file's: failed at once (and logged with the batch
+    id), not retried, since the same file would fail the same way again."""
+
+    code = "import_failed"
+    status = 500
+    message = "导入时发生内部错误，批次已失败，未导入任何证照；请联系平台运维，或使用新的 Idempotency-Key 重新提交"
+
+
 class BatchFileUnreadable(DomainError):
     code = "batch_file_unreadable"
     status = 500

@@ -17,12 +17,28 @@ from multiprocessing.process import BaseProcess
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm.attributes import instance_dict
 
 from backend.models import Base
 from backend.services.issuance import Issuer, PreparedCertificate
 
 Signed = list[tuple[PreparedCertificate, dict[str, Any]]]  # certificates and their rows, ready to INSERT
+RowFailure = tuple[PreparedCertificate, str]  # a certificate whose row could not be built, and why (the error's type)
+
+
+def _build_each(issuer: Issuer, items: list[PreparedCertificate], batch_id: int) -> list[dict[str, Any] | str]:
+    """`build_row` for each item; an item whose row fails (whatever the error) gives the error's type name instead,
+    so that one bad row cannot take its chunk, or its batch, down with it."""
+    built: list[dict[str, Any] | str] = []
+    for item in items:
+        try:
+            built.append(issuer.build_row(item, origin="imported", import_batch_id=batch_id))
+        except SQLAlchemyError:
+            raise  # the database's trouble, not the row's (and the session must not be used on)
+        except Exception as exc:
+            built.append(type(exc).__name__)
+    return built
 
 
 def columns_of(table: Table) -> tuple[str, ...]:
@@ -81,8 +97,7 @@ def _sign_in_worker(conn: Connection, inherited: list[Connection], issuer: Issue
             items, slots = job
             try:
                 issuer.slots = _AssignedSlots(slots)  # type: ignore[assignment]
-                conn.send((True, [issuer.build_row(item, origin="imported", import_batch_id=batch_id)
-                                  for item in items]))
+                conn.send((True, _build_each(issuer, items, batch_id)))
             except Exception as exc:
                 conn.send((False, f"{type(exc).__name__}: {exc}"))
     except EOFError:  # the parent is gone
@@ -113,14 +128,15 @@ class Signer:
         self.workers = max(workers, 0) if forkable else 0
         self._started: list[tuple[BaseProcess, Connection]] = []
         self._pending: tuple[list[PreparedCertificate], int] | None = None  # items, workers given a share
+        self.failures: list[RowFailure] = []  # rows whose building failed since the caller last took them
 
     def submit(self, items: list[PreparedCertificate]) -> Signed:
         """Start signing `items`; returns what is signed by now (with workers: the previous submission)."""
         issuer = self.issuer
         if not self.workers:
-            rows = [issuer.build_row(item, origin="imported", import_batch_id=self.batch_id) for item in items]
+            built = _build_each(issuer, items, self.batch_id)
             issuer.slots.flush()
-            return list(zip(items, rows, strict=True))
+            return self._sorted(items, built)
         slots = [(_Slot(status_list.id, status_list.list_number), index)
                  for status_list, index in (issuer.slots.take() for _ in items)]
         issuer.slots.flush()
@@ -171,7 +187,17 @@ class Signer:
                 self.abort()
                 raise RuntimeError(f"import worker failed: {payload}")
             rows[k::stride] = payload
-        return list(zip(items, rows, strict=True))
+        return self._sorted(items, rows)
+
+    def _sorted(self, items: list[PreparedCertificate], built: list[dict[str, Any] | str]) -> Signed:
+        """The signed rows; the failed ones go to `failures`."""
+        signed: Signed = []
+        for item, row in zip(items, built, strict=True):
+            if isinstance(row, str):
+                self.failures.append((item, row))
+            else:
+                signed.append((item, row))
+        return signed
 
     def drain(self) -> Signed:
         """Wait for the certificates still being signed, then let the workers go."""

@@ -11,6 +11,7 @@ batch again (or re-submitting the same file under a new key) adds no certificate
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ from itertools import islice
 from typing import IO, Any, cast
 
 from sqlalchemy import insert, literal, null, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from backend.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
@@ -52,6 +54,9 @@ EVENTS, NOTIFICATIONS = Base.metadata.tables["certificate_event"], Base.metadata
 EVENT_COLUMNS, NOTIFICATION_COLUMNS = (columns_of(table) for table in (EVENTS, NOTIFICATIONS))
 
 Progress = Callable[[int, int], None]  # (rows processed, bytes read)
+ROW_FAILED = ("row_failed", "该行处理时发生内部错误，未导入；请核对该行数据，或联系平台运维")
+
+log = logging.getLogger("ecert.imports")
 
 
 class BatchNotFound(NotFound):
@@ -74,6 +79,7 @@ class _Run:
     notices: dict[int, dict[str, Any]] = field(default_factory=dict)  # type id → holder notification template
     report: list[dict[str, Any]] = field(default_factory=list)
     report_full: bool = False
+    row_numbers: dict[int, int] = field(default_factory=dict)  # id() of a certificate being signed → its row
     rows: int = 0
     imported: int = 0
     skipped: int = 0
@@ -102,6 +108,23 @@ class _Run:
         return self.types[type_code]
 
     def prepare(self, row: Row) -> PreparedCertificate | None:
+        """The row validated, or None when it has problems (reported). Whatever goes wrong with one row is that
+        row's problem, never its batch's: an error the checks did not foresee is reported as `row_failed`."""
+        try:
+            return self._prepare(row)
+        except SQLAlchemyError:
+            raise  # the database's trouble, not the row's
+        except Exception as exc:
+            self.row_failed(row.number, type(exc).__name__)
+            return None
+
+    def row_failed(self, number: int, error: str) -> None:
+        """A row that raised an unexpected error: logged for operators (the error's type, never the row's data)."""
+        log.error("import row failed unexpectedly", extra={"fields": {
+            "batch": self.batch.public_id, "row": number, "error": error}})
+        self.fail(number, [(None, *ROW_FAILED)])
+
+    def _prepare(self, row: Row) -> PreparedCertificate | None:
         problems = FieldProblems()
         for field_name, reason, detail in row.problems:
             problems.add(field_name or "", reason, detail)
@@ -133,6 +156,7 @@ class _Run:
                                         f"证照编号与第 {first} 行重复")])
                 continue
             candidates.append((row.number, prepared, index))
+            self.row_numbers[id(prepared)] = row.number
         self.rows += len(rows)
         stored = self._stored_contents(candidates)
         new: list[PreparedCertificate] = []
@@ -148,11 +172,20 @@ class _Run:
         if self.all_or_nothing and self.failed:
             self.signer.abort()  # nothing of this batch will be stored: stop signing
         elif new:
-            self._store(self.signer.submit(new))
+            self._store(self._signed(self.signer.submit(new)))
+
+    def _signed(self, signed: Signed) -> Signed:
+        """Signed rows to store, after reporting the rows whose signing failed."""
+        for item, error in self.signer.failures:
+            self.row_failed(self.row_numbers.pop(id(item)), error)
+        self.signer.failures.clear()
+        for item, _row in signed:
+            self.row_numbers.pop(id(item), None)
+        return signed
 
     def drain(self) -> None:
         """Store what the signer still holds (with workers, the last chunk is still being signed)."""
-        signed = self.signer.drain()
+        signed = self._signed(self.signer.drain())
         if not (self.all_or_nothing and self.failed):
             self._store(signed)
             self.record_events()

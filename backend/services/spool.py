@@ -27,6 +27,7 @@ from typing import IO, Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from backend.private_files import private_directory
 from backend.security.encryption import DecryptionError, FieldCipher
 
 MAGIC = b"ECSPOOL1"
@@ -82,7 +83,7 @@ class LocalSpoolStorage:
 
     def open_write(self, key: str) -> IO[bytes]:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_directory(path.parent)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")  # mode 0600
         os.close(fd)
         return open(temporary, "wb")  # closed by publish or discard

@@ -19,16 +19,16 @@ from datetime import datetime, timedelta
 from flask import Flask, current_app
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from backend.errors import DomainError
+from backend.errors import DomainError, database_error
 from backend.extensions import db
 from backend.models import Department, ImportBatch
 from backend.security.encryption import DecryptionError
 from backend.services import import_jobs
 from backend.services import imports as imports_service
 from backend.services.actors import Actor
-from backend.services.import_jobs import BatchFileUnreadable, ClaimLost, ImportInterrupted
+from backend.services.import_jobs import BatchFileUnreadable, ClaimLost, ImportFailed, ImportInterrupted
 from backend.services.issuance import Issuer
 from backend.services.spool import LocalSpoolStorage, SealedSpool, SpoolMissing, SpoolStorage
 from backend.web.context import field_cipher, keystore, now
@@ -74,7 +74,8 @@ class ProgressRecorder:
 def run_pending(*, workers: int | None = None, limit: int | None = None) -> Counter[str]:
     """One pass: claim and import batches until none is queued (or `limit` were handled). Needs an app context.
 
-    Answers how many batches ended how: completed, failed, interrupted (an unexpected error: rolled back and left
+    Answers how many batches ended how: completed, failed (a row's problem is in the report; an unexpected error
+    fails the batch at once as `import_failed`), interrupted (the database busy or unreachable: rolled back and left
     to be claimed again once stale), lost (another worker took it over).
     """
     config = current_app.config
@@ -151,11 +152,15 @@ def import_batch(batch_id: int, worker: str, *, workers: int = 0) -> str:
         session.rollback()
         log.warning("import batch taken over by another worker; this import rolled back", extra={"fields": context})
         return "lost"
-    except Exception:
+    except OperationalError as error:  # the database busy or gone: the same file may well import later
         session.rollback()
-        log.exception("import batch interrupted; rolled back, to be claimed again once stale",
-                      extra={"fields": context})
+        log.warning("import batch interrupted by the database; rolled back, to be claimed again once stale",
+                    extra={"fields": {**context, "error": database_error(error).code}}, exc_info=True)
         return "interrupted"
+    except Exception:  # not a row's problem (those go to the report), not the file's: it would fail again
+        session.rollback()
+        log.exception("import batch failed unexpectedly; rolled back", extra={"fields": context})
+        return _fail(batch, ImportFailed(), worker, actor)
     _delete_quietly(spool, spool_key)
     log.info("import batch finished", extra={"fields": {**context, "status": batch.status}})
     return str(batch.status)

@@ -1,0 +1,61 @@
+"""Files and directories the platform keeps under its instance directory: the owner's only, whatever the umask.
+
+The instance directory holds the SQLite database (personal data, encrypted fields and their blind indexes), its
+WAL and shared-memory files, the writers' lock file, the import spool, objection evidence, generated secrets and
+keys. Directories are made 0700 and files 0600 when they are created (explicit modes, not the process umask, which
+is the embedding program's business); a directory or database left more open by an older version is narrowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+DIRECTORY_MODE, FILE_MODE = 0o700, 0o600
+
+
+def private_directory(path: Path | str) -> Path:
+    """`path` as a directory only its owner may enter; missing parents are made the same way (mkdir -p would make
+    them with the umask's mode)."""
+    path = Path(path)
+    missing = []
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            break
+        missing.append(candidate)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+            os.mkdir(directory, DIRECTORY_MODE)
+    _narrow(path, DIRECTORY_MODE)
+    return path
+
+
+def private_file(path: Path | str) -> Path:
+    """`path` as an existing file only its owner may read (created empty if missing)."""
+    path = Path(path)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+    _narrow(path, FILE_MODE)
+    return path
+
+
+def private_sqlite_database(database: str) -> None:
+    """Before SQLite opens a database file: create it 0600 if it is new (SQLite gives its -wal and -shm files the
+    database file's mode), and narrow an existing database and its -wal/-shm files to 0600."""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    try:
+        private_file(database)
+    except FileNotFoundError:  # no such directory: SQLite reports it as it always did
+        return
+    for suffix in ("-wal", "-shm", "-journal"):
+        if os.path.exists(database + suffix):
+            _narrow(Path(database + suffix), FILE_MODE)
+
+
+def _narrow(path: Path, mode: int) -> None:
+    """chmod to `mode` when the path is ours and grants more (a file of another user is left alone)."""
+    info = path.stat()
+    if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
