@@ -47,6 +47,11 @@ _BAD_BODIES: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
+@pytest.fixture
+def app_settings() -> dict[str, Any]:
+    return {"STAFF_PASSWORD_HASHER": FAST_HASHER}  # the console's city administrator logs in
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -167,11 +172,6 @@ def test_a_department_client_without_the_routes_scope_gets_403_whatever_the_requ
 
 
 # -- the staff console ------------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def app_settings() -> dict[str, Any]:
-    return {"STAFF_PASSWORD_HASHER": FAST_HASHER}
-
 
 def test_an_anonymous_browser_is_sent_to_the_login_page_from_every_console_route_whatever_the_form(app, client):
     def to_login(response: Any) -> bool:

@@ -117,8 +117,8 @@ def _china(moment: datetime | None) -> str:
 # -- login and logout ---------------------------------------------------------------------------------------
 
 @bp.route("/login", methods=["GET", "POST"])
-@public
 @limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"], methods=["POST"])  # per client address
+@public
 def login() -> Any:
     """The login form; a successful login starts a new session (new token, new CSRF secret)."""
     if request.method == "GET":
