@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import miniapp_api
 from backend import cli, dept_api
+from backend.auth.access import check_routes
 from backend.config import PROJECT_ROOT, load_settings
 from backend.edge import register_edge, validation_error
 from backend.extensions import db, limiter, migrate
@@ -55,6 +56,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     private_directory(app.instance_path)  # the database, secrets, spool and evidence live there by default
     register_extensions(app)
     register_blueprints(app)
+    check_routes(app)  # every route declares who may call it (backend.auth.access)
     register_edge(app)
     cli.register(app)
     return app

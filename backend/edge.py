@@ -11,11 +11,13 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
+from flask.typing import ResponseReturnValue
 from flask_limiter.errors import RateLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from backend.auth.access import enforce_access
 from backend.errors import DatabaseBusy, DomainError, PayloadTooLarge, ValidationFailed, database_error
 from backend.extensions import db
 from backend.services.audit import record_event
@@ -188,11 +190,16 @@ def register_edge(app: Flask) -> None:
     configure_logging(app)
 
     @app.before_request
-    def _start() -> None:
+    def _start() -> ResponseReturnValue | None:
         incoming = request.headers.get("X-Request-Id", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
         g.started = time.perf_counter()
+        # Who is calling comes before anything reads the request: an anonymous caller learns nothing of its schema.
+        refused = enforce_access()
+        if refused is not None:
+            return refused
         _refuse_unencodable_json()
+        return None
 
     @app.after_request
     def _finish(response: Response) -> Response:

@@ -126,8 +126,7 @@ def _with_callback(response: Response, access_request_id: int, has_callback: boo
     return response
 
 
-@bp.get("/<id>", responses={200: HolderAccessRequestOut, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 422)},
-        security=CITIZEN_SECURITY)
+@bp.get("/<id>", responses={200: HolderAccessRequestOut, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 422)})
 @require_citizen
 def read(path: AccessRequestPath) -> Response:
     """The consent screen: who asks, why, each field by its Chinese label, and which certificates can answer it."""
@@ -135,8 +134,7 @@ def read(path: AccessRequestPath) -> Response:
 
 
 @bp.post("/<id>/approve",
-         responses={200: ApprovedOut, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 410, 422)},
-         security=CITIZEN_SECURITY)
+         responses={200: ApprovedOut, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 410, 422)})
 @require_citizen
 def approve(path: AccessRequestPath, body: ApproveBody) -> Response:
     """Consent: the chosen certificates become a one-time grant for the requesting department (step-up for
@@ -152,8 +150,7 @@ def approve(path: AccessRequestPath, body: ApproveBody) -> Response:
 
 
 @bp.post("/<id>/decline",
-         responses={200: DeclinedOut, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 410, 422)},
-         security=CITIZEN_SECURITY)
+         responses={200: DeclinedOut, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 410, 422)})
 @require_citizen
 def decline(path: AccessRequestPath) -> Response:
     """Refuse the request; the department learns it by polling or by its callback."""

@@ -8,6 +8,7 @@ from flask import Response, current_app, g, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, RootModel
 
+from backend.auth.access import public
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
 from backend.auth.providers import login_provider
 from backend.extensions import db, limiter
@@ -114,6 +115,7 @@ def _pair(issued: citizen_auth.IssuedSession) -> Response:
 
 @bp.post("/auth/nonce", responses={200: NonceResponse, **error_responses(*COMMON_ERRORS, 403)}, security=[])
 @limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
+@public
 def issue_nonce() -> Response:
     """A fresh single-use nonce for a real-name (oidc) authentication request; valid 10 minutes.
 
@@ -128,6 +130,7 @@ def issue_nonce() -> Response:
 @bp.post("/auth/login", responses={200: TokenPair, **error_responses(*COMMON_ERRORS, 401, 403, 422, 503)},
          security=[])
 @limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
+@public
 def login(body: LoginBody) -> Response:
     """Log in with a provider (oidc, wechat, dev); answers an access token (≤ 15 min) and a refresh token.
 
@@ -147,6 +150,7 @@ def login(body: LoginBody) -> Response:
 
 @bp.post("/auth/refresh", responses={200: TokenPair, **error_responses(*COMMON_ERRORS, 401, 422)}, security=[])
 @limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
+@public
 def refresh(body: RefreshBody) -> Response:
     """Exchange a refresh token for a new pair; the old refresh token is used up (reuse revokes the session)."""
     actor = Actor(kind="citizen", id="unknown", **request_actor_context())

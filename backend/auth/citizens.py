@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
+from backend.auth.access import declare
 from backend.errors import Unauthorized
 from backend.extensions import db
 from backend.services.actors import Actor
@@ -28,19 +29,21 @@ def _bearer() -> str:
     return token.strip()
 
 
-def require_citizen(view: F) -> F:
-    """Route decorator: a valid citizen access token whose session is alive. Sets g.holder, g.auth, g.actor."""
+@dataclass(frozen=True)
+class CitizenAccess:
+    """A valid citizen access token whose session is alive; sets g.auth, g.holder and g.actor."""
 
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def enforce(self) -> None:
         auth = check_access_token(db.session(), keystore(), _bearer(), issuer=current_app.config["ECERT_PUBLIC_URL"],
                                   now=now(), memo=verified_tokens())
         g.auth = auth
         g.holder = auth.holder
         g.actor = Actor(kind="citizen", id=auth.holder.public_id, **request_actor_context())
-        return view(*args, **kwargs)
 
-    return cast(F, wrapper)
+
+def require_citizen(view: F) -> F:
+    """Route decorator: a logged-in citizen (checked before the request is read, see backend.auth.access)."""
+    return declare(CitizenAccess())(view)
 
 
 def require_recent_login() -> None:

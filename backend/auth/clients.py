@@ -1,15 +1,16 @@
-"""Bearer access tokens of department clients, checked on every /gov/v1 request."""
+"""Bearer access tokens of department clients, checked on every /gov/v1 request before anything reads it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from flask import current_app, g, request
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 
+from backend.auth.access import declare
 from backend.errors import InsufficientScope, Unauthorized
 from backend.extensions import db
 from backend.models import ApiClient
@@ -64,32 +65,34 @@ def authenticate_client() -> tuple[ApiClient, set[str]]:
     return client, set(str(claims["scope"]).split())
 
 
+@dataclass(frozen=True)
+class ClientAccess:
+    """A valid client bearer token carrying at least one of `scopes`; sets g.client, g.client_id and g.actor."""
+
+    scopes: tuple[str, ...]
+
+    def enforce(self) -> None:
+        client, granted = authenticate_client()
+        scopes = self.scopes
+        if granted.isdisjoint(scopes):
+            raise InsufficientScope(
+                f"访问令牌缺少权限范围 {' 或 '.join(scopes)}",
+                details={"required_scope": scopes[0]} if len(scopes) == 1 else {"required_scope_any": list(scopes)},
+                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{" ".join(scopes)}"'},
+            )
+        g.client = client
+        g.client_id = client.client_id  # for the request log, written after the commit has expired `client`
+        g.actor = Actor(
+            kind="client", id=client.client_id, department_code=client.department.code, **request_actor_context()
+        )
+
+
 def require_scope(scope: str) -> Callable[[F], F]:
-    """Route decorator: a valid client bearer token carrying `scope`. Sets g.client and g.actor."""
+    """Route decorator: a valid client bearer token carrying `scope` (checked before the request is read)."""
     return require_any_scope(scope)
 
 
 def require_any_scope(*scopes: str) -> Callable[[F], F]:
-    """Route decorator: a valid client bearer token carrying at least one of `scopes`. Sets g.client and g.actor."""
-    wanted = " ".join(scopes)
-
-    def decorator(view: F) -> F:
-        @wraps(view)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            client, granted = authenticate_client()
-            if granted.isdisjoint(scopes):
-                raise InsufficientScope(
-                    f"访问令牌缺少权限范围 {' 或 '.join(scopes)}",
-                    details={"required_scope": scopes[0]} if len(scopes) == 1 else {"required_scope_any": list(scopes)},
-                    headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{wanted}"'},
-                )
-            g.client = client
-            g.client_id = client.client_id  # for the request log, written after the commit has expired `client`
-            g.actor = Actor(
-                kind="client", id=client.client_id, department_code=client.department.code, **request_actor_context()
-            )
-            return view(*args, **kwargs)
-
-        return cast(F, wrapper)
-
-    return decorator
+    """Route decorator: a valid client bearer token carrying at least one of `scopes` (checked before the request
+    is read, see backend.auth.access)."""
+    return declare(ClientAccess(scopes))

@@ -10,15 +10,17 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from functools import wraps
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
 from flask import Flask, current_app, g, redirect, request, session, url_for
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFProtect
 
+from backend.auth.access import declare
 from backend.errors import Forbidden
 from backend.extensions import db
 from backend.models import StaffAccount
@@ -109,23 +111,28 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
-def require_staff(view: F) -> F:
-    """Route decorator: a logged-in staff member; otherwise the login page (which returns here afterwards)."""
+@dataclass(frozen=True)
+class StaffAccess:
+    """A logged-in staff member, else the login page (returning here afterwards). `acting`: acting on a queue is
+    for a department's own staff; city administrators only read (403 read_only_role)."""
 
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if current_staff() is None:
+    acting: bool = False
+
+    def enforce(self) -> ResponseReturnValue | None:
+        account = current_staff()
+        if account is None:
             target = request.full_path.rstrip("?") if request.method == "GET" else None
             return redirect(url_for("console.login", next=safe_next(target)))
-        return view(*args, **kwargs)
+        if self.acting and (account.is_city_admin or account.department is None):
+            raise Forbidden("市级管理员只能查看异议，不能办理", code="read_only_role")
+        return None
 
-    return cast(F, wrapper)
+
+def require_staff(view: F) -> F:
+    """Route decorator: a logged-in staff member (checked before the request is read, see backend.auth.access)."""
+    return declare(StaffAccess())(view)
 
 
-def require_department_staff() -> StaffAccount:
-    """Acting on a queue is for the department's own staff: city administrators only read (403)."""
-    account = current_staff()
-    assert account is not None
-    if account.is_city_admin or account.department is None:
-        raise Forbidden("市级管理员只能查看异议，不能办理", code="read_only_role")
-    return account
+def require_department_staff(view: F) -> F:
+    """Route decorator: a logged-in staff member of a department, who may act on its queue."""
+    return declare(StaffAccess(acting=True))(view)

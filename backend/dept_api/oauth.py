@@ -8,6 +8,7 @@ from flask import Response, current_app, g, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.auth.access import public
 from backend.extensions import db, limiter
 from backend.schemas import COMMON_ERRORS, StrictModel, error_responses
 from backend.services.clients import issue_access_token
@@ -46,6 +47,7 @@ def token_endpoint_url() -> str:
     openapi_extensions={"x-form-urlencoded": True},
 )
 @limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"])
+@public
 def token(form: TokenForm) -> Response:
     """Exchange a signed client assertion for a short-lived access token."""
     issued = issue_access_token(

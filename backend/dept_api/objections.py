@@ -225,7 +225,7 @@ def read(path: GovObjectionPath) -> Response:
     return jsonify(detail(objection))
 
 
-@bp.get("/<id>/evidence/<int:n>",
+@bp.get("/<id>/evidence/<n>",  # not <int:n>: `n` is validated after authentication, not by routing
         responses={200: IMAGE_RESPONSE, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 422)})
 @require_scope("objections")
 def evidence(path: GovEvidencePath) -> Response:

@@ -7,6 +7,7 @@ Every form carries the session's CSRF token; pages work without JavaScript.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from backend.auth import staff as staff_auth
+from backend.auth.access import public
 from backend.auth.staff import require_department_staff, require_staff
 from backend.edge import finish_failed_request
 from backend.errors import DomainError, Forbidden, ValidationFailed
@@ -38,6 +40,7 @@ PAGE_SIZE = 20
 STATUS_FILTERS = {"": "全部", SUBMITTED: "待受理", IN_PROGRESS: "处理中", RESOLVED: "已更正", REJECTED: "已驳回"}
 FIELD_PREFIX = "field."
 MAX_REASON = 200
+_POSITION = re.compile(r"[1-9][0-9]{0,2}")
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache", "X-Robots-Tag": "noindex, nofollow",
              # The CSRF check compares the Referer with the host over HTTPS: send it to ourselves, to nobody else.
              "Referrer-Policy": "same-origin", "Vary": "Cookie"}
@@ -115,6 +118,7 @@ def _china(moment: datetime | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_TOKEN"], methods=["POST"])  # per client address
+@public
 def login() -> Any:
     """The login form; a successful login starts a new session (new token, new CSRF secret)."""
     if request.method == "GET":
@@ -139,6 +143,7 @@ def login() -> Any:
 
 
 @bp.post("/logout")
+@public  # ends the session there is, if any
 def logout() -> Any:
     """End the session on the server and forget the cookie."""
     if staff_auth.current_staff() is not None:
@@ -205,34 +210,33 @@ def objection(public_id: str) -> Any:
                  is_open=found.status in OPEN_STATES, submitted=found.status == SUBMITTED)
 
 
-@bp.get("/objections/<public_id>/evidence/<int:n>")
+@bp.get("/objections/<public_id>/evidence/<n>")  # not <int:n>: the URL is checked after the login, not before
 @require_staff
-def evidence(public_id: str, n: int) -> Any:
+def evidence(public_id: str, n: str) -> Any:
     """One cleaned evidence image, only through the console's login (an audited read)."""
     found = _objection(public_id)
-    image = objection_service.evidence_file(evidence_storage(), found, n)
+    position = int(n) if _POSITION.fullmatch(n) else 0  # no image has position 0: a 404 like any missing one
+    image = objection_service.evidence_file(evidence_storage(), found, position)
     record_event(db.session(), actor=g.actor, action="objection.evidence_viewed", now=now(),
-                 object_type="objection", object_id=found.public_id, details={"position": n})
+                 object_type="objection", object_id=found.public_id, details={"position": position})
     response = Response(image.data, mimetype=image.media_type)
-    response.headers["Content-Disposition"] = f'inline; filename="evidence-{n}"'
+    response.headers["Content-Disposition"] = f'inline; filename="evidence-{position}"'
     return response
 
 
 @bp.post("/objections/<public_id>/accept")
-@require_staff
+@require_department_staff
 def accept(public_id: str) -> Any:
     """受理: take the objection up."""
-    require_department_staff()
     found = _objection(public_id)
     objection_service.accept_objection(db.session(), found, actor=g.actor, now=now())
     return redirect(url_for("console.objection", public_id=found.public_id))
 
 
 @bp.post("/objections/<public_id>/reject")
-@require_staff
+@require_department_staff
 def reject(public_id: str) -> Any:
     """驳回: the data is right; the reason is shown to the filer."""
-    require_department_staff()
     found = _objection(public_id)
     objection_service.reject_objection(db.session(), found, reason=request.form.get("reason", ""), actor=g.actor,
                                        now=now())
@@ -293,7 +297,6 @@ def _changes(form: dict[str, Any], submitted: Any) -> dict[str, Any]:
 
 
 def _open_for_resolution(public_id: str) -> Objection:
-    require_department_staff()
     found = _objection(public_id)
     if found.status not in OPEN_STATES:
         raise objection_service.ObjectionTransitionConflict(
@@ -303,7 +306,7 @@ def _open_for_resolution(public_id: str) -> Objection:
 
 
 @bp.get("/objections/<public_id>/resolve")
-@require_staff
+@require_department_staff
 def correction(public_id: str) -> Any:
     """The correction form, pre-filled with the certificate's current face (an audited read)."""
     found = _open_for_resolution(public_id)
@@ -316,7 +319,7 @@ def correction(public_id: str) -> Any:
 
 
 @bp.post("/objections/<public_id>/resolve")
-@require_staff
+@require_department_staff
 def resolve(public_id: str) -> Any:
     """Reissue the certificate with the corrected fields and link the new version to the objection: one transaction."""
     found = _open_for_resolution(public_id)

@@ -11,6 +11,7 @@ from flask_openapi3 import APIBlueprint, OpenAPI, Tag
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from backend.auth.access import public
 from backend.errors import ServiceUnavailable
 from backend.extensions import db, limiter
 from backend.schemas import COMMON_ERRORS, error_responses
@@ -45,6 +46,7 @@ class JWKSet(BaseModel):
 
 @bp.get("/healthz", responses={200: HealthResponse, **error_responses(503)}, security=[])
 @limiter.exempt
+@public
 def healthz() -> Response:
     """Liveness and readiness: answers 200 when the database answers."""
     try:
@@ -64,6 +66,7 @@ NOT_MODIFIED = {"description": "Not modified (If-None-Match matched the ETag)"}
 
 @bp.get("/.well-known/jwks.json", responses={200: JWKSet, 304: NOT_MODIFIED, **error_responses(*COMMON_ERRORS)},
         security=[])
+@public
 def jwks() -> Response:
     """Every public key (departments and platform, active and retired) as a JWK Set."""
     body = json.dumps(keystore().jwks(), sort_keys=True, ensure_ascii=False)
@@ -97,6 +100,7 @@ def openapi_document(app: OpenAPI) -> dict[str, Any]:
 
 
 @bp.get("/openapi.json", responses={200: OPENAPI_DOCUMENT, **error_responses(*COMMON_ERRORS)}, security=[])
+@public
 def openapi() -> Response:
     """The OpenAPI 3.1 document of every endpoint."""
     cached = current_app.extensions.get("ecert.openapi")

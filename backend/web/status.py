@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.auth.access import public
 from backend.errors import NotFound
 from backend.extensions import db
 from backend.models import StatusList
@@ -77,6 +78,7 @@ def _cache_headers(token: str) -> dict[str, str]:
 
 
 @bp.get("/status-lists/<issuer>/<int:list>", responses=STATUS_LIST_RESPONSES, security=[])
+@public
 def status_list(path: StatusListPath) -> Response:
     """The issuer's signed status list token (statuslist+jwt): 0 valid, 1 invalid, 2 suspended, 3 superseded."""
     if not _USCC.fullmatch(path.issuer) or not 1 <= path.list <= _MAX_LIST_NUMBER:

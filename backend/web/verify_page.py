@@ -9,6 +9,7 @@ from flask import Response, jsonify, render_template, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.auth.access import public
 from backend.extensions import db
 from backend.schemas import COMMON_ERRORS, error_responses
 from backend.services.actors import Actor
@@ -92,6 +93,7 @@ def verdict(check: ShowCodeCheck, moment: datetime) -> dict[str, Any]:
 
 
 @bp.get("/v/<token>", responses={200: ShowCodeVerdict, **error_responses(*COMMON_ERRORS)}, security=[])
+@public
 def verify_show_code(path: TokenPath) -> Response:
     """Check a show code live: a Chinese page (或 JSON) with the verdict; no data for expired or invalid codes."""
     moment = now()
