@@ -186,11 +186,11 @@ class CounterConsentCount:
 
 def _client_request(session: Session, client: ApiClient, public_id: str, *, actor: Actor,
                     action: str) -> AccessRequest:
-    """The client's own request, locked for the rest of the transaction. Anyone else's is 404 as if absent, and
-    the attempt is audited (after the rollback) under `action`."""
+    """The client's own request; anyone else's is 404 as if absent, and the attempt is audited (after the rollback)
+    under `action`. Not locked: what is decided on it (a code sent, a check counted, the answer) is decided by
+    conditional UPDATEs, which hold on SQLite too (where FOR UPDATE does nothing)."""
     request = session.scalar(select(AccessRequest).where(AccessRequest.public_id == public_id,
-                                                         AccessRequest.api_client_id == client.id)
-                             .with_for_update())
+                                                         AccessRequest.api_client_id == client.id))
     if request is None:
         error = AccessRequestNotFound()
         error.audit = AuditNote(actor=actor, action=action, object_type="access_request", object_id=public_id[:64],
