@@ -4,8 +4,10 @@ and show codes, the one error shape, database look-ups, cursors and threads run 
 from __future__ import annotations
 
 import base64
+import contextlib
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -278,6 +280,13 @@ FORGED_CURSORS = [pytest.param(encoded_cursor(position), id=position) for positi
 
 # -- concurrency ------------------------------------------------------------------------------------------------
 
+def database_is_shared(app: Any) -> None:
+    with app.app_context():
+        url = db.engine.url
+        assert url.get_backend_name() == "postgresql" or (url.database or ":memory:") != ":memory:", \
+            "threads must meet in one database file, not per-connection memory databases"
+
+
 def run_together(work: Callable[[int], T], threads: int) -> list[T]:
     """Run `work(0)` … `work(threads - 1)` on as many threads released at once; their results, first done first.
 
@@ -302,3 +311,62 @@ def run_together(work: Callable[[int], T], threads: int) -> list[T]:
     assert not any(thread.is_alive() for thread in running)
     assert failures == []
     return results
+
+
+@contextlib.contextmanager
+def after_first_read(app: Any, table: str, action: Callable[[], None], *,
+                     thread: int | None = None) -> Iterator[None]:
+    """Run `action` once per thread (or only on `thread`), right after that thread's first SELECT from `table`.
+
+    A race by hand: the thread has read what it decides on and has not written yet. `action` may let another
+    party finish meanwhile (`finish_meanwhile`) or hold every thread there (a barrier), so that only the database's
+    answer to the write can decide who wins.
+    """
+    reads = re.compile(rf"^\s*SELECT\b.*\bFROM {table}\b", re.IGNORECASE | re.DOTALL)
+    seen: set[int] = set()
+    guard = threading.Lock()
+
+    def hook(*args: Any) -> None:
+        me = threading.get_ident()
+        if (thread is not None and me != thread) or not reads.match(args[2]):
+            return
+        with guard:
+            if me in seen:
+                return
+            seen.add(me)
+        action()
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "after_cursor_execute", hook)
+    try:
+        yield
+    finally:
+        sa.event.remove(engine, "after_cursor_execute", hook)
+
+
+def finish_meanwhile(work: Callable[[], T]) -> tuple[Callable[[], None], Callable[[], T]]:
+    """(start, result): `start` runs `work` on its own thread (own client, session, connection) to its end, and
+    waits for it; `result` answers what it answered. A `work` blocked by a lock the waiting thread holds (FOR UPDATE)
+    is let run on once the waiting thread goes on, so a test of such code ends (and its result says who won)."""
+    answers: list[T] = []
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            answers.append(work())
+        except BaseException as exc:  # reported by `result`
+            failures.append(exc)
+
+    runner = threading.Thread(target=run)
+
+    def start() -> None:
+        runner.start()
+        runner.join(timeout=10)
+
+    def result() -> T:
+        runner.join(timeout=120)
+        assert not runner.is_alive() and failures == [], failures
+        return answers[0]
+
+    return start, result

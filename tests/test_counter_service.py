@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -16,7 +17,15 @@ from backend.services.issuance import holder_index
 from backend.web.context import field_cipher
 from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen, DeptClient
 from tests.factories import BUSINESS_LICENCE, MARRIAGE, company_code, resident_id
-from tests.support import Department, error_of, run_together, wallet_ids
+from tests.support import (
+    Department,
+    after_first_read,
+    database_is_shared,
+    error_of,
+    finish_meanwhile,
+    run_together,
+    wallet_ids,
+)
 
 ACCESS_REQUESTS = "/gov/v1/access-requests"
 PHONE = "13812345678"
@@ -571,3 +580,72 @@ def test_concurrent_consents_to_one_request_decide_once(app, window, holder, sms
     stored = stored_request(app, request_id)
     [winner] = [body for status, body in results if status == 201]
     assert stored.status == "approved" and stored.consent_method == winner["consent_method"]
+
+
+# -- races: what a request read is no lock; only the database's answer to the write decides -------------------------
+
+GUESSERS = 8
+
+
+def test_a_code_that_read_the_count_before_the_fifth_wrong_code_locked_the_request_is_not_checked(app, window,
+                                                                                                  holder, sms):
+    database_is_shared(app)
+    request_id = window.ask(holder.id_number)
+    window.send_code(request_id)
+    code = texted_code(sms)
+    for _ in range(counter_service.MAX_ATTEMPTS - 1):
+        error_of(window.code_consent(request_id, a_wrong_code(code)), 422, "sms_code_invalid")
+    fifth, fifth_answer = finish_meanwhile(
+        lambda: app.test_client().post(f"{ACCESS_REQUESTS}/{request_id}/consent", headers=window.headers,
+                                       json={"method": "sms_code", "code": a_wrong_code(code)}))
+
+    # The right code read the request while one attempt was left; the fifth wrong code used it up meanwhile.
+    with after_first_read(app, "access_request", fifth, thread=threading.get_ident()):
+        late = window.code_consent(request_id, code)
+
+    error_of(fifth_answer(), 409, "request_locked")
+    error_of(late, 409, "request_locked")
+    assert stored_request(app, request_id).status == "pending"
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Grant)) == 0
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["released-together", "all-past-the-read"])
+def test_concurrent_wrong_codes_get_five_checks_and_lock_the_request(app, window, holder, sms, overlap):
+    database_is_shared(app)
+    request_id = window.ask(holder.id_number)
+    window.send_code(request_id)
+    code = texted_code(sms)
+    read = threading.Barrier(GUESSERS)
+
+    def guess(n: int) -> tuple[int, str]:
+        response = app.test_client().post(f"{ACCESS_REQUESTS}/{request_id}/consent", headers=window.headers,
+                                          json={"method": "sms_code", "code": f"{(int(code) + n + 1) % 10**6:06d}"})
+        return response.status_code, response.get_json()["error"]["code"]
+
+    with after_first_read(app, "access_request", lambda: read.wait(timeout=30) if overlap else None):
+        results = run_together(guess, GUESSERS)
+
+    checked = counter_service.MAX_ATTEMPTS - 1
+    assert sorted(results) == [(409, "request_locked")] * (GUESSERS - checked) + [(422, "sms_code_invalid")] * checked
+    assert stored_request(app, request_id).otp_attempts == counter_service.MAX_ATTEMPTS
+    error_of(window.code_consent(request_id, code), 409, "request_locked")
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["released-together", "all-past-the-read"])
+def test_concurrent_sends_text_one_code(app, window, holder, sms, overlap):
+    database_is_shared(app)
+    request_id = window.ask(holder.id_number)
+    senders = 4
+    read = threading.Barrier(senders)
+
+    def send(_: int) -> int:
+        return int(app.test_client().post(f"{ACCESS_REQUESTS}/{request_id}/sms-code",
+                                          headers=window.headers).status_code)
+
+    with after_first_read(app, "access_request", lambda: read.wait(timeout=30) if overlap else None):
+        statuses = run_together(send, senders)
+
+    assert sorted(statuses) == [200] + [429] * (senders - 1)
+    assert len(sms.sent_to(f"+86{PHONE}")) == 1
+    assert window.code_consent(request_id, texted_code(sms)).status_code == 201

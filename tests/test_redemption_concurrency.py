@@ -20,7 +20,7 @@ from backend.services import redemption
 from tests.conftest import SAMR
 from tests.factories import company_code
 from tests.grant_support import REDEEM, offered, reference_verify
-from tests.support import Department, public_id_of, run_together
+from tests.support import Department, database_is_shared, public_id_of, run_together
 
 REDEEMERS = 8
 
@@ -32,13 +32,6 @@ def setting(app: Any, login: Any, make_dept_client: Any) -> Any:
     samr = make_dept_client(SAMR, scopes=("issue", "verify", "redeem"))
     licence = public_id_of(app, Department(samr).issue_to_company(company))
     return citizen, samr, licence
-
-
-def database_is_shared(app: Any) -> None:
-    with app.app_context():
-        url = db.engine.url
-        assert url.get_backend_name() == "postgresql" or (url.database or ":memory:") != ":memory:", \
-            "threads must meet in one database file, not per-connection memory databases"
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["released-together", "all-past-the-checks"])

@@ -132,7 +132,8 @@ def consent(path: RequestPath, body: ConsentBody) -> Response:
     session, cipher, moment = db.session(), field_cipher(), now()
     if isinstance(choice, SmsCodeConsent):
         result = service.consent_by_sms_code(session, cipher, client=g.client, request_id=path.id,
-                                             code=choice.code, identifiers=identifiers, actor=g.actor, now=moment)
+                                             code=choice.code, identifiers=identifiers, actor=g.actor, now=moment,
+                                             commit=session.commit)  # the attempt counts before the check
     else:
         attestation = service.StaffAttestation(staff_id=choice.staff_id, staff_name=choice.staff_name,
                                                reason=choice.reason, id_document_type=choice.id_document_type,

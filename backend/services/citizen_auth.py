@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from backend.errors import AuditNote, Unauthorized
@@ -24,6 +24,7 @@ from backend.security.platform_jws import VerifiedTokens
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.issuance import holder_index, new_public_id
+from backend.services.once import updated_rows
 
 SUBJECT_DOMAIN = "login-subject"
 ACCESS_TOKEN_TYP = "at+jwt"
@@ -244,16 +245,20 @@ def start_session(session: Session, keys: KeyStore, holder: Holder, *, provider:
 
 def refresh_session(session: Session, keys: KeyStore, refresh_token: str, *, issuer: str, actor: Actor,
                     now: datetime) -> IssuedSession:
-    """Rotate: the presented token is used up and a new one issued. Reuse of a used token revokes the family."""
-    stored = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == _hash(refresh_token))
-                            .with_for_update())
+    """Rotate: the presented token is used up and a new one issued. Reuse of a used token revokes the family.
+
+    One conditional UPDATE uses the token up, so of concurrent refreshes with the same token exactly one wins and
+    every other one is a reuse (a read, then a write would let two both see it unused: SQLite ignores FOR UPDATE).
+    """
+    stored = session.scalar(select(RefreshToken).where(RefreshToken.token_hash == _hash(refresh_token)))
     invalid = Unauthorized("刷新令牌无效或已过期", code="invalid_refresh_token")
     if stored is None:
         raise invalid
     auth = stored.session
     if auth.revoked_at is not None or stored.expires_at <= now or auth.expires_at <= now:
         raise invalid
-    if stored.used_at is not None:
+    if not updated_rows(session, update(RefreshToken).where(RefreshToken.id == stored.id,
+                                                           RefreshToken.used_at.is_(None)).values(used_at=now)):
         # A used token came back: someone holds a copy. End the whole family (it must outlive this failed
         # request, so the edge applies it after the rollback) and keep the trace.
         session_id = auth.id
@@ -262,7 +267,6 @@ def refresh_session(session: Session, keys: KeyStore, refresh_token: str, *, iss
         error.audit = AuditNote(actor=actor, action="citizen.refresh_token_reused", object_type="auth_session",
                                 object_id=auth.public_id, details={"holder": auth.holder.public_id})
         raise error
-    stored.used_at = now
     new_refresh = _new_refresh_token(session, auth, now)
     session.flush()
     return IssuedSession(_access_token(keys, auth, issuer=issuer, now=now), new_refresh,
@@ -270,11 +274,9 @@ def refresh_session(session: Session, keys: KeyStore, refresh_token: str, *, iss
 
 
 def revoke_session(session: Session, session_id: int, *, reason: str, now: datetime) -> None:
-    auth = session.get(AuthSession, session_id)
-    if auth is not None and auth.revoked_at is None:
-        auth.revoked_at = now
-        auth.revoked_reason = reason
-        session.flush()
+    """End the session unless it has ended already (then its first reason stays)."""
+    updated_rows(session, update(AuthSession).where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+                 .values(revoked_at=now, revoked_reason=reason))
 
 
 def end_session(session: Session, auth: AuthSession, *, actor: Actor, now: datetime) -> None:

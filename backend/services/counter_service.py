@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from backend.adapters.sms import SmsGateway, SmsUnavailable, mask_phone
@@ -48,6 +48,7 @@ from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.certificates import decrypt, today_in_china
 from backend.services.issuance import new_public_id
+from backend.services.once import updated_rows
 from backend.services.wallet import effective_status as certificate_status
 
 CODE_TTL = timedelta(minutes=5)  # an SMS code (短信验证码) is typed in within five minutes
@@ -185,11 +186,11 @@ class CounterConsentCount:
 
 def _client_request(session: Session, client: ApiClient, public_id: str, *, actor: Actor,
                     action: str) -> AccessRequest:
-    """The client's own request, locked for the rest of the transaction. Anyone else's is 404 as if absent, and
-    the attempt is audited (after the rollback) under `action`."""
+    """The client's own request; anyone else's is 404 as if absent, and the attempt is audited (after the rollback)
+    under `action`. Not locked: what is decided on it (a code sent, a check counted, the answer) is decided by
+    conditional UPDATEs, which hold on SQLite too (where FOR UPDATE does nothing)."""
     request = session.scalar(select(AccessRequest).where(AccessRequest.public_id == public_id,
-                                                         AccessRequest.api_client_id == client.id)
-                             .with_for_update())
+                                                         AccessRequest.api_client_id == client.id))
     if request is None:
         error = AccessRequestNotFound()
         error.audit = AuditNote(actor=actor, action=action, object_type="access_request", object_id=public_id[:64],
@@ -283,48 +284,81 @@ def send_sms_code(session: Session, sms: SmsGateway | None, cipher: FieldCipher,
     if sms is None:
         raise ServiceUnavailable("本平台未配置短信服务，请由工作人员核验身份证件后确认", code="sms_unavailable")
     code = f"{secrets.randbelow(10**6):06d}"
-    request.otp_hash = code_digest(cipher, request, code)
-    request.otp_expires_at = now + CODE_TTL
+    expires_at = now + CODE_TTL
+    # Only if nobody sent a code (or locked the request) since it was read: of concurrent sends one texts, the
+    # others are throttled (the limits above counted what the read saw).
+    if not updated_rows(session, update(AccessRequest).where(
+            AccessRequest.id == request.id, AccessRequest.status == REQUEST_PENDING,
+            AccessRequest.otp_attempts < MAX_ATTEMPTS,
+            AccessRequest.otp_expires_at.is_not_distinct_from(literal(request.otp_expires_at,
+                                                                      AccessRequest.otp_expires_at.type)))
+            .values(otp_hash=code_digest(cipher, request, code), otp_expires_at=expires_at)):
+        wait = int(RESEND_AFTER.total_seconds())
+        raise SmsCodeThrottled(details={"retry_after": wait}, headers={"Retry-After": str(wait)})
     phone = cipher.decrypt(holder.phone_enc, f"holder:{holder.public_id}:phone")
     masked = mask_phone(phone)
     record_event(session, actor=actor, action=ACTION_SMS_SENT, now=now, object_type="access_request",
                  object_id=request.public_id, details={"holder": holder.public_id, "phone": masked,
-                                                       "expires_at": request.otp_expires_at.isoformat()})
+                                                       "expires_at": expires_at.isoformat()})
     try:
         sms.send(phone, sms_text(code, request))
     except SmsUnavailable:
         # Nothing is kept: the rollback forgets the code and the audit row of a message that never left.
         raise ServiceUnavailable("短信服务暂不可用，请稍后重试或由工作人员核验身份证件后确认", code="sms_unavailable",
                                  headers={"Retry-After": "30"}) from None
-    return SmsCodeSent(phone_masked=masked, expires_at=request.otp_expires_at,
+    return SmsCodeSent(phone_masked=masked, expires_at=expires_at,
                        resend_after=int(RESEND_AFTER.total_seconds()), sends_left=MAX_SENDS - sent - 1)
 
 
-def _count_wrong_code(session: Session, request_pk: int) -> None:
-    """After the refused request's rollback: one more wrong code, counted atomically (concurrent guesses too)."""
-    session.execute(update(AccessRequest).where(AccessRequest.id == request_pk)
-                    .values(otp_attempts=AccessRequest.otp_attempts + 1))
+def _reserve_code_check(session: Session, request: AccessRequest, now: datetime) -> tuple[int, str] | None:
+    """Count one more code attempt before the code is checked: (attempts now, the code digest to check against),
+    or None when no check is allowed (locked, decided, no live code).
 
-
-def consent_by_sms_code(session: Session, cipher: FieldCipher, *, client: ApiClient, request_id: str, code: str,
-                        identifiers: Sequence[str] | None, actor: Actor, now: datetime) -> CounterConsent:
-    """The citizen typed in the texted code: the grant is created and the request approved. The code works once.
-
-    A wrong code counts against MAX_ATTEMPTS (the count survives the refusal); the last wrong one locks the request.
+    One conditional UPDATE decides, so of any number of concurrent guesses at most MAX_ATTEMPTS are ever checked.
     """
-    request = _client_request(session, client, request_id, actor=actor, action=ACTION_CONSENT_REFUSED)
+    row = session.execute(
+        update(AccessRequest)
+        .where(AccessRequest.id == request.id, AccessRequest.status == REQUEST_PENDING,
+               AccessRequest.otp_attempts < MAX_ATTEMPTS, AccessRequest.otp_hash.is_not(None),
+               AccessRequest.otp_expires_at > now)
+        .values(otp_attempts=AccessRequest.otp_attempts + 1)
+        .returning(AccessRequest.otp_attempts, AccessRequest.otp_hash)
+        .execution_options(synchronize_session=False)).first()
+    return None if row is None else (row.otp_attempts, row.otp_hash)
+
+
+def _refuse_unchecked(request: AccessRequest, now: datetime) -> None:
+    """Why a code cannot be checked (locked, decided, expired, none sent), as the request was read."""
     _open_assisted(request, now)
     if request.otp_hash is None or request.otp_expires_at is None:
         raise SmsCodeNotSent()
     if request.otp_expires_at <= now:
         raise SmsCodeExpired(details={"expired_at": request.otp_expires_at.isoformat()})
-    if not hmac.compare_digest(code_digest(cipher, request, code), request.otp_hash):
-        attempts = request.otp_attempts + 1
+
+
+def consent_by_sms_code(session: Session, cipher: FieldCipher, *, client: ApiClient, request_id: str, code: str,
+                        identifiers: Sequence[str] | None, actor: Actor, now: datetime,
+                        commit: Callable[[], None]) -> CounterConsent:
+    """The citizen typed in the texted code: the grant is created and the request approved. The code works once.
+
+    Every check counts against MAX_ATTEMPTS before it is made, and `commit` (the caller's commit of the request's
+    transaction) makes the count durable before the code is compared: a wrong code's count survives the refusal,
+    and concurrent guesses cannot all pass a count read before any of them was counted. The check that uses up the
+    last attempt and fails locks the request.
+    """
+    request = _client_request(session, client, request_id, actor=actor, action=ACTION_CONSENT_REFUSED)
+    _refuse_unchecked(request, now)
+    reserved = _reserve_code_check(session, request, now)
+    if reserved is None:  # it changed since it was read: say how
+        session.refresh(request)
+        _refuse_unchecked(request, now)
+        raise RequestLocked(details={"attempts": request.otp_attempts})
+    attempts, digest = reserved
+    commit()
+    if not hmac.compare_digest(code_digest(cipher, request, code), digest):
         left = max(0, MAX_ATTEMPTS - attempts)
         error: DomainError = (SmsCodeInvalid(f"验证码错误，还可尝试 {left} 次", details={"attempts_left": left})
                               if left else RequestLocked(details={"attempts": attempts}))
-        request_pk = request.id
-        error.after_rollback = lambda s: _count_wrong_code(s, request_pk)
         error.audit = AuditNote(actor=actor, action=ACTION_SMS_REFUSED, object_type="access_request",
                                 object_id=request.public_id, details={"attempts": attempts, "locked": not left})
         raise error

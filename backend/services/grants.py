@@ -13,9 +13,9 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, cast
+from typing import Final, Literal
 
-from sqlalchemy import CursorResult, Update, and_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.errors import Conflict, DomainError, Gone, NotFound, ValidationFailed
@@ -37,6 +37,7 @@ from backend.services import consent_policy
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.certificates import today_in_china
+from backend.services.once import updated_rows
 from backend.services.paging import keyset_page
 from backend.services.wallet import holder_indexes
 
@@ -121,12 +122,6 @@ def usable_until(grant: Grant) -> datetime:
     if grant.code_expires_at is not None and grant.code_expires_at < grant.expires_at:
         return grant.code_expires_at
     return grant.expires_at
-
-
-def updated_rows(session: Session, stmt: Update) -> int:
-    """Run a conditional UPDATE and answer how many rows it changed (the database decides who wins a race)."""
-    result = cast(CursorResult[Any], session.execute(stmt.execution_options(synchronize_session=False)))
-    return int(result.rowcount)
 
 
 def _check_owned(holder: Holder, certificates: Sequence[Certificate], *, now: datetime,

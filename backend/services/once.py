@@ -1,13 +1,18 @@
-"""Record a one-time value exactly once, atomically, on both supported databases (INSERT … ON CONFLICT DO NOTHING).
+"""Decide "first one wins" in the database, atomically, on both supported databases.
 
-Unlike a savepoint around a plain INSERT, a conflict neither aborts the request's transaction on PostgreSQL nor
-commits early on SQLite (pysqlite releases a savepoint that opened the transaction by committing it).
+`insert_once` records a one-time value (INSERT … ON CONFLICT DO NOTHING); `updated_rows` runs a conditional UPDATE
+(… WHERE <the state the decision needs>) and says whether it applied. Never read, decide, then write: a read is no
+lock (SQLite ignores FOR UPDATE, and its writers' lock is taken only at the first write), so two requests can both
+see "unused" and both write. Unlike a savepoint around a plain INSERT, a conflict neither aborts the request's
+transaction on PostgreSQL nor commits early on SQLite (pysqlite releases a savepoint that opened the transaction by
+committing it).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import CursorResult, Update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -47,3 +52,9 @@ def insert_once(session: Session, model: type[Base], values: dict[str, Any], uni
 
 
 _statements: dict[tuple[type[Base], tuple[str, ...], str], Any] = {}
+
+
+def updated_rows(session: Session, stmt: Update) -> int:
+    """Run a conditional UPDATE and answer how many rows it changed (the database decides who wins a race)."""
+    result = cast(CursorResult[Any], session.execute(stmt.execution_options(synchronize_session=False)))
+    return int(result.rowcount)

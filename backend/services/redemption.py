@@ -41,9 +41,9 @@ from backend.services.grants import (
     certificate_state_error,
     code_digest,
     effective_status,
-    updated_rows,
 )
 from backend.services.issuance import new_public_id
+from backend.services.once import updated_rows
 
 USAGE_KIND: Final = "redeemed"
 NOTIFICATION_KIND: Final = "certificate_used"

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import case, literal, null, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.errors import AuditNote, Conflict, DomainError, NotFound, Unauthorized, ValidationFailed
@@ -170,23 +170,54 @@ def _burn_time(hasher: PasswordHasher, password: str) -> None:
         hasher.verify(_dummy_hashes[key], password)
 
 
-def _register_failure(account_id: int, now: datetime) -> Callable[[Session], None]:
-    """After the request's rollback: count the failure and lock the account at the limit."""
+@dataclass(frozen=True)
+class _Reservation:
+    """One password check the account's count allows, already counted as a failure (the state it left behind)."""
 
-    def apply(session: Session) -> None:
-        account = session.get(StaffAccount, account_id, with_for_update=True)
-        if account is None:
-            return
-        if account.locked_until is not None and account.locked_until <= now:
-            account.failed_attempts, account.locked_until = 0, None  # an expired lock starts a fresh count
-        account.failed_attempts += 1
-        if account.failed_attempts >= MAX_FAILED_ATTEMPTS:
-            account.failed_attempts = 0
-            account.locked_until = now + LOCK_DURATION
-        session.flush()
+    failed_attempts: int
+    locked_until: datetime | None
 
-    return apply
+    @property
+    def attempt(self) -> int:
+        return MAX_FAILED_ATTEMPTS if self.locked_until is not None else self.failed_attempts
 
+    @property
+    def locks(self) -> bool:
+        return self.locked_until is not None
+
+
+def _reserve_attempt(session: Session, account_id: int, now: datetime) -> _Reservation | None:
+    """Count one more failed attempt before the password is checked; None when the account is locked (or disabled).
+
+    One conditional UPDATE decides, so of any number of concurrent logins at most MAX_FAILED_ATTEMPTS get a check
+    per lock window (PostgreSQL's row lock and SQLite's single writer order them): the one that reaches the limit
+    locks the account (and restarts the count), the ones after it find it locked. An expired lock counts as none.
+    """
+    counted = StaffAccount.failed_attempts + 1
+    reaches_limit = counted >= MAX_FAILED_ATTEMPTS
+    lock_until = literal(now + LOCK_DURATION, StaffAccount.locked_until.type)
+    row = session.execute(
+        update(StaffAccount)
+        .where(StaffAccount.id == account_id, StaffAccount.active.is_(True),
+               StaffAccount.failed_attempts < MAX_FAILED_ATTEMPTS,
+               or_(StaffAccount.locked_until.is_(None), StaffAccount.locked_until <= now))
+        .values(failed_attempts=case((reaches_limit, 0), else_=counted),
+                locked_until=case((reaches_limit, lock_until), else_=null()), updated_at=now)
+        .returning(StaffAccount.failed_attempts, StaffAccount.locked_until)
+        .execution_options(synchronize_session=False)).first()
+    return None if row is None else _Reservation(row.failed_attempts, row.locked_until)
+
+
+def _clear_attempts(session: Session, account_id: int, reserved: _Reservation) -> None:
+    """A right password undoes the count, and the lock its own attempt set, unless another attempt was counted
+    since: those stay (and with them a lock they set), so a success never hides concurrent guesses."""
+    session.execute(
+        update(StaffAccount)
+        .where(StaffAccount.id == account_id, StaffAccount.failed_attempts == reserved.failed_attempts,
+               StaffAccount.locked_until.is_not_distinct_from(
+                   literal(reserved.locked_until, StaffAccount.locked_until.type)))
+        .values(failed_attempts=0, locked_until=None)
+        .execution_options(synchronize_session=False))
 
 
 def _locked_error(until: datetime, now: datetime, note: AuditNote) -> StaffAccountLocked:
@@ -197,9 +228,22 @@ def _locked_error(until: datetime, now: datetime, note: AuditNote) -> StaffAccou
     return error
 
 
+def _refused(account: StaffAccount, actor: Actor, reason: str) -> StaffLoginFailed:
+    failed = StaffLoginFailed()
+    failed.audit = AuditNote(actor=actor, action="staff.login", object_type="staff", object_id=account.public_id,
+                             details={"reason": reason})
+    return failed
+
+
 def authenticate(session: Session, hasher: PasswordHasher, *, username: str, password: str, now: datetime,
-                 source_ip: str | None = None, request_id: str | None = None) -> StaffAccount:
-    """Check a console login. Failures are counted (after the rollback) and audited; the fifth locks the account."""
+                 commit: Callable[[], None], source_ip: str | None = None,
+                 request_id: str | None = None) -> StaffAccount:
+    """Check a console login; the fifth failure in a row locks the account for LOCK_DURATION, unchecked.
+
+    The attempt is counted (atomically, as a failure) before the password is checked, and `commit` — the caller's
+    commit of the request's transaction — makes that count durable before the slow hash runs: a failure, a crash or
+    a concurrent guess cannot take it back, and no lock is held during the check. A success undoes its own count.
+    """
     name = username.strip().lower()
     # A name no account can have (too long, NUL or other odd characters) is not even looked up.
     account = session.scalar(select(StaffAccount).where(StaffAccount.username == name)) \
@@ -213,28 +257,31 @@ def authenticate(session: Session, hasher: PasswordHasher, *, username: str, pas
                                  details={"reason": "disabled" if account else "unknown_user"})
         raise failed
     actor = staff_actor(account, **context)
-    if account.locked_until is not None and now < account.locked_until:
-        # No password check while locked: a correct guess must not be confirmed either.
-        raise _locked_error(account.locked_until, now, AuditNote(actor=actor, action="staff.login",
-                                                                 object_type="staff", object_id=account.public_id,
-                                                                 details={"reason": "locked"}))
+    account_id = account.id
+    reserved = _reserve_attempt(session, account_id, now)
+    if reserved is None:
+        # Locked: no password check, so a correct guess is not confirmed either. (Or disabled meanwhile.)
+        session.refresh(account)
+        if not account.active:
+            _burn_time(hasher, password)
+            raise _refused(account, actor, "disabled")
+        until = account.locked_until if account.locked_until is not None and account.locked_until > now \
+            else now + LOCK_DURATION
+        raise _locked_error(until, now, AuditNote(actor=actor, action="staff.login", object_type="staff",
+                                                  object_id=account.public_id, details={"reason": "locked"}))
+    commit()
     try:
         hasher.verify(account.password_hash, password)
     except (VerificationError, InvalidHashError):
-        lock_expired = account.locked_until is not None and account.locked_until <= now
-        attempts = (0 if lock_expired else account.failed_attempts) + 1
         note = AuditNote(actor=actor, action="staff.login", object_type="staff", object_id=account.public_id,
-                         details={"reason": "bad_password", "attempt": attempts,
-                                  "locked": attempts >= MAX_FAILED_ATTEMPTS})
-        error: DomainError = (_locked_error(now + LOCK_DURATION, now, note) if attempts >= MAX_FAILED_ATTEMPTS
+                         details={"reason": "bad_password", "attempt": reserved.attempt, "locked": reserved.locks})
+        error: DomainError = (_locked_error(now + LOCK_DURATION, now, note) if reserved.locks
                               else StaffLoginFailed())
         error.audit = note
-        error.after_rollback = _register_failure(account.id, now)
         raise error from None
+    _clear_attempts(session, account_id, reserved)
     if hasher.check_needs_rehash(account.password_hash):
         account.password_hash = hasher.hash(password)
-    account.failed_attempts = 0
-    account.locked_until = None
     account.last_login_at = now
     account.updated_at = now
     record_event(session, actor=actor, action="staff.login", now=now, object_type="staff",

@@ -129,9 +129,11 @@ def login() -> Any:
     target = staff_auth.safe_next(request.form.get("next"))
     context = request_actor_context()
     try:
+        # `commit`: the attempt is counted and committed before the slow password check (see authenticate).
         account = staff_service.authenticate(db.session(), staff_auth.password_hasher(), username=username,
                                              password=request.form.get("password", ""), now=now(),
-                                             source_ip=context["source_ip"], request_id=context["request_id"])
+                                             commit=db.session.commit, source_ip=context["source_ip"],
+                                             request_id=context["request_id"])
     except DomainError as error:
         finish_failed_request(error)
         response = render_template("console/login.html", staff=None, error=error.message, username=username[:64],
