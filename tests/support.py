@@ -313,22 +313,37 @@ def run_together(work: Callable[[int], T], threads: int) -> list[T]:
     return results
 
 
-@contextlib.contextmanager
 def after_first_read(app: Any, table: str, action: Callable[[], None], *,
-                     thread: int | None = None) -> Iterator[None]:
+                     thread: int | None = None) -> contextlib.AbstractContextManager[None]:
     """Run `action` once per thread (or only on `thread`), right after that thread's first SELECT from `table`.
 
     A race by hand: the thread has read what it decides on and has not written yet. `action` may let another
     party finish meanwhile (`finish_meanwhile`) or hold every thread there (a barrier), so that only the database's
     answer to the write can decide who wins.
     """
-    reads = re.compile(rf"^\s*SELECT\b.*\bFROM {table}\b", re.IGNORECASE | re.DOTALL)
+    return _once_per_thread(app, rf"^\s*SELECT\b.*\bFROM {table}\b", "after_cursor_execute", action, thread)
+
+
+def before_first_update(app: Any, table: str, action: Callable[[], None], *,
+                        thread: int | None = None) -> contextlib.AbstractContextManager[None]:
+    """Run `action` once per thread (or only on `thread`), right before that thread's first UPDATE of `table`.
+
+    The latest moment of a read-then-write race: whatever the thread read (however often it re-read it) is read,
+    nothing is written yet.
+    """
+    return _once_per_thread(app, rf"^\s*UPDATE {table}\b", "before_cursor_execute", action, thread)
+
+
+@contextlib.contextmanager
+def _once_per_thread(app: Any, statement: str, event: str, action: Callable[[], None],
+                     thread: int | None) -> Iterator[None]:
+    matches = re.compile(statement, re.IGNORECASE | re.DOTALL)
     seen: set[int] = set()
     guard = threading.Lock()
 
     def hook(*args: Any) -> None:
         me = threading.get_ident()
-        if (thread is not None and me != thread) or not reads.match(args[2]):
+        if (thread is not None and me != thread) or not matches.match(args[2]):
             return
         with guard:
             if me in seen:
@@ -338,11 +353,11 @@ def after_first_read(app: Any, table: str, action: Callable[[], None], *,
 
     with app.app_context():
         engine = db.engine
-    sa.event.listen(engine, "after_cursor_execute", hook)
+    sa.event.listen(engine, event, hook)
     try:
         yield
     finally:
-        sa.event.remove(engine, "after_cursor_execute", hook)
+        sa.event.remove(engine, event, hook)
 
 
 def finish_meanwhile(work: Callable[[], T]) -> tuple[Callable[[], None], Callable[[], T]]:

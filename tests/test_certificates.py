@@ -7,6 +7,7 @@ import json
 import re
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,11 +35,14 @@ from tests.support import (
     CERTIFICATES,
     assert_documented,
     audit_actions,
+    before_first_update,
     china_midnight,
     count,
+    database_is_shared,
     error_of,
     events_of,
     field_errors,
+    finish_meanwhile,
     holder_notifications,
     list_revision,
     stored,
@@ -363,6 +367,26 @@ def test_a_transition_from_the_wrong_state_is_409(samr, action, body):
         samr.act(identifier, "suspend", {"reason": "核查"})
 
     error_of(samr.act(identifier, action, body), 409, "invalid_status_transition")
+
+
+@pytest.mark.parametrize(("action", "body"), [
+    ("revoke", {"reason": "注销"}), ("suspend", {"reason": "核查"}), ("reissue", {}),
+])
+def test_a_change_decided_on_a_status_another_change_replaced_meanwhile_is_409(app, samr, action, body):
+    database_is_shared(app)
+    identifier = samr.issued()
+
+    def act(verb: str, verb_body: dict[str, Any]) -> Any:
+        return app.test_client().post(f"{CERTIFICATES}/{identifier}/{verb}", json=verb_body, headers=samr.headers)
+
+    revocation, revoked = finish_meanwhile(lambda: act("revoke", {"reason": "吊销"}))
+    with before_first_update(app, "certificate", revocation, thread=threading.get_ident()):
+        late = act(action, body)
+
+    assert revoked().status_code == 200
+    error_of(late, 409, "invalid_status_transition")
+    assert events_of(app, identifier) == [("issued", None, "valid"), ("revoked", "valid", "revoked")]
+    assert [v["version"] for v in samr.get(identifier).get_json()["versions"]] == [1]
 
 
 # (steps before, action, body, event, holder notification kind, status afterwards)

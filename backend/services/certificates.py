@@ -9,8 +9,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from backend.models import ApiClient, Certificate, CertificateEvent, CertificateType, Department, IdempotencyRecord
@@ -32,6 +33,7 @@ from backend.services.issuance import (
     holder_notification,
     record_issued,
 )
+from backend.services.once import updated_rows
 from backend.services.status_lists import bump_revision
 
 REVOCATION_REASONS = ("注销", "吊销")
@@ -228,24 +230,40 @@ def events_of(session: Session, certificate: Certificate) -> list[CertificateEve
                                 .order_by(CertificateEvent.id)))
 
 
-def _lock(session: Session, certificate: Certificate) -> Certificate:
-    """Re-read the row FOR UPDATE (PostgreSQL) so concurrent lifecycle changes serialise."""
-    session.refresh(certificate, with_for_update=True)
-    return certificate
+def _refused(status: str, event: str) -> Conflict:
+    return Conflict(f"证照当前状态为「{STATUS_LABELS[status]}」，不能{EVENT_LABELS[event]}",
+                    code="invalid_status_transition", details={"status": status, "event": event})
+
+
+def _move_status(session: Session, certificate: Certificate, new_status: str, event: str, *,
+                 allowed_from: tuple[str, ...], reason: str | None, now: datetime) -> str:
+    """Move the certificate to `new_status` if its status is one of `allowed_from`; answer the status it left.
+
+    Decided by one conditional UPDATE on the status last read, never by a read and then a write (SQLite ignores
+    FOR UPDATE and takes its writers' lock only at the first write): of concurrent changes one moves the status,
+    the others re-read it and decide again on what the winner left.
+    """
+    for _ in range(_MOVE_ATTEMPTS):
+        previous = certificate.status
+        if previous not in allowed_from:
+            raise _refused(previous, event)
+        values = {"status": new_status, "status_reason": reason, "status_changed_at": now, "updated_at": now}
+        if updated_rows(session, update(Certificate)
+                        .where(Certificate.id == certificate.id, Certificate.status == previous).values(**values)):
+            for name, value in values.items():
+                set_committed_value(certificate, name, value)
+            return previous
+        session.refresh(certificate)
+    raise Conflict("证照状态正被同时修改，请稍后重试", code="concurrent_conflict")
+
+
+_MOVE_ATTEMPTS = 3
 
 
 def _change_status(session: Session, certificate: Certificate, new_status: str, event: str, kind: str, *,
                    actor: Actor, now: datetime, reason: str | None, allowed_from: tuple[str, ...]) -> Certificate:
-    _lock(session, certificate)
-    if certificate.status not in allowed_from:
-        raise Conflict(f"证照当前状态为「{STATUS_LABELS[certificate.status]}」，不能{EVENT_LABELS[event]}",
-                       code="invalid_status_transition",
-                       details={"status": certificate.status, "event": event})
-    previous = certificate.status
-    certificate.status = new_status
-    certificate.status_reason = reason
-    certificate.status_changed_at = now
-    certificate.updated_at = now
+    previous = _move_status(session, certificate, new_status, event, allowed_from=allowed_from, reason=reason,
+                            now=now)
     bump_revision(session, {certificate.status_list_id})
     ctype = session.get_one(CertificateType, certificate.certificate_type_id)
     session.add(certificate_event(certificate, event, from_status=previous, actor=actor, now=now, reason=reason))
@@ -281,13 +299,14 @@ def resume_certificate(session: Session, certificate: Certificate, *, actor: Act
                           reason=None, allowed_from=(SUSPENDED,))
 
 
+REISSUABLE = (VALID, SUSPENDED, "expired")
+
+
 def reissue_certificate(session: Session, issuer: Issuer, cipher: FieldCipher, certificate: Certificate, *,
                         changes: dict[str, Any], reason: str | None) -> Certificate:
     """A new version (same serial, version + 1, new check character); the old one becomes superseded."""
-    _lock(session, certificate)
-    if certificate.status not in (VALID, SUSPENDED, "expired"):
-        raise Conflict(f"证照当前状态为「{STATUS_LABELS[certificate.status]}」，不能换发",
-                       code="invalid_status_transition", details={"status": certificate.status, "event": "reissued"})
+    if certificate.status not in REISSUABLE:
+        raise _refused(certificate.status, "reissued")
     if certificate.version >= 999:
         raise Conflict("证照版本号已达上限 999", code="version_exhausted")
     content = decrypt(cipher, certificate)
@@ -307,11 +326,8 @@ def reissue_certificate(session: Session, issuer: Issuer, cipher: FieldCipher, c
     prepared = issuer.prepare(data, problems)
     problems.raise_if_any()
     assert prepared is not None
-    previous_status = certificate.status
-    certificate.status = SUPERSEDED
-    certificate.status_reason = reason
-    certificate.status_changed_at = issuer.now
-    certificate.updated_at = issuer.now
+    previous_status = _move_status(session, certificate, SUPERSEDED, "reissued", allowed_from=REISSUABLE,
+                                   reason=reason, now=issuer.now)
     bump_revision(session, {certificate.status_list_id})
     session.add(certificate_event(certificate, "superseded", from_status=previous_status, actor=issuer.actor,
                                   now=issuer.now, reason=reason))
