@@ -341,7 +341,6 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
     redis_url = settings["ECERT_REDIS_URL"]
     settings["RATELIMIT_STORAGE_URI"] = redis_url or f"{rate_limit_storage.SCHEME}://"  # no timer thread per request
     settings["RATELIMIT_HEADERS_ENABLED"] = True
-    settings["RATELIMIT_DEFAULT"] = settings["ECERT_RATELIMIT_DEFAULT"]
     settings.update({k: v for k, v in overrides.items() if not (k.startswith("ECERT_") and isinstance(v, str))})
     check_show_codes(settings)
     if production:
