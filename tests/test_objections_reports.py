@@ -4,6 +4,7 @@ rate-limited per client and certificate; the issuing department's queue still sh
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -177,9 +178,14 @@ def test_the_reporting_department_cannot_read_its_report_from_the_issuers_queue(
 
 LIMITED = {"RATELIMIT_ENABLED": True, "ECERT_RATELIMIT_OBJECTION_REPORT": "3 per hour",
            "ECERT_RATELIMIT_DEFAULT": "1000 per minute", "ECERT_RATELIMIT_TOKEN": "1000 per minute"}
+REDIS_URL = os.environ.get("ECERT_TEST_REDIS_URL")
 
 
-@pytest.mark.parametrize("app_settings", [LIMITED])
+@pytest.mark.parametrize("app_settings", [
+    pytest.param(LIMITED, id="in-process"),
+    # The counters production shares between app servers (client ids are fresh per test, so keys never collide).
+    pytest.param({**LIMITED, "ECERT_REDIS_URL": REDIS_URL}, id="redis",
+                 marks=pytest.mark.skipif(not REDIS_URL, reason="ECERT_TEST_REDIS_URL not set"))])
 def test_report_attempts_are_limited_per_client_and_certificate(client, app, make_dept_client, citizen, held,
                                                                 civil, scanner):
     other_certificate = marriage_of(citizen, app, civil.api.dept)
