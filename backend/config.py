@@ -320,6 +320,8 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         "ECERT_IMPORT_IN_PROCESS": _bool(env.get("ECERT_IMPORT_IN_PROCESS"), default=environment == "development"),
         "ECERT_RATELIMIT_DEFAULT": env.get("ECERT_RATELIMIT_DEFAULT", "600 per minute"),
         "ECERT_RATELIMIT_TOKEN": env.get("ECERT_RATELIMIT_TOKEN", "60 per minute"),
+        # Objection reports per client and certificate: a report is rare, and each attempt is a try at its checks.
+        "ECERT_RATELIMIT_OBJECTION_REPORT": env.get("ECERT_RATELIMIT_OBJECTION_REPORT", "10 per hour"),
         "ECERT_TRUSTED_PROXIES": _bounded(env, "ECERT_TRUSTED_PROXIES", 0, 0, 5),
         "ECERT_TRUSTED_PROXIES_SET": bool(env.get("ECERT_TRUSTED_PROXIES")),
         "ECERT_LOG_LEVEL": env.get("ECERT_LOG_LEVEL", "INFO"),
@@ -345,7 +347,6 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
     redis_url = settings["ECERT_REDIS_URL"]
     settings["RATELIMIT_STORAGE_URI"] = redis_url or f"{rate_limit_storage.SCHEME}://"  # no timer thread per request
     settings["RATELIMIT_HEADERS_ENABLED"] = True
-    settings["RATELIMIT_DEFAULT"] = settings["ECERT_RATELIMIT_DEFAULT"]
     settings.update({k: v for k, v in overrides.items() if not (k.startswith("ECERT_") and isinstance(v, str))})
     check_show_codes(settings)
     if production:

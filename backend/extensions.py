@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -22,9 +22,15 @@ def _client_address() -> str:
     return request.remote_addr or "unknown"
 
 
+def _default_limit() -> str:
+    # Read per request: Flask-Limiter takes a default limit given in the config from the first app it enables in
+    # the process and keeps it for every later one (tests build many apps with different limits).
+    return str(current_app.config["ECERT_RATELIMIT_DEFAULT"])
+
+
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-limiter = Limiter(key_func=_client_address)
+limiter = Limiter(key_func=_client_address, default_limits=[_default_limit])
 
 
 @event.listens_for(Engine, "do_connect")

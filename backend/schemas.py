@@ -45,8 +45,17 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+def _too_many_requests() -> dict[str, Any]:
+    """429 in the one error shape, with the Retry-After header every 429 carries (a new dict each time: the document
+    generator edits what it is given)."""
+    return {"description": "Too Many Requests",
+            "headers": {"Retry-After": {"description": "seconds to wait before trying again",
+                                        "schema": {"type": "integer", "minimum": 0}}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+
+
 def error_responses(*statuses: int) -> dict[Any, Any]:
-    return dict.fromkeys(statuses, ErrorResponse)
+    return {status: _too_many_requests() if status == 429 else ErrorResponse for status in statuses}
 
 
 # Errors every endpoint can answer.

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from flask import Response, g, jsonify
+from flask import Response, current_app, g, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from backend.auth.clients import BEARER_SECURITY, require_any_scope, require_scope
-from backend.extensions import db
+from backend.errors import DomainError
+from backend.extensions import db, limiter
 from backend.models.objections import Objection
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
+from backend.security.identifiers import parse_identifier
 from backend.services import objections as service
 from backend.web.context import evidence_storage, field_cipher, now, working_calendar
 
@@ -83,11 +85,18 @@ class GovFilerOut(BaseModel):
     department_name: str | None = Field(description="the reporting department, for a department's report")
 
 
-class GovDisputedOut(BaseModel):
+class GovClaimOut(BaseModel):
+    """A disputed field as the reporting department sees it: what it claimed, not what the certificate says."""
+
     field: str
     label: str
-    current_value: FaceValue
     claimed_value: str
+
+
+class GovDisputedOut(GovClaimOut):
+    """A disputed field as the issuing department sees it, with the value on the disputed version."""
+
+    current_value: FaceValue
 
 
 class GovTimelineOut(BaseModel):
@@ -121,8 +130,7 @@ class GovObjectionSummary(BaseModel):
     created_at: str
 
 
-class GovObjectionDetail(GovObjectionSummary):
-    disputed: list[GovDisputedOut]
+class _GovObjectionBody(GovObjectionSummary):
     description: str
     answer: str | None
     acknowledged_at: str | None
@@ -131,6 +139,18 @@ class GovObjectionDetail(GovObjectionSummary):
     timeline: list[GovTimelineOut]
     escalations: list[str] = Field(description="levels escalated: acknowledge, resolve")
     corrected_certificate: GovCertificateRefOut | None
+
+
+class GovObjectionDetail(_GovObjectionBody):
+    """An objection in the issuing department's queue."""
+
+    disputed: list[GovDisputedOut]
+
+
+class GovReportedObjection(_GovObjectionBody):
+    """A department's report as filed: its own claims, no value of the certificate (it may not have seen them)."""
+
+    disputed: list[GovClaimOut]
 
 
 class GovObjectionQueue(BaseModel):
@@ -164,24 +184,30 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _body(objection: Objection, view: service.ObjectionView) -> dict[str, Any]:
+    return {
+        **_summary(objection, bool(view.escalations)),
+        "description": view.description, "answer": view.answer, "acknowledged_at": _iso(view.acknowledged_at),
+        "closed_at": _iso(view.closed_at),
+        "evidence": [GovEvidenceOut(n=e.position, media_type=e.media_type, width=e.width, height=e.height,
+                                    size=e.size) for e in view.evidence],
+        "timeline": [GovTimelineOut(event=t.event, label=t.label, from_status=t.from_status, to_status=t.to_status,
+                                    note=t.note, actor_kind=t.actor_kind, occurred_at=t.occurred_at.isoformat())
+                     for t in view.timeline],
+        "escalations": view.escalations,
+        "corrected_certificate": _ref(objection.corrected_certificate) if objection.corrected_certificate else None,
+    }
+
+
 def detail(objection: Objection, *, audited: bool = True) -> dict[str, Any]:
-    """The objection decrypted; reading the filer's statement is audited (objection.viewed) unless `audited` is
-    False (the answer to a change the same request made, already audited)."""
+    """The objection decrypted for the issuing department; reading the filer's statement is audited
+    (objection.viewed) unless `audited` is False (the answer to a change the same request made, already audited)."""
     view = service.objection_view(db.session(), field_cipher(), objection, now=now(),
                                   actor=g.actor if audited else None)
     return GovObjectionDetail(
-        **_summary(objection, bool(view.escalations)),
+        **_body(objection, view),
         disputed=[GovDisputedOut(field=d.field, label=d.label, current_value=d.current_value,
-                              claimed_value=d.claimed_value) for d in view.disputed],
-        description=view.description, answer=view.answer, acknowledged_at=_iso(view.acknowledged_at),
-        closed_at=_iso(view.closed_at),
-        evidence=[GovEvidenceOut(n=e.position, media_type=e.media_type, width=e.width, height=e.height, size=e.size)
-                  for e in view.evidence],
-        timeline=[GovTimelineOut(event=t.event, label=t.label, from_status=t.from_status, to_status=t.to_status,
-                              note=t.note, actor_kind=t.actor_kind, occurred_at=t.occurred_at.isoformat())
-                  for t in view.timeline],
-        escalations=view.escalations,
-        corrected_certificate=_ref(objection.corrected_certificate) if objection.corrected_certificate else None,
+                                 claimed_value=d.claimed_value) for d in view.disputed],
     ).model_dump()
 
 
@@ -191,18 +217,43 @@ def _answer(objection: Objection, status: int = 200) -> Response:
     return response
 
 
-@bp.post("", responses={201: GovObjectionDetail, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 422)})
+def _reporter_and_certificate() -> str:
+    """The rate-limit key of a report: the calling client and the certificate it names (as the service reads it,
+    so spelling one identifier differently does not make a new key)."""
+    body = request.get_json(silent=True)
+    named = body.get("certificate_identifier") if isinstance(body, dict) else None
+    try:
+        identifier = parse_identifier(str(named), field="certificate_identifier").value
+    except DomainError:
+        identifier = str(named)[:200]
+    return f"{g.client.client_id}:{identifier}"
+
+
+@bp.post("", responses={201: GovReportedObjection,
+                        **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 404, 409, 422)})
 @require_any_scope("verify", "redeem")
+@limiter.limit(lambda: current_app.config["ECERT_RATELIMIT_OBJECTION_REPORT"], key_func=_reporter_and_certificate,
+               override_defaults=False)
 def report(body: GovReportBody) -> Response:
     """Report a data problem (异议) about a certificate this client legitimately saw: it verified a presentation of
     it with a valid verdict, checked its show code or redeemed a grant for it within the last 90 days (else 404).
-    The report goes to the issuing department's queue; the holder's inbox is told which department reported a
-    problem with which certificate (objection_reported), nothing of the report's content."""
+    Only the fields shown to this client then may be disputed (a masked value counts as shown); any other is 422
+    objection_disputed_invalid with reason `not_shown`, whatever the claimed value. A claim equal to the
+    certificate's value is refused (`unchanged`) only for a field this client saw unmasked. The answer holds the
+    report as filed, without the certificate's values. Attempts are limited per client and certificate
+    (429 rate_limited with Retry-After). The report goes to the issuing department's queue; the holder's inbox is
+    told which department reported a problem with which certificate (objection_reported), nothing of its content."""
     objection = service.report_objection(
         db.session(), field_cipher(), certificate_identifier=body.certificate_identifier, client=g.client,
         actor=g.actor, disputed=[service.DisputedField(d.field, d.claimed_value) for d in body.disputed],
         description=body.description, now=now(), calendar=working_calendar())
-    return _answer(objection, 201)
+    view = service.objection_view(db.session(), field_cipher(), objection, now=now(), current_values=False)
+    response = jsonify(GovReportedObjection(
+        **_body(objection, view),
+        disputed=[GovClaimOut(field=d.field, label=d.label, claimed_value=d.claimed_value) for d in view.disputed],
+    ).model_dump())
+    response.status_code = 201
+    return response
 
 
 @bp.get("", responses={200: GovObjectionQueue, **error_responses(*COMMON_ERRORS, *AUTH_ERRORS, 422)})

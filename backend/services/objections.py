@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +46,7 @@ from backend.models.objections import (
 )
 from backend.security.encryption import FieldCipher
 from backend.security.identifiers import parse_identifier
+from backend.services import showcodes
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.certificates import decrypt
@@ -73,6 +74,7 @@ MAX_ANSWER = 500
 # still report a data problem about that certificate.
 REPORT_WINDOW = timedelta(days=90)
 HOLDER_NAME_FIELD = "holder.name"
+NOT_SHOWN = "not_shown"  # a department disputes a field it was not shown
 
 STATUS_LABELS = {SUBMITTED: "待受理", IN_PROGRESS: "处理中", REJECTED: "已驳回", RESOLVED: "已更正"}
 EVENT_LABELS = {"filed": "提交异议", "accepted": "部门受理", "rejected": "部门驳回", "resolved": "已更正",
@@ -130,32 +132,56 @@ def _current_values(cipher: FieldCipher, certificate: Certificate) -> dict[str, 
     return {HOLDER_NAME_FIELD: content.holder_name, **content.fields}
 
 
-def _check_disputed(session: Session, cipher: FieldCipher, certificate: Certificate,
-                    disputed: Sequence[DisputedField]) -> list[dict[str, str]]:
+def _refused_disputed(problems: list[dict[str, str]]) -> ValidationFailed:
+    message = "异议字段无效：" + "、".join(p["field"] for p in problems[:5])
+    if any(p["reason"] == NOT_SHOWN for p in problems):
+        message += "（只能对本系统核验、扫码或用证时看到的字段提出异议）"
+    return ValidationFailed(message, code="objection_disputed_invalid", details={"fields": problems})
+
+
+def _check_disputed(session: Session, certificate: Certificate, disputed: Sequence[DisputedField], *,
+                    shown: Collection[str] | None = None) -> list[dict[str, str]]:
+    """The disputed fields as stored, checked by their names and the claims' form only, never against the
+    certificate's values (see `_check_changed`). With `shown`, a field outside it is refused as `not_shown`."""
     if not disputed:
         raise ValidationFailed.for_field("disputed", "empty", "请至少指出一个有误的字段")
     if len(disputed) > MAX_DISPUTED:
         raise ValidationFailed.for_field("disputed", "too_many", f"有误的字段最多 {MAX_DISPUTED} 个")
     labels = _field_labels(session, certificate)
-    current = _current_values(cipher, certificate)
-    seen: set[str] = set()
+    named: set[str] = set()
     problems = []
     for n, item in enumerate(disputed):
         where = f"disputed[{n}]"
         claimed = item.claimed_value.strip()
         if item.field not in labels:
             problems.append({"field": f"{where}.field", "reason": "unknown_field"})
-        elif item.field in seen:
+        elif item.field in named:
             problems.append({"field": f"{where}.field", "reason": "duplicate"})
+        elif shown is not None and item.field not in shown:
+            problems.append({"field": f"{where}.field", "reason": NOT_SHOWN})
         elif not claimed or len(claimed) > MAX_CLAIMED_LENGTH or any(ord(c) < 32 for c in claimed):
             problems.append({"field": f"{where}.claimed_value", "reason": "invalid"})
-        elif str(current.get(item.field, "")) == claimed:
-            problems.append({"field": f"{where}.claimed_value", "reason": "unchanged"})
-        seen.add(item.field)
+        named.add(item.field)
     if problems:
-        raise ValidationFailed("异议字段无效：" + "、".join(p["field"] for p in problems[:5]),
-                               code="objection_disputed_invalid", details={"fields": problems})
+        raise _refused_disputed(problems)
     return [{"field": item.field, "claimed_value": item.claimed_value.strip()} for item in disputed]
+
+
+def _check_changed(cipher: FieldCipher, certificate: Certificate, checked: list[dict[str, str]], *,
+                   known: Collection[str] | None = None) -> None:
+    """A claim equal to the value on the certificate is refused (`unchanged`), but only for the fields the filer
+    knows in full (`known`; None: all, the holder's own): for any other field the answer would tell a right guess
+    from a wrong one. Runs after every other check, so that no earlier refusal depends on a value either."""
+    fields = [item["field"] for item in checked]
+    if known is not None:
+        fields = [name for name in fields if name in known]
+    if not fields:
+        return
+    current = _current_values(cipher, certificate)
+    problems = [{"field": f"disputed[{n}].claimed_value", "reason": "unchanged"} for n, item in enumerate(checked)
+                if item["field"] in fields and str(current.get(item["field"], "")) == item["claimed_value"]]
+    if problems:
+        raise _refused_disputed(problems)
 
 
 _CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -235,9 +261,10 @@ def file_objection(session: Session, cipher: FieldCipher, storage: EvidenceStora
     _check_correctable(certificate)
     check_count(len(evidence), max_files)
     cleaned = [clean_image(data, position=n) for n, data in enumerate(evidence, 1)]
-    checked = _check_disputed(session, cipher, certificate, disputed)
+    checked = _check_disputed(session, certificate, disputed)
     text = _check_description(description)
     _open_duplicate(session, certificate, filer_holder_id=holder.id)
+    _check_changed(cipher, certificate, checked)
     objection = _new_objection(session, cipher, certificate, disputed=checked, description=text, now=now,
                                calendar=calendar, filer_kind="citizen")
     objection.filer_holder_id = holder.id
@@ -259,43 +286,89 @@ def file_objection(session: Session, cipher: FieldCipher, storage: EvidenceStora
     return objection
 
 
-def client_has_seen(session: Session, client: ApiClient, certificate: Certificate, *, now: datetime,
-                    window: timedelta = REPORT_WINDOW) -> bool:
-    """Has this client legitimately seen the certificate's data within `window`?
+@dataclass(frozen=True)
+class SeenFields:
+    """What a department client was shown of a certificate within the report window, by disputable field name
+    (`holder.name`, face fields): `shown` it may dispute; `in_full` of those it saw unmasked (granted to it or
+    presented to it, not a show code's masked view)."""
 
-    Yes when it (this client, not merely its department) checked a show code of it that showed fields, redeemed
-    a grant for it (usage records with the fields it saw), or verified a presentation of it with a valid verdict
-    (audit `certificate.verified`, mode presentation). Verifying by identifier alone shows no data and does not
-    count, so knowing an identifier is not enough to put work into another department's queue.
+    shown: frozenset[str]
+    in_full: frozenset[str]
+
+
+def _disputable(claim: str) -> str | None:
+    """The disputable field a shown claim (`holder.name`, `face.x`) stands for; None for the others
+    (holder code, certificate number: not disputable)."""
+    if claim == HOLDER_NAME_FIELD:
+        return claim
+    return claim.removeprefix("face.") if claim.startswith("face.") else None
+
+
+def fields_seen_by(session: Session, client: ApiClient, certificate: Certificate, *, now: datetime,
+                   window: timedelta = REPORT_WINDOW) -> SeenFields | None:
+    """The fields this client (not merely its department) was shown of the certificate within `window`; None when
+    it had no contact that showed data at all.
+
+    A contact is a check of a show code of it that showed fields (masked), a grant redeemed for it (the usage
+    records list the fields) or a presentation of it verified with a valid verdict (audit `certificate.verified`,
+    mode presentation, with the disclosed claims). Verifying by identifier alone shows no data and does not count,
+    so knowing an identifier is not enough to put work into another department's queue.
     """
     since = now - window
-    usage = session.scalars(select(UsageRecord.fields).where(
-        UsageRecord.certificate_id == certificate.id, UsageRecord.verifier_kind == "client",
-        UsageRecord.verifier_id == client.client_id, UsageRecord.occurred_at >= since))
-    if any(fields for fields in usage):
-        return True
+    shown: set[str] = set()
+    in_full: set[str] = set()
+    contact = False
+    for kind, fields in session.execute(select(UsageRecord.kind, UsageRecord.fields).where(
+            UsageRecord.certificate_id == certificate.id, UsageRecord.verifier_kind == "client",
+            UsageRecord.verifier_id == client.client_id, UsageRecord.occurred_at >= since)):
+        if not fields:
+            continue  # a code of a certificate that was not valid shows nothing
+        contact = True
+        names = {name for name in map(_disputable, fields) if name}
+        shown |= names
+        if kind != showcodes.USAGE_KIND:
+            in_full |= names
     verified = session.scalars(select(AuditEvent.details).where(
         AuditEvent.object_id == certificate.identifier, AuditEvent.action == "certificate.verified",
         AuditEvent.actor_type == "client", AuditEvent.actor_id == client.client_id,
         AuditEvent.outcome == "success", AuditEvent.occurred_at >= since))
-    return any(details.get("mode") == "presentation" for details in verified)
+    for details in verified:
+        if details.get("mode") == "presentation":
+            contact = True
+            names = {name for name in map(_disputable, details.get("disclosed") or []) if name}
+            shown |= names
+            in_full |= names
+    return SeenFields(frozenset(shown), frozenset(in_full)) if contact else None
+
+
+def client_has_seen(session: Session, client: ApiClient, certificate: Certificate, *, now: datetime,
+                    window: timedelta = REPORT_WINDOW) -> bool:
+    """Has this client legitimately seen the certificate's data within `window` (`fields_seen_by`)?"""
+    return fields_seen_by(session, client, certificate, now=now, window=window) is not None
 
 
 def report_objection(session: Session, cipher: FieldCipher, *, certificate_identifier: str, client: ApiClient,
                      actor: Actor, disputed: Sequence[DisputedField], description: str, now: datetime,
                      calendar: WorkingCalendar, window: timedelta = REPORT_WINDOW) -> Objection:
-    """A department client reports a data problem about a certificate it has seen (`client_has_seen`); a
-    certificate it has not seen is a 404, as if it did not exist."""
+    """A department client reports a data problem about a certificate it has seen (`fields_seen_by`); a
+    certificate it has not seen is a 404, as if it did not exist.
+
+    It may dispute only the fields it was shown (else 422 `not_shown`, whatever the claimed value), and no answer
+    depends on a value it did not see: the checks run by names first, then the duplicate check, and a claim is
+    compared with the certificate only for a field the client saw in full. The answer echoes no current value.
+    """
     ident = parse_identifier(certificate_identifier, field="certificate_identifier")
     certificate = session.scalar(select(Certificate).where(Certificate.identifier == ident.value)
                                  .options(selectinload(Certificate.certificate_type)))
-    if certificate is None or not client_has_seen(session, client, certificate, now=now, window=window):
+    seen = None if certificate is None else fields_seen_by(session, client, certificate, now=now, window=window)
+    if certificate is None or seen is None:
         raise NotFound("证照不存在，或本系统近期未核验过该证照", code="certificate_not_seen",
                        details={"window_days": window.days})
     _check_correctable(certificate)
-    checked = _check_disputed(session, cipher, certificate, disputed)
+    checked = _check_disputed(session, certificate, disputed, shown=seen.shown)
     text = _check_description(description)
     _open_duplicate(session, certificate, filer_department_id=client.department_id)
+    _check_changed(cipher, certificate, checked, known=seen.in_full)
     objection = _new_objection(session, cipher, certificate, disputed=checked, description=text, now=now,
                                calendar=calendar, filer_kind="department")
     objection.filer_department_id = client.department_id
@@ -614,12 +687,13 @@ def disputed_fields(cipher: FieldCipher, objection: Objection) -> list[dict[str,
 
 
 def objection_view(session: Session, cipher: FieldCipher, objection: Objection, *, now: datetime,
-                   actor: Actor | None = None) -> ObjectionView:
+                   actor: Actor | None = None, current_values: bool = True) -> ObjectionView:
     """Decrypt one objection for display. With `actor` (staff, a department client) the reading is audited
-    (objection.viewed): the filer's statement and the certificate's values are personal data."""
+    (objection.viewed): the filer's statement and the certificate's values are personal data. Without
+    `current_values` (for a reporting department, which may not have seen them) every `current_value` is None."""
     certificate = objection.certificate
     labels = _field_labels(session, certificate)
-    current = _current_values(cipher, certificate)
+    current = _current_values(cipher, certificate) if current_values else {}
     disputed = [DisputedEntry(d["field"], labels.get(d["field"], d["field"]), current.get(d["field"]),
                               d["claimed_value"]) for d in disputed_fields(cipher, objection)]
     description = cipher.decrypt(objection.description_enc, _context(objection, "description"))

@@ -66,6 +66,8 @@ STATE_EXPLANATIONS: Final = {
     STATE_NOT_YET_VALID: "该证照尚未到有效期起始日。",
 }
 log = logging.getLogger("ecert.showcodes")
+# The usage history's kind for a check: the fields it lists were shown masked (a code shows, it does not authorise).
+USAGE_KIND: Final = "show_code_checked"
 
 LONG_TERM: Final = "长期"
 
@@ -361,7 +363,7 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
     if record and _first_check(session, claims, verifier, state, now):
         rows.execute(session, _INSERT_USAGE, {
             "public_id": new_public_id(), "holder_index": certificate.holder_index, "certificate_id": certificate.id,
-            "kind": "show_code_checked", "verifier_kind": verifier.kind, "verifier_id": verifier.id,
+            "kind": USAGE_KIND, "verifier_kind": verifier.kind, "verifier_id": verifier.id,
             "verifier_department_id": verifier.department_id, "purpose": None, "fields": shown, "occurred_at": now})
         record_event(session, actor=actor, action="showcode.checked", now=now, object_type="certificate",
                      object_id=certificate.identifier,
