@@ -9,6 +9,7 @@ import secrets
 import time
 from typing import Any
 
+import flask_openapi3.request
 from flask import Flask, Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from flask.typing import ResponseReturnValue
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from backend import json_input
 from backend.auth.access import enforce_access
 from backend.errors import DatabaseBusy, DomainError, PayloadTooLarge, ValidationFailed, database_error
 from backend.extensions import db
@@ -101,20 +103,28 @@ def validation_error(exc: ValidationError) -> Response:
     raise ValidationFailed(f"字段校验失败：{names}", details={"fields": fields})
 
 
-def _refuse_unencodable_json() -> None:
-    """JSON may carry lone surrogates (\\ud800) that no UTF-8 text can hold: refuse them before any view runs."""
+def _check_json_body() -> None:
+    """Refuse a JSON body we will not read before any view runs: nested too deep, NaN/Infinity or numbers out of
+    range, not UTF-8 (400 `malformed_json`, the reason in details), or holding lone surrogates (\\ud800) that no
+    UTF-8 text can hold. Plainly malformed JSON is left to the view's validation (a 400 where it reads a body)."""
     if request.mimetype != "application/json":
         return
     raw = request.get_data(cache=True)  # within the body cap; chunked bodies too (no Content-Length)
     if not raw:
         return
+    body = request.get_json(silent=True)  # parsed once here; the view gets it from the request's cache
+    if body is None:
+        try:
+            json_input.loads(raw)
+        except json_input.JSONInputError as exc:
+            if exc.reason != "malformed":
+                raise DomainError(f"请求体不是可接受的 JSON：{exc.message}", code="malformed_json",
+                                  details={"reason": exc.reason, **exc.details}) from exc
+        return
     # In UTF-8 a surrogate needs a \u escape or (JSON is read with surrogatepass) the lead byte 0xED; JSON in UTF-16
     # or UTF-32 always takes the full check.
     if b"\\u" not in raw and b"\xed" not in raw and json.detect_encoding(raw) == "utf-8":
         return
-    body = request.get_json(silent=True)
-    if body is None:
-        return  # malformed JSON is reported by the view's validation as a 400
     try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -176,17 +186,23 @@ def _database_refusal(exc: OperationalError, what: str) -> DomainError:
 
 
 class StrictJSONProvider(DefaultJSONProvider):
-    """Request JSON without NaN or Infinity: they have no JSON form and break canonical hashing later."""
+    """Request JSON read by `json_input`: bounded nesting, no NaN or Infinity, no numbers out of range."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        def refuse(constant: str) -> None:
-            raise ValueError(f"{constant} is not valid JSON")
+        return json_input.loads(s)
 
-        return json.loads(s, parse_constant=refuse, **kwargs)
+
+def _decode_form_values_with_json_input() -> None:
+    """flask-openapi3 decodes every form value as JSON (so "123" becomes 123) and keeps the text when that raises
+    JSONDecodeError. With the stdlib's `json` a value nested thousands deep (`[[[…`) or an integer of 5000 digits
+    raised RecursionError or ValueError instead: a 500 before the view, or its authentication, ran. `json_input`
+    raises JSONDecodeErrors only, so such a value stays text and the form's model refuses it with a 422."""
+    flask_openapi3.request.json = json_input  # its module-level `json`, used for loads only
 
 
 def register_edge(app: Flask) -> None:
     app.json = StrictJSONProvider(app)
+    _decode_form_values_with_json_input()
     configure_logging(app)
 
     @app.before_request
@@ -198,7 +214,7 @@ def register_edge(app: Flask) -> None:
         refused = enforce_access()
         if refused is not None:
             return refused
-        _refuse_unencodable_json()
+        _check_json_body()
         return None
 
     @app.after_request

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from backend.services.face import EARLIEST_DATE, LATEST_DATE, check_date_range
 
 
 class StrictModel(BaseModel):
@@ -31,6 +34,15 @@ _DEFAULT_SCHEMAS: dict[type[BaseModel], dict[str, Any]] = {}
 # The two query fields of every paginated list (backend/services/paging.py): one page size, one opaque cursor.
 LIMIT_FIELD = Field(default=20, ge=1, le=100, description="page size, 1–100")
 CURSOR_FIELD = Field(default=None, max_length=200, description="`next_cursor` of the previous page")
+
+
+# A date in a request body: YYYY-MM-DD within the one accepted range (backend/services/face.py), else a 422 naming
+# the field. formatMinimum/formatMaximum: the range in the document's schema (the JSON Schema vocabulary for
+# formatted strings, as Ajv reads it), besides the description.
+DATE_RANGE = f"{EARLIEST_DATE.isoformat()} … {LATEST_DATE.isoformat()}"
+InputDate = Annotated[date, AfterValidator(check_date_range), WithJsonSchema({
+    "type": "string", "format": "date", "formatMinimum": EARLIEST_DATE.isoformat(),
+    "formatMaximum": LATEST_DATE.isoformat(), "description": f"YYYY-MM-DD, {DATE_RANGE}"})]
 
 
 class ErrorBody(BaseModel):

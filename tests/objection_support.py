@@ -37,6 +37,16 @@ def jpeg_with_gps(size: tuple[int, int] = (64, 48)) -> bytes:
     return out.getvalue()
 
 
+def mpo_photo(size: tuple[int, int] = (64, 48)) -> bytes:
+    """A multi-picture JPEG (MPO) as phone cameras save it: the photo, with camera EXIF and a smaller second picture."""
+    photo, preview = Image.new("RGB", size, (40, 160, 40)), Image.new("RGB", (size[0] // 2, size[1] // 2))
+    exif = Image.Exif()
+    exif[0x010F] = "SpyCam"  # Make
+    out = io.BytesIO()
+    photo.save(out, "MPO", save_all=True, append_images=[preview], exif=exif)
+    return out.getvalue()
+
+
 def png_with_metadata(size: tuple[int, int] = (40, 30), mode: str = "RGBA") -> bytes:
     """A PNG with text chunks (one naming a place) and EXIF."""
     image = Image.new(mode, size, (10, 120, 200, 255) if mode == "RGBA" else (10, 120, 200))

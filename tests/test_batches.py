@@ -568,7 +568,7 @@ def test_lone_surrogates_anywhere_in_a_row_are_row_problems_and_partial_mode_imp
             _with_lone_surrogate(certificate_body(), "fields.<key>"),
             _with_lone_surrogate(certificate_body(), "<key>"),
             b'{"type_code": "\\udc00\\ud800"}', certificate_body(),
-            b'{"fields": {"deep": ' + b"[" * 500 + b'"\\uDBFF"' + b"]" * 500 + b"}}"]
+            b'{"fields": {"deep": ' + b"[" * 30 + b'"\\uDBFF"' + b"]" * 30 + b"}}"]  # as deep as a line may nest
     batch = import_file(app, dept_client, jsonl(*rows), mode="partial")
     assert (batch["status"], batch["imported_rows"], batch["failed_rows"]) == ("completed", 2, 6)
     assert problems(batch) == {(2, "certificate_number", "invalid_unicode"),
@@ -605,3 +605,27 @@ def test_cli_import_reports_a_lone_surrogate_as_a_row_problem(app, runner, catal
     result = runner.invoke(args=["certificates", "import", str(path), "--dept", SAMR, "--mode", "partial"])
     assert "invalid_unicode" in result.output, result.output
     assert count(app, Certificate) == 1
+
+
+def test_dates_outside_1900_to_2199_are_row_problems_naming_the_field_and_partial_mode_imports_the_rest(app,
+                                                                                                   dept_client):
+    rows = [certificate_body(), certificate_body(valid_until="9999-12-31"), certificate_body(valid_from="1899-12-31"),
+            certificate_body(fields={"established_on": "2200-01-01"}), certificate_body()]
+
+    batch = import_file(app, dept_client, jsonl(*rows), mode="partial")
+
+    assert (batch["status"], batch["imported_rows"], batch["failed_rows"]) == ("completed", 2, 3)
+    assert problems(batch) == {(2, "valid_until", "date_out_of_range"), (3, "valid_from", "date_out_of_range"),
+                               (4, "fields.established_on", "date_out_of_range")}
+    assert count(app, Certificate) == 2
+
+
+def test_json_lines_with_non_finite_or_huge_numbers_are_row_problems(app, dept_client):
+    good = json.dumps(certificate_body()).encode()
+    lines = [good.replace(b'"fields": {', b'"fields": {"n": ' + literal + b", ")
+             for literal in (b"NaN", b"-Infinity", b"1e400", b"9" * 40)]
+
+    batch = import_file(app, dept_client, jsonl(*lines, certificate_body()), mode="partial")
+
+    assert problems(batch) == {(n, None, "malformed_json") for n in range(1, 5)}
+    assert batch["imported_rows"] == 1

@@ -30,7 +30,15 @@ from backend.services.import_signer import CERTIFICATE_COLUMNS
 from backend.services.issuance import SERIAL_ALPHABET, CertificateInput, Issuer, new_serial
 from backend.web.context import field_cipher, keystore
 from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, START
-from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, MARRIAGE, certificate_body, company_code, resident_id
+from tests.factories import (
+    BUSINESS_LICENCE,
+    DISABILITY,
+    FOOD_LICENCE,
+    MARRIAGE,
+    certificate_body,
+    company_code,
+    resident_id,
+)
 from tests.support import (
     CERTIFICATES,
     assert_documented,
@@ -669,3 +677,58 @@ def test_sync_takes_no_other_fields_besides_sd_jwt(samr, own_system):
     response = samr.post({"sd_jwt": token, "type_code": body["type_code"]})
 
     assert response.status_code == 422
+
+
+# -- dates: every date a department gives lies in 1900-01-01 … 2199-12-31 -----------------------------------------
+
+@pytest.mark.parametrize("day", ["9999-12-31", "2200-01-01", "1899-12-31", "0001-01-01"])
+@pytest.mark.parametrize("name", ["issued_on", "valid_from", "valid_until"])
+def test_a_date_outside_1900_to_2199_is_a_422_naming_the_field_not_an_overflow(app, samr, name, day):
+    response = samr.post(certificate_body(**{name: day}))
+
+    assert name in {item["field"] for item in error_of(response, 422, "validation_failed")["details"]["fields"]}
+    assert count(app, Certificate) == 0
+
+
+def test_the_last_accepted_day_is_issued_with_exp_at_the_start_of_the_day_after(samr):
+    issued = samr.issue(valid_until="2199-12-31")
+
+    payload = jwt.decode(issued["sd_jwt"].split("~")[0], options={"verify_signature": False})
+    assert payload["exp"] == china_midnight("2200-01-01")
+
+
+def test_a_reissue_with_a_far_future_valid_until_is_a_422_naming_it(samr):
+    identifier = samr.issued()
+
+    response = samr.act(identifier, "reissue", {"valid_until": "9999-12-31"})
+
+    assert "valid_until" in field_errors(response)
+    assert samr.get(identifier).get_json()["status"] == "valid"
+
+
+def test_a_face_date_outside_the_range_is_a_422_naming_the_face_field(samr):
+    response = samr.post(certificate_body(fields={"established_on": "9999-12-31"}))
+
+    assert field_errors(response) == {"fields.established_on": "date_out_of_range"}
+
+
+def test_a_default_validity_ending_after_2199_is_a_422_on_valid_until(disability_federation):
+    body = certificate_body(DISABILITY, issued_on="2026-01-01", valid_from="2195-06-01")  # + 10 years
+
+    assert field_errors(disability_federation.post(body)) == {"valid_until": "date_out_of_range"}
+
+
+@pytest.mark.parametrize(("claim", "value", "reason"), [
+    ("exp", china_midnight("2500-01-01"), "date_out_of_range"),
+    ("nbf", china_midnight("1800-01-01"), "date_out_of_range"),
+    ("iat", 10**12, "invalid_time_claims"),  # the year 33658: no date at all
+    ("iat", china_midnight("2300-01-01"), "date_out_of_range"),
+])
+def test_a_synced_certificate_with_a_time_claim_out_of_range_is_a_422_naming_the_claim(app, samr, own_system, claim,
+                                                                                       value, reason):
+    token, _, _ = externally_signed(own_system, claims={claim: value})
+
+    error = error_of(samr.post({"sd_jwt": token}), 422, "invalid_sd_jwt")
+
+    assert error["details"]["fields"] == [{"field": f"sd_jwt.{claim}", "reason": reason}]
+    assert count(app, Certificate) == 0

@@ -8,7 +8,10 @@ import logging
 
 import pytest
 
+from backend import json_input
 from backend.app import create_app
+from tests.factories import certificate_body
+from tests.support import error_code, error_of, field_errors
 
 
 def test_unknown_path_answers_the_json_error_shape(client):
@@ -139,13 +142,49 @@ def test_show_code_tokens_in_paths_are_redacted_from_request_logs(client, caplog
     assert all("A" * 132 not in json.dumps(getattr(r, "fields", {})) for r in caplog.records)
 
 
-@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
-def test_json_with_non_finite_numbers_is_malformed(dept_client, constant):
-    body = b'{"type_code": "x", "fields": {"n": ' + constant + b"}}"
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"9" * 5000, b"9" * 31])
+def test_json_with_non_finite_or_out_of_range_numbers_is_a_400_before_it_reaches_the_view(dept_client, literal):
+    body = json.dumps(certificate_body()).encode().replace(b'"fields": {', b'"fields": {"n": ' + literal + b", ")
     response = dept_client.http.post("/gov/v1/certificates", data=body, content_type="application/json",
                                      headers=dept_client.headers())
-    assert response.status_code == 400
-    assert response.get_json()["error"]["code"] == "malformed_json"
+    assert error_of(response, 400, "malformed_json")["details"]["reason"] == "invalid_number"
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+                                  b"[" * 100_000, b'{"provider": ' + b"[" * (json_input.MAX_DEPTH + 1)])
+def test_deeply_nested_json_is_a_400_even_on_the_unauthenticated_login(client, body):
+    response = client.post("/api/v1/auth/login", data=body, content_type="application/json")
+    error = error_of(response, 400, "malformed_json")
+    assert error["details"] == {"reason": "too_deep", "max_depth": json_input.MAX_DEPTH}
+
+
+def test_json_nested_as_deep_as_the_limit_is_read_and_validated(client):
+    nested = b"[" * (json_input.MAX_DEPTH - 1) + b"]" * (json_input.MAX_DEPTH - 1)
+    response = client.post("/api/v1/auth/login", data=b'{"provider": ' + nested + b"}", content_type="application/json")
+    assert error_code(response, 422) == "validation_failed"
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    text = json.dumps({"a": "[" * 1000 + "{" * 1000, "b": ['"]]]\\' + "[" * 100]})
+    assert json_input.nesting_depth(text) == 2
+    assert json_input.loads(text)["a"].startswith("[[[")
+    assert json_input.nesting_depth('"' + '\\"' * 1000 + "[" * 100) == 0  # an unterminated string ends the text
+
+
+def test_a_body_that_is_not_utf8_is_a_400_naming_the_encoding(client):
+    response = client.post("/api/v1/auth/login", data=b'{"provider": "\xff\xfe\xfd"}', content_type="application/json")
+    assert error_of(response, 400, "malformed_json")["details"] == {"reason": "invalid_encoding"}
+
+
+@pytest.mark.parametrize("value", ["[" * 5000, "{" * 5000, "9" * 5000, "NaN", "1e400", "-Infinity"])
+def test_form_values_json_cannot_read_are_refused_as_invalid_fields_not_a_500(client, login, value):
+    citizen = login()
+    objection = client.post("/api/v1/objections", headers=citizen.headers, content_type="multipart/form-data",
+                            data={"certificate_id": "x", "description": "有误", "disputed": value})
+    assert "disputed" in field_errors(objection)
+    token = client.post("/gov/v1/oauth/token", data={"grant_type": value, "client_assertion_type": value,
+                                                     "client_assertion": value})
+    assert 400 <= token.status_code < 500 and token.get_json()["error"]["code"]
 
 
 def test_audit_details_and_ids_are_cleaned_of_control_characters(app, clock):

@@ -30,6 +30,7 @@ from tests.objection_support import (
     filed,
     jpeg_with_gps,
     metadata_of,
+    mpo_photo,
     png_bomb,
     png_with_metadata,
 )
@@ -72,6 +73,19 @@ def test_an_accepted_jpeg_comes_back_without_exif_or_gps(citizen, held, civil):
     assert Image.open(io.BytesIO(data)).size == (64, 48)  # the picture itself survives
     listed = civil.get(objection["id"]).get_json()["evidence"]
     assert listed == [{"n": 1, "media_type": "image/jpeg", "width": 64, "height": 48, "size": len(data)}]
+
+
+def test_a_multi_picture_jpeg_from_a_phone_camera_is_kept_as_the_jpeg_photo_it_holds(citizen, held, civil):
+    original = mpo_photo((64, 48))
+    assert Image.open(io.BytesIO(original)).format == "MPO"
+
+    objection = filed(citizen, held.id, files=[(original, "IMG_0002.JPG")])
+
+    response = civil.evidence(objection["id"], 1)
+    assert response.status_code == 200 and response.mimetype == "image/jpeg"
+    meta = metadata_of(response.get_data())
+    assert meta["format"] == "JPEG" and meta["exif"] == {} and b"SpyCam" not in response.get_data()
+    assert Image.open(io.BytesIO(response.get_data())).size == (64, 48)  # the photo, not the preview
 
 
 def test_a_png_keeps_its_transparency_and_loses_its_text_chunks(citizen, held, civil):

@@ -233,3 +233,84 @@ def test_every_operation_keeps_to_its_document(api_schema):
             failures.append(f"{operation.label}: {exc}")
     if failures:
         pytest.fail("\n\n".join(failures), pytrace=False)
+
+
+# -- input no reader should choke on, sent to every operation that takes a body or a query --------------------------
+
+NESTED = {"arrays 100k deep": b"[" * 100_000 + b"]" * 100_000,
+          "objects 50k deep": b'{"a":' * 50_000 + b"1" + b"}" * 50_000}
+LITERALS = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e999", b"9" * 5000, b"-" + b"9" * 100, b"[" * 5000,
+            b'"\\ud800"', b'"\xff\xfe"']
+TEXT_VALUES = ["[" * 5000, "{" * 5000, "9" * 5000, "NaN", "Infinity", "-Infinity", "1e400"]
+NOT_UTF8 = b"\xff\xfe\xc0\x80"
+BODY_TYPES = ("application/json", "application/x-ndjson", "text/csv", "multipart/form-data",
+              "application/x-www-form-urlencoded")
+
+
+def body_fields(document: dict[str, Any], operation: dict[str, Any], media_type: str) -> list[str]:
+    """The property names of the operation's body schema (one $ref deep), or a stand-in name."""
+    schema = operation["requestBody"]["content"][media_type].get("schema", {})
+    if "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return list(schema.get("properties", {})) or ["x"]
+
+
+def multipart(fields: list[str], value: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with every field set to the raw bytes `value` (e.g. not UTF-8)."""
+    boundary = "hostile-boundary"
+    parts = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value + b"\r\n"
+                     for name in fields)
+    return parts + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def hostile_requests(document: dict[str, Any], operation: dict[str, Any]) -> list[dict[str, Any]]:
+    """Keyword arguments for the test client: bodies nested far too deep, NaN/Infinity literals, numbers no float or
+    sane integer holds, lone surrogates and bytes that are not UTF-8, in each of the operation's body types and in
+    every query parameter."""
+    requests: list[dict[str, Any]] = []
+    for media_type in operation.get("requestBody", {}).get("content", {}):
+        assert media_type in BODY_TYPES, f"no hostile input for {media_type}: add it here"
+        fields = body_fields(document, operation, media_type)
+        if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            requests += [{"data": dict.fromkeys(fields, value), "content_type": media_type} for value in TEXT_VALUES]
+            raw, content_type = multipart(fields, NOT_UTF8)
+            requests.append({"data": raw, "content_type": content_type})
+            requests.append({"data": b"&".join(name.encode() + b"=%FF%FE" for name in fields),
+                             "content_type": "application/x-www-form-urlencoded"})
+            continue
+        requests += [{"data": body, "content_type": media_type} for body in NESTED.values()]
+        requests += [{"data": b"{" + b",".join(json.dumps(name).encode() + b":" + literal for name in fields) + b"}",
+                      "content_type": media_type} for literal in LITERALS]
+        requests.append({"data": NOT_UTF8, "content_type": media_type})
+    names = [parameter["name"] for parameter in operation.get("parameters", []) if parameter["in"] == "query"]
+    if names:
+        requests += [{"query_string": dict.fromkeys(names, value)} for value in TEXT_VALUES]
+        requests.append({"query_string": "&".join(f"{name}=%FF%FE" for name in names)})
+    return requests
+
+
+def test_no_operation_answers_5xx_to_input_no_json_reader_should_choke_on(app, document, make_dept_client, login):
+    """Every operation with a body or a query, enumerated from the document (so a new route is covered), anonymous
+    and with valid credentials (so the input reaches validation): a documented 4xx in the one error shape or a
+    success, never a 5xx."""
+    dept_token = make_dept_client(scopes=ALL_SCOPES).token()
+    citizen = login()
+    tokens = {"clientBearer": lambda path: dept_token,  # a logout ends a session of its own
+              "citizenBearer": lambda path: login(id_number=citizen.id_number).access_token
+              if path.endswith("/logout") else citizen.access_token}
+    failures, sent = [], 0
+    for path, method, operation in operations(document):
+        hostile = hostile_requests(document, operation)
+        url = re.sub(r"\{[^}]+\}", "1", path)
+        schemes = [None, *{name for requirement in operation.get("security") or [] for name in requirement}]
+        for scheme, kwargs in ((scheme, kwargs) for scheme in schemes for kwargs in hostile):
+            headers = {} if scheme is None else {"Authorization": f"Bearer {tokens[scheme](path)}"}
+            response = app.test_client().open(url, method=method.upper(), headers=headers, **kwargs)
+            sent += 1
+            body = response.get_json(silent=True) or {}
+            if response.status_code >= 500 or str(response.status_code) not in operation["responses"] \
+                    or (response.status_code >= 400 and "code" not in body.get("error", {})):
+                failures.append(f"{method.upper()} {path} ({scheme or 'anonymous'}, {str(kwargs)[:80]}): "
+                                f"{response.status_code} {str(body)[:200]}")
+    assert sent > 300
+    assert not failures, "\n".join(failures)

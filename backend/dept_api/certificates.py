@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any, Literal
 
 from flask import Response, current_app, g, jsonify, request
@@ -13,7 +12,7 @@ from backend.auth.clients import BEARER_SECURITY, require_scope
 from backend.errors import BadRequest
 from backend.extensions import db
 from backend.models import ApiClient, Certificate
-from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
+from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, DATE_RANGE, InputDate, StrictModel, error_responses
 from backend.services import certificates as service
 from backend.services.issuance import UNSET, CertificateInput, Issuer
 from backend.web.context import field_cipher, keystore, now
@@ -37,9 +36,10 @@ class CertificateSubmission(StrictModel):
     type_code: str | None = Field(default=None, description="证照类型代码 (21 chars)")
     certificate_number: str | None = Field(default=None, max_length=64, description="证照编号 as printed")
     holder: HolderIn | None = None
-    issued_on: date | None = None
-    valid_from: date | None = None
-    valid_until: date | None = Field(default=None, description="null = 长期; omitted = the type's default validity")
+    issued_on: InputDate | None = None
+    valid_from: InputDate | None = None
+    valid_until: InputDate | None = Field(default=None, description=f"{DATE_RANGE}; null = 长期; omitted = the type's "
+                                                                     "default validity")
     fields: FaceFields | None = Field(default=None, description="face fields (照面) by the type's schema")
     sd_jwt: str | None = Field(default=None, max_length=65536, description="SD-JWT VC signed by a registered key")
 
@@ -71,9 +71,9 @@ class IdentifierPath(BaseModel):
 class ReissueBody(StrictModel):
     fields: FaceFields | None = Field(default=None, description="changed face fields; the rest are kept")
     holder_name: str | None = Field(default=None, min_length=1, max_length=100)
-    issued_on: date | None = None
-    valid_from: date | None = None
-    valid_until: date | None = Field(default=None, description="null = 长期; omitted = unchanged")
+    issued_on: InputDate | None = None
+    valid_from: InputDate | None = None
+    valid_until: InputDate | None = Field(default=None, description=f"{DATE_RANGE}; null = 长期; omitted = unchanged")
     reason: str | None = Field(default=None, max_length=200, description="换发原因")
 
 

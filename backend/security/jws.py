@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -22,6 +21,7 @@ from typing import Any, Final
 import jwt
 from jwt.exceptions import InvalidKeyError
 
+from backend import json_input
 from backend.security.jwk import SUPPORTED_ALGS, PublicKey
 
 MALFORMED: Final = "malformed"
@@ -75,8 +75,8 @@ def _segment(text: str) -> bytes:
 
 def _object(data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        value = json_input.loads(data)
+    except ValueError as exc:  # not JSON, nested too deep, NaN or numbers out of range
         raise JWSError(MALFORMED) from exc
     if not isinstance(value, dict):
         raise JWSError(MALFORMED)

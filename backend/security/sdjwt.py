@@ -17,6 +17,8 @@ from typing import Any
 
 import jwt
 
+from backend import json_input
+
 SD_ALG = "sha-256"
 ISSUED_TYP = "dc+sd-jwt"
 KB_TYP = "kb+jwt"
@@ -116,8 +118,8 @@ def parse(token: str) -> ParsedSdJwt:
 
 def decode_disclosure(disclosure: str) -> tuple[str, str | None, Any]:
     try:
-        decoded = json.loads(b64url_decode(disclosure))
-    except (ValueError, RecursionError) as exc:  # bad base64/UTF-8/JSON, or absurdly nested JSON
+        decoded = json_input.loads(b64url_decode(disclosure))
+    except ValueError as exc:  # bad base64/UTF-8/JSON, nested too deep, NaN or numbers out of range
         raise SdJwtFormatError("malformed_disclosure", "披露项无法解析") from exc
     if isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[0], str) and isinstance(decoded[1], str):
         if decoded[1] in _RESERVED:

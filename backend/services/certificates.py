@@ -24,7 +24,7 @@ from backend.security.keystore import PURPOSE_CERTIFICATE, KeyStore
 from backend.security.sdjwt import SdJwtFormatError, parse, reconstruct
 from backend.services.actors import Actor
 from backend.services.audit import record_event
-from backend.services.face import FieldProblems
+from backend.services.face import EARLIEST_DATE, LATEST_DATE, DateOutOfRange, FieldProblems, check_date_range
 from backend.services.issuance import (
     CHINA,
     CertificateInput,
@@ -126,8 +126,11 @@ def issue_certificate(session: Session, issuer: Issuer, client: ApiClient, data:
     return certificate, True
 
 
-def _sync_refused(reason: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"同步的证照无效：{message}", code="invalid_sd_jwt", details={"reason": reason})
+def _sync_refused(reason: str, message: str, claim: str | None = None) -> ValidationFailed:
+    details: dict[str, Any] = {"reason": reason}
+    if claim is not None:
+        details["fields"] = [{"field": f"sd_jwt.{claim}", "reason": reason}]
+    return ValidationFailed(f"同步的证照无效：{message}", code="invalid_sd_jwt", details=details)
 
 
 def sync_certificate(session: Session, issuer: Issuer, keys: KeyStore, client: ApiClient, token: str, *,
@@ -180,7 +183,9 @@ def sync_certificate(session: Session, issuer: Issuer, keys: KeyStore, client: A
             or not {"name", "code_type", "code"} <= holder.keys() or "number" not in document or not face:
         raise _sync_refused("missing_disclosures", "同步时须附带 holder、document、face 的全部披露项")
 
-    def day(claim: str) -> Any:
+    def day(claim: str) -> date | None:
+        """The day of a time claim (nbf: the first valid day, exp: the last, iat: only checked); each an integer
+        timestamp within the accepted date range, like every date a department gives."""
         value = claims.get(claim)
         if value is None:
             return None
@@ -188,9 +193,14 @@ def sync_certificate(session: Session, issuer: Issuer, keys: KeyStore, client: A
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(claim)
             moment = datetime.fromtimestamp(value, CHINA)
+            check_date_range(moment.date())
         except (TypeError, ValueError, OverflowError, OSError) as exc:
-            raise _sync_refused("invalid_time_claims", f"{claim} 必须是合理的整数时间戳") from exc
+            reason = "date_out_of_range" if isinstance(exc, DateOutOfRange) else "invalid_time_claims"
+            raise _sync_refused(reason, f"{claim} 必须是 {EARLIEST_DATE.isoformat()} 至 {LATEST_DATE.isoformat()} "
+                                        "之间的整数时间戳", claim) from exc
         return moment.date() if claim == "nbf" else (moment - timedelta(days=1)).date()
+
+    day("iat")
 
     data = CertificateInput(
         type_code=type_code, certificate_number=document.get("number"), holder_name=holder.get("name"),

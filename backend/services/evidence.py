@@ -29,6 +29,9 @@ MAX_FILES = 5
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # 40 megapixels: any phone photo, far below what a bomb expands to
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
+# Pillow's JPEG reader names a multi-picture JPEG (MPO: the photo plus previews or a depth image, as many phone
+# cameras save) "MPO". Its first picture is the photo, a JPEG: that one is kept, re-encoded like any JPEG.
+_READS_AS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG"}
 JPEG_QUALITY = 85
 
 
@@ -80,7 +83,7 @@ def clean_image(data: bytes, *, position: int = 1, max_bytes: int = MAX_FILE_BYT
     if not data:
         raise _refused("empty", f"第 {position} 个证明材料是空文件", position)
     image = _open(data, position, max_pixels)
-    image_format = image.format or ""
+    image_format = _READS_AS[image.format or ""]  # opened with formats=FORMATS: one of _READS_AS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -28,12 +28,36 @@ class FieldProblems:
             raise ValidationFailed(f"字段校验失败：{names}", details={"fields": self.items})
 
 
+# Every date a client gives (issue and validity dates, face fields of type date, batch rows, the times of a synced
+# certificate) lies in this range: wide enough for any real certificate, narrow enough that date arithmetic on it
+# (the day after valid_until, default validities of decades, timestamps) never overflows. Documented in the OpenAPI
+# document (backend/schemas.py: InputDate) and the README.
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2199, 12, 31)
+
+
+class DateOutOfRange(ValueError):
+    """A well-formed date outside EARLIEST_DATE … LATEST_DATE."""
+
+    reason = "date_out_of_range"
+
+    def __init__(self) -> None:
+        super().__init__(f"日期应在 {EARLIEST_DATE.isoformat()} 至 {LATEST_DATE.isoformat()} 之间")
+
+
+def check_date_range(day: date) -> date:
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise DateOutOfRange()
+    return day
+
+
 def parse_date(value: Any) -> date:
-    if isinstance(value, date):
-        return value
+    """A date (YYYY-MM-DD text or a date) within the accepted range; ValueError (DateOutOfRange) otherwise."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return check_date_range(value)
     if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         raise ValueError("日期格式应为 YYYY-MM-DD")
-    return date.fromisoformat(value)
+    return check_date_range(date.fromisoformat(value))
 
 
 def _normalise(spec: dict[str, Any], value: Any) -> Any:
@@ -54,6 +78,8 @@ def _normalise(spec: dict[str, Any], value: Any) -> Any:
             isinstance(value, int) or (isinstance(value, str) and _INTEGER.match(value))
         ):
             raise ValueError("应为整数")
+        if not _INTEGER.match(str(value)):  # as many digits as a text integer may have: no 5000-digit numbers
+            raise ValueError("数值超出范围")
         return int(value)
     if kind == "decimal":
         if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -97,5 +123,5 @@ def validate_face(
         try:
             clean[name] = _normalise(spec, value)
         except ValueError as exc:
-            problems.add(f"{prefix}.{name}", "invalid", f"{spec['label']}：{exc}")
+            problems.add(f"{prefix}.{name}", getattr(exc, "reason", "invalid"), f"{spec['label']}：{exc}")
     return clean

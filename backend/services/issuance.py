@@ -31,7 +31,7 @@ from backend.security.sdjwt import b64url
 from backend.security.sdjwt import issue as issue_sd_jwt
 from backend.services.actors import Actor
 from backend.services.audit import record_event
-from backend.services.face import FieldProblems, parse_date, validate_face
+from backend.services.face import LATEST_DATE, DateOutOfRange, FieldProblems, parse_date, validate_face
 from backend.services.status_lists import SlotAllocator, list_uri
 
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")  # no daylight saving in China
@@ -105,6 +105,15 @@ def new_serial() -> str:
     return "".join(characters)
 
 
+def _date(label: str, value: Any, problems: FieldProblems) -> date | None:
+    """One of the certificate's dates, or None with its problem (malformed, or outside the accepted range)."""
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        problems.add(label, getattr(exc, "reason", "invalid_date"), str(exc))
+        return None
+
+
 def day_start(day: date) -> int:
     return int(datetime.combine(day, time.min, CHINA).timestamp())
 
@@ -172,16 +181,10 @@ class Issuer:
                 problems.add(item["field"], item["reason"], exc.message)
         dates: dict[str, date | None] = {}
         for label, value in (("issued_on", data.issued_on), ("valid_from", data.valid_from)):
-            try:
-                dates[label] = parse_date(value)
-            except ValueError as exc:
-                problems.add(label, "invalid_date", str(exc))
+            dates[label] = _date(label, value, problems)
         valid_until: date | None = None
         if data.valid_until is not UNSET and data.valid_until is not None:
-            try:
-                valid_until = parse_date(data.valid_until)
-            except ValueError as exc:
-                problems.add("valid_until", "invalid_date", str(exc))
+            valid_until = _date("valid_until", data.valid_until, problems)
         fields = validate_face(ctype.definition, data.fields, problems) if ctype else {}
         if ctype is None:
             return None
@@ -198,6 +201,9 @@ class Issuer:
                     valid_until = valid_from.replace(year=valid_from.year + years) - timedelta(days=1)
                 except ValueError:  # 29 February
                     valid_until = valid_from.replace(year=valid_from.year + years, day=28)
+                if valid_until > LATEST_DATE:
+                    problems.add("valid_until", DateOutOfRange.reason,
+                                 f"按默认有效期（{years} 年）计算的截止日超出范围：{DateOutOfRange()}")
         # Long-term (长期): valid_until null, or omitted for a type without a default validity.
         long_term = data.valid_until is None or (data.valid_until is UNSET and valid_from is not None
                                                  and not validity.get("default_years"))

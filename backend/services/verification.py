@@ -383,9 +383,9 @@ def _day(timestamp: float | None, *, end: bool) -> str | None:
         return None
     try:
         moment = datetime.fromtimestamp(timestamp, CHINA)
-    except (OverflowError, ValueError, OSError):  # a signed but absurd time
+        return ((moment - timedelta(days=1)) if end else moment).date().isoformat()
+    except (OverflowError, ValueError, OSError):  # a signed but absurd time (the day before 0001-01-01, too)
         return None
-    return ((moment - timedelta(days=1)) if end else moment).date().isoformat()
 
 
 def _iso(day: date | None) -> str | None:
