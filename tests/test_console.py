@@ -4,13 +4,12 @@ form, department isolation, read-only city administrators, audited reads, and re
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from backend.extensions import db, limiter
+from backend.extensions import db
 from backend.models import Certificate, StaffSession
 from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR
 from tests.console_support import (
@@ -193,18 +192,9 @@ def test_the_count_starts_again_after_a_lock_expires(app, browser, clerk, clock)
     assert browser.login(clerk).status_code == 302
 
 
-@pytest.fixture
-def own_limits() -> Iterator[None]:
-    """The limiter is one module-level object whose default limits the first enabled app fixes: start and leave
-    it without defaults, so this test and tests/test_rate_limits.py each get the limits they configure."""
-    limiter.limit_manager.set_default_limits([])
-    yield
-    limiter.limit_manager.set_default_limits([])
-
-
 @pytest.mark.parametrize("app_settings", [{"STAFF_PASSWORD_HASHER": FAST_HASHER, "RATELIMIT_ENABLED": True,
                                             "ECERT_RATELIMIT_TOKEN": "3 per minute"}])
-def test_login_attempts_are_rate_limited_per_address_whatever_the_username(own_limits, browser, clerk):
+def test_login_attempts_are_rate_limited_per_address_whatever_the_username(browser, clerk):
     statuses = [browser.login(username=f"guess{n}", password=PASSWORD).status_code for n in range(4)]
     assert statuses == [401, 401, 401, 429]
     limited = browser.login(clerk)
