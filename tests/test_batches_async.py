@@ -140,27 +140,19 @@ def test_another_department_neither_sees_a_queued_batch_nor_shares_its_key(app, 
 def test_progress_is_visible_through_get_while_the_import_runs(app, dept_client, monkeypatch):
     monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
     batch_id = submit(dept_client, jsonl(*(certificate_body() for _ in range(5)))).get_json()["id"]
-    headers = dept_client.headers()  # a token before the import holds the database (SQLite: the one writer)
-    record, seen = import_runner.ProgressRecorder.__call__, []
+    headers = dept_client.headers()
+    keep_claim, seen = import_jobs.keep_claim, []
 
-    def record_and_look(self: import_runner.ProgressRecorder, rows: int, bytes_read: int) -> None:
-        record(self, rows, bytes_read)
-        if self.live:  # through the API, from another thread: another request, another session
-            batch = run_together(lambda _n: dept_client.http.get(f"{BATCHES}/{batch_id}", headers=headers),
-                                 1)[0].get_json()
-        else:  # SQLite: a second connection reads beside the import's open transaction
-            with Session(db.engine) as other:
-                found = other.scalar(select(ImportBatch).where(ImportBatch.public_id == batch_id))
-                assert found is not None
-                batch = {"status": found.status, "processed_rows": found.processed_rows}
-        seen.append((batch["status"], batch["processed_rows"]))
+    def look_then_keep_claim(session: Session, batch: ImportBatch, **kwargs: Any) -> None:
+        # Between two of the import's transactions, through the API, from another thread (another session): on
+        # SQLite too, since the import holds the database's one write lock only during a step.
+        polled = run_together(lambda _n: dept_client.http.get(f"{BATCHES}/{batch_id}", headers=headers), 1)[0]
+        seen.append((polled.get_json()["status"], polled.get_json()["processed_rows"]))
+        keep_claim(session, batch, **kwargs)
 
-    monkeypatch.setattr(import_runner.ProgressRecorder, "__call__", record_and_look)
+    monkeypatch.setattr(import_jobs, "keep_claim", look_then_keep_claim)
     assert run_imports(app) == {"completed": 1}
-    if on_postgresql(app):
-        assert seen == [("processing", 2), ("processing", 4), ("processing", 5)]
-    else:  # one writer at a time: the claim shows at once, the counts when the batch is finished
-        assert seen == [("processing", 0)] * 3
+    assert seen == [("processing", 0), ("processing", 2), ("processing", 4), ("processing", 5)]
     assert read_batch(dept_client, batch_id)["processed_rows"] == 5
 
 
