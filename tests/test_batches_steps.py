@@ -56,7 +56,8 @@ def slot_in_sd_jwt(app: Any, certificate: Certificate) -> int:
     with app.app_context():
         sd_jwt = field_cipher().decrypt(certificate.sd_jwt_enc, f"certificate:{certificate.public_id}:sd_jwt")
     payload = sd_jwt.split("~")[0].split(".")[1]
-    return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["status"]["status_list"]["idx"])
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return int(claims["status"]["status_list"]["idx"])
 
 
 def certificates(app: Any) -> list[Certificate]:
