@@ -284,12 +284,12 @@ class _Run:
         first: the same content is skipped, other content is a `certificate_number_taken` row problem, which in
         all-or-nothing mode fails the batch with nothing published. All-or-nothing publishes in one statement
         per table; partial mode in steps of PUBLISH_ROWS rows, each its own transaction."""
-        self._check_numbers_again()
         staged = STAGING.c.import_batch_id == self.batch.id
-        if self.all_or_nothing and self.failed:
-            self.session.execute(delete(STAGING).where(staged))
-            return True
         if self.all_or_nothing:
+            self._check_numbers_again(staged)
+            if self.failed:
+                self.session.execute(delete(STAGING).where(staged))
+                return True
             self._publish(staged)
         else:
             ids = list(self.session.scalars(select(STAGING.c.id).where(staged).order_by(STAGING.c.id)))
@@ -298,17 +298,19 @@ class _Run:
                     self.steps.commit()
                     self.begin_step(self.bytes_read)
                 part = ids[start:start + PUBLISH_ROWS]
-                self._publish(staged & STAGING.c.id.between(part[0], part[-1]))
+                in_part = staged & STAGING.c.id.between(part[0], part[-1])
+                self._check_numbers_again(in_part)
+                self._publish(in_part)
         self.issuer.slots.finish()  # the status lists' counts and revisions
         return False
 
-    def _check_numbers_again(self) -> None:
+    def _check_numbers_again(self, staged: ColumnElement[bool]) -> None:
         found = self.session.execute(
             select(STAGING.c.id, STAGING.c.row_number, STAGING.c.content_hash, CERTIFICATES.c.content_hash)
             .join(CERTIFICATES, (CERTIFICATES.c.certificate_type_id == STAGING.c.certificate_type_id)
                   & (CERTIFICATES.c.issuer_department_id == STAGING.c.issuer_department_id)
                   & (CERTIFICATES.c.number_index == STAGING.c.number_index))
-            .where(STAGING.c.import_batch_id == self.batch.id)).all()
+            .where(staged)).all()
         same = {staged_id for staged_id, _, staged_hash, stored_hash in found if staged_hash == stored_hash}
         taken = {staged_id: number for staged_id, number, _, _ in found if staged_id not in same}
         for number in sorted(taken.values()):
