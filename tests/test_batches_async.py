@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from backend.config import load_settings
 from backend.extensions import db
-from backend.models import ApiClient, AuditEvent, Certificate, ImportBatch, Notification
+from backend.models import ApiClient, AuditEvent, Certificate, ImportBatch, ImportStaging, Notification
 from backend.services import import_jobs, imports, issuance
 from backend.services.actors import Actor
 from backend.services.bulk_insert import BulkInsert
@@ -140,27 +140,19 @@ def test_another_department_neither_sees_a_queued_batch_nor_shares_its_key(app, 
 def test_progress_is_visible_through_get_while_the_import_runs(app, dept_client, monkeypatch):
     monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
     batch_id = submit(dept_client, jsonl(*(certificate_body() for _ in range(5)))).get_json()["id"]
-    headers = dept_client.headers()  # a token before the import holds the database (SQLite: the one writer)
-    record, seen = import_runner.ProgressRecorder.__call__, []
+    headers = dept_client.headers()
+    keep_claim, seen = import_jobs.keep_claim, []
 
-    def record_and_look(self: import_runner.ProgressRecorder, rows: int, bytes_read: int) -> None:
-        record(self, rows, bytes_read)
-        if self.live:  # through the API, from another thread: another request, another session
-            batch = run_together(lambda _n: dept_client.http.get(f"{BATCHES}/{batch_id}", headers=headers),
-                                 1)[0].get_json()
-        else:  # SQLite: a second connection reads beside the import's open transaction
-            with Session(db.engine) as other:
-                found = other.scalar(select(ImportBatch).where(ImportBatch.public_id == batch_id))
-                assert found is not None
-                batch = {"status": found.status, "processed_rows": found.processed_rows}
-        seen.append((batch["status"], batch["processed_rows"]))
+    def look_then_keep_claim(session: Session, batch: ImportBatch, **kwargs: Any) -> None:
+        # Between two of the import's transactions, through the API, from another thread (another session): on
+        # SQLite too, since the import holds the database's one write lock only during a step.
+        polled = run_together(lambda _n: dept_client.http.get(f"{BATCHES}/{batch_id}", headers=headers), 1)[0]
+        seen.append((polled.get_json()["status"], polled.get_json()["processed_rows"]))
+        keep_claim(session, batch, **kwargs)
 
-    monkeypatch.setattr(import_runner.ProgressRecorder, "__call__", record_and_look)
+    monkeypatch.setattr(import_jobs, "keep_claim", look_then_keep_claim)
     assert run_imports(app) == {"completed": 1}
-    if on_postgresql(app):
-        assert seen == [("processing", 2), ("processing", 4), ("processing", 5)]
-    else:  # one writer at a time: the claim shows at once, the counts when the batch is finished
-        assert seen == [("processing", 0)] * 3
+    assert seen == [("processing", 0), ("processing", 2), ("processing", 4), ("processing", 5)]
     assert read_batch(dept_client, batch_id)["processed_rows"] == 5
 
 
@@ -205,9 +197,6 @@ def test_a_batch_whose_worker_died_is_taken_over_once_stale_and_imported_once(ap
         with pytest.raises(ClaimLost):
             import_jobs.keep_claim(db.session(), batch, worker="node-that-dies", now=clock())
         db.session.rollback()
-        if on_postgresql(app):
-            with pytest.raises(ClaimLost):
-                import_runner.ProgressRecorder(db.engine, batch.id, "node-that-dies", clock)(1, 1)
 
 
 def test_a_slow_worker_taken_over_rolls_its_import_back(app, dept_client, clock, monkeypatch):
@@ -487,20 +476,21 @@ def test_failed_batch_messages_ask_for_a_new_idempotency_key(app, dept_client):
 
 
 def test_a_client_disabled_while_its_batch_is_imported_gets_the_batch_failed(app, dept_client, monkeypatch):
-    if not on_postgresql(app):
-        pytest.skip("SQLite has one writer: the import holds it, so no one can disable the client meanwhile")
     monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
     batch_id = submit(dept_client, jsonl(*(certificate_body() for _ in range(5)))).get_json()["id"]
-    record = import_runner.ProgressRecorder.__call__
+    keep_claim, steps = import_jobs.keep_claim, []
 
-    def record_and_disable(self: import_runner.ProgressRecorder, rows: int, bytes_read: int) -> None:
-        record(self, rows, bytes_read)
-        with db.engine.begin() as connection:  # an operator, elsewhere, while the import runs
-            connection.execute(ApiClient.__table__.update().where(ApiClient.client_id == dept_client.client_id)
-                               .values(active=False))
+    def disable_then_keep_claim(session: Session, batch: ImportBatch, **kwargs: Any) -> None:
+        steps.append(batch.id)
+        if len(steps) == 2:  # between two of the import's transactions: an operator, elsewhere, disables the client
+            with db.engine.begin() as connection:
+                connection.execute(ApiClient.__table__.update().where(ApiClient.client_id == dept_client.client_id)
+                                   .values(active=False))
+        keep_claim(session, batch, **kwargs)
 
-    monkeypatch.setattr(import_runner.ProgressRecorder, "__call__", record_and_disable)
+    monkeypatch.setattr(import_jobs, "keep_claim", disable_then_keep_claim)
     assert run_imports(app) == {"failed": 1}
     batch = batch_row(app, batch_id)
     assert batch.status == "failed" and batch.error is not None and batch.error["code"] == "client_disabled"
     assert count(app, Certificate) == 0 and count(app, Notification) == 0 and spooled_files(app) == []
+    assert count(app, ImportStaging) == 0

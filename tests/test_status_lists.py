@@ -171,8 +171,8 @@ def test_an_issuer_holding_the_list_does_not_block_the_public_endpoint(app, dept
 
 
 def test_a_running_batch_import_does_not_hold_up_revocations_in_its_list(app, dept_client, clock):
-    """A batch's slot allocator (PostgreSQL) leaves the list row alone until its end: a revocation meanwhile
-    commits at once, and the batch's own end marks the list's token stale afterwards."""
+    """A batch's slot allocator (PostgreSQL) holds the list row only during one of the batch's short transactions:
+    a revocation meanwhile commits before the batch ends, and the batch's own end marks the list's token stale."""
     first = issue(dept_client)
     uri, index = status_reference(first["sd_jwt"])
     with app.app_context():
@@ -186,12 +186,15 @@ def test_a_running_batch_import_does_not_hold_up_revocations_in_its_list(app, de
 
             batch = Session(bind=connection)
             allocator = status_lists.SlotAllocator(batch, batch.merge(department), clock(), expected=1000)
-            slots = [allocator.take() for _ in range(50)]  # a batch under way, in one transaction
+            allocator.begin_transaction()
+            slots = [allocator.take() for _ in range(50)]  # a batch under way: one of its transactions
             allocator.flush()
             assert {status_list.list_number for status_list, _ in slots} == {1}
             pending = pool.submit(change, dept_client, first["identifier"], "revoke", {"reason": "吊销"})
             try:
-                revoked = pending.result(timeout=10)  # before the fix: waited for the batch's row lock
+                batch.commit()  # the batch's transaction ends; its next ones come later
+                revoked = pending.result(timeout=10)  # before: waited for the whole batch's row lock
+                allocator.begin_transaction()
                 allocator.finish()
                 batch.commit()
             finally:

@@ -14,6 +14,7 @@ from backend.models.certificates import (
     ExpiryReminder,
     IdempotencyRecord,
     ImportBatch,
+    ImportStaging,
     Notification,
     StatusList,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "IdTokenUse",
     "IdempotencyRecord",
     "ImportBatch",
+    "ImportStaging",
     "LoginNonce",
     "Notification",
     "Objection",

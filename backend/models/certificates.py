@@ -156,6 +156,57 @@ class ImportBatch(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)  # a failed file's error: code, message, details
 
 
+class ImportStaging(Base):
+    """A certificate of a batch being imported, signed and encrypted, waiting to be published (批量导入暂存).
+
+    Exactly the certificate row the batch will insert (column for column, personal data encrypted as there) and its
+    holder's notification but for the certificate's id: publishing copies them with INSERT … SELECT. Seen by no one
+    but the allocators of status-list slots (a staged row's slot is taken) and the batch itself; deleted when the
+    batch publishes or fails, or when a new attempt at the batch starts.
+    """
+
+    __tablename__ = "import_staging"
+    __table_args__ = (Index("ix_import_staging_slot", "status_list_id", "status_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_batch_id: Mapped[int] = mapped_column(ForeignKey("import_batch.id"), index=True)
+    row_number: Mapped[int]  # the row of the file, for the report should publishing find its number taken
+    public_id: Mapped[str] = mapped_column(String(32))
+    identifier: Mapped[str] = mapped_column(String(100))
+    certificate_type_id: Mapped[int]
+    catalog_version: Mapped[int]
+    issuer_department_id: Mapped[int]
+    serial: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int]
+    number_index: Mapped[str] = mapped_column(String(64))
+    number_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    holder_code_type: Mapped[str] = mapped_column(String(3))
+    holder_index: Mapped[str] = mapped_column(String(64))
+    holder_name_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    holder_code_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    face_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    sd_jwt_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    issued_on: Mapped[date] = mapped_column(Date)
+    valid_from: Mapped[date] = mapped_column(Date)
+    valid_until: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(12))
+    status_reason: Mapped[str | None] = mapped_column(String(200))
+    status_changed_at: Mapped[datetime]
+    status_list_id: Mapped[int]
+    status_index: Mapped[int]
+    signing_kid: Mapped[str] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(10))
+    previous_id: Mapped[int | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # The holder's notification (its certificate_id is known once the certificate is published).
+    notice_public_id: Mapped[str] = mapped_column(String(32))
+    notice_title: Mapped[str] = mapped_column(String(200))
+    notice_body: Mapped[str] = mapped_column(Text)
+    notice_data: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+
+
 class Notification(Base):
     """An inbox message for a holder (found by blind index, before or after they first log in) or a department."""
 

@@ -41,8 +41,8 @@ class BulkInsert:
     """`INSERT INTO table (columns…)` for many rows in one executemany, with SQLAlchemy's value conversions."""
 
     def __init__(self, session: Session, table: Table, columns: Iterable[str]) -> None:
-        self.connection = session.connection()
-        dialect = self.connection.dialect
+        self.session = session
+        dialect = session.get_bind().dialect
         self.columns = tuple(columns)
         compiled = insert(table).compile(dialect=dialect, column_keys=list(self.columns))
         self.sql = str(compiled)
@@ -73,4 +73,4 @@ class BulkInsert:
             for position, process in self._converted:
                 values[position] = process(values[position])
             params.append(tuple(values) if self.order is not None else dict(zip(self.columns, values, strict=True)))
-        self.connection.exec_driver_sql(self.sql, params)
+        self.session.connection().exec_driver_sql(self.sql, params)  # the session's transaction of the moment

@@ -3,7 +3,8 @@
 A claim is a conditional UPDATE (queued, or processing with a heartbeat older than the staleness, → processing,
 this worker, attempts + 1) guarded by the attempt count, after a `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL:
 two nodes never import the same batch, and a batch whose worker died is claimed again and imported from scratch
-(the dead worker's transaction committed nothing of it). These verbs flush and never commit: the job runner
+(the dead worker published nothing of it, or in partial mode only whole publishing steps, which the next attempt
+counts as imported; what it staged is cleared). These verbs flush and never commit: the job runner
 (backend/web/import_runner.py) owns the transactions.
 """
 
@@ -40,7 +41,9 @@ class ImportFailed(DomainError):
 
     code = "import_failed"
     status = 500
-    message = "导入时发生内部错误，批次已失败，未导入任何证照；请联系平台运维，或使用新的 Idempotency-Key 重新提交"
+    message = ("导入时发生内部错误，批次已失败：全部导入（all）模式下未导入任何证照，"
+               "部分导入（partial）模式下已导入的证照数见 imported_rows；"
+               "请联系平台运维，或使用新的 Idempotency-Key 重新提交（已导入的证照不会重复导入）")
 
 
 class BatchFileUnreadable(DomainError):

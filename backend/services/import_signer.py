@@ -113,13 +113,18 @@ def _portable(item: PreparedCertificate) -> PreparedCertificate:
                                                                       ctype.catalog_version)))
 
 
+Slots = list[tuple[_Slot, int]]  # the status-list slots of a submission's certificates, in order
+
+
 class Signer:
     """`Issuer.build_row` (identify, sign, encrypt) for each chunk's new certificates.
 
-    Without workers it signs in this process. With workers it signs in forked processes, one chunk behind, while
-    this process reads, validates and stores: signing is most of the work, and one process uses one core. Forking
-    needs the `fork` start method and a single-threaded process (a lock held by another thread at fork time would
-    stay held in the child); otherwise it signs here.
+    The importing process takes the slots of a chunk's certificates in one of its short transactions (`slots_for`),
+    submits them after the commit (`submit`) and collects them before the next (`collect`): signing holds no lock.
+    Without workers it signs in this process at submission. With workers it signs in forked processes, one chunk
+    behind, while this process reads, validates and stores: signing is most of the work, and one process uses one
+    core. Forking needs the `fork` start method and a single-threaded process (a lock held by another thread at fork
+    time would stay held in the child); otherwise it signs here.
     """
 
     def __init__(self, issuer: Issuer, batch_id: int, workers: int) -> None:
@@ -128,19 +133,27 @@ class Signer:
         self.workers = max(workers, 0) if forkable else 0
         self._started: list[tuple[BaseProcess, Connection]] = []
         self._pending: tuple[list[PreparedCertificate], int] | None = None  # items, workers given a share
+        self._signed: Signed = []  # signed here, not yet collected
         self.failures: list[RowFailure] = []  # rows whose building failed since the caller last took them
 
-    def submit(self, items: list[PreparedCertificate]) -> Signed:
-        """Start signing `items`; returns what is signed by now (with workers: the previous submission)."""
-        issuer = self.issuer
-        if not self.workers:
-            built = _build_each(issuer, items, self.batch_id)
-            issuer.slots.flush()
-            return self._sorted(items, built)
+    def slots_for(self, items: list[PreparedCertificate]) -> Slots:
+        """The status-list slots of `items`, taken (and recorded) in the caller's transaction."""
         slots = [(_Slot(status_list.id, status_list.list_number), index)
-                 for status_list, index in (issuer.slots.take() for _ in items)]
-        issuer.slots.flush()
-        signed = self._collect()
+                 for status_list, index in (self.issuer.slots.take() for _ in items)]
+        self.issuer.slots.flush()
+        return slots
+
+    def submit(self, items: list[PreparedCertificate], slots: Slots) -> None:
+        """Sign `items` with their `slots` (at once without workers; else in the workers, collected later)."""
+        if not self.workers:
+            issuer, allocator = self.issuer, self.issuer.slots
+            issuer.slots = _AssignedSlots(slots)  # type: ignore[assignment]
+            try:
+                self._signed.extend(self._sorted(items, _build_each(issuer, items, self.batch_id)))
+            finally:
+                issuer.slots = allocator
+            return
+        assert self._pending is None, "collect the last submission first"
         if not self._started:
             self._start()
         stride = min(len(self._started), len(items))
@@ -148,7 +161,11 @@ class Signer:
         self._pending = (items, stride)
         for k in range(stride):
             self._started[k][1].send((portable[k::stride], slots[k::stride]))
-        return signed
+
+    def collect(self) -> Signed:
+        """The certificates signed since the last collection (with workers: waits for them)."""
+        signed, self._signed = self._signed, []
+        return signed + self._collect()
 
     def _start(self) -> None:
         context = multiprocessing.get_context("fork")
@@ -201,13 +218,13 @@ class Signer:
 
     def drain(self) -> Signed:
         """Wait for the certificates still being signed, then let the workers go."""
-        signed = self._collect()
+        signed = self.collect()
         self._stop(kill=False)
         return signed
 
     def abort(self) -> None:
         """Stop the workers of a failed import; their work is discarded. Anything submitted later is signed here."""
-        self._pending = None
+        self._pending, self._signed = None, []
         self._stop(kill=True)
         self.workers = 0
 

@@ -1,11 +1,17 @@
 """Batch import (批量导入) of certificates from JSON Lines or CSV: streamed in chunks, all-or-nothing or partial.
 
 The API queues a batch (`queue_batch`, its file sealed in the spool) and a job imports it (`process_batch`, see
-backend/web/import_runner.py); the CLI imports a file at once (`import_certificates`). Either way the import
-happens in the caller's one transaction. The certificates go into a SAVEPOINT; when an all-or-nothing batch fails,
-the savepoint is rolled back while the batch row and its per-row report stay in the outer transaction, so the one
-commit keeps the report and nothing else. A killed process commits nothing of the import, and running the same
-batch again (or re-submitting the same file under a new key) adds no certificate twice.
+backend/web/import_runner.py); the CLI imports a file at once (`import_certificates`).
+
+An import runs in short transactions (`Steps`), so that other writers never wait for a whole import (on SQLite
+there is one writer at a time). Rows are read, validated and signed between them; each step stages the signed,
+encrypted certificates of a chunk in `import_staging`, which no one reads, and the last step publishes them with
+INSERT … SELECT: an all-or-nothing batch in that one transaction (the figures for large batches are in
+bench/README.md), a partial one in steps of PUBLISH_ROWS. A failed batch publishes nothing and its staged rows are
+deleted. A killed process leaves staged rows that the next attempt at the batch deletes before it starts again;
+running the same batch again (or re-submitting the same file under a new key) adds no certificate twice.
+Certificate numbers are looked up before signing and again when publishing, since other issuers may take one in
+between; status-list slots are checked when staging (see `SlotAllocator`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from datetime import datetime
 from itertools import islice
 from typing import IO, Any, cast
 
-from sqlalchemy import insert, literal, null, select
+from sqlalchemy import ColumnElement, Table, delete, func, insert, literal, null, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -46,17 +52,38 @@ MODES = ("all", "partial")
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 FINISHED = (COMPLETED, FAILED)
 MAX_ROWS = 100_000
-CHUNK_ROWS = 500
+CHUNK_ROWS = 500  # rows read, validated and staged per transaction
+PUBLISH_ROWS = 2000  # rows a partial batch publishes per transaction (about 0.2 s on SQLite)
 REPORT_LIMIT = 1000  # stored report entries; whole rows only, so truncation can be told from the counts
 
 # Tables of the bulk INSERTs and the columns they write (all but the generated id).
 EVENTS, NOTIFICATIONS = Base.metadata.tables["certificate_event"], Base.metadata.tables["notification"]
 EVENT_COLUMNS, NOTIFICATION_COLUMNS = (columns_of(table) for table in (EVENTS, NOTIFICATIONS))
+STAGING = Base.metadata.tables["import_staging"]
+STAGING_COLUMNS = columns_of(STAGING)
+NOTICE_COLUMNS = ("public_id", "title", "body", "data")  # the notification's columns staged as notice_<name>
+NUMBER_TAKEN = "该证照编号已签发过且内容不同；变更请使用换发（reissue）"
 
 Progress = Callable[[int, int], None]  # (rows processed, bytes read)
 ROW_FAILED = ("row_failed", "该行处理时发生内部错误，未导入；请核对该行数据，或联系平台运维")
 
 log = logging.getLogger("ecert.imports")
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Where an import's transactions end. The import runs in short transactions (steps), one per chunk of rows
+    and a last one that publishes, so that other writers wait for a step at most (on SQLite the database has one
+    writer at a time); `commit` ends one (the caller owns the transactions), `begin` runs first in each (e.g. the
+    job checks that it still holds the batch). The default commits nothing: the whole import is the caller's one
+    transaction."""
+
+    commit: Callable[[], None] = _nothing
+    begin: Callable[[], None] = _nothing
 
 
 class BatchNotFound(NotFound):
@@ -75,7 +102,10 @@ class _Run:
     signer: Signer
     types: dict[str, CertificateType | Problem] = field(default_factory=dict)  # type code → type, or why not
     numbers: dict[str, int] = field(default_factory=dict)  # number index → the first row that had it
-    inserts: tuple[BulkInsert, BulkInsert] | None = None  # certificates, notifications
+    steps: Steps = field(default_factory=lambda: Steps())
+    staging: BulkInsert | None = None
+    started: bool = False  # whether a transaction of this attempt began (and cleared an earlier one's staging)
+    bytes_read: int = 0
     notices: dict[int, dict[str, Any]] = field(default_factory=dict)  # type id → holder notification template
     report: list[dict[str, Any]] = field(default_factory=list)
     report_full: bool = False
@@ -142,8 +172,9 @@ class _Run:
             return None
         return prepared
 
-    def chunk(self, rows: list[Row]) -> None:
-        """Validate a chunk, look its numbers up in one query, then sign and store the new certificates in bulk."""
+    def chunk(self, rows: list[Row]) -> list[PreparedCertificate]:
+        """Validate a chunk and look its numbers up in one query: the certificates to sign (none once an
+        all-or-nothing batch has a bad row). Reads only: runs between the import's transactions."""
         candidates: list[tuple[int, PreparedCertificate, str]] = []
         for row in rows:
             prepared = self.prepare(row)
@@ -156,7 +187,6 @@ class _Run:
                                         f"证照编号与第 {first} 行重复")])
                 continue
             candidates.append((row.number, prepared, index))
-            self.row_numbers[id(prepared)] = row.number
         self.rows += len(rows)
         stored = self._stored_contents(candidates)
         new: list[PreparedCertificate] = []
@@ -164,96 +194,180 @@ class _Run:
             contents = stored.get(index)
             if contents is None:
                 new.append(prepared)
+                self.row_numbers[id(prepared)] = number
+            elif contents.get(prepared.content_hash, False):
+                self.imported += 1  # published by an earlier attempt at this batch (partial mode, cut short)
             elif prepared.content_hash in contents:
                 self.skipped += 1  # imported before with the same content: re-running a file adds nothing
             else:
-                self.fail(number, [("certificate_number", "certificate_number_taken",
-                                    "该证照编号已签发过且内容不同；变更请使用换发（reissue）")])
+                self.fail(number, [("certificate_number", "certificate_number_taken", NUMBER_TAKEN)])
         if self.all_or_nothing and self.failed:
             self.signer.abort()  # nothing of this batch will be stored: stop signing
-        elif new:
-            self._store(self._signed(self.signer.submit(new)))
+            return []
+        return new
 
-    def _signed(self, signed: Signed) -> Signed:
-        """Signed rows to store, after reporting the rows whose signing failed."""
+    def _signed(self, signed: Signed) -> list[tuple[PreparedCertificate, dict[str, Any], int]]:
+        """Signed rows to stage with their row numbers, after reporting the rows whose signing failed."""
         for item, error in self.signer.failures:
             self.row_failed(self.row_numbers.pop(id(item)), error)
         self.signer.failures.clear()
-        for item, _row in signed:
-            self.row_numbers.pop(id(item), None)
-        return signed
+        return [(item, row, self.row_numbers.pop(id(item))) for item, row in signed]
 
-    def drain(self) -> None:
-        """Store what the signer still holds (with workers, the last chunk is still being signed)."""
-        signed = self._signed(self.signer.drain())
-        if not (self.all_or_nothing and self.failed):
-            self._store(signed)
-            self.record_events()
-            self.issuer.slots.finish()  # the status lists' counts and revisions, held back until now
-
-    def _stored_contents(self, candidates: list[tuple[int, PreparedCertificate, str]]) -> dict[str, set[str]]:
+    def _stored_contents(self, candidates: list[tuple[int, PreparedCertificate, str]]) -> dict[str, dict[str, bool]]:
+        """Number index → content hashes stored under it (every version), each with whether this batch stored it."""
         if not candidates:
             return {}
         type_ids = {prepared.certificate_type.id for _, prepared, _ in candidates}
-        rows = self.session.execute(select(Certificate.number_index, Certificate.content_hash).where(
+        rows = self.session.execute(select(Certificate.number_index, Certificate.content_hash,
+                                           Certificate.import_batch_id).where(
             Certificate.certificate_type_id.in_(type_ids),
             Certificate.issuer_department_id == self.issuer.department.id,
             Certificate.number_index.in_([index for _, _, index in candidates])))
-        stored: dict[str, set[str]] = {}
-        for index, content_hash in rows:
-            stored.setdefault(index, set()).add(content_hash)  # every version: a re-run after a reissue skips too
+        stored: dict[str, dict[str, bool]] = {}
+        for index, content_hash, batch_id in rows:
+            hashes = stored.setdefault(index, {})
+            hashes[content_hash] = hashes.get(content_hash, False) or batch_id == self.batch.id
         return stored
 
-    def _store(self, signed: Signed) -> None:
-        """Insert signed certificates and their holders' notifications: two executemany and one query per chunk.
+    # -- the import's transactions (steps) ------------------------------------------------------------------
+    def begin_step(self, bytes_read: int) -> None:
+        """The start of one of the import's transactions: the caller's check (e.g. that the job still holds the
+        batch), the progress so far, and the department's turn at the status lists; the first one also clears what
+        an earlier attempt at the batch left staged."""
+        self.steps.begin()
+        self.session.execute(update(ImportBatch).where(ImportBatch.id == self.batch.id)
+                             .values(processed_rows=self.rows, processed_bytes=bytes_read)
+                             .execution_options(synchronize_session=False))
+        self.issuer.slots.begin_transaction()
+        if not self.started:
+            self.session.execute(delete(STAGING).where(STAGING.c.import_batch_id == self.batch.id))
+            self.started = True
 
-        Not the ORM (on SQLite it inserts row by row when it needs ids back), nor Core's executemany (its
-        per-value parameter handling cost more than the validation of a row): see `BulkInsert`. The ids of the new
-        rows are read back by their public ids; the "issued" events are written for the whole batch at the end.
-        """
-        if not signed:
+    def stage(self, signed: Signed) -> None:
+        """Stage signed certificates with their holders' notifications, each with a slot no one else has."""
+        entries = self._signed(signed)
+        if not entries or (self.all_or_nothing and self.failed):
             return
-        if self.inserts is None:
-            self.inserts = (BulkInsert(self.session, CERTIFICATES, CERTIFICATE_COLUMNS),
-                            BulkInsert(self.session, NOTIFICATIONS, NOTIFICATION_COLUMNS))
-        certificates, notifications = self.inserts
-        certificates.execute([row for _, row in signed])
-        ids: dict[str, int] = dict(self.session.execute(
-            select(CERTIFICATES.c.public_id, CERTIFICATES.c.id)
-            .where(CERTIFICATES.c.public_id.in_([row["public_id"] for _, row in signed]))).all())
-        notifications.execute([self._notice(ids[row["public_id"]], row, item.certificate_type)
-                               for item, row in signed])
-        self.imported += len(signed)
+        if self.staging is None:
+            self.staging = BulkInsert(self.session, STAGING, STAGING_COLUMNS)
+        rows = [{**row, "row_number": number, **self._notice(row, item.certificate_type)}
+                for item, row, number in self._with_free_slots(entries)]
+        self.staging.execute(rows)
+        self.imported += len(rows)
 
-    def record_events(self) -> None:
-        """The "issued" event of every certificate of the batch, in one INSERT … SELECT.
+    def _with_free_slots(self, entries: list[tuple[PreparedCertificate, dict[str, Any], int]]
+                         ) -> list[tuple[PreparedCertificate, dict[str, Any], int]]:
+        """The entries, those whose slot another issuer took since the batch drew it signed again with a new one
+        (here, in this transaction: rare, and the slot is part of the signed certificate)."""
+        ready: list[tuple[PreparedCertificate, dict[str, Any], int]] = []
+        while entries:
+            taken = self.issuer.slots.taken([(row["status_list_id"], row["status_index"]) for _, row, _ in entries])
+            again: list[tuple[PreparedCertificate, dict[str, Any], int]] = []
+            for item, row, number in entries:
+                if (row["status_list_id"], row["status_index"]) not in taken:
+                    ready.append((item, row, number))
+                    continue
+                try:
+                    again.append((item, self.issuer.build_row(item, origin="imported", import_batch_id=self.batch.id),
+                                  number))
+                except SQLAlchemyError:
+                    raise
+                except Exception as exc:
+                    self.row_failed(number, type(exc).__name__)
+            self.issuer.slots.flush()
+            entries = again
+        return ready
+
+    def publish(self) -> bool:
+        """Publish the staged certificates, with their notifications and "issued" events; answers whether the batch
+        failed. Numbers taken since the batch looked them up (an interactive issue, another batch) are checked
+        first: the same content is skipped, other content is a `certificate_number_taken` row problem, which in
+        all-or-nothing mode fails the batch with nothing published. All-or-nothing publishes in one statement
+        per table; partial mode in steps of PUBLISH_ROWS rows, each its own transaction."""
+        staged = STAGING.c.import_batch_id == self.batch.id
+        if self.all_or_nothing:
+            self._check_numbers_again(staged)
+            if self.failed:
+                self.session.execute(delete(STAGING).where(staged))
+                return True
+            self._publish(staged)
+        else:
+            ids = list(self.session.scalars(select(STAGING.c.id).where(staged).order_by(STAGING.c.id)))
+            for start in range(0, len(ids), PUBLISH_ROWS):
+                if start:
+                    self.steps.commit()
+                    self.begin_step(self.bytes_read)
+                part = ids[start:start + PUBLISH_ROWS]
+                in_part = staged & STAGING.c.id.between(part[0], part[-1])
+                self._check_numbers_again(in_part)
+                self._publish(in_part)
+        self.issuer.slots.finish()  # the status lists' counts and revisions
+        return False
+
+    def _check_numbers_again(self, staged: ColumnElement[bool]) -> None:
+        found = self.session.execute(
+            select(STAGING.c.id, STAGING.c.row_number, STAGING.c.content_hash, CERTIFICATES.c.content_hash)
+            .join(CERTIFICATES, (CERTIFICATES.c.certificate_type_id == STAGING.c.certificate_type_id)
+                  & (CERTIFICATES.c.issuer_department_id == STAGING.c.issuer_department_id)
+                  & (CERTIFICATES.c.number_index == STAGING.c.number_index))
+            .where(staged)).all()
+        same = {staged_id for staged_id, _, staged_hash, stored_hash in found if staged_hash == stored_hash}
+        taken = {staged_id: number for staged_id, number, _, _ in found if staged_id not in same}
+        for number in sorted(taken.values()):
+            self.fail(number, [("certificate_number", "certificate_number_taken", NUMBER_TAKEN)])
+        self.skipped += len(same)
+        self.imported -= len(same) + len(taken)
+        gone = sorted(same | set(taken))
+        for start in range(0, len(gone), CHUNK_ROWS):
+            self.session.execute(delete(STAGING).where(STAGING.c.id.in_(gone[start:start + CHUNK_ROWS])))
+
+    def _publish(self, staged: ColumnElement[bool]) -> None:
+        joined = STAGING.join(CERTIFICATES, CERTIFICATES.c.public_id == STAGING.c.public_id)
+        self.session.execute(insert(CERTIFICATES).from_select(
+            CERTIFICATE_COLUMNS, select(*(STAGING.c[name] for name in CERTIFICATE_COLUMNS)).where(staged)
+            .order_by(STAGING.c.id)))
+        template = self._notice_template()
+        staged_values = {"certificate_id": CERTIFICATES.c.id, "holder_index": STAGING.c.holder_index,
+                         **{name: STAGING.c[f"notice_{name}"] for name in NOTICE_COLUMNS}}
+        self.session.execute(insert(NOTIFICATIONS).from_select(NOTIFICATION_COLUMNS, select(*(
+            staged_values[name] if name in staged_values else _constant(NOTIFICATIONS, name, template[name])
+            for name in NOTIFICATION_COLUMNS)).select_from(joined).where(staged)))
+        self.record_events(joined, staged)
+        self.session.execute(delete(STAGING).where(staged))
+
+    def record_events(self, joined: Any, staged: ColumnElement[bool]) -> None:
+        """The "issued" event of every certificate published, in one INSERT … SELECT.
 
         The event is the same for every imported certificate (version 1, valid) but for its id: it is made once by
-        the shared helper and written for each certificate the batch stored.
+        the shared helper and written for each certificate published.
         """
-        if not self.imported:
-            return
         event = values(certificate_event(Certificate(status=VALID), "issued", from_status=None,
                                          actor=self.issuer.actor, now=self.issuer.now), EVENT_COLUMNS)
-        constants = [null() if event[name] is None else literal(event[name], EVENTS.c[name].type)
-                     for name in EVENT_COLUMNS if name != "certificate_id"]
-        self.session.execute(insert(EVENTS).from_select(
-            ["certificate_id", *(name for name in EVENT_COLUMNS if name != "certificate_id")],
-            select(CERTIFICATES.c.id, *constants).where(CERTIFICATES.c.import_batch_id == self.batch.id)))
+        self.session.execute(insert(EVENTS).from_select(EVENT_COLUMNS, select(*(
+            CERTIFICATES.c.id if name == "certificate_id" else _constant(EVENTS, name, event[name])
+            for name in EVENT_COLUMNS)).select_from(joined).where(staged)))
 
     # The holder's notification is the same for every certificate of a type but for a few values: it is made once
-    # by the shared helper and copied, because formatting it per row would cost more than inserting it.
-    def _notice(self, certificate_id: int, row: dict[str, Any], ctype: CertificateType) -> dict[str, Any]:
-        template = self.notices.get(ctype.id)
+    # by the shared helper, and its title and body are staged with each certificate.
+    def _notice_template(self, ctype: CertificateType | None = None) -> dict[str, Any]:
+        key = ctype.id if ctype is not None else 0
+        template = self.notices.get(key)
         if template is None:
-            certificate = Certificate(id=certificate_id, holder_index=row["holder_index"],
-                                      identifier=row["identifier"], version=row["version"])
-            template = values(holder_notification(certificate, "certificate_issued", now=self.issuer.now,
-                                                   type_name=ctype.name, issuer_name=self.issuer.department.name),
-                               NOTIFICATION_COLUMNS)
-            self.notices[ctype.id] = template
-        return {**template, "public_id": new_public_id(), "certificate_id": certificate_id,
-                "holder_index": row["holder_index"], "data": {"identifier": row["identifier"]}}
+            template = values(holder_notification(
+                Certificate(version=1), "certificate_issued", now=self.issuer.now,
+                type_name=ctype.name if ctype is not None else "", issuer_name=self.issuer.department.name),
+                NOTIFICATION_COLUMNS)
+            self.notices[key] = template
+        return template
+
+    def _notice(self, row: dict[str, Any], ctype: CertificateType) -> dict[str, Any]:
+        template = self._notice_template(ctype)
+        return {"notice_public_id": new_public_id(), "notice_title": template["title"],
+                "notice_body": template["body"], "notice_data": {"identifier": row["identifier"]}}
+
+
+def _constant(table: Table, name: str, value: Any) -> Any:
+    return null() if value is None else literal(value, table.c[name].type)
 
 
 def _with_fields(data: CertificateInput, fields: dict[str, Any]) -> CertificateInput:
@@ -317,9 +431,9 @@ def queue_batch(session: Session, department: Department, *, actor: Actor, now: 
 
 def import_certificates(session: Session, issuer: Issuer, source: IO[bytes], *, file_format: str, mode: str,
                         idempotency_key: str, max_rows: int = MAX_ROWS, workers: int = 0,
-                        progress: Progress | None = None) -> tuple[ImportBatch, bool]:
-    """Import a file of certificates for `issuer.department` at once, in the caller's transaction (the CLI, the
-    benchmark). Returns (batch, created).
+                        progress: Progress | None = None, steps: Steps | None = None) -> tuple[ImportBatch, bool]:
+    """Import a file of certificates for `issuer.department` at once (the CLI, the benchmark). Returns (batch,
+    created). With `steps`, in short transactions (the batch row is committed with the first); else in the caller's.
 
     The same Idempotency-Key with the same file (and mode) returns the earlier batch; with another file, 409.
     Row problems go to the batch's report; problems with the file itself (format, size, header) raise.
@@ -334,52 +448,64 @@ def import_certificates(session: Session, issuer: Issuer, source: IO[bytes], *, 
                        file_format=file_format, mode=mode, status=PROCESSING)
     session.add(batch)
     session.flush()
-    process_batch(session, issuer, batch, reader, max_rows=max_rows, workers=workers, progress=progress)
+    process_batch(session, issuer, batch, reader, max_rows=max_rows, workers=workers, progress=progress, steps=steps)
     return batch, True
 
 
 def process_batch(session: Session, issuer: Issuer, batch: ImportBatch, source: IO[bytes] | io.RawIOBase, *,
                   max_rows: int = MAX_ROWS,
                   workers: int = 0, progress: Progress | None = None,
-                  before_finish: Callable[[], None] | None = None) -> None:
+                  before_finish: Callable[[], None] | None = None, steps: Steps | None = None) -> None:
     """Import the rows of `source` into `batch` (flushed, status processing) and finish it: completed, or failed
-    with its report (an all-or-nothing batch with a bad row imports nothing).
+    with its report (an all-or-nothing batch with a bad row, or a number taken meanwhile, publishes nothing).
 
-    The certificates go into a SAVEPOINT that is rolled back when the batch fails or anything raises. Problems with
-    the file itself (format, header, encoding, too many rows, no rows) raise a DomainError. The batch row is not
-    written until the end, so that a job may report progress on it meanwhile from another connection (`progress`,
-    called after every chunk); `before_finish` runs just before, e.g. to check that the job still holds the batch.
-    On SQLite the caller's transaction must have written something already: pysqlite begins a transaction at the
-    first write, and a SAVEPOINT taken outside one would commit when it is released.
+    Each chunk is read, validated and signed outside the transactions, then staged in one `steps` transaction (with
+    the batch's progress); the last transaction (left to the caller to commit) publishes and writes the batch row.
+    Problems with the file itself (format, header, encoding, too many rows, no rows) raise a DomainError; whatever
+    raises leaves only staged rows behind (see `discard_staged`). `progress` is called after every chunk;
+    `before_finish` runs in the last transaction before anything is published, e.g. to check that the job still
+    holds the batch.
     """
     reader = source if isinstance(source, HashingReader) else HashingReader(cast(IO[bytes], source))
-    run = _Run(session, issuer, batch, all_or_nothing=batch.mode == "all", signer=Signer(issuer, batch.id, workers))
+    run = _Run(session, issuer, batch, all_or_nothing=batch.mode == "all", signer=Signer(issuer, batch.id, workers),
+               steps=steps or Steps())
     rows = read_rows(io.BufferedReader(reader, buffer_size=1 << 16), batch.file_format, max_rows)
-    savepoint = session.begin_nested()
+    # Forked signers read the import's objects (department, keys, types) without a session: keep them loaded.
+    expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
     try:
         while chunk := list(islice(rows, CHUNK_ROWS)):
-            run.chunk(chunk)
+            new = run.chunk(chunk)  # reads only, outside the transactions
+            signed = run.signer.collect()  # the last chunk, signed meanwhile
+            run.begin_step(reader.bytes_read)
+            run.stage(signed)
+            slots = run.signer.slots_for(new) if new else []
+            run.steps.commit()
+            if new:
+                run.signer.submit(new, slots)
             if progress is not None:
                 progress(run.rows, reader.bytes_read)
-        run.drain()
+        signed = run.signer.drain()
+        run.bytes_read = reader.bytes_read
+        run.begin_step(reader.bytes_read)
+        run.stage(signed)
         if batch.content_hash and reader.hexdigest() != batch.content_hash:
             raise SpooledFileChanged()
+        if run.rows == 0:
+            raise _empty()
+        if before_finish is not None:
+            before_finish()
+        failed = run.publish()
     except BaseException:
         run.signer.abort()
-        if savepoint.is_active:
-            savepoint.rollback()
         raise
-    if run.rows == 0:
-        savepoint.rollback()
-        raise _empty()
-    failed = run.all_or_nothing and run.failed > 0
-    if failed:
-        savepoint.rollback()  # nothing of a failed all-or-nothing batch is imported; its report is kept
-    else:
-        savepoint.commit()
-    if before_finish is not None:
-        before_finish()
+    finally:
+        session.expire_on_commit = expire_on_commit
     _finish(session, issuer, batch, run, reader, failed=failed)
+
+
+def discard_staged(session: Session, batch: ImportBatch) -> None:
+    """Delete what an attempt at the batch staged and did not publish (the batch failed, or is given up)."""
+    session.execute(delete(STAGING).where(STAGING.c.import_batch_id == batch.id))
 
 
 def _empty() -> ValidationFailed:
@@ -413,9 +539,14 @@ def _finish(session: Session, issuer: Issuer, batch: ImportBatch, run: _Run, rea
 def fail_batch(session: Session, batch: ImportBatch, error: DomainError, *, actor: Actor, now: datetime) -> None:
     """A queued batch whose file could not be imported as a whole (bad header, not UTF-8, too many rows, no rows,
     unreadable): failed with the error a synchronous request would have answered; nothing of it is imported."""
+    discard_staged(session, batch)
+    # A partial batch may have published some of its rows before it failed (its publishing is in steps).
+    published = session.scalar(select(func.count()).select_from(Certificate)
+                               .where(Certificate.import_batch_id == batch.id)) or 0
     batch.status = FAILED
     batch.error = error.to_dict()["error"]
-    batch.total_rows = batch.processed_rows = batch.imported_rows = batch.skipped_rows = batch.failed_rows = 0
+    batch.total_rows = batch.processed_rows = batch.skipped_rows = batch.failed_rows = 0
+    batch.imported_rows = published
     batch.report = []
     batch.heartbeat_at = batch.finished_at = now
     record_event(session, actor=actor, action="certificate.batch_imported", now=now, object_type="import_batch",

@@ -11,12 +11,12 @@ import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.errors import NotFound
-from backend.models import Certificate, Department, StatusList
+from backend.models import Certificate, Department, ImportStaging, StatusList
 from backend.models.certificates import STATUS_LIST_VALUE
 from backend.security.keystore import PURPOSE_CERTIFICATE, KeyStore
 from backend.security.sdjwt import b64url
@@ -47,14 +47,28 @@ def bump_revision(session: Session, status_list_ids: set[int]) -> None:
 ALLOCATION_LOCK = 0x53_4C  # "SL"
 
 
+def used_slots(session: Session, status_list_id: int, candidates: list[int] | None = None) -> set[int]:
+    """The slots of a list that are taken (of `candidates`, or all): by certificates, and by the staged rows of
+    imports not yet published (their signed certificates name those slots)."""
+    queries = []
+    for table in (Certificate, ImportStaging):
+        query = select(table.status_index).where(table.status_list_id == status_list_id)
+        queries.append(query if candidates is None else query.where(table.status_index.in_(candidates)))
+    return set(session.scalars(union_all(*queries)))
+
+
 class SlotAllocator:
     """Hands out random free slots in the department's open list; opens a new list when it fills up.
 
     Concurrent issuers of one department must not pick the same slot, so allocators of a department take turns
     until their transactions end. On SQLite the first allocation bumps the list's revision, which takes the
-    database's one write lock. On PostgreSQL they take a per-department advisory lock instead, and a batch (a bulk
-    allocator) writes the list row (slots used, revision) only in `finish`, at its end: a row lock held for the
-    whole of a long import would make every revocation or suspension of a certificate in that list wait for it.
+    database's one write lock. On PostgreSQL they take a per-department advisory lock instead.
+
+    A batch (a bulk allocator) takes its slots between its own short transactions (see backend/services/imports.py):
+    it loads a list's used slots once and draws from them, so an interactive issuer may take one of its slots before
+    the batch stages the certificate signed with it. The batch checks its rows with `taken` in the transaction that
+    stages them (its turn held: `begin_transaction`) and signs those again with fresh slots; a staged row's slot is
+    taken for everyone else (`used_slots`). Slots of a batch that fails are never used: harmless gaps.
     """
 
     def __init__(self, session: Session, department: Department, now: datetime, *, expected: int = 1) -> None:
@@ -70,13 +84,18 @@ class SlotAllocator:
         self._used: set[int] = set()  # bulk: every used slot of the current list; else: the slots taken here
         self._taken = 0  # slots taken from the current list and not yet recorded
         self._in_list = 0  # slots of the current list in use, ours included
-        self._deferred: dict[int, int] = {}  # PostgreSQL bulk: list id → slots taken, recorded by `finish`
+        self.lists: set[int] = set()  # the lists slots were taken from
 
     def _take_turn(self) -> None:
         """Wait for the department's other allocators (PostgreSQL: until this transaction ends)."""
         if self._postgres and not self._locked:
             self.session.execute(select(func.pg_advisory_xact_lock(ALLOCATION_LOCK, self.department.id)))
             self._locked = True
+
+    def begin_transaction(self) -> None:
+        """A batch's transaction begins: wait for the department's other allocators (see `_take_turn`)."""
+        self._locked = False  # the last transaction's lock went with it
+        self._take_turn()
 
     def _open_list(self) -> StatusList:
         self._take_turn()
@@ -90,9 +109,8 @@ class SlotAllocator:
                 self.session.refresh(current)
             elif not self.bulk:
                 bump_revision(self.session, {current.id})
-            used = current.allocated + self._deferred.get(current.id, 0)
-            if used < FILL_LIMIT:
-                self._in_list = used
+            if current.allocated < FILL_LIMIT:
+                self._in_list = current.allocated
                 return current
         number = 1 if current is None else current.list_number + 1
         try:
@@ -111,10 +129,8 @@ class SlotAllocator:
         if current is None or self._in_list >= FILL_LIMIT or len(self._used) >= _limit(current):
             self.flush()
             current = self._list = self._open_list()
-            self._used = set()
-            if self.bulk:
-                self._used.update(self.session.scalars(select(Certificate.status_index)
-                                                       .where(Certificate.status_list_id == current.id)))
+            self.lists.add(current.id)
+            self._used = used_slots(self.session, current.id) if self.bulk else set()
         self._taken += 1
         self._in_list += 1
         return current, self._draw(current) if self.bulk else self._probe(current)
@@ -132,30 +148,34 @@ class SlotAllocator:
         # At most 3/4 of the list is used, so 16 random candidates all taken has probability < 1e-2.
         while True:
             candidates = [_rng.randrange(status_list.size) for _ in range(16)]
-            used = set(self.session.scalars(select(Certificate.status_index).where(
-                Certificate.status_list_id == status_list.id, Certificate.status_index.in_(candidates))))
+            used = used_slots(self.session, status_list.id, candidates)
             for candidate in candidates:
                 if candidate not in used and candidate not in self._used:
                     self._used.add(candidate)
                     return candidate
 
+    def taken(self, slots: list[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Which of these (list id, slot) pairs someone else took meanwhile (a batch's check before it stages)."""
+        by_list: dict[int, list[int]] = {}
+        for list_id, index in slots:
+            by_list.setdefault(list_id, []).append(index)
+        found = {(list_id, index) for list_id, indexes in by_list.items()
+                 for index in used_slots(self.session, list_id, indexes)}
+        if self._list is not None:
+            self._used.update(index for list_id, index in found if list_id == self._list.id)
+        return found
+
     def flush(self) -> None:
-        """Record how many slots this allocator took from its current list (a PostgreSQL batch: in `finish`)."""
+        """Record how many slots this allocator took from its current list."""
         if self._list is not None and self._taken:
-            if self._postgres and self.bulk:
-                self._deferred[self._list.id] = self._deferred.get(self._list.id, 0) + self._taken
-            else:
-                self.session.execute(update(StatusList).where(StatusList.id == self._list.id)
-                                     .values(allocated=StatusList.allocated + self._taken))
+            self.session.execute(update(StatusList).where(StatusList.id == self._list.id)
+                                 .values(allocated=StatusList.allocated + self._taken))
             self._taken = 0
 
     def finish(self) -> None:
         """At the end of a batch: record the slots taken and mark the lists' signed tokens stale."""
         self.flush()
-        for list_id, taken in sorted(self._deferred.items()):
-            self.session.execute(update(StatusList).where(StatusList.id == list_id)
-                                 .values(allocated=StatusList.allocated + taken, revision=StatusList.revision + 1))
-        self._deferred = {}
+        bump_revision(self.session, self.lists)
 
 
 def encode_bits(entries: list[tuple[int, int]], size: int) -> bytes:

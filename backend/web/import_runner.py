@@ -1,10 +1,11 @@
 """Running queued batch imports: `flask --app wsgi jobs imports`, and in development a thread of the web process.
 
-Each batch takes three kinds of transaction: the claim (committed at once, so other nodes skip the batch), the
-import (one transaction: the certificates and the finished batch commit together, or nothing does), and progress
-reports on a connection of their own after every chunk (PostgreSQL: GET shows rows processed and a heartbeat while
-the import runs; SQLite has one writer at a time, so there the batch shows its progress when it finishes). The
-sealed file is deleted once the batch is finished. A batch a client submitted is imported only while that client is
+Each batch takes two kinds of transaction: the claim (committed at once, so other nodes skip the batch) and the
+import's short steps (see `imports.Steps`): one per chunk, which checks that this worker still holds the batch,
+keeps its heartbeat and records its progress (GET shows them while the import runs) and stages the chunk's
+certificates, and the last, which publishes them and finishes the batch. Other writers (on SQLite the database has
+one at a time) wait for a step at most, never for the whole import. The sealed file is deleted once the batch is
+finished. A batch a client submitted is imported only while that client is
 active and holds `issue` (checked when the import starts and again before it commits); else it fails.
 """
 
@@ -13,12 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from flask import Flask, current_app
-from sqlalchemy import update
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from backend.errors import DomainError, database_error
@@ -47,28 +45,6 @@ def import_spool() -> SealedSpool:
         storage = current_app.extensions["ecert.import_spool_storage"] = LocalSpoolStorage(
             current_app.config["ECERT_IMPORT_SPOOL_DIR"])
     return SealedSpool(storage, field_cipher())
-
-
-class ProgressRecorder:
-    """Writes a claimed batch's progress in short transactions on a connection of their own, so that others see it
-    while the import's own transaction is still open. Raises ClaimLost when another worker took the batch over."""
-
-    def __init__(self, engine: Engine, batch_id: int, worker: str, clock: Callable[[], datetime]) -> None:
-        self.engine, self.batch_id, self.worker, self.clock = engine, batch_id, worker, clock
-        # SQLite has a single writer, and the import's transaction is it: a second connection would wait for it.
-        self.live = engine.dialect.name != "sqlite"
-
-    def __call__(self, rows: int, bytes_read: int) -> None:
-        if not self.live:
-            return
-        with self.engine.begin() as connection:
-            held = connection.execute(
-                update(ImportBatch)
-                .where(ImportBatch.id == self.batch_id, ImportBatch.claimed_by == self.worker,
-                       ImportBatch.status == imports_service.PROCESSING)
-                .values(processed_rows=rows, processed_bytes=bytes_read, heartbeat_at=self.clock())).rowcount
-        if held != 1:
-            raise ClaimLost(str(self.batch_id))
 
 
 def run_pending(*, workers: int | None = None, limit: int | None = None) -> Counter[str]:
@@ -119,15 +95,13 @@ def import_batch(batch_id: int, worker: str, *, workers: int = 0) -> str:
     log.info("import batch started", extra={"fields": context})
     spool = import_spool()
 
-    def before_finish() -> None:  # in the importing transaction, just before the batch row is written
+    def still_held() -> None:  # first in each of the import's transactions
         import_jobs.keep_claim(session, batch, worker=worker, now=now())
+
+    def before_finish() -> None:  # in the last transaction, before anything is published
         import_jobs.check_submitter(session, batch)  # a client disabled during a long import stops it too
 
     try:
-        if db.engine.dialect.name == "sqlite":
-            # pysqlite begins a transaction at the first write only, and a SAVEPOINT outside one would commit on
-            # release: write first. (Not on PostgreSQL: the batch row would stay locked against progress reports.)
-            import_jobs.keep_claim(session, batch, worker=worker, now=now())
         if batch.spool_key is None:
             raise SpoolMissing(batch.public_id)
         with spool.open(batch.spool_key) as source:
@@ -137,7 +111,7 @@ def import_batch(batch_id: int, worker: str, *, workers: int = 0) -> str:
                             actor=actor, now=now(), expected=imports_service.MAX_ROWS)
             imports_service.process_batch(
                 session, issuer, batch, source, max_rows=config["ECERT_MAX_BATCH_ROWS"], workers=workers,
-                progress=ProgressRecorder(db.engine, batch.id, worker, now), before_finish=before_finish)
+                before_finish=before_finish, steps=imports_service.Steps(commit=session.commit, begin=still_held))
             spool_key, batch.spool_key = batch.spool_key, None
             session.commit()
     except DomainError as error:  # the file as a whole (header, encoding, too many rows, no rows); the client
@@ -150,11 +124,12 @@ def import_batch(batch_id: int, worker: str, *, workers: int = 0) -> str:
         return _fail(batch, BatchFileUnreadable(), worker, actor)
     except ClaimLost:
         session.rollback()
-        log.warning("import batch taken over by another worker; this import rolled back", extra={"fields": context})
+        log.warning("import batch taken over by another worker; this import stopped (it published nothing)",
+                    extra={"fields": context})
         return "lost"
     except OperationalError as error:  # the database busy or gone: the same file may well import later
         session.rollback()
-        log.warning("import batch interrupted by the database; rolled back, to be claimed again once stale",
+        log.warning("import batch interrupted by the database; to be claimed again once stale and started afresh",
                     extra={"fields": {**context, "error": database_error(error).code}}, exc_info=True)
         return "interrupted"
     except Exception:  # not a row's problem (those go to the report), not the file's: it would fail again
