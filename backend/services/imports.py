@@ -555,7 +555,7 @@ def number_staged(session: Session, certificate_type_id: int, department_id: int
         is not None
 
 
-def _publishing_batches() -> Select[tuple[int]]:
+def _publishing_batches() -> Select[Any]:
     return select(ImportBatch.id).where(ImportBatch.publishing_since.is_not(None), ImportBatch.status == PROCESSING)
 
 
