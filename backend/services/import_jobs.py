@@ -4,7 +4,8 @@ A claim is a conditional UPDATE (queued, or processing with a heartbeat older th
 this worker, attempts + 1) guarded by the attempt count, after a `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL:
 two nodes never import the same batch, and a batch whose worker died is claimed again and imported from scratch
 (the dead worker published nothing of it, or in partial mode only whole publishing steps, which the next attempt
-counts as imported; what it staged is cleared). These verbs flush and never commit: the job runner
+counts as imported; what it staged is cleared), unless it is an all-or-nothing batch that had decided to publish:
+that one is published to the end from what it staged (see `imports.resume_publishing`). These verbs flush and never commit: the job runner
 (backend/web/import_runner.py) owns the transactions.
 """
 

@@ -4,14 +4,19 @@ The API queues a batch (`queue_batch`, its file sealed in the spool) and a job i
 backend/web/import_runner.py); the CLI imports a file at once (`import_certificates`).
 
 An import runs in short transactions (`Steps`), so that other writers never wait for a whole import (on SQLite
-there is one writer at a time). Rows are read, validated and signed between them; each step stages the signed,
-encrypted certificates of a chunk in `import_staging`, which no one reads, and the last step publishes them with
-INSERT … SELECT: an all-or-nothing batch in that one transaction (the figures for large batches are in
-bench/README.md), a partial one in steps of PUBLISH_ROWS. A failed batch publishes nothing and its staged rows are
-deleted. A killed process leaves staged rows that the next attempt at the batch deletes before it starts again;
-running the same batch again (or re-submitting the same file under a new key) adds no certificate twice.
-Certificate numbers are looked up before signing and again when publishing, since other issuers may take one in
-between; status-list slots are checked when staging (see `SlotAllocator`).
+there is one writer at a time; bench/README.md has the figures). Rows are read, validated and signed between them;
+each step stages the signed, encrypted certificates of a chunk in `import_staging`, which no one reads, and then
+steps of PUBLISH_ROWS rows publish them with INSERT … SELECT. Certificate numbers are looked up before signing and
+again before publishing, since other issuers may take one in between: a partial batch checks each publishing step's
+rows; an all-or-nothing batch checks all of its rows in one transaction, the decision, which fails the batch with
+nothing published if one is taken, else marks it publishing (`publishing_since`). From then on the batch completes:
+the numbers it staged are taken for everyone else (`number_staged`: an interactive issue or sync is refused, another
+batch's row is `certificate_number_taken`), and a takeover of it publishes what is still staged without reading the
+file again (`resume_publishing`). Readers see its certificates appear over the few seconds of its publishing steps
+(each a valid certificate); its status stays `processing` until the last step. A failed batch publishes nothing
+(partial mode: nothing more) and its staged rows are deleted. A killed process that had not decided leaves staged
+rows that the next attempt deletes before it starts again; running the same batch again (or re-submitting the same
+file under a new key) adds no certificate twice. Status-list slots are checked when staging (see `SlotAllocator`).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "fa
 FINISHED = (COMPLETED, FAILED)
 MAX_ROWS = 100_000
 CHUNK_ROWS = 500  # rows read, validated and staged per transaction
-PUBLISH_ROWS = 2000  # rows a partial batch publishes per transaction (about 0.2 s on SQLite)
+PUBLISH_ROWS = 2000  # rows a batch publishes per transaction (about 0.2 s on SQLite)
 REPORT_LIMIT = 1000  # stored report entries; whole rows only, so truncation can be told from the counts
 
 # Tables of the bulk INSERTs and the columns they write (all but the generated id).
@@ -79,7 +84,7 @@ def _nothing() -> None:
 @dataclass(frozen=True)
 class Steps:
     """Where an import's transactions end. The import runs in short transactions (steps), one per chunk of rows
-    and a last one that publishes, so that other writers wait for a step at most (on SQLite the database has one
+    and then those that publish, so that other writers wait for a step at most (on SQLite the database has one
     writer at a time); `commit` ends one (the caller owns the transactions), `begin` runs first in each (e.g. the
     job checks that it still holds the batch). The default commits nothing: the whole import is the caller's one
     transaction."""
@@ -485,11 +490,12 @@ def process_batch(session: Session, issuer: Issuer, batch: ImportBatch, source: 
     with its report (an all-or-nothing batch with a bad row, or a number taken meanwhile, publishes nothing).
 
     Each chunk is read, validated and signed outside the transactions, then staged in one `steps` transaction (with
-    the batch's progress); the last transaction (left to the caller to commit) publishes and writes the batch row.
+    the batch's progress); then steps publish (see `_Run.publish`), the last (left to the caller to commit) writing
+    the batch row.
     Problems with the file itself (format, header, encoding, too many rows, no rows) raise a DomainError; whatever
     raises leaves only staged rows behind (see `discard_staged`). `progress` is called after every chunk;
-    `before_finish` runs in the last transaction before anything is published, e.g. to check that the job still
-    holds the batch.
+    `before_finish` runs in the transaction that stages the last chunk, before anything is published or decided, e.g.
+    to check that the submitting client may still issue.
     """
     reader = source if isinstance(source, HashingReader) else HashingReader(cast(IO[bytes], source))
     run = _Run(session, issuer, batch, all_or_nothing=batch.mode == "all", signer=Signer(issuer, batch.id, workers),
