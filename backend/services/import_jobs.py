@@ -5,8 +5,8 @@ this worker, attempts + 1) guarded by the attempt count, after a `SELECT … FOR
 two nodes never import the same batch, and a batch whose worker died is claimed again and imported from scratch
 (the dead worker published nothing of it, or in partial mode only whole publishing steps, which the next attempt
 counts as imported; what it staged is cleared), unless it is an all-or-nothing batch that had decided to publish:
-that one is published to the end from what it staged (see `imports.resume_publishing`). These verbs flush and never commit: the job runner
-(backend/web/import_runner.py) owns the transactions.
+that one is published to the end from what it staged (see `imports.resume_publishing`). These verbs flush and
+never commit: the job runner (backend/web/import_runner.py) owns the transactions.
 """
 
 from __future__ import annotations
