@@ -320,6 +320,25 @@ def test_an_all_or_nothing_batch_whose_worker_stops_while_publishing_is_publishe
     assert count(app, ImportStaging) == 0
 
 
+def test_an_all_or_nothing_batch_failing_unexpectedly_while_publishing_says_how_many_it_published(
+        app, dept_client, monkeypatch):
+    monkeypatch.setattr(imports, "PUBLISH_ROWS", 2)
+    rows = [certificate_body() for _ in range(ROWS)]
+    publish, calls = imports._Run._publish, []
+
+    def fails_the_second_time(self: Any, staged: Any) -> None:
+        calls.append(staged)
+        if len(calls) == 2:
+            raise RuntimeError("a bug in publishing")
+        publish(self, staged)
+
+    monkeypatch.setattr(imports._Run, "_publish", fails_the_second_time)
+    batch = import_file(app, dept_client, jsonl(*rows))
+    # Failed at once (not retried: it would fail again), its first step's certificates out, the rest not.
+    assert (batch["status"], batch["error"]["code"], batch["imported_rows"]) == ("failed", "import_failed", 2)
+    assert count(app, Certificate) == 2 and count(app, ImportStaging) == 0
+
+
 @pytest.mark.parametrize("mode", ["all", "partial"])
 def test_a_number_staged_by_a_publishing_batch_is_taken_for_a_batch_deciding_later(app, dept_client, monkeypatch,
                                                                                    mode):

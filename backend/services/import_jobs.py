@@ -38,12 +38,13 @@ class ImportInterrupted(DomainError):
 
 class ImportFailed(DomainError):
     """The import raised an error that is neither a row's nor the file's: failed at once (and logged with the batch
-    id), not retried, since the same file would fail the same way again."""
+    id), not retried, since the same file would fail the same way again. An all-or-nothing batch that fails so
+    after it decided to publish keeps what its steps published (imported_rows says how many)."""
 
     code = "import_failed"
     status = 500
-    message = ("导入时发生内部错误，批次已失败：全部导入（all）模式下未导入任何证照，"
-               "部分导入（partial）模式下已导入的证照数见 imported_rows；"
+    message = ("导入时发生内部错误，批次已失败，已导入的证照数见 imported_rows"
+               "（全部导入（all）模式下，开始发布前失败的批次未导入任何证照）；"
                "请联系平台运维，或使用新的 Idempotency-Key 重新提交（已导入的证照不会重复导入）")
 
 
