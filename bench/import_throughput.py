@@ -3,9 +3,10 @@
 Generates N valid rows (营业执照 and 食品经营许可证 of the demo department, made by tests/factories.py), then runs
 the import service in this process exactly as `flask --app wsgi certificates import FILE --dept …` does:
 validation, identifiers, signing (with `--workers` forked signers, the CLI's default 2), encryption, status-list
-slots, bulk inserts, the commits — in short transactions (one per chunk, then the one that publishes), as the job
-imports a queued batch. It also times that last transaction (publishing the staged rows and committing), which
-is how long other writers may wait for the import at most on SQLite. Each round uses a fresh database: an SQLite
+slots, bulk inserts, the commits — in short transactions (one per chunk that stages it, one that decides to publish,
+then one per publishing step), as the job imports a queued batch. It also times each transaction, from its first
+statement to its commit, and prints the longest of each kind (staging, deciding, publishing): how long other writers
+may wait for the import at most on SQLite. Each round uses a fresh database: an SQLite
 file in a temporary instance, or with `--database-url` a new database on that PostgreSQL server (dropped
 afterwards). Usage:
 `python bench/import_throughput.py --rows 20000 --rounds 2` (see bench/README.md).
@@ -21,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -49,9 +51,23 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def import_file(path: Path, workers: int) -> tuple[int, float, float, str, float]:
-    """(imported rows, seconds, CPU seconds, batch status, seconds of the publishing transaction) of one import,
-    timed from the service call to the last commit."""
+@dataclass
+class Timed:
+    """One import: rows imported, seconds and CPU seconds end to end, the batch's status, and the longest
+    transaction of each kind in seconds."""
+
+    imported: int
+    seconds: float
+    cpu: float
+    status: str
+    stage: float
+    decide: float
+    publish: float
+    publish_steps: int
+
+
+def import_file(path: Path, workers: int) -> Timed:
+    """One import, timed from the service call to the last commit, and each of its transactions."""
     from backend.app import create_app
     from backend.extensions import db
     from backend.services import imports
@@ -61,11 +77,19 @@ def import_file(path: Path, workers: int) -> tuple[int, float, float, str, float
     from backend.web.context import field_cipher, keystore, now
 
     app = create_app()
-    publish, publishing = imports._Run.publish, [0.0]
+    publish, deciding = imports._Run.publish, [0]
+    spans: list[list[float]] = []  # [first statement, commit] of each of the import's transactions
 
     def timed_publish(run: imports._Run) -> bool:
-        publishing[0] = time.perf_counter()
+        deciding[0] = len(spans) - 1  # publishing begins in the transaction that stages the last chunk
         return publish(run)
+
+    def begin() -> None:
+        spans.append([time.perf_counter(), 0.0])
+
+    def commit() -> None:
+        db.session.commit()
+        spans[-1][1] = time.perf_counter()
 
     imports._Run.publish = timed_publish  # type: ignore[method-assign]
     with app.app_context():
@@ -78,19 +102,21 @@ def import_file(path: Path, workers: int) -> tuple[int, float, float, str, float
                 batch, _created = imports.import_certificates(
                     db.session(), issuer, handle, file_format="jsonl", mode="all",
                     idempotency_key=f"bench:{path.name}", max_rows=app.config["ECERT_MAX_BATCH_ROWS"],
-                    workers=workers, steps=imports.Steps(commit=db.session.commit))
-            db.session.commit()
+                    workers=workers, steps=imports.Steps(commit=commit, begin=begin))
+            commit()
             ended = time.perf_counter()
             seconds, cpu = ended - started, cpu_seconds() - cpu_started
-            return batch.imported_rows, seconds, cpu, batch.status, ended - publishing[0]
+            lengths = [end - start for start, end in spans]
+            staging, publishing = lengths[:deciding[0]], lengths[deciding[0] + 1:]
+            return Timed(batch.imported_rows, seconds, cpu, batch.status, max(staging, default=0.0),
+                         lengths[deciding[0]], max(publishing, default=0.0), len(publishing))
         finally:
             imports._Run.publish = publish  # type: ignore[method-assign]
             db.session.remove()
             db.engine.dispose()
 
 
-def one_round(rows_file: Path, database_url: str | None, workers: int,
-              keep: bool) -> tuple[int, float, float, str, float]:
+def one_round(rows_file: Path, database_url: str | None, workers: int, keep: bool) -> Timed:
     instance = Path(tempfile.mkdtemp(prefix="ecert-import-bench-"))
     saved = dict(os.environ)
     try:
@@ -128,15 +154,17 @@ def main() -> int:
         print(f"{args.rows} rows ({rows_file.stat().st_size / 1e6:.1f} MB JSON Lines); {database}; "
               f"--workers {args.workers}; {os.cpu_count()} CPUs; target ≥ {TARGET}/s on SQLite\n")
         print(f"{'round':>5} {'imported':>9} {'seconds':>8} {'certificates/s':>15} {'CPU s':>7} "
-              f"{'per CPU-s':>10} {'publish s':>9} {'load':>5}  status")
+              f"{'per CPU-s':>10} {'longest transaction s: stage':>28} {'decide':>7} {'publish':>8} {'steps':>6} "
+              f"{'load':>5}  status")
         rates = []
         for round_number in range(1, args.rounds + 1):
-            imported, seconds, cpu, status, publish = one_round(rows_file, args.database_url, args.workers, args.keep)
-            rates.append(imported / seconds)
-            print(f"{round_number:>5} {imported:>9} {seconds:>8.2f} {rates[-1]:>15.0f} {cpu:>7.2f} "
-                  f"{imported / cpu:>10.0f} {publish:>9.2f} {os.getloadavg()[0]:>5.1f}  {status}")
-            if imported != args.rows:
-                print(f"only {imported} of {args.rows} rows were imported", file=sys.stderr)
+            timed = one_round(rows_file, args.database_url, args.workers, args.keep)
+            rates.append(timed.imported / timed.seconds)
+            print(f"{round_number:>5} {timed.imported:>9} {timed.seconds:>8.2f} {rates[-1]:>15.0f} {timed.cpu:>7.2f} "
+                  f"{timed.imported / timed.cpu:>10.0f} {timed.stage:>28.3f} {timed.decide:>7.3f} "
+                  f"{timed.publish:>8.3f} {timed.publish_steps:>6} {os.getloadavg()[0]:>5.1f}  {timed.status}")
+            if timed.imported != args.rows:
+                print(f"only {timed.imported} of {args.rows} rows were imported", file=sys.stderr)
                 return 1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

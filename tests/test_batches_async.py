@@ -152,7 +152,8 @@ def test_progress_is_visible_through_get_while_the_import_runs(app, dept_client,
 
     monkeypatch.setattr(import_jobs, "keep_claim", look_then_keep_claim)
     assert run_imports(app) == {"completed": 1}
-    assert seen == [("processing", 0), ("processing", 2), ("processing", 4), ("processing", 5)]
+    # Three chunks staged, then the decision to publish, then publishing (one step of up to PUBLISH_ROWS rows).
+    assert seen == [("processing", 0), ("processing", 2), ("processing", 4), ("processing", 5), ("processing", 5)]
     assert read_batch(dept_client, batch_id)["processed_rows"] == 5
 
 

@@ -1,7 +1,7 @@
-"""Batch imports in short transactions: other writers get in between two chunks of an import (on SQLite too, where
-the database has one writer at a time) without waiting for it, while an all-or-nothing batch still publishes all
-of its certificates or none, a number or a status-list slot taken in between is never given twice, and an import
-cut short and taken over adds no certificate twice."""
+"""Batch imports in short transactions: other writers get in between two chunks of an import, and between two steps
+of its publishing (on SQLite too, where the database has one writer at a time) without waiting for it, while an
+all-or-nothing batch still publishes all of its certificates or none, a number or a status-list slot taken in between
+is never given twice, and an import cut short and taken over adds no certificate twice."""
 
 from __future__ import annotations
 
@@ -19,7 +19,18 @@ from backend.services import imports, status_lists
 from backend.services.import_signer import Signer
 from backend.services.issuance import Issuer
 from backend.web.context import field_cipher
-from tests.batch_support import STALE, count, database_failure, import_file, jsonl, problems, run_imports, submit
+from tests.batch_support import (
+    STALE,
+    count,
+    database_failure,
+    import_file,
+    jsonl,
+    problems,
+    read_batch,
+    run_imports,
+    spooled_files,
+    submit,
+)
 from tests.factories import certificate_body
 from tests.support import Department, run_together
 
@@ -48,6 +59,30 @@ def between_chunks(monkeypatch: pytest.MonkeyPatch, row: dict[str, Any], write: 
         return prepare(self, data, found)
 
     monkeypatch.setattr(Issuer, "prepare", prepare_after_writing)
+    return answers
+
+
+def between_publishing_steps(monkeypatch: pytest.MonkeyPatch, write: Callable[[], Any]) -> list[Any]:
+    """Run `write` once, from another thread, after the import's first publishing step was committed and before its
+    second begins (publishing in steps of 2 rows). Answers what `write` answered."""
+    monkeypatch.setattr(imports, "PUBLISH_ROWS", 2)
+    publish, begin_step = imports._Run._publish, imports._Run.begin_step
+    published: list[Any] = []
+    answers: list[Any] = []
+    written: list[bool] = []
+
+    def counted(self: Any, staged: Any) -> None:
+        publish(self, staged)
+        published.append(staged)
+
+    def writing_first(self: Any, bytes_read: int) -> None:
+        if len(published) == 1 and not written:
+            written.append(True)  # once (the write may import a batch itself)
+            answers.extend(run_together(lambda _n: write(), 1))
+        begin_step(self, bytes_read)
+
+    monkeypatch.setattr(imports._Run, "_publish", counted)
+    monkeypatch.setattr(imports._Run, "begin_step", writing_first)
     return answers
 
 
@@ -214,3 +249,118 @@ def test_interactive_issues_between_chunks_never_share_a_status_list_slot_with_t
     assert by_identifier[issued[0]].status_index == drawn[0]  # the interactive issue got the batch's drawn slot…
     assert drawn[0] not in {c.status_index for c in stored if c.import_batch_id is not None}  # …the batch re-drew
     assert by_identifier[issued[1]].status_index != staged_first[0]  # a staged row's slot is not given away
+
+
+def test_a_token_request_and_an_issue_between_two_publishing_steps_of_an_all_or_nothing_batch_do_not_wait(
+        app, dept_client, monkeypatch):
+    rows = [certificate_body() for _ in range(ROWS)]
+    interactive = Department(dept_client)  # its token taken before the import
+    batch_id: list[str] = []
+
+    def token_issue_and_status() -> tuple[int, int, str, int]:
+        return (dept_client.token_response().status_code, interactive.post().status_code,
+                read_batch(dept_client, batch_id[0])["status"],
+                count(app, Certificate, Certificate.import_batch_id.is_not(None)))
+
+    answers = between_publishing_steps(monkeypatch, token_issue_and_status)
+    batch_id.append(submit(dept_client, jsonl(*rows)).get_json()["id"])
+    assert run_imports(app) == {"completed": 1}
+    # Not 503: the batch held no lock between its steps; its first two certificates are out, the batch still
+    # processing until all are.
+    assert answers == [(200, 201, "processing", 2)]
+    batch = read_batch(dept_client, batch_id[0])
+    assert (batch["status"], batch["imported_rows"]) == ("completed", ROWS)
+    assert count(app, Certificate) == ROWS + 1 and count(app, ImportStaging) == 0
+
+
+def test_an_issue_of_a_number_staged_by_a_publishing_batch_is_refused_as_a_duplicate(app, dept_client, monkeypatch):
+    rows = [certificate_body() for _ in range(ROWS)]
+    same_number = certificate_body(certificate_number=rows[4]["certificate_number"])  # other content
+
+    def issue() -> tuple[int, str]:
+        response = Department(dept_client).post(same_number)
+        return response.status_code, response.get_json()["error"]["code"]
+
+    answers = between_publishing_steps(monkeypatch, issue)
+    batch = import_file(app, dept_client, jsonl(*rows))
+    assert answers == [(409, "certificate_number_taken")]  # the batch decided to publish it: it is taken
+    assert (batch["status"], batch["imported_rows"], batch["failed_rows"]) == ("completed", ROWS, 0)
+    assert count(app, Certificate) == ROWS and count(app, ImportStaging) == 0
+
+
+def test_an_all_or_nothing_batch_whose_worker_stops_while_publishing_is_published_to_the_end_by_the_takeover(
+        app, dept_client, clock, monkeypatch):
+    monkeypatch.setattr(imports, "PUBLISH_ROWS", 2)
+    rows = [certificate_body() for _ in range(ROWS)]
+    assert Department(dept_client).post(rows[0]).status_code == 201  # imported before: skipped
+    publish, calls = imports._Run._publish, []
+
+    def fails_the_second_time(self: Any, staged: Any) -> None:
+        calls.append(staged)
+        if len(calls) == 2:
+            raise database_failure()
+        publish(self, staged)
+
+    monkeypatch.setattr(imports._Run, "_publish", fails_the_second_time)
+    batch_id = submit(dept_client, jsonl(*rows)).get_json()["id"]
+    assert run_imports(app) == {"interrupted": 1}
+    assert count(app, Certificate) == 1 + 2 and count(app, ImportStaging) == 2  # one step published, one to go
+    monkeypatch.setattr(imports._Run, "_publish", publish)
+    for path in spooled_files(app):  # the takeover does not read the file again
+        path.unlink()
+    clock.advance(seconds=STALE.total_seconds())
+    assert run_imports(app) == {"completed": 1}
+    batch = read_batch(dept_client, batch_id)
+    assert (batch["status"], batch["total_rows"], batch["imported_rows"], batch["skipped_rows"],
+            batch["failed_rows"]) == ("completed", ROWS, ROWS - 1, 1, 0)
+    imported = Certificate.import_batch_id.is_not(None)
+    assert count(app, Certificate, imported) == ROWS - 1 and count(app, Certificate) == ROWS
+    assert len(set(numbers(app))) == ROWS  # every row exactly once
+    assert count(app, Notification) == ROWS and count(app, CertificateEvent) == ROWS
+    assert count(app, ImportStaging) == 0
+
+
+def test_an_all_or_nothing_batch_failing_unexpectedly_while_publishing_says_how_many_it_published(
+        app, dept_client, monkeypatch):
+    monkeypatch.setattr(imports, "PUBLISH_ROWS", 2)
+    rows = [certificate_body() for _ in range(ROWS)]
+    publish, calls = imports._Run._publish, []
+
+    def fails_the_second_time(self: Any, staged: Any) -> None:
+        calls.append(staged)
+        if len(calls) == 2:
+            raise RuntimeError("a bug in publishing")
+        publish(self, staged)
+
+    monkeypatch.setattr(imports._Run, "_publish", fails_the_second_time)
+    batch = import_file(app, dept_client, jsonl(*rows))
+    # Failed at once (not retried: it would fail again), its first step's certificates out, the rest not.
+    assert (batch["status"], batch["error"]["code"], batch["imported_rows"]) == ("failed", "import_failed", 2)
+    assert count(app, Certificate) == 2 and count(app, ImportStaging) == 0
+
+
+@pytest.mark.parametrize("mode", ["all", "partial"])
+def test_a_number_staged_by_a_publishing_batch_is_taken_for_a_batch_deciding_later(app, dept_client, monkeypatch,
+                                                                                   mode):
+    first = [certificate_body() for _ in range(ROWS)]
+    second = [certificate_body(), certificate_body(certificate_number=first[4]["certificate_number"])]
+    first_id = submit(dept_client, jsonl(*first)).get_json()["id"]
+    second_id = submit(dept_client, jsonl(*second), mode=mode).get_json()["id"]
+    # The second batch imports from start to end while the first publishes (its last row still staged).
+    answers = between_publishing_steps(monkeypatch, lambda: run_imports(app))
+    assert run_imports(app) == {"completed": 1}
+    assert [dict(outcome) for outcome in answers] == [{"failed" if mode == "all" else "completed": 1}]
+    batch = read_batch(dept_client, second_id)
+    assert problems(batch) == {(2, "certificate_number", "certificate_number_taken")}
+    if mode == "all":  # nothing of it published
+        assert (batch["status"], batch["imported_rows"], batch["failed_rows"]) == ("failed", 0, 1)
+    else:
+        assert (batch["status"], batch["imported_rows"], batch["failed_rows"]) == ("completed", 1, 1)
+    assert read_batch(dept_client, first_id)["imported_rows"] == ROWS
+    assert count(app, Certificate) == ROWS + (mode == "partial") and count(app, ImportStaging) == 0
+
+
+def numbers(app: Any) -> list[str]:
+    """The certificate numbers (their blind indexes) of every stored certificate."""
+    with app.app_context():
+        return list(db.session.scalars(select(Certificate.number_index)))

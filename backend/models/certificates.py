@@ -154,6 +154,9 @@ class ImportBatch(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(80))  # the worker importing it
     attempts: Mapped[int] = mapped_column(default=0)  # claims so far (a dead worker's batch is claimed again)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)  # a failed file's error: code, message, details
+    # When an all-or-nothing batch decided to publish (its numbers checked, none taken): from then on it completes,
+    # a takeover publishing what is still staged, and its staged numbers are taken for everyone else.
+    publishing_since: Mapped[datetime | None]
 
 
 class ImportStaging(Base):
@@ -161,12 +164,14 @@ class ImportStaging(Base):
 
     Exactly the certificate row the batch will insert (column for column, personal data encrypted as there) and its
     holder's notification but for the certificate's id: publishing copies them with INSERT … SELECT. Seen by no one
-    but the allocators of status-list slots (a staged row's slot is taken) and the batch itself; deleted when the
-    batch publishes or fails, or when a new attempt at the batch starts.
+    but the allocators of status-list slots (a staged row's slot is taken), the checks of certificate numbers (the
+    staged number of a batch that is publishing is taken) and the batch itself; deleted when the batch publishes
+    or fails, or when a new attempt at a batch that has not started publishing starts.
     """
 
     __tablename__ = "import_staging"
-    __table_args__ = (Index("ix_import_staging_slot", "status_list_id", "status_index"),)
+    __table_args__ = (Index("ix_import_staging_slot", "status_list_id", "status_index"),
+                      Index("ix_import_staging_number", "number_index"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     import_batch_id: Mapped[int] = mapped_column(ForeignKey("import_batch.id"), index=True)

@@ -25,6 +25,7 @@ from backend.security.sdjwt import SdJwtFormatError, parse, reconstruct
 from backend.services.actors import Actor
 from backend.services.audit import record_event
 from backend.services.face import EARLIEST_DATE, LATEST_DATE, DateOutOfRange, FieldProblems, check_date_range
+from backend.services.imports import number_staged
 from backend.services.issuance import (
     CHINA,
     CertificateInput,
@@ -95,14 +96,16 @@ def _store_new(session: Session, issuer: Issuer, data: CertificateInput, *, orig
     prepared = issuer.prepare(data, problems)
     problems.raise_if_any()
     assert prepared is not None
+    # Built first: taking its status-list slot takes the department's turn (PostgreSQL) or the database's write
+    # lock (SQLite), so no batch decides to publish the same number between the check and the commit.
+    certificate = issuer.build(prepared, origin=origin, sd_jwt=sd_jwt, serial=serial, version=version)
+    type_id, number_index = prepared.certificate_type.id, issuer.number_index(prepared)
     taken = session.scalar(select(Certificate.id).where(
-        Certificate.certificate_type_id == prepared.certificate_type.id,
-        Certificate.issuer_department_id == issuer.department.id,
-        Certificate.number_index == issuer.number_index(prepared)))
-    if taken is not None:
+        Certificate.certificate_type_id == type_id, Certificate.issuer_department_id == issuer.department.id,
+        Certificate.number_index == number_index))
+    if taken is not None or number_staged(session, type_id, issuer.department.id, number_index):
         raise Conflict("该证照编号已签发过；变更请使用换发（reissue）", code="certificate_number_taken",
                        details={"field": "certificate_number"})
-    certificate = issuer.build(prepared, origin=origin, sd_jwt=sd_jwt, serial=serial, version=version)
     session.add(certificate)
     issuer.slots.flush()
     session.flush()

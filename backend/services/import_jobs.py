@@ -4,8 +4,9 @@ A claim is a conditional UPDATE (queued, or processing with a heartbeat older th
 this worker, attempts + 1) guarded by the attempt count, after a `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL:
 two nodes never import the same batch, and a batch whose worker died is claimed again and imported from scratch
 (the dead worker published nothing of it, or in partial mode only whole publishing steps, which the next attempt
-counts as imported; what it staged is cleared). These verbs flush and never commit: the job runner
-(backend/web/import_runner.py) owns the transactions.
+counts as imported; what it staged is cleared), unless it is an all-or-nothing batch that had decided to publish:
+that one is published to the end from what it staged (see `imports.resume_publishing`). These verbs flush and
+never commit: the job runner (backend/web/import_runner.py) owns the transactions.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ class ImportInterrupted(DomainError):
 
 class ImportFailed(DomainError):
     """The import raised an error that is neither a row's nor the file's: failed at once (and logged with the batch
-    id), not retried, since the same file would fail the same way again."""
+    id), not retried, since the same file would fail the same way again. An all-or-nothing batch that fails so
+    after it decided to publish keeps what its steps published (imported_rows says how many)."""
 
     code = "import_failed"
     status = 500
-    message = ("导入时发生内部错误，批次已失败：全部导入（all）模式下未导入任何证照，"
-               "部分导入（partial）模式下已导入的证照数见 imported_rows；"
+    message = ("导入时发生内部错误，批次已失败，已导入的证照数见 imported_rows"
+               "（全部导入（all）模式下，开始发布前失败的批次未导入任何证照）；"
                "请联系平台运维，或使用新的 Idempotency-Key 重新提交（已导入的证照不会重复导入）")
 
 

@@ -4,14 +4,19 @@ The API queues a batch (`queue_batch`, its file sealed in the spool) and a job i
 backend/web/import_runner.py); the CLI imports a file at once (`import_certificates`).
 
 An import runs in short transactions (`Steps`), so that other writers never wait for a whole import (on SQLite
-there is one writer at a time). Rows are read, validated and signed between them; each step stages the signed,
-encrypted certificates of a chunk in `import_staging`, which no one reads, and the last step publishes them with
-INSERT … SELECT: an all-or-nothing batch in that one transaction (the figures for large batches are in
-bench/README.md), a partial one in steps of PUBLISH_ROWS. A failed batch publishes nothing and its staged rows are
-deleted. A killed process leaves staged rows that the next attempt at the batch deletes before it starts again;
-running the same batch again (or re-submitting the same file under a new key) adds no certificate twice.
-Certificate numbers are looked up before signing and again when publishing, since other issuers may take one in
-between; status-list slots are checked when staging (see `SlotAllocator`).
+there is one writer at a time; bench/README.md has the figures). Rows are read, validated and signed between them;
+each step stages the signed, encrypted certificates of a chunk in `import_staging`, which no one reads, and then
+steps of PUBLISH_ROWS rows publish them with INSERT … SELECT. Certificate numbers are looked up before signing and
+again before publishing, since other issuers may take one in between: a partial batch checks each publishing step's
+rows; an all-or-nothing batch checks all of its rows in one transaction, the decision, which fails the batch with
+nothing published if one is taken, else marks it publishing (`publishing_since`). From then on the batch completes:
+the numbers it staged are taken for everyone else (`number_staged`: an interactive issue or sync is refused, another
+batch's row is `certificate_number_taken`), and a takeover of it publishes what is still staged without reading the
+file again (`resume_publishing`). Readers see its certificates appear over the few seconds of its publishing steps
+(each a valid certificate); its status stays `processing` until the last step. A failed batch publishes nothing
+(partial mode: nothing more) and its staged rows are deleted. A killed process that had not decided leaves staged
+rows that the next attempt deletes before it starts again; running the same batch again (or re-submitting the same
+file under a new key) adds no certificate twice. Status-list slots are checked when staging (see `SlotAllocator`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from datetime import datetime
 from itertools import islice
 from typing import IO, Any, cast
 
-from sqlalchemy import ColumnElement, Table, delete, func, insert, literal, null, select, update
+from sqlalchemy import ColumnElement, Select, Table, delete, func, insert, literal, null, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -47,13 +52,14 @@ from backend.services.issuance import (
     new_public_id,
 )
 from backend.services.spool import HEAD_BYTES
+from backend.services.status_lists import bump_revision
 
 MODES = ("all", "partial")
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 FINISHED = (COMPLETED, FAILED)
 MAX_ROWS = 100_000
 CHUNK_ROWS = 500  # rows read, validated and staged per transaction
-PUBLISH_ROWS = 2000  # rows a partial batch publishes per transaction (about 0.2 s on SQLite)
+PUBLISH_ROWS = 2000  # rows a batch publishes per transaction (about 0.2 s on SQLite)
 REPORT_LIMIT = 1000  # stored report entries; whole rows only, so truncation can be told from the counts
 
 # Tables of the bulk INSERTs and the columns they write (all but the generated id).
@@ -61,6 +67,7 @@ EVENTS, NOTIFICATIONS = Base.metadata.tables["certificate_event"], Base.metadata
 EVENT_COLUMNS, NOTIFICATION_COLUMNS = (columns_of(table) for table in (EVENTS, NOTIFICATIONS))
 STAGING = Base.metadata.tables["import_staging"]
 STAGING_COLUMNS = columns_of(STAGING)
+PUBLISHING = STAGING.alias("publishing")  # the staged rows of other batches, when checking numbers
 NOTICE_COLUMNS = ("public_id", "title", "body", "data")  # the notification's columns staged as notice_<name>
 NUMBER_TAKEN = "该证照编号已签发过且内容不同；变更请使用换发（reissue）"
 
@@ -77,7 +84,7 @@ def _nothing() -> None:
 @dataclass(frozen=True)
 class Steps:
     """Where an import's transactions end. The import runs in short transactions (steps), one per chunk of rows
-    and a last one that publishes, so that other writers wait for a step at most (on SQLite the database has one
+    and then those that publish, so that other writers wait for a step at most (on SQLite the database has one
     writer at a time); `commit` ends one (the caller owns the transactions), `begin` runs first in each (e.g. the
     job checks that it still holds the batch). The default commits nothing: the whole import is the caller's one
     transaction."""
@@ -106,6 +113,7 @@ class _Run:
     staging: BulkInsert | None = None
     started: bool = False  # whether a transaction of this attempt began (and cleared an earlier one's staging)
     bytes_read: int = 0
+    content_hash: str = ""  # the file's, once read
     notices: dict[int, dict[str, Any]] = field(default_factory=dict)  # type id → holder notification template
     report: list[dict[str, Any]] = field(default_factory=list)
     report_full: bool = False
@@ -279,38 +287,60 @@ class _Run:
         return ready
 
     def publish(self) -> bool:
-        """Publish the staged certificates, with their notifications and "issued" events; answers whether the batch
-        failed. Numbers taken since the batch looked them up (an interactive issue, another batch) are checked
-        first: the same content is skipped, other content is a `certificate_number_taken` row problem, which in
-        all-or-nothing mode fails the batch with nothing published. All-or-nothing publishes in one statement
-        per table; partial mode in steps of PUBLISH_ROWS rows, each its own transaction."""
+        """Publish the staged certificates, with their notifications and "issued" events, in steps of PUBLISH_ROWS
+        rows, each its own transaction; answers whether the batch failed. Numbers taken since the batch looked them
+        up (an interactive issue, another batch, published or publishing) are checked first: the same content is
+        skipped, other content is a `certificate_number_taken` row problem. A partial batch checks each step's rows
+        and publishes the others. An all-or-nothing batch checks all its rows in this transaction (the decision):
+        one taken fails the batch with nothing published; else it is marked publishing (`publishing_since`) and
+        committed, and from then on it completes, its numbers taken for everyone else (`number_staged`), a takeover
+        going on from where it stopped (`resume_publishing`)."""
         staged = STAGING.c.import_batch_id == self.batch.id
         if self.all_or_nothing:
             self._check_numbers_again(staged)
             if self.failed:
                 self.session.execute(delete(STAGING).where(staged))
                 return True
-            self._publish(staged)
-        else:
-            ids = list(self.session.scalars(select(STAGING.c.id).where(staged).order_by(STAGING.c.id)))
-            for start in range(0, len(ids), PUBLISH_ROWS):
-                if start:
-                    self.steps.commit()
-                    self.begin_step(self.bytes_read)
-                part = ids[start:start + PUBLISH_ROWS]
-                in_part = staged & STAGING.c.id.between(part[0], part[-1])
-                self._check_numbers_again(in_part)
-                self._publish(in_part)
+            self._decide()
+            self.steps.commit()
+            self.begin_step(self.bytes_read)
+        self._publish_in_steps(staged, check=not self.all_or_nothing)
         self.issuer.slots.finish()  # the status lists' counts and revisions
         return False
 
+    def _decide(self) -> None:
+        """Mark the batch publishing, with what its completion must report (a takeover reads no file)."""
+        self.session.execute(update(ImportBatch).where(ImportBatch.id == self.batch.id).values(
+            publishing_since=self.issuer.now, total_rows=self.rows, skipped_rows=self.skipped,
+            content_hash=self.content_hash, file_bytes=self.bytes_read)
+            .execution_options(synchronize_session=False))
+
+    def _publish_in_steps(self, staged: ColumnElement[bool], *, check: bool) -> None:
+        """Publish what is staged, PUBLISH_ROWS rows per transaction (the first in the current one)."""
+        ids = list(self.session.scalars(select(STAGING.c.id).where(staged).order_by(STAGING.c.id)))
+        for start in range(0, len(ids), PUBLISH_ROWS):
+            if start:
+                self.steps.commit()
+                self.begin_step(self.bytes_read)
+            part = ids[start:start + PUBLISH_ROWS]
+            in_part = staged & STAGING.c.id.between(part[0], part[-1])
+            if check:
+                self._check_numbers_again(in_part)
+            self._publish(in_part)
+
     def _check_numbers_again(self, staged: ColumnElement[bool]) -> None:
-        found = self.session.execute(
+        key = (STAGING.c.certificate_type_id, STAGING.c.issuer_department_id, STAGING.c.number_index)
+        found = [*self.session.execute(
             select(STAGING.c.id, STAGING.c.row_number, STAGING.c.content_hash, CERTIFICATES.c.content_hash)
-            .join(CERTIFICATES, (CERTIFICATES.c.certificate_type_id == STAGING.c.certificate_type_id)
-                  & (CERTIFICATES.c.issuer_department_id == STAGING.c.issuer_department_id)
-                  & (CERTIFICATES.c.number_index == STAGING.c.number_index))
-            .where(staged)).all()
+            .join(CERTIFICATES, (CERTIFICATES.c.certificate_type_id == key[0])
+                  & (CERTIFICATES.c.issuer_department_id == key[1]) & (CERTIFICATES.c.number_index == key[2]))
+            .where(staged)),
+            *self.session.execute(
+            select(STAGING.c.id, STAGING.c.row_number, STAGING.c.content_hash, PUBLISHING.c.content_hash)
+            .select_from(STAGING).join(PUBLISHING, (PUBLISHING.c.certificate_type_id == key[0])
+                  & (PUBLISHING.c.issuer_department_id == key[1]) & (PUBLISHING.c.number_index == key[2])
+                  & PUBLISHING.c.import_batch_id.in_(_publishing_batches().where(ImportBatch.id != self.batch.id)))
+            .where(staged))]
         same = {staged_id for staged_id, _, staged_hash, stored_hash in found if staged_hash == stored_hash}
         taken = {staged_id: number for staged_id, number, _, _ in found if staged_id not in same}
         for number in sorted(taken.values()):
@@ -460,11 +490,12 @@ def process_batch(session: Session, issuer: Issuer, batch: ImportBatch, source: 
     with its report (an all-or-nothing batch with a bad row, or a number taken meanwhile, publishes nothing).
 
     Each chunk is read, validated and signed outside the transactions, then staged in one `steps` transaction (with
-    the batch's progress); the last transaction (left to the caller to commit) publishes and writes the batch row.
+    the batch's progress); then steps publish (see `_Run.publish`), the last (left to the caller to commit) writing
+    the batch row.
     Problems with the file itself (format, header, encoding, too many rows, no rows) raise a DomainError; whatever
     raises leaves only staged rows behind (see `discard_staged`). `progress` is called after every chunk;
-    `before_finish` runs in the last transaction before anything is published, e.g. to check that the job still
-    holds the batch.
+    `before_finish` runs in the transaction that stages the last chunk, before anything is published or decided, e.g.
+    to check that the submitting client may still issue.
     """
     reader = source if isinstance(source, HashingReader) else HashingReader(cast(IO[bytes], source))
     run = _Run(session, issuer, batch, all_or_nothing=batch.mode == "all", signer=Signer(issuer, batch.id, workers),
@@ -485,7 +516,7 @@ def process_batch(session: Session, issuer: Issuer, batch: ImportBatch, source: 
             if progress is not None:
                 progress(run.rows, reader.bytes_read)
         signed = run.signer.drain()
-        run.bytes_read = reader.bytes_read
+        run.bytes_read, run.content_hash = reader.bytes_read, reader.hexdigest()
         run.begin_step(reader.bytes_read)
         run.stage(signed)
         if batch.content_hash and reader.hexdigest() != batch.content_hash:
@@ -500,7 +531,38 @@ def process_batch(session: Session, issuer: Issuer, batch: ImportBatch, source: 
         raise
     finally:
         session.expire_on_commit = expire_on_commit
-    _finish(session, issuer, batch, run, reader, failed=failed)
+    _finish(session, issuer, batch, run, failed=failed)
+
+
+def resume_publishing(session: Session, issuer: Issuer, batch: ImportBatch, *, steps: Steps) -> None:
+    """Go on publishing an all-or-nothing batch that decided to publish (`publishing_since`) and whose worker
+    stopped: what it left staged is published in `steps` as `process_batch` would have, without reading the file
+    again, and the batch is finished (in the last transaction, left to the caller to commit) with the counts
+    recorded at the decision."""
+    run = _Run(session, issuer, batch, all_or_nothing=True, signer=Signer(issuer, batch.id, 0), steps=steps,
+               started=True, rows=batch.total_rows, skipped=batch.skipped_rows, bytes_read=batch.file_bytes,
+               content_hash=batch.content_hash)
+    run.begin_step(run.bytes_read)
+    run._publish_in_steps(STAGING.c.import_batch_id == batch.id, check=False)
+    lists = set(session.scalars(select(Certificate.status_list_id).distinct()
+                                .where(Certificate.import_batch_id == batch.id)))
+    bump_revision(session, lists)  # as `SlotAllocator.finish` (the slots were counted when staged)
+    run.imported = session.scalar(select(func.count()).select_from(Certificate)
+                                  .where(Certificate.import_batch_id == batch.id)) or 0
+    _finish(session, issuer, batch, run, failed=False)
+
+
+def number_staged(session: Session, certificate_type_id: int, department_id: int, number_index: str) -> bool:
+    """Whether a batch that is publishing has staged a certificate under this number: it is taken (the batch
+    decided to publish it and will, whatever is issued meanwhile)."""
+    return session.scalar(select(STAGING.c.id).where(
+        STAGING.c.certificate_type_id == certificate_type_id, STAGING.c.issuer_department_id == department_id,
+        STAGING.c.number_index == number_index, STAGING.c.import_batch_id.in_(_publishing_batches())).limit(1)) \
+        is not None
+
+
+def _publishing_batches() -> Select[Any]:
+    return select(ImportBatch.id).where(ImportBatch.publishing_since.is_not(None), ImportBatch.status == PROCESSING)
 
 
 def discard_staged(session: Session, batch: ImportBatch) -> None:
@@ -516,11 +578,10 @@ class SpooledFileChanged(RuntimeError):
     """The file read back for the import is not the one the batch was queued with."""
 
 
-def _finish(session: Session, issuer: Issuer, batch: ImportBatch, run: _Run, reader: HashingReader, *,
-            failed: bool) -> None:
+def _finish(session: Session, issuer: Issuer, batch: ImportBatch, run: _Run, *, failed: bool) -> None:
     now = issuer.now
-    batch.content_hash = reader.hexdigest()
-    batch.file_bytes = batch.processed_bytes = reader.bytes_read
+    batch.content_hash = run.content_hash
+    batch.file_bytes = batch.processed_bytes = run.bytes_read
     batch.status = FAILED if failed else COMPLETED
     batch.total_rows = batch.processed_rows = run.rows
     batch.imported_rows = 0 if failed else run.imported

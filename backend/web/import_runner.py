@@ -3,9 +3,10 @@
 Each batch takes two kinds of transaction: the claim (committed at once, so other nodes skip the batch) and the
 import's short steps (see `imports.Steps`): one per chunk, which checks that this worker still holds the batch,
 keeps its heartbeat and records its progress (GET shows them while the import runs) and stages the chunk's
-certificates, and the last, which publishes them and finishes the batch. Other writers (on SQLite the database has
-one at a time) wait for a step at most, never for the whole import. The sealed file is deleted once the batch is
-finished. A batch a client submitted is imported only while that client is
+certificates, then the steps that publish them (the last finishes the batch). Other writers (on SQLite the database
+has one at a time) wait for a step at most, never for the whole import. A batch taken over from a dead worker starts
+again from its file, unless it had decided to publish (all-or-nothing): then the rest of what it staged is published.
+The sealed file is deleted once the batch is finished. A batch a client submitted is imported only while that client is
 active and holds `issue` (checked when the import starts and again before it commits); else it fails.
 """
 
@@ -81,8 +82,10 @@ def import_batch(batch_id: int, worker: str, *, workers: int = 0) -> str:
     assert batch is not None
     context = {"batch": batch.public_id, "worker": worker, "attempt": batch.attempts}
     actor = import_jobs.batch_actor(session, batch)
+    publishing = batch.publishing_since is not None  # decided to publish: it completes, whoever submitted it
     try:  # the client that submitted it must still be allowed to issue (it may have been disabled since)
-        import_jobs.check_submitter(session, batch)
+        if not publishing:
+            import_jobs.check_submitter(session, batch)
     except DomainError as error:
         log.warning("import batch refused: its client may no longer issue", extra={"fields": {
             **context, "error": error.code}})
@@ -101,19 +104,24 @@ def import_batch(batch_id: int, worker: str, *, workers: int = 0) -> str:
     def before_finish() -> None:  # in the last transaction, before anything is published
         import_jobs.check_submitter(session, batch)  # a client disabled during a long import stops it too
 
+    def issuer() -> Issuer:
+        department = session.get(Department, batch.department_id)
+        assert department is not None
+        return Issuer(session, keystore(), field_cipher(), department, public_url=config["ECERT_PUBLIC_URL"],
+                      actor=actor, now=now(), expected=imports_service.MAX_ROWS)
+
+    steps = imports_service.Steps(commit=session.commit, begin=still_held)
     try:
-        if batch.spool_key is None:
-            raise SpoolMissing(batch.public_id)
-        with spool.open(batch.spool_key) as source:
-            department = session.get(Department, batch.department_id)
-            assert department is not None
-            issuer = Issuer(session, keystore(), field_cipher(), department, public_url=config["ECERT_PUBLIC_URL"],
-                            actor=actor, now=now(), expected=imports_service.MAX_ROWS)
-            imports_service.process_batch(
-                session, issuer, batch, source, max_rows=config["ECERT_MAX_BATCH_ROWS"], workers=workers,
-                before_finish=before_finish, steps=imports_service.Steps(commit=session.commit, begin=still_held))
-            spool_key, batch.spool_key = batch.spool_key, None
-            session.commit()
+        if publishing:  # its worker stopped while publishing: publish the rest of what it staged
+            imports_service.resume_publishing(session, issuer(), batch, steps=steps)
+        else:
+            if batch.spool_key is None:
+                raise SpoolMissing(batch.public_id)
+            with spool.open(batch.spool_key) as source:
+                imports_service.process_batch(session, issuer(), batch, source, max_rows=config["ECERT_MAX_BATCH_ROWS"],
+                                              workers=workers, before_finish=before_finish, steps=steps)
+        spool_key, batch.spool_key = batch.spool_key, None
+        session.commit()
     except DomainError as error:  # the file as a whole (header, encoding, too many rows, no rows); the client
         session.rollback()
         return _fail(batch, error, worker, actor)
@@ -124,7 +132,7 @@ def import_batch(batch_id: int, worker: str, *, workers: int = 0) -> str:
         return _fail(batch, BatchFileUnreadable(), worker, actor)
     except ClaimLost:
         session.rollback()
-        log.warning("import batch taken over by another worker; this import stopped (it published nothing)",
+        log.warning("import batch taken over by another worker; this import stopped (the other goes on)",
                     extra={"fields": context})
         return "lost"
     except OperationalError as error:  # the database busy or gone: the same file may well import later

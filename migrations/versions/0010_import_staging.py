@@ -3,7 +3,8 @@
 A batch import commits chunk by chunk (so that other writers, on SQLite the one writer at a time, wait for a chunk
 at most, not for the whole import): its signed, encrypted certificates wait in `import_staging` with their holders'
 notifications until the batch publishes them with INSERT … SELECT. Status-list allocators skip the slots of staged
-rows (index on status_list_id, status_index).
+rows (index on status_list_id, status_index). An all-or-nothing batch that decided to publish (`publishing_since`)
+publishes in short steps too; its staged numbers are taken for other issuers meanwhile (index on number_index).
 
 Revision ID: 0010
 Revises: 0009
@@ -69,10 +70,17 @@ def upgrade():
     with op.batch_alter_table('import_staging', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_import_staging_import_batch_id'), ['import_batch_id'], unique=False)
         batch_op.create_index('ix_import_staging_slot', ['status_list_id', 'status_index'], unique=False)
+        batch_op.create_index('ix_import_staging_number', ['number_index'], unique=False)
+    with op.batch_alter_table('import_batch', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('publishing_since', backend.models.base.UTCDateTime(timezone=True),
+                                      nullable=True))
 
 
 def downgrade():
+    with op.batch_alter_table('import_batch', schema=None) as batch_op:
+        batch_op.drop_column('publishing_since')
     with op.batch_alter_table('import_staging', schema=None) as batch_op:
+        batch_op.drop_index('ix_import_staging_number')
         batch_op.drop_index('ix_import_staging_slot')
         batch_op.drop_index(batch_op.f('ix_import_staging_import_batch_id'))
     op.drop_table('import_staging')
