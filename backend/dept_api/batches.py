@@ -82,7 +82,8 @@ class BatchOut(BaseModel):
     format: Literal["jsonl", "csv"]
     file_bytes: int = Field(description="size of the file")
     processed_bytes: int = Field(description="bytes of the file read so far (progress)")
-    total_rows: int = Field(description="rows of the file, known when the batch is finished")
+    total_rows: int = Field(description="rows of the file, known once the whole file is read (an all-or-nothing "
+                            "batch knows it while it publishes; 0 before)")
     processed_rows: int = Field(description="rows read so far (progress)")
     imported_rows: int
     skipped_rows: int = Field(description="rows already imported with the same content")
