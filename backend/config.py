@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import rate_limit_storage
-from backend.private_files import private_directory
+from backend.private_files import FILE_MODE, narrow, private_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -215,6 +215,7 @@ def _dev_secrets(instance_path: Path) -> dict[str, str]:
     """Read (or create, mode 0600) the development secrets file under instance/."""
     path = instance_path / "secrets.json"
     if path.exists():
+        narrow(path, FILE_MODE)  # left world-readable by an older version
         stored: dict[str, str] = json.loads(path.read_text())
         return stored
     private_directory(instance_path)
@@ -224,7 +225,7 @@ def _dev_secrets(instance_path: Path) -> dict[str, str]:
         "ECERT_DATA_KEYS": f"1:{_new_key()}",
         "ECERT_BLIND_INDEX_KEY": _new_key(),
     }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     with os.fdopen(fd, "w") as handle:
         json.dump(generated, handle, indent=2)
     return generated

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 
 from backend.app import create_app
 from backend.extensions import db
+from backend.private_files import private_sqlite_database
 from backend.services.demo import DEMO_DEPARTMENT
 from backend.web.context import evidence_storage
 from backend.web.import_runner import import_spool
@@ -75,3 +79,33 @@ def test_an_existing_database_left_world_readable_is_narrowed_when_opened(tmp_pa
         db.session.remove()
         db.engine.dispose()
     assert {name: oct(mode) for name, mode in modes(instance).items() if mode & 0o077} == {}
+
+
+def test_a_secrets_file_left_world_readable_is_narrowed_when_read(tmp_path, permissive_umask):
+    instance = tmp_path / "instance"
+    create_app({"ECERT_ENV": "development", "ECERT_INSTANCE_PATH": str(instance), "ECERT_IMPORT_IN_PROCESS": "0"})
+    (instance / "secrets.json").chmod(0o644)
+
+    create_app({"ECERT_ENV": "development", "ECERT_INSTANCE_PATH": str(instance), "ECERT_IMPORT_IN_PROCESS": "0"})
+
+    assert oct(stat.S_IMODE((instance / "secrets.json").stat().st_mode)) == oct(0o600)
+
+
+def test_preparing_a_new_connection_keeps_the_locks_of_the_connections_already_open(tmp_path):
+    # Closing any descriptor of the database file drops the process's POSIX locks on it, those of its open
+    # connections too: another process closing its connection would then checkpoint and delete the live -wal.
+    database = str(tmp_path / "ecert.db")
+    private_sqlite_database(database)
+    open_here = sqlite3.connect(database)
+    open_here.execute("PRAGMA journal_mode=WAL")
+    open_here.execute("CREATE TABLE t (n INTEGER)")
+    open_here.execute("INSERT INTO t VALUES (1)")
+    open_here.commit()
+
+    private_sqlite_database(database)  # as for a second connection of this process
+    elsewhere = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT n FROM t').fetchall(); " \
+                "c.close()"
+    subprocess.run([sys.executable, "-c", elsewhere, database], check=True, timeout=60)
+
+    assert os.path.exists(database + "-wal"), "another process took itself for the last one and removed the -wal"
+    open_here.close()
