@@ -348,6 +348,9 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
     redis_url = settings["ECERT_REDIS_URL"]
     settings["RATELIMIT_STORAGE_URI"] = redis_url or f"{rate_limit_storage.SCHEME}://"  # no timer thread per request
     settings["RATELIMIT_HEADERS_ENABLED"] = True
+    # Flask-Limiter would put its window's reset time in Retry-After on every answer (and over a 503's own value):
+    # it goes to its own header; Retry-After is set only by the answers that ask to retry (429, 503).
+    settings["RATELIMIT_HEADER_RETRY_AFTER"] = "X-RateLimit-Retry-After"
     settings.update({k: v for k, v in overrides.items() if not (k.startswith("ECERT_") and isinstance(v, str))})
     check_show_codes(settings)
     if production:

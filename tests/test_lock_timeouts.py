@@ -38,6 +38,9 @@ def audit_head_locked(app: Any) -> Iterator[None]:
             engine.dispose()
 
 
+@pytest.mark.parametrize("app_settings", [{"ECERT_DB_LOCK_TIMEOUT_MS": "20"},
+                                          {"ECERT_DB_LOCK_TIMEOUT_MS": "20", "RATELIMIT_ENABLED": True}],
+                         ids=["no-rate-limits", "rate-limits"])  # the limiter's headers must not change Retry-After
 def test_a_request_that_waits_out_a_held_lock_answers_503_with_retry_after(app, dept_client):
     with audit_head_locked(app):
         response = dept_client.token_response()

@@ -49,6 +49,15 @@ def test_default_limit_applies_to_other_endpoints(client):
     assert "Retry-After" in response.headers
 
 
+def test_only_a_limited_request_is_told_to_retry_after_the_limits_reset(client):
+    allowed = client.get("/.well-known/jwks.json")
+    assert "Retry-After" not in allowed.headers  # a client told to back off on every answer would do so
+    assert int(allowed.headers["X-RateLimit-Remaining"]) == 4 and "X-RateLimit-Reset" in allowed.headers
+    for _ in range(4):
+        client.get("/.well-known/jwks.json")
+    assert 0 < int(client.get("/.well-known/jwks.json").headers["Retry-After"]) <= 60
+
+
 def test_in_process_limits_start_no_thread_per_request(client, monkeypatch):
     # limits' MemoryStorage started a timer thread on about every other request; ours sweeps inline.
     started = []
