@@ -22,7 +22,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # run as a script, only bench/ is on sys.path
 
 from backend.core import qr  # noqa: E402
-from backend.crypto import showcode  # noqa: E402
+from backend.keys import showcode  # noqa: E402
 
 TARGET = 300  # issue 4: QR PNG ≥ 300 images/s on one core
 PUBLIC_URL = "https://ecert.xinyang.gov.cn"  # a production-like public URL: version 9 codes

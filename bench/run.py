@@ -152,7 +152,7 @@ class Server:
         exactly as POST …/show-codes signs them; their paths /v/{token}."""
         from datetime import UTC, datetime
 
-        from backend.crypto import showcode
+        from backend.keys import showcode
         from backend.keys.keystore import PURPOSE_PLATFORM
 
         ids = self.wallet_ids()

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from backend.config import MAX_PUBLIC_URL_BYTES, ConfigError, load_settings
 from backend.core import qr
 from backend.core.context import keystore
-from backend.crypto import showcode
 from backend.crypto.masking import mask_value
 from backend.extensions import db
+from backend.keys import showcode
 from backend.keys.keystore import PURPOSE_PLATFORM
 from backend.models import AuditEvent, SigningKey, UsageRecord
 from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR, START, TEST_SECRETS, DeptClient

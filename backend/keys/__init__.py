@@ -1,1 +1,1 @@
-"""Platform key material and what it signs: the key store, platform JWS, status lists, data-key rotation."""
+"""Platform key material and what it signs: key store, platform JWS, status lists, show-code tokens, data keys."""

@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session
 from backend.audit.chain import record_event
 from backend.core import rows
 from backend.core.once import insert_once
-from backend.crypto import showcode
 from backend.crypto.canonical import canonical_json
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_name, mask_value
@@ -36,6 +35,7 @@ from backend.issuance.certificates import today_in_china
 from backend.issuance.issuer import new_public_id
 from backend.kernel.actors import Actor
 from backend.kernel.identifiers import HolderCodeType
+from backend.keys import showcode
 from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
 from backend.models import ApiClient, Base, Certificate, CertificateType, Department, ShowCodeUse, UsageRecord
 from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
