@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend import rate_limit_storage
-from backend.private_files import FILE_MODE, narrow, private_directory
+from backend.core import rate_limit_storage
+from backend.core.private_files import FILE_MODE, narrow, private_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

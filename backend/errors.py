@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from backend.services.actors import Actor
+    from backend.kernel.actors import Actor
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from backend.services.face import EARLIEST_DATE, LATEST_DATE, check_date_range
+from backend.catalog.face import EARLIEST_DATE, LATEST_DATE, check_date_range
 
 
 class StrictModel(BaseModel):
@@ -31,12 +31,12 @@ class StrictModel(BaseModel):
 _DEFAULT_SCHEMAS: dict[type[BaseModel], dict[str, Any]] = {}
 
 
-# The two query fields of every paginated list (backend/services/paging.py): one page size, one opaque cursor.
+# The two query fields of every paginated list (backend/core/paging.py): one page size, one opaque cursor.
 LIMIT_FIELD = Field(default=20, ge=1, le=100, description="page size, 1–100")
 CURSOR_FIELD = Field(default=None, max_length=200, description="`next_cursor` of the previous page")
 
 
-# A date in a request body: YYYY-MM-DD within the one accepted range (backend/services/face.py), else a 422 naming
+# A date in a request body: YYYY-MM-DD within the one accepted range (backend/catalog/face.py), else a 422 naming
 # the field. formatMinimum/formatMaximum: the range in the document's schema (the JSON Schema vocabulary for
 # formatted strings, as Ajv reads it), besides the description.
 DATE_RANGE = f"{EARLIEST_DATE.isoformat()} … {LATEST_DATE.isoformat()}"

@@ -32,7 +32,7 @@ sys.path.insert(0, str(BENCH.parent / "tests"))  # valid test data: USCCs, certi
 from factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body  # noqa: E402
 from run import flask_command, scratch_database, server_env  # noqa: E402
 
-from backend.services.demo import DEMO_DEPARTMENT  # noqa: E402
+from backend.cli.demo import DEMO_DEPARTMENT  # noqa: E402
 
 TARGET = 2000  # issue 3: ≥ 2,000 certificates/s on SQLite on this 2-core machine
 
@@ -69,12 +69,12 @@ class Timed:
 def import_file(path: Path, workers: int) -> Timed:
     """One import, timed from the service call to the last commit, and each of its transactions."""
     from backend.app import create_app
+    from backend.catalog.loader import get_department
+    from backend.core.context import field_cipher, keystore, now
     from backend.extensions import db
-    from backend.services import imports
-    from backend.services.actors import Actor
-    from backend.services.catalog import get_department
-    from backend.services.issuance import Issuer
-    from backend.web.context import field_cipher, keystore, now
+    from backend.imports import batches as imports
+    from backend.issuance.issuer import Issuer
+    from backend.kernel.actors import Actor
 
     app = create_app()
     publish, deciding = imports._Run.publish, [0]

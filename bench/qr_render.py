@@ -1,6 +1,6 @@
 """QR rendering micro-benchmark (not a test): show-code QR images per second on one core, in one process.
 
-Times the app's own `backend.web.qr` (make_qr + png, or svg) on show-code URLs with fresh random tokens, the
+Times the app's own `backend.core.qr` (make_qr + png, or svg) on show-code URLs with fresh random tokens, the
 way POST /api/v1/wallet/certificates/{id}/show-codes with Accept: image/png renders them. Reports images per
 wall-clock second and per CPU second of this process: the second is what one core does, whatever else the
 machine is busy with. Usage: `python bench/qr_render.py --duration 5 --rounds 2` (see bench/README.md).
@@ -21,8 +21,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))  # run as a script, only bench/ is on sys.path
 
-from backend.security import showcode  # noqa: E402
-from backend.web import qr  # noqa: E402
+from backend.core import qr  # noqa: E402
+from backend.keys import showcode  # noqa: E402
 
 TARGET = 300  # issue 4: QR PNG ≥ 300 images/s on one core
 PUBLIC_URL = "https://ecert.xinyang.gov.cn"  # a production-like public URL: version 9 codes

@@ -89,12 +89,12 @@ class Seeder:
         identifiers = self.certificates()
         from sqlalchemy import select
 
+        from backend.core.context import field_cipher
         from backend.extensions import db
+        from backend.issuance.issuer import holder_index
+        from backend.kernel.actors import Actor
         from backend.models import Certificate, Holder
-        from backend.services import grants
-        from backend.services.actors import Actor
-        from backend.services.issuance import holder_index
-        from backend.web.context import field_cipher
+        from backend.sharing import grants
 
         codes: list[str] = []
         with self.server.key_store():
@@ -198,11 +198,11 @@ def _database_counts(server: Server, codes: list[str]) -> tuple[int, int]:
     """Redemption rows and used grants among the raced grants, read from the database itself."""
     from sqlalchemy import func, select
 
+    from backend.core.context import field_cipher
     from backend.extensions import db
     from backend.models import Grant, Redemption
     from backend.models.grants import GRANT_USED
-    from backend.services.grants import code_digest
-    from backend.web.context import field_cipher
+    from backend.sharing.grants import code_digest
 
     with server.key_store():
         session, cipher = db.session(), field_cipher()

@@ -38,7 +38,7 @@ sys.path.insert(0, str(PROJECT_ROOT / "tests"))  # valid test data: resident IDs
 
 from factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body, company_code, resident_id  # noqa: E402
 
-from backend.services.demo import demo_assertion  # noqa: E402
+from backend.cli.demo import demo_assertion  # noqa: E402
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
 WRK_SCRIPT = PROJECT_ROOT / "bench" / "wrk.lua"
@@ -115,8 +115,8 @@ class Server:
     def key_store(self) -> Iterator[Any]:
         """The server's key store, opened in this process (its instance's secrets, its database): what the
         platform itself signs, a pool of it is signed here, much faster than through the API."""
+        from backend.core.context import keystore
         from backend.extensions import db
-        from backend.web.context import keystore
 
         if self._app is None:
             os.environ.update(self.env)
@@ -132,8 +132,8 @@ class Server:
     def presentations(self, count: int) -> list[str]:
         """The first issued certificate with all its disclosures, as the holder's wallet presents it to the demo
         client: each with a fresh KB-JWT (accepted once) signed with the platform-held wallet key."""
-        from backend.security.keystore import PURPOSE_WALLET
-        from backend.security.sdjwt import key_binding_jwt
+        from backend.crypto.sdjwt import key_binding_jwt
+        from backend.keys.keystore import PURPOSE_WALLET
 
         sd_jwt = str(self.issued()[0]["sd_jwt"])
         with self.key_store() as keys:
@@ -152,8 +152,8 @@ class Server:
         exactly as POST …/show-codes signs them; their paths /v/{token}."""
         from datetime import UTC, datetime
 
-        from backend.security import showcode
-        from backend.security.keystore import PURPOSE_PLATFORM
+        from backend.keys import showcode
+        from backend.keys.keystore import PURPOSE_PLATFORM
 
         ids = self.wallet_ids()
         with self.key_store() as keys:

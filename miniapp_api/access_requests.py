@@ -10,11 +10,11 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen, require_recent_login
+from backend.core.context import field_cipher, now, representation_max_age
 from backend.extensions import db
+from backend.jobs.callbacks import deliver_after_response
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
-from backend.services import access_requests as service
-from backend.web.callback_delivery import deliver_after_response
-from backend.web.context import field_cipher, now, representation_max_age
+from backend.sharing import access_requests as service
 from miniapp_api.wallet import OwnerOut, owner_out
 
 bp = APIBlueprint("citizen_access_requests", __name__, url_prefix="/api/v1/access-requests",

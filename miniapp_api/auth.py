@@ -10,13 +10,14 @@ from pydantic import BaseModel, Field, RootModel
 
 from backend.auth.access import public
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
-from backend.auth.providers import login_provider
+from backend.core.context import field_cipher, keystore, now, representation_max_age, request_actor_context
+from backend.crypto.masking import mask_holder_code
 from backend.extensions import db, limiter
+from backend.identity import citizens as citizen_auth
+from backend.identity import login_nonces
+from backend.identity.providers import login_provider
+from backend.kernel.actors import Actor
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
-from backend.security.masking import mask_holder_code
-from backend.services import citizen_auth, login_nonces
-from backend.services.actors import Actor
-from backend.web.context import field_cipher, keystore, now, representation_max_age, request_actor_context
 
 bp = APIBlueprint("citizen_auth", __name__, url_prefix="/api/v1",
                   abp_tags=[Tag(name="citizen-auth", description="市民登录")])

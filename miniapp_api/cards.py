@@ -9,11 +9,11 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, field_validator
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
+from backend.core.context import field_cipher, now, representation_max_age
 from backend.extensions import db
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
-from backend.services.card_image import PURPOSE_MAX_LENGTH, render_certificate_card
-from backend.services.wallet import find_holder_certificate
-from backend.web.context import field_cipher, now, representation_max_age
+from backend.wallet.card_image import PURPOSE_MAX_LENGTH, render_certificate_card
+from backend.wallet.queries import find_holder_certificate
 
 bp = APIBlueprint("wallet_cards", __name__, url_prefix="/api/v1/wallet",
                   abp_tags=[Tag(name="wallet", description="电子证照卡包")], abp_security=CITIZEN_SECURITY)

@@ -9,15 +9,15 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen, require_recent_login
+from backend.core import qr
+from backend.core.context import field_cipher, now, representation_max_age
 from backend.errors import DomainError
 from backend.extensions import db
 from backend.models.grants import Grant
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
-from backend.services import consent_policy
-from backend.services import grants as service
-from backend.services.wallet import find_holder_certificate
-from backend.web import qr
-from backend.web.context import field_cipher, now, representation_max_age
+from backend.sharing import consent_policy
+from backend.sharing import grants as service
+from backend.wallet.queries import find_holder_certificate
 
 bp = APIBlueprint("citizen_grants", __name__, url_prefix="/api/v1/grants",
                   abp_tags=[Tag(name="citizen-grants", description="授权用证")], abp_security=CITIZEN_SECURITY)

@@ -7,10 +7,10 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
+from backend.core.context import now, representation_max_age
 from backend.extensions import db
+from backend.notifications import inbox as service
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
-from backend.services import inbox as service
-from backend.web.context import now, representation_max_age
 from miniapp_api.wallet import OwnerOut, owner_out
 
 bp = APIBlueprint("citizen_notifications", __name__, url_prefix="/api/v1/notifications",

@@ -12,14 +12,14 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 from sqlalchemy import select
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
+from backend.core.context import evidence_storage, field_cipher, now, representation_max_age, working_calendar
 from backend.extensions import db
 from backend.models.objections import Objection, ObjectionEvidence
+from backend.objections import cases as service
+from backend.objections import evidence as evidence_service
+from backend.objections.evidence import EvidenceStorage
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
-from backend.services import evidence as evidence_service
-from backend.services import objections as service
-from backend.services.evidence import EvidenceStorage
-from backend.services.wallet import find_holder_certificate
-from backend.web.context import evidence_storage, field_cipher, now, representation_max_age, working_calendar
+from backend.wallet.queries import find_holder_certificate
 
 log = logging.getLogger("ecert.objections")
 

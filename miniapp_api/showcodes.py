@@ -9,13 +9,13 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
+from backend.core import qr
+from backend.core.context import keystore, now, representation_max_age
 from backend.errors import DomainError
 from backend.extensions import db
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
-from backend.services.showcodes import mint_show_code
-from backend.services.wallet import find_held_certificate
-from backend.web import qr
-from backend.web.context import keystore, now, representation_max_age
+from backend.wallet.queries import find_held_certificate
+from backend.wallet.showcodes import mint_show_code
 
 bp = APIBlueprint("citizen_show_codes", __name__, url_prefix="/api/v1",
                   abp_tags=[Tag(name="citizen-show-codes", description="亮证")])

@@ -9,14 +9,14 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
+from backend.core.context import field_cipher, now, representation_max_age
+from backend.crypto.masking import mask_certificate_number
 from backend.extensions import db
+from backend.identity.citizens import current_representations
+from backend.issuance.certificates import today_in_china
 from backend.models import Certificate
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
-from backend.security.masking import mask_certificate_number
-from backend.services import wallet as service
-from backend.services.certificates import today_in_china
-from backend.services.citizen_auth import current_representations
-from backend.web.context import field_cipher, now, representation_max_age
+from backend.wallet import queries as service
 
 bp = APIBlueprint("wallet", __name__, url_prefix="/api/v1/wallet",
                   abp_tags=[Tag(name="wallet", description="电子证照卡包")], abp_security=CITIZEN_SECURITY)

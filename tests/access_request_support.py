@@ -12,9 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from backend.extensions import db
+from backend.kernel.actors import Actor
 from backend.models import AccessRequest
-from backend.services.access_requests import set_callback_allowlist
-from backend.services.actors import Actor
+from backend.sharing.access_requests import set_callback_allowlist
 from tests.conftest import Citizen, DeptClient
 from tests.factories import BUSINESS_LICENCE, MARRIAGE
 

@@ -6,10 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from backend.extensions import db
-from backend.models import AuditCheckpoint, AuditEvent
-from backend.services.actors import Actor
-from backend.services.audit import (
+from backend.audit.chain import (
     GENESIS,
     ChainReport,
     chain_hash,
@@ -18,7 +15,10 @@ from backend.services.audit import (
     record_event,
     verify_chain,
 )
-from backend.web.context import keystore
+from backend.core.context import keystore
+from backend.extensions import db
+from backend.kernel.actors import Actor
+from backend.models import AuditCheckpoint, AuditEvent
 from tests.conftest import SAMR
 
 EVENTS = 10

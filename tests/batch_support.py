@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from backend.extensions import db
+from backend.jobs import imports as import_runner
 from backend.models import Certificate
-from backend.web import import_runner
 from tests.conftest import DeptClient
 
 BATCHES = "/gov/v1/certificates/batches"

@@ -26,15 +26,15 @@ from flask_openapi3 import OpenAPI
 from sqlalchemy.engine import make_url
 
 from backend.app import create_app
+from backend.audit.chain import GENESIS
+from backend.catalog.loader import get_department, load_catalog
 from backend.config import PROJECT_ROOT
+from backend.core.context import keystore
+from backend.crypto.jwk import public_jwk
 from backend.extensions import db
+from backend.identity.clients import register_client
+from backend.kernel.actors import Actor
 from backend.models import Base
-from backend.security.jwk import public_jwk
-from backend.services.actors import Actor
-from backend.services.audit import GENESIS
-from backend.services.catalog import get_department, load_catalog
-from backend.services.clients import register_client
-from backend.web.context import keystore
 from tests.support import Department
 
 DEMO_CATALOG = PROJECT_ROOT / "catalog" / "xinyang"

@@ -14,14 +14,14 @@ from argon2 import PasswordHasher
 from flask.testing import FlaskClient
 from PIL import Image
 
+from backend.catalog.loader import get_department
+from backend.core.context import evidence_storage, field_cipher, working_calendar
 from backend.extensions import db
+from backend.identity.staff import create_staff
+from backend.issuance.issuer import holder_index
+from backend.kernel.actors import Actor
 from backend.models import AuditEvent, Certificate, Holder, Objection, StaffAccount
-from backend.services.actors import Actor
-from backend.services.catalog import get_department
-from backend.services.issuance import holder_index
-from backend.services.objections import DisputedField, file_objection
-from backend.services.staff import create_staff
-from backend.web.context import evidence_storage, field_cipher, working_calendar
+from backend.objections.cases import DisputedField, file_objection
 
 # Cheap argon2 parameters for tests (STYLE: test settings lower expensive crypto costs).
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)

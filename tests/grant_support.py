@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from jwcrypto.jwk import JWK
 from sd_jwt.verifier import SDJWTVerifier
 
+from backend.core.context import field_cipher
 from backend.extensions import db
+from backend.issuance.issuer import holder_index
+from backend.kernel.identifiers import HolderCodeType
 from backend.models import AccessRequest, ApiClient, Department, Grant, Holder
-from backend.security.identifiers import HolderCodeType
-from backend.services.issuance import holder_index
-from backend.web.context import field_cipher
 
 if TYPE_CHECKING:
     from tests.conftest import Citizen, DeptClient

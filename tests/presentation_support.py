@@ -7,9 +7,9 @@ from typing import Any
 
 from flask_openapi3 import OpenAPI
 
+from backend.crypto.sdjwt import key_binding_jwt
 from backend.extensions import db
-from backend.security.keystore import PURPOSE_WALLET, LocalKeyStore
-from backend.security.sdjwt import key_binding_jwt
+from backend.keys.keystore import PURPOSE_WALLET, LocalKeyStore
 from tests.conftest import DeptClient, FakeClock
 
 

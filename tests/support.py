@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from backend.extensions import db
+from backend.issuance.issuer import CHINA
 from backend.models import AuditEvent, Certificate, CertificateEvent, Notification, StatusList
-from backend.services.issuance import CHINA
 from tests.factories import BUSINESS_LICENCE, DISABILITY, MARRIAGE, certificate_body
 
 if TYPE_CHECKING:  # conftest imports this module for its fixtures

@@ -21,7 +21,7 @@ from backend.auth.access import PUBLIC, Access, check_routes, route_access
 from backend.auth.citizens import CitizenAccess
 from backend.auth.clients import ClientAccess
 from backend.auth.staff import StaffAccess
-from backend.services.clients import SCOPES
+from backend.identity.clients import SCOPES
 from tests.console_support import FAST_HASHER, Console, make_staff
 
 # Anyone may call these; a new public route is added here on purpose, never by forgetting a declaration.

@@ -14,7 +14,7 @@ from PIL import Image
 
 from backend.extensions import db
 from backend.models import AccessRequest, AuditEvent, Grant, GrantCertificate, Notification
-from backend.services import access_requests
+from backend.sharing import access_requests
 from tests.access_request_support import (
     API,
     LICENCE_FIELDS,

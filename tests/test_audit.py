@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 from flask import request
 
-from backend.edge import JsonFormatter
+from backend.audit.chain import GENESIS, ChainReport, chain_hash, event_document, leaf_hash, record_event
+from backend.core.edge import JsonFormatter
 from backend.errors import AuditNote, Conflict
 from backend.extensions import db
+from backend.kernel.actors import Actor
 from backend.models import AuditCheckpoint, AuditEvent, AuditHead, SigningKey
-from backend.services.actors import Actor
-from backend.services.audit import GENESIS, ChainReport, chain_hash, event_document, leaf_hash, record_event
 from tests.audit_support import (
     EVENTS,
     TAMPERED,

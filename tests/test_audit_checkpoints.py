@@ -11,10 +11,10 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
+from backend.core.context import keystore
+from backend.crypto.jwk import generate_private_key, public_jwk, thumbprint
 from backend.extensions import db
 from backend.models import AuditCheckpoint, SigningKey
-from backend.security.jwk import generate_private_key, public_jwk, thumbprint
-from backend.web.context import keystore
 from tests.audit_support import (
     assert_broken_at,
     checkpoints,

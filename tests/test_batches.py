@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from backend.core.bulk_insert import BulkInsert
 from backend.extensions import db
+from backend.imports import signer as import_signer
+from backend.issuance import issuer as issuance
 from backend.models import AuditEvent, Certificate, CertificateEvent, ImportBatch, Notification, SigningKey
-from backend.services import import_signer, issuance
-from backend.services.bulk_insert import BulkInsert
 from tests.batch_support import (
     CSV,
     JSONL,
@@ -194,7 +195,7 @@ def test_a_number_twice_in_one_file_fails_the_second_row(app, dept_client):
 
 
 def test_a_number_repeated_in_a_later_chunk_is_found(app, dept_client, monkeypatch):
-    monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
+    monkeypatch.setattr("backend.imports.batches.CHUNK_ROWS", 2)
     rows = [certificate_body() for _ in range(4)]
     batch = import_file(app, dept_client, jsonl(*rows, rows[0]), mode="partial")
     assert problems(batch) == {(5, "certificate_number", "duplicate_in_file")}
@@ -229,7 +230,7 @@ def test_batches_need_the_issue_scope(app, make_dept_client):
 
 def test_a_batch_writes_one_audit_event_and_one_holder_notification_per_certificate(app, dept_client, clock,
                                                                                      monkeypatch):
-    monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)  # rows stored in several chunks
+    monkeypatch.setattr("backend.imports.batches.CHUNK_ROWS", 2)  # rows stored in several chunks
     import_file(app, dept_client, jsonl(*(certificate_body() for _ in range(3))))
     assert count(app, AuditEvent, AuditEvent.action == "certificate.batch_queued") == 1
     assert count(app, AuditEvent, AuditEvent.action == "certificate.batch_imported") == 1
@@ -254,7 +255,7 @@ def test_a_batch_writes_one_audit_event_and_one_holder_notification_per_certific
 
 def test_a_crash_mid_import_leaves_nothing_and_the_batch_is_imported_once_taken_over(app, dept_client, clock,
                                                                                       monkeypatch):
-    monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
+    monkeypatch.setattr("backend.imports.batches.CHUNK_ROWS", 2)
     data = jsonl(*(certificate_body() for _ in range(5)))
     calls = 0
     insert = BulkInsert.execute
@@ -432,7 +433,7 @@ def forks(monkeypatch):
         start(self)
 
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", counting_start)
-    monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 3)
+    monkeypatch.setattr("backend.imports.batches.CHUNK_ROWS", 3)
     return started
 
 

@@ -15,15 +15,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.config import load_settings
+from backend.core.bulk_insert import BulkInsert
 from backend.extensions import db
+from backend.identity.clients import set_client_active
+from backend.imports import batches as imports
+from backend.imports import jobs as import_jobs
+from backend.imports.jobs import ClaimLost
+from backend.imports.spool import SealedSpool
+from backend.issuance import issuer as issuance
+from backend.jobs import imports as import_runner
+from backend.kernel.actors import Actor
 from backend.models import ApiClient, AuditEvent, Certificate, ImportBatch, ImportStaging, Notification
-from backend.services import import_jobs, imports, issuance
-from backend.services.actors import Actor
-from backend.services.bulk_insert import BulkInsert
-from backend.services.clients import set_client_active
-from backend.services.import_jobs import ClaimLost
-from backend.services.spool import SealedSpool
-from backend.web import import_runner
 from tests.batch_support import (
     BATCHES,
     STALE,
@@ -138,7 +140,7 @@ def test_another_department_neither_sees_a_queued_batch_nor_shares_its_key(app, 
 
 
 def test_progress_is_visible_through_get_while_the_import_runs(app, dept_client, monkeypatch):
-    monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
+    monkeypatch.setattr("backend.imports.batches.CHUNK_ROWS", 2)
     batch_id = submit(dept_client, jsonl(*(certificate_body() for _ in range(5)))).get_json()["id"]
     headers = dept_client.headers()
     keep_claim, seen = import_jobs.keep_claim, []
@@ -203,7 +205,7 @@ def test_a_batch_whose_worker_died_is_taken_over_once_stale_and_imported_once(ap
 def test_a_slow_worker_taken_over_rolls_its_import_back(app, dept_client, clock, monkeypatch):
     """A worker thought dead that is still running loses its claim: its next progress report (PostgreSQL) or its
     finish sees the new worker's claim, and everything it wrote is rolled back."""
-    monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
+    monkeypatch.setattr("backend.imports.batches.CHUNK_ROWS", 2)
     batch_id = submit(dept_client, jsonl(*(certificate_body() for _ in range(5)))).get_json()["id"]
     claimed = claim(app, "slow-node", clock)
     assert claimed is not None
@@ -335,7 +337,7 @@ def test_the_job_command_keeps_watching_with_watch(app, runner, dept_client, mon
         else:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr("backend.cli.time.sleep", nap)
+    monkeypatch.setattr("backend.cli.commands.time.sleep", nap)
     result = runner.invoke(args=["jobs", "imports", "--watch", "--interval", "2"])
     assert naps == [2, 2] and count(app, Certificate) == 1
     assert "1 batch(es) completed" in result.output
@@ -477,7 +479,7 @@ def test_failed_batch_messages_ask_for_a_new_idempotency_key(app, dept_client):
 
 
 def test_a_client_disabled_while_its_batch_is_imported_gets_the_batch_failed(app, dept_client, monkeypatch):
-    monkeypatch.setattr("backend.services.imports.CHUNK_ROWS", 2)
+    monkeypatch.setattr("backend.imports.batches.CHUNK_ROWS", 2)
     batch_id = submit(dept_client, jsonl(*(certificate_body() for _ in range(5)))).get_json()["id"]
     keep_claim, steps = import_jobs.keep_claim, []
 

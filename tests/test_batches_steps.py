@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from backend.core.context import field_cipher
 from backend.extensions import db
+from backend.imports import batches as imports
+from backend.imports.signer import Signer
+from backend.issuance.issuer import Issuer
+from backend.keys import status_lists
 from backend.models import Certificate, CertificateEvent, ImportStaging, Notification
-from backend.services import imports, status_lists
-from backend.services.import_signer import Signer
-from backend.services.issuance import Issuer
-from backend.web.context import field_cipher
 from tests.batch_support import (
     STALE,
     count,

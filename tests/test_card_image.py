@@ -15,9 +15,12 @@ import sqlalchemy as sa
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from backend.config import find_cjk_font
+from backend.core.context import field_cipher
 from backend.extensions import db
+from backend.issuance.certificates import decrypt
+from backend.issuance.issuer import CHINA
 from backend.models import AuditEvent, Certificate
-from backend.services.card_image import (
+from backend.wallet.card_image import (
     FontUnavailable,
     card_face,
     card_fonts,
@@ -27,9 +30,6 @@ from backend.services.card_image import (
     watermark_text,
     wrap,
 )
-from backend.services.certificates import decrypt
-from backend.services.issuance import CHINA
-from backend.web.context import field_cipher
 from tests.factories import DISABILITY, MARRIAGE, company_code
 from tests.support import WALLET, error_code, public_id_of
 

@@ -10,7 +10,7 @@ import yaml
 from sqlalchemy import func, select
 from stdnum.cn import uscc
 
-from backend.catalog_schema import CertificateTypeDoc
+from backend.catalog.schema import CertificateTypeDoc
 from backend.extensions import db
 from backend.models import AuditEvent, CertificateType, CertificateTypeVersion, Department
 from tests.conftest import DEMO_CATALOG, SAMR

@@ -18,17 +18,17 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from backend.catalog.face import FieldProblems
+from backend.catalog.loader import get_department
+from backend.core.context import field_cipher, keystore
+from backend.crypto import sdjwt
+from backend.crypto.jwk import public_jwk
 from backend.extensions import db
+from backend.imports.signer import CERTIFICATE_COLUMNS
+from backend.issuance.issuer import SERIAL_ALPHABET, CertificateInput, Issuer, new_serial
+from backend.kernel.actors import Actor
+from backend.kernel.identifiers import build_identifier, identifier_check_character, parse_identifier
 from backend.models import Certificate
-from backend.security import sdjwt
-from backend.security.identifiers import build_identifier, identifier_check_character, parse_identifier
-from backend.security.jwk import public_jwk
-from backend.services.actors import Actor
-from backend.services.catalog import get_department
-from backend.services.face import FieldProblems
-from backend.services.import_signer import CERTIFICATE_COLUMNS
-from backend.services.issuance import SERIAL_ALPHABET, CertificateInput, Issuer, new_serial
-from backend.web.context import field_cipher, keystore
 from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, START
 from tests.factories import (
     BUSINESS_LICENCE,

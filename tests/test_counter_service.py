@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from backend.adapters.sms import FakeSmsGateway
+from backend.core.context import field_cipher
 from backend.extensions import db
+from backend.issuance.issuer import holder_index
 from backend.models import AccessRequest, AuditEvent, CertificateType, Grant, Holder, Notification
-from backend.services import consent_policy, counter_service
-from backend.services.issuance import holder_index
-from backend.web.context import field_cipher
+from backend.sharing import consent_policy, counter_service
 from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen, DeptClient
 from tests.factories import BUSINESS_LICENCE, MARRIAGE, company_code, resident_id
 from tests.support import (

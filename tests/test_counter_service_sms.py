@@ -23,14 +23,14 @@ from backend.adapters.sms import (
     mask_phone,
     mobile_number,
 )
-from backend.auth.providers import _real_name
 from backend.config import ConfigError, OidcIssuer, load_settings
+from backend.core.context import field_cipher
+from backend.crypto.encryption import FieldCipher
 from backend.extensions import db
+from backend.identity.providers import _real_name
+from backend.issuance.issuer import holder_index
+from backend.kernel.actors import Actor
 from backend.models import Holder
-from backend.security.encryption import FieldCipher
-from backend.services.actors import Actor
-from backend.services.issuance import holder_index
-from backend.web.context import field_cipher
 from tests.factories import resident_id
 from tests.support import field_errors
 from tests.test_config import production

@@ -8,11 +8,11 @@ import secrets
 from sqlalchemy import select
 
 from backend.app import create_app
+from backend.core.context import field_cipher
 from backend.extensions import db
+from backend.identity.citizens import holder_name
+from backend.issuance.certificates import decrypt
 from backend.models import Certificate, Holder
-from backend.services.certificates import decrypt
-from backend.services.citizen_auth import holder_name
-from backend.web.context import field_cipher
 from tests.conftest import TEST_SECRETS, _settings
 from tests.factories import certificate_body
 

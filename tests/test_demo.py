@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.services.demo import DEMO_CITIZEN, DEMO_COMPANY
+from backend.cli.demo import DEMO_CITIZEN, DEMO_COMPANY
 
 
 def test_demo_load_twice_gives_a_demo_citizen_a_wallet_of_three_certificates(app, runner, client):

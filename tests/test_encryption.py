@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backend.security.encryption import DecryptionError, FieldCipher, unwrap_secret, wrap_secret
+from backend.crypto.encryption import DecryptionError, FieldCipher, unwrap_secret, wrap_secret
 
 K1, K2 = secrets.token_bytes(32), secrets.token_bytes(32)
 INDEX_KEY = secrets.token_bytes(32)

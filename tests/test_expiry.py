@@ -14,16 +14,16 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
+from backend.catalog.loader import get_department
 from backend.config import ConfigError, load_settings
+from backend.core.context import keystore
+from backend.crypto.sdjwt import b64url_decode
 from backend.extensions import db
+from backend.issuance import expiry
+from backend.issuance.expiry import china_today, expire_certificates, nearest_horizon, send_expiry_reminders
+from backend.kernel.actors import Actor
+from backend.keys.status_lists import decode_value, status_list_token
 from backend.models import AuditEvent, CertificateEvent, ExpiryReminder, Notification, StatusList
-from backend.security.sdjwt import b64url_decode
-from backend.services import expiry
-from backend.services.actors import Actor
-from backend.services.catalog import get_department
-from backend.services.expiry import china_today, expire_certificates, nearest_horizon, send_expiry_reminders
-from backend.services.status_lists import decode_value, status_list_token
-from backend.web.context import keystore
 from tests.conftest import DISABILITY_FEDERATION, SAMR, START, FakeClock
 from tests.factories import BUSINESS_LICENCE, DISABILITY, FOOD_LICENCE
 from tests.support import (

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 import zxingcpp
 from PIL import Image
 
+from backend.core.context import field_cipher
 from backend.extensions import db
 from backend.models import AuditEvent, Certificate, Grant
-from backend.services.grants import code_digest
-from backend.web.context import field_cipher
+from backend.sharing.grants import code_digest
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START
 from tests.grant_support import GRANTS, LICENCE_FIELDS, offer, offered, redeem, stored_grant
 from tests.support import Department, disability_of, error_of, marriage_of, public_id_of

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from backend import json_input
 from backend.app import create_app
+from backend.core import json_input
 from tests.factories import certificate_body
 from tests.support import error_code, error_of, field_errors
 
@@ -133,7 +133,7 @@ def test_malformed_json_is_refused_with_400(dept_client):
 
 
 def test_show_code_tokens_in_paths_are_redacted_from_request_logs(client, caplog):
-    from backend.edge import loggable_path
+    from backend.core.edge import loggable_path
 
     assert loggable_path("/v/AAAAtokenZZZZ") == "/v/[redacted]"
     assert loggable_path("/gov/v1/verify") == "/gov/v1/verify"
@@ -188,10 +188,10 @@ def test_form_values_json_cannot_read_are_refused_as_invalid_fields_not_a_500(cl
 
 
 def test_audit_details_and_ids_are_cleaned_of_control_characters(app, clock):
+    from backend.audit.chain import record_event
     from backend.extensions import db
+    from backend.kernel.actors import Actor
     from backend.models import AuditEvent
-    from backend.services.actors import Actor
-    from backend.services.audit import record_event
 
     with app.app_context():
         event = record_event(db.session(), actor=Actor(kind="client", id="x\x00y"), action="test", now=clock(),

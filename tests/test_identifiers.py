@@ -1,4 +1,4 @@
-"""Tests for backend.security.identifiers (certificate identifiers, holder codes) and backend.security.masking."""
+"""Tests for backend.kernel.identifiers (certificate identifiers, holder codes) and backend.crypto.masking."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from stdnum.cn import ric, uscc
 from stdnum.exceptions import InvalidChecksum
 from stdnum.iso7064 import mod_37_36
 
+from backend.crypto.masking import mask_holder_code, mask_name
 from backend.errors import ValidationFailed
-from backend.security.identifiers import (
+from backend.kernel.identifiers import (
     HOLDER_CODE_TYPE_LABELS,
     IDENTIFIER_PREFIX,
     CertificateIdentifier,
@@ -27,8 +28,7 @@ from backend.security.identifiers import (
     validate_type_code,
     validate_uscc,
 )
-from backend.security.masking import mask_holder_code, mask_name
-from backend.security.org_codes import _uscc_problem  # the check behind validate_uscc, compared with stdnum
+from backend.kernel.org_codes import _uscc_problem  # the check behind validate_uscc, compared with stdnum
 
 ALPHABET_36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from backend.catalog.loader import get_department
 from backend.extensions import db
 from backend.models import Certificate, UsageRecord
-from backend.services.catalog import get_department
 from tests.conftest import SAMR
 from tests.factories import MARRIAGE, company_code, resident_id
 from tests.support import FORGED_CURSORS, error_code, public_id_of

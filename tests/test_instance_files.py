@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from backend.app import create_app
+from backend.cli.demo import DEMO_DEPARTMENT
+from backend.core.context import evidence_storage
+from backend.core.private_files import private_sqlite_database
 from backend.extensions import db
-from backend.private_files import private_sqlite_database
-from backend.services.demo import DEMO_DEPARTMENT
-from backend.web.context import evidence_storage
-from backend.web.import_runner import import_spool
+from backend.jobs.imports import import_spool
 from tests.batch_support import jsonl
 from tests.factories import certificate_body
 

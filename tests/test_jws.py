@@ -1,4 +1,4 @@
-"""Compact JWS read once (backend.security.jws): what PyJWT accepts it accepts, what it refuses is refused too."""
+"""Compact JWS read once (backend.crypto.jws): what PyJWT accepts it accepts, what it refuses is refused too."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.security import jws
+from backend.crypto import jws
 
 
 def b64(data: bytes) -> str:

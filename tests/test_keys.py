@@ -15,14 +15,14 @@ from jwcrypto.jwk import JWK as IndependentJWK
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from sqlalchemy import select
 
+from backend.catalog.loader import get_department
+from backend.core.context import keystore
+from backend.crypto.encryption import DecryptionError, unwrap_secret
+from backend.crypto.jwk import private_key_from_der, private_key_to_der, public_jwk
 from backend.errors import Conflict
 from backend.extensions import db
+from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_PLATFORM, PURPOSE_WALLET
 from backend.models import AuditEvent, SigningKey
-from backend.security.encryption import DecryptionError, unwrap_secret
-from backend.security.jwk import private_key_from_der, private_key_to_der, public_jwk
-from backend.security.keystore import PURPOSE_CERTIFICATE, PURPOSE_PLATFORM, PURPOSE_WALLET
-from backend.services.catalog import get_department
-from backend.web.context import keystore
 from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR
 
 JWKS_URL = "/.well-known/jwks.json"

@@ -28,12 +28,12 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from backend.adapters import AdapterUnavailable
 from backend.adapters.jwks import JwksCache
 from backend.config import ConfigError, load_settings
-from backend.edge import JsonFormatter
+from backend.core.context import field_cipher, keystore
+from backend.core.edge import JsonFormatter
 from backend.extensions import db
+from backend.identity.citizens import subject_index
+from backend.identity.login_nonces import NonceOutcome, consume_login_nonce
 from backend.models import AuditEvent, AuthSession, HolderIdentity, IdTokenUse, LoginNonce, Representation
-from backend.services.citizen_auth import subject_index
-from backend.services.login_nonces import NonceOutcome, consume_login_nonce
-from backend.web.context import field_cipher, keystore
 from tests.conftest import FakeClock
 from tests.factories import company_code, resident_id
 

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 
 from backend.extensions import db
+from backend.identity.staff import MAX_FAILED_ATTEMPTS
 from backend.models import AuthSession
-from backend.services.staff import MAX_FAILED_ATTEMPTS
 from tests.conftest import CIVIL_AFFAIRS
 from tests.console_support import Console, account, audit_events, make_staff
 from tests.support import after_first_read, database_is_shared, finish_meanwhile, run_together

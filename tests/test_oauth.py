@@ -17,12 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 from sqlalchemy import select
 
+from backend.catalog.loader import get_department
+from backend.core.context import keystore
+from backend.crypto.jwk import public_jwk
 from backend.extensions import db
+from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET
 from backend.models import AuditEvent
-from backend.security.jwk import public_jwk
-from backend.security.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET
-from backend.services.catalog import get_department
-from backend.web.context import keystore
 from tests.conftest import SAMR, DeptClient
 
 TOKEN_URL = "/gov/v1/oauth/token"
@@ -536,7 +536,7 @@ def test_number_like_form_values_stay_strings(dept_client):
 
 
 def test_healthz_fails_when_the_master_key_cannot_open_the_platform_key(app, client, catalog):
-    from backend.security import keystore as keystore_module
+    from backend.keys import keystore as keystore_module
 
     with app.app_context():
         app.config["ECERT_MASTER_KEY"] = b"\x01" * 32

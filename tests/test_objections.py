@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from backend.audit.chain import record_event
 from backend.extensions import db
+from backend.kernel.actors import Actor
+from backend.kernel.identifiers import build_identifier, parse_identifier
 from backend.models import ApiClient, AuditEvent, Certificate, Department, Notification, Objection, ObjectionEvent
-from backend.security.identifiers import build_identifier, parse_identifier
-from backend.services.actors import Actor
-from backend.services.audit import record_event
-from backend.services.objections import (
+from backend.objections.cases import (
     ObjectionTransitionConflict,
     accept_objection,
     client_has_seen,

@@ -13,15 +13,15 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from backend import edge
 from backend.app import create_app
+from backend.core import edge
+from backend.core.context import evidence_storage, field_cipher
 from backend.errors import DomainError
 from backend.extensions import db
 from backend.models import Objection
-from backend.services import evidence
-from backend.services.evidence import LocalEvidenceStorage, clean_image
-from backend.services.objections import evidence_image, objection_view
-from backend.web.context import evidence_storage, field_cipher
+from backend.objections import evidence
+from backend.objections.cases import evidence_image, objection_view
+from backend.objections.evidence import LocalEvidenceStorage, clean_image
 from tests.conftest import CIVIL_AFFAIRS, TEST_SECRETS, _settings
 from tests.objection_support import (
     OBJECTIONS,

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from backend.audit.chain import record_event
 from backend.extensions import db
+from backend.kernel.actors import Actor
 from backend.models import ApiClient, Certificate
-from backend.services.actors import Actor
-from backend.services.audit import record_event
-from backend.services.objections import SeenFields, fields_seen_by
+from backend.objections.cases import SeenFields, fields_seen_by
 from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR, DeptClient
 from tests.grant_support import offered, redeem
 from tests.objection_support import GOV_OBJECTIONS, Queue

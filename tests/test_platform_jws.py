@@ -1,4 +1,4 @@
-"""Access tokens are verified once per app and remembered (backend.security.platform_jws); what can change is still
+"""Access tokens are verified once per app and remembered (backend.keys.platform_jws); what can change is still
 checked on every request: expiry, a disabled client, a revoked session. A remembered token never vouches for another
 text, purpose or header type."""
 
@@ -9,12 +9,13 @@ import json
 
 import pytest
 
+from backend.core.context import keystore, verified_tokens
+from backend.crypto import jws
 from backend.extensions import db
-from backend.security import jws, platform_jws
-from backend.security.keystore import PURPOSE_PLATFORM, PURPOSE_WALLET
-from backend.services.actors import Actor
-from backend.services.clients import ACCESS_TOKEN_TYP, set_client_active
-from backend.web.context import keystore, verified_tokens
+from backend.identity.clients import ACCESS_TOKEN_TYP, set_client_active
+from backend.kernel.actors import Actor
+from backend.keys import platform_jws
+from backend.keys.keystore import PURPOSE_PLATFORM, PURPOSE_WALLET
 
 CATALOG = "/gov/v1/catalog/types"
 

@@ -1,4 +1,4 @@
-"""backend.security.presentation against the independent RFC 9901 implementation (sd-jwt): SD-JWTs it issues, with
+"""backend.crypto.presentation against the independent RFC 9901 implementation (sd-jwt): SD-JWTs it issues, with
 nested and array disclosures our own issuance does not use, cut down to the wanted claims and verified by it."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from sd_jwt.common import SDObj
 from sd_jwt.issuer import SDJWTIssuer
 from sd_jwt.verifier import SDJWTVerifier
 
-from backend.security.jwk import public_jwk
-from backend.security.presentation import disclosures_for, present
+from backend.crypto.jwk import public_jwk
+from backend.crypto.presentation import disclosures_for, present
 
 NONCE, AUDIENCE = "grant-0123456789abcdef", "dc_department_client"
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from backend.app import create_app
-from backend.rate_limit_storage import SweptMemoryStorage
+from backend.core.rate_limit_storage import SweptMemoryStorage
 from tests.conftest import _settings
 
 

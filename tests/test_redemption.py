@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from backend.audit.chain import verify_chain
+from backend.core.context import keystore
+from backend.crypto.sdjwt import b64url_decode
 from backend.extensions import db
 from backend.models import AccessRequest, AuditEvent, Redemption, UsageRecord
 from backend.models.grants import REQUEST_DECLINED
-from backend.security.sdjwt import b64url_decode
-from backend.services.audit import verify_chain
-from backend.web.context import keystore
 from tests.access_request_support import Asker, answer
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START
 from tests.factories import MARRIAGE

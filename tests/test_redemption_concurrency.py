@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from backend.extensions import db
 from backend.models import AuditEvent, Grant, Notification, Redemption, UsageRecord
-from backend.services import redemption
+from backend.sharing import redemption
 from tests.conftest import SAMR
 from tests.factories import company_code
 from tests.grant_support import REDEEM, offered, reference_verify

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.security.sdjwt import SdJwtFormatError, b64url, digest, make_disclosure, parse, reconstruct
+from backend.crypto.sdjwt import SdJwtFormatError, b64url, digest, make_disclosure, parse, reconstruct
 
 
 def encoded(value: Any) -> str:

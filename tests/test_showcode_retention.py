@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from backend.config import ConfigError, load_settings
 from backend.extensions import db
 from backend.models import AuditEvent, ShowCodeUse, UsageRecord
-from backend.services.showcodes import purge_show_code_uses
+from backend.wallet.showcodes import purge_show_code_uses
 from tests.conftest import CIVIL_AFFAIRS
 from tests.support import marriage_of, minted, verdict
 

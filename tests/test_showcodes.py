@@ -18,13 +18,13 @@ from PIL import Image
 from sqlalchemy import select
 
 from backend.config import MAX_PUBLIC_URL_BYTES, ConfigError, load_settings
+from backend.core import qr
+from backend.core.context import keystore
+from backend.crypto.masking import mask_value
 from backend.extensions import db
+from backend.keys import showcode
+from backend.keys.keystore import PURPOSE_PLATFORM
 from backend.models import AuditEvent, SigningKey, UsageRecord
-from backend.security import showcode
-from backend.security.keystore import PURPOSE_PLATFORM
-from backend.security.masking import mask_value
-from backend.web import qr
-from backend.web.context import keystore
 from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR, START, TEST_SECRETS, DeptClient
 from tests.factories import BUSINESS_LICENCE, certificate_body, company_code
 from tests.support import (

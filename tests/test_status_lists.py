@@ -14,10 +14,10 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
+from backend.catalog.loader import get_department
 from backend.extensions import db
+from backend.keys import status_lists
 from backend.models import StatusList
-from backend.services import status_lists
-from backend.services.catalog import get_department
 from tests.conftest import CIVIL_AFFAIRS, SAMR, FakeClock
 from tests.support import change, issue
 

@@ -15,16 +15,16 @@ from jwcrypto.jwk import JWK
 from sd_jwt.verifier import SDJWTVerifier
 from sqlalchemy import select
 
+from backend.catalog.loader import get_department
+from backend.crypto.jwk import public_jwk
+from backend.crypto.sdjwt import b64url, b64url_decode, make_disclosure, select_disclosures
+from backend.crypto.sdjwt import issue as issue_sd_jwt
 from backend.extensions import db
+from backend.identity.clients import purge_used_assertions
+from backend.issuance.issuer import day_start
+from backend.kernel.identifiers import build_identifier
+from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_PLATFORM, PURPOSE_WALLET, LocalKeyStore
 from backend.models import AuditEvent, Certificate, ClientAssertionUse
-from backend.security.identifiers import build_identifier
-from backend.security.jwk import public_jwk
-from backend.security.keystore import PURPOSE_CERTIFICATE, PURPOSE_PLATFORM, PURPOSE_WALLET, LocalKeyStore
-from backend.security.sdjwt import b64url, b64url_decode, make_disclosure, select_disclosures
-from backend.security.sdjwt import issue as issue_sd_jwt
-from backend.services.catalog import get_department
-from backend.services.clients import purge_used_assertions
-from backend.services.issuance import day_start
 from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient, FakeClock
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body
 from tests.presentation_support import presented_to, with_key_binding

@@ -20,12 +20,12 @@ from PIL import Image, ImageChops
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
+from backend.catalog.loader import load_catalog
+from backend.core.context import field_cipher, keystore
 from backend.extensions import db
+from backend.kernel.actors import Actor
 from backend.models import AuditEvent, AuditHead, Holder, ShowCodeUse, UsageRecord
-from backend.services.actors import Actor
-from backend.services.catalog import load_catalog
-from backend.services.showcodes import PUBLIC_VERIFIER, check_show_code
-from backend.web.context import field_cipher, keystore
+from backend.wallet.showcodes import PUBLIC_VERIFIER, check_show_code
 from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, DISABILITY_FEDERATION, SAMR, START
 from tests.factories import BUSINESS_LICENCE, company_code
 from tests.support import (

@@ -11,16 +11,16 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from backend.catalog.loader import get_department
+from backend.core.context import keystore
+from backend.crypto.jwk import load_public_jwk, public_jwk, thumbprint
+from backend.crypto.sdjwt import issue as issue_sd_jwt
 from backend.errors import Conflict
 from backend.extensions import db
+from backend.issuance.issuer import day_start
+from backend.kernel.identifiers import build_identifier
+from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_PLATFORM, PURPOSE_WALLET, HolderKeyNotHeld
 from backend.models import SigningKey
-from backend.security.identifiers import build_identifier
-from backend.security.jwk import load_public_jwk, public_jwk, thumbprint
-from backend.security.keystore import PURPOSE_CERTIFICATE, PURPOSE_PLATFORM, PURPOSE_WALLET, HolderKeyNotHeld
-from backend.security.sdjwt import issue as issue_sd_jwt
-from backend.services.catalog import get_department
-from backend.services.issuance import day_start
-from backend.web.context import keystore
 from tests.access_request_support import Asker, answer
 from tests.conftest import CIVIL_AFFAIRS, SAMR
 from tests.factories import BUSINESS_LICENCE, MARRIAGE, certificate_body

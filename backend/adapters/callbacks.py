@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from backend.security.keystore import PURPOSE_PLATFORM, KeyStore
+from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
 
 SIGNATURE_HEADER = "X-Ecert-Signature"
 CALLBACK_TYP = "ecert-callback+jwt"

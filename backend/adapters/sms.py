@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import phonenumbers
 
 from backend.adapters import DEFAULT_TIMEOUT, AdapterUnavailable
-from backend.private_files import private_directory
+from backend.core.private_files import private_directory
 
 log = logging.getLogger("ecert.adapters.sms")
 

@@ -1,1 +1,1 @@
-"""Who is calling: department clients (bearer tokens), later citizens and staff; scope checks."""
+"""Route decorators: who is calling (department clients, citizens, staff) and with which scopes."""

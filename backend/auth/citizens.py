@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 
 from backend.auth.access import declare
+from backend.core.context import keystore, now, request_actor_context, verified_tokens
 from backend.errors import Unauthorized
 from backend.extensions import db
-from backend.services.actors import Actor
-from backend.services.citizen_auth import check_access_token
-from backend.web.context import keystore, now, request_actor_context, verified_tokens
+from backend.identity.citizens import check_access_token
+from backend.kernel.actors import Actor
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -11,14 +11,15 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 
 from backend.auth.access import declare
+from backend.core.context import keystore, now, request_actor_context, verified_tokens
+from backend.crypto import jws
 from backend.errors import InsufficientScope, Unauthorized
 from backend.extensions import db
+from backend.identity.clients import ACCESS_TOKEN_AUDIENCE, ACCESS_TOKEN_TYP
+from backend.kernel.actors import Actor
+from backend.keys import platform_jws
+from backend.keys.keystore import PURPOSE_PLATFORM
 from backend.models import ApiClient
-from backend.security import jws, platform_jws
-from backend.security.keystore import PURPOSE_PLATFORM
-from backend.services.actors import Actor
-from backend.services.clients import ACCESS_TOKEN_AUDIENCE, ACCESS_TOKEN_TYP
-from backend.web.context import keystore, now, request_actor_context, verified_tokens
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,7 +45,7 @@ def authenticate_client() -> tuple[ApiClient, set[str]]:
         "访问令牌无效或已过期", code="invalid_token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
     )
     try:
-        # Signature and header checked once per token and remembered (backend.security.platform_jws).
+        # Signature and header checked once per token and remembered (backend.keys.platform_jws).
         parsed = platform_jws.verify(token, typ=ACCESS_TOKEN_TYP, purpose=PURPOSE_PLATFORM, keys=keystore(),
                                      memo=verified_tokens())
     except jws.JWSError as exc:

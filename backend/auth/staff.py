@@ -21,11 +21,11 @@ from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFProtect
 
 from backend.auth.access import declare
+from backend.core.context import now, request_actor_context
 from backend.errors import Forbidden
 from backend.extensions import db
+from backend.identity import staff as staff_service
 from backend.models import StaffAccount
-from backend.services import staff as staff_service
-from backend.web.context import now, request_actor_context
 
 F = TypeVar("F", bound=Callable[..., Any])
 

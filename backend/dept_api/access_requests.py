@@ -17,13 +17,13 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
+from backend.core import qr
+from backend.core.context import field_cipher, now
 from backend.errors import DomainError
 from backend.extensions import db
 from backend.models import AccessRequest
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
-from backend.services import access_requests as service
-from backend.web import qr
-from backend.web.context import field_cipher, now
+from backend.sharing import access_requests as service
 
 bp = APIBlueprint("gov_access_requests", __name__, url_prefix="/gov/v1/access-requests",
                   abp_tags=[Tag(name="gov-access-requests", description="用证请求（部门发起）")],

@@ -1,5 +1,5 @@
 """Batch import (批量导入) for departments that deliver files: JSON Lines or CSV, all-or-nothing or partial, queued
-for the import job (backend/web/import_runner.py) and watched through GET."""
+for the import job (backend/jobs/imports.py) and watched through GET."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from pydantic import BaseModel, Field
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
+from backend.core.context import now
 from backend.errors import DomainError, PayloadTooLarge
 from backend.extensions import db
+from backend.imports import batches as service
+from backend.imports import jobs as import_jobs
+from backend.imports.files import HashingReader
+from backend.imports.spool import SpoolTooLarge, new_spool_key
+from backend.jobs.imports import import_spool, in_process_runner
 from backend.models import ApiClient, ImportBatch
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, error_responses
-from backend.services import import_jobs
-from backend.services import imports as service
-from backend.services.batch_files import HashingReader
-from backend.services.spool import SpoolTooLarge, new_spool_key
-from backend.web.context import now
-from backend.web.import_runner import import_spool, in_process_runner
 
 log = logging.getLogger("ecert.imports")
 

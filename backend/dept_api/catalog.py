@@ -9,10 +9,10 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
+from backend.catalog.loader import list_types
 from backend.extensions import db
 from backend.models import CertificateType
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, error_responses
-from backend.services.catalog import list_types
 
 bp = APIBlueprint(
     "gov_catalog",

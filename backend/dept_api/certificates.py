@@ -9,13 +9,13 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, model_validator
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
+from backend.core.context import field_cipher, keystore, now
 from backend.errors import BadRequest
 from backend.extensions import db
+from backend.issuance import certificates as service
+from backend.issuance.issuer import UNSET, CertificateInput, Issuer
 from backend.models import ApiClient, Certificate
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, DATE_RANGE, InputDate, StrictModel, error_responses
-from backend.services import certificates as service
-from backend.services.issuance import UNSET, CertificateInput, Issuer
-from backend.web.context import field_cipher, keystore, now
 
 bp = APIBlueprint("gov_certificates", __name__, url_prefix="/gov/v1/certificates",
                   abp_tags=[Tag(name="gov-certificates", description="证照签发与变更")], abp_security=BEARER_SECURITY)

@@ -15,10 +15,10 @@ from pydantic import BaseModel, Field, RootModel
 
 from backend.adapters.sms import SmsGateway, gateway_from_settings
 from backend.auth.clients import BEARER_SECURITY, require_scope
+from backend.core.context import field_cipher, now
 from backend.extensions import db
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
-from backend.services import counter_service as service
-from backend.web.context import field_cipher, now
+from backend.sharing import counter_service as service
 
 bp = APIBlueprint("gov_counter", __name__, url_prefix="/gov/v1/access-requests",
                   abp_tags=[Tag(name="gov-counter", description="窗口代办授权（无智能手机的持证人）")],

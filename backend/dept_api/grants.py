@@ -7,10 +7,10 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, model_validator
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
+from backend.core.context import field_cipher, keystore, now
 from backend.extensions import db
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
-from backend.services import redemption as service
-from backend.web.context import field_cipher, keystore, now
+from backend.sharing import redemption as service
 
 bp = APIBlueprint("gov_grants", __name__, url_prefix="/gov/v1/grants",
                   abp_tags=[Tag(name="gov-grants", description="授权用证")], abp_security=BEARER_SECURITY)

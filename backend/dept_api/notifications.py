@@ -9,11 +9,11 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
+from backend.core.context import now
 from backend.extensions import db
 from backend.models import Notification
+from backend.notifications import departments as service
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
-from backend.services import department_notifications as service
-from backend.web.context import now
 
 bp = APIBlueprint("gov_notifications", __name__, url_prefix="/gov/v1/notifications",
                   abp_tags=[Tag(name="gov-notifications", description="部门通知")], abp_security=BEARER_SECURITY)

@@ -9,10 +9,10 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.auth.access import public
+from backend.core.context import keystore, now
 from backend.extensions import db, limiter
+from backend.identity.clients import issue_access_token
 from backend.schemas import COMMON_ERRORS, StrictModel, error_responses
-from backend.services.clients import issue_access_token
-from backend.web.context import keystore, now
 
 bp = APIBlueprint(
     "gov_oauth", __name__, url_prefix="/gov/v1/oauth", abp_tags=[Tag(name="gov-oauth", description="部门系统认证")]

@@ -10,13 +10,13 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from backend.auth.clients import BEARER_SECURITY, require_any_scope, require_scope
+from backend.core.context import evidence_storage, field_cipher, now, working_calendar
 from backend.errors import DomainError
 from backend.extensions import db, limiter
+from backend.kernel.identifiers import parse_identifier
 from backend.models.objections import Objection
+from backend.objections import cases as service
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
-from backend.security.identifiers import parse_identifier
-from backend.services import objections as service
-from backend.web.context import evidence_storage, field_cipher, now, working_calendar
 
 bp = APIBlueprint("gov_objections", __name__, url_prefix="/gov/v1/objections",
                   abp_tags=[Tag(name="gov-objections", description="异议处理")], abp_security=BEARER_SECURITY)

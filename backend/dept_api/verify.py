@@ -9,12 +9,12 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, model_validator
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
+from backend.core.context import field_cipher, keystore, now
 from backend.extensions import db
+from backend.issuance import verification as service
 from backend.models import ApiClient
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
-from backend.services import showcodes
-from backend.services import verification as service
-from backend.web.context import field_cipher, keystore, now
+from backend.wallet import showcodes
 
 bp = APIBlueprint("gov_verify", __name__, url_prefix="/gov/v1",
                   abp_tags=[Tag(name="gov-verify", description="证照核验")], abp_security=BEARER_SECURITY)

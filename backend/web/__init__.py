@@ -1,1 +1,1 @@
-"""Server-rendered pages and public endpoints; helpers shared by every face."""
+"""Pages and public endpoints: health, JWKS, OpenAPI, status lists, scan-to-verify, the staff console."""

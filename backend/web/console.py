@@ -16,23 +16,23 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from backend.audit.chain import clean_text, record_event
 from backend.auth import staff as staff_auth
 from backend.auth.access import public
 from backend.auth.staff import require_department_staff, require_staff
-from backend.edge import finish_failed_request
+from backend.catalog import loader as catalog_service
+from backend.cli.staff import staff_cli
+from backend.core.context import evidence_storage, field_cipher, keystore, now, request_actor_context
+from backend.core.edge import finish_failed_request
 from backend.errors import DomainError, Forbidden, ValidationFailed
 from backend.extensions import db, limiter
+from backend.identity import staff as staff_service
+from backend.issuance import certificates as certificate_service
+from backend.issuance.issuer import CHINA, Issuer
 from backend.models import Certificate, StaffAccount
 from backend.models.objections import IN_PROGRESS, OPEN_STATES, REJECTED, RESOLVED, SUBMITTED, Objection
-from backend.services import catalog as catalog_service
-from backend.services import certificates as certificate_service
-from backend.services import objections as objection_service
-from backend.services import staff as staff_service
-from backend.services.audit import clean_text, record_event
-from backend.services.issuance import CHINA, Issuer
-from backend.services.wallet import face_definition
-from backend.staff_cli import staff_cli
-from backend.web.context import evidence_storage, field_cipher, keystore, now, request_actor_context
+from backend.objections import cases as objection_service
+from backend.wallet.queries import face_definition
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 

@@ -12,11 +12,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from backend.auth.access import public
+from backend.core.context import keystore
+from backend.crypto.encryption import DecryptionError
 from backend.errors import ServiceUnavailable
 from backend.extensions import db, limiter
 from backend.schemas import COMMON_ERRORS, error_responses
-from backend.security.encryption import DecryptionError
-from backend.web.context import keystore
 
 ERROR_SCHEMA_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 OPENAPI_DOCUMENT = {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}

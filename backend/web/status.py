@@ -18,12 +18,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.auth.access import public
+from backend.core.context import keystore, now
 from backend.errors import NotFound
 from backend.extensions import db
+from backend.keys.status_lists import get_status_list, status_list_token
 from backend.models import StatusList
 from backend.schemas import COMMON_ERRORS, error_responses
-from backend.services.status_lists import get_status_list, status_list_token
-from backend.web.context import keystore, now
 
 MEDIA_TYPE = "application/statuslist+jwt"
 _USCC = re.compile(r"[0-9A-Z]{18}")

@@ -10,12 +10,12 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.auth.access import public
+from backend.core.context import field_cipher, keystore, now, request_actor_context
 from backend.extensions import db
+from backend.issuance.issuer import CHINA
+from backend.kernel.actors import Actor
 from backend.schemas import COMMON_ERRORS, error_responses
-from backend.services.actors import Actor
-from backend.services.issuance import CHINA
-from backend.services.showcodes import PUBLIC_VERIFIER, ShowCodeCheck, check_show_code
-from backend.web.context import field_cipher, keystore, now, request_actor_context
+from backend.wallet.showcodes import PUBLIC_VERIFIER, ShowCodeCheck, check_show_code
 
 bp = APIBlueprint("verify_page", __name__, abp_tags=[Tag(name="public", description="公开接口")])
 

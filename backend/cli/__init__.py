@@ -1,0 +1,1 @@
+"""Flask commands, one module per group."""

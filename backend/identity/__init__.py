@@ -1,0 +1,1 @@
+"""Who is who: citizens and sessions, department clients, staff, identity providers, login nonces."""

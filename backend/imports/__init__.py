@@ -1,0 +1,1 @@
+"""Batch import (批量导入): batches, batch files, the job queue, signer workers, the sealed spool."""

@@ -1,0 +1,63 @@
+"""Delivering access-request callbacks at the edge: after the deciding request's commit, and from the job.
+
+Each step (claim, record) commits on its own so that the slow HTTP POST runs outside any transaction and a claim is
+visible to other nodes before it (backend/sharing/request_callbacks.py explains the outbox).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from flask import Flask, current_app
+
+from backend.adapters.callbacks import CallbackSender
+from backend.core.context import keystore, now
+from backend.extensions import db
+from backend.sharing import request_callbacks
+
+log = logging.getLogger("ecert.callbacks")
+
+
+def callback_sender() -> CallbackSender:
+    """The app's sender (tests may put their own under app.extensions['ecert.callback_sender'])."""
+    sender: CallbackSender | None = current_app.extensions.get("ecert.callback_sender")
+    if sender is None:
+        sender = CallbackSender(timeout=current_app.config["ECERT_CALLBACK_TIMEOUT"])
+        current_app.extensions["ecert.callback_sender"] = sender
+    return sender
+
+
+def deliver(claim: Callable[[], list[request_callbacks.ClaimedCallback]]) -> Counter[str]:
+    """Claim (commit), post each claimed callback, record each outcome (commit). Needs an app context."""
+    claimed = claim()
+    db.session.commit()
+    outcomes: Counter[str] = Counter()
+    config = current_app.config
+    for item in claimed:
+        result = request_callbacks.send(keystore(), callback_sender(), item, issuer=config["ECERT_PUBLIC_URL"],
+                                        now=now())
+        outcomes[request_callbacks.record_outcome(db.session(), item, result, now=now(),
+                                                  max_attempts=config["ECERT_CALLBACK_MAX_ATTEMPTS"])] += 1
+        db.session.commit()
+    return outcomes
+
+
+def deliver_after_response(app: Flask, access_request_id: int) -> Callable[[], None]:
+    """For `response.call_on_close`: post the decided request's callback once the response is out (after the
+    request's commit). A failure leaves the callback in the outbox for `flask jobs callbacks`; it never raises."""
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                deliver(lambda: [c for c in [request_callbacks.claim_one(db.session(), access_request_id, now=now())]
+                                 if c is not None])
+            except Exception:
+                db.session.rollback()
+                log.exception("callback delivery failed; left for the job",
+                              extra={"fields": {"access_request_id": access_request_id}})
+            finally:
+                db.session.remove()
+
+    return run

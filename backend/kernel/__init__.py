@@ -1,0 +1,1 @@
+"""Shared basics with no tables: actors, identifiers (GB/T 36904), holder and organisation codes."""

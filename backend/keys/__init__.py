@@ -1,0 +1,1 @@
+"""Platform key material and what it signs: key store, platform JWS, status lists, show-code tokens, data keys."""

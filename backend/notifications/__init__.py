@@ -1,0 +1,1 @@
+"""Notifications: the holder inbox and the department inbox."""

@@ -1,0 +1,202 @@
+"""Evidence images for objections: checked by content, decoded with a pixel limit, re-encoded without any metadata
+(EXIF, GPS, XMP, ICC, text chunks), sealed with the data key and kept through a storage interface.
+
+Only JPEG and PNG are taken, whatever a file is called: Pillow identifies the bytes. A file's byte size is checked
+before decoding and its pixel count from the header before the pixels are read, so neither a huge upload nor a
+small file that decompresses into gigabytes (a decompression bomb) costs more than its header.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import secrets
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from backend.core.private_files import private_directory
+from backend.crypto.encryption import FieldCipher
+from backend.errors import NotFound, PayloadTooLarge, ValidationFailed
+
+MAX_FILES = 5
+MAX_FILE_BYTES = 5 * 1024 * 1024
+MAX_PIXELS = 40_000_000  # 40 megapixels: any phone photo, far below what a bomb expands to
+FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
+# Pillow's JPEG reader names a multi-picture JPEG (MPO: the photo plus previews or a depth image, as many phone
+# cameras save) "MPO". Its first picture is the photo, a JPEG: that one is kept, re-encoded like any JPEG.
+_READS_AS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG"}
+JPEG_QUALITY = 85
+
+
+@dataclass(frozen=True)
+class CleanImage:
+    """An image re-encoded from its pixels alone: nothing of the original file but the picture survives."""
+
+    data: bytes
+    media_type: str
+    width: int
+    height: int
+
+
+def _refused(reason: str, message: str, position: int, **details: object) -> ValidationFailed:
+    return ValidationFailed(message, code=f"evidence_{reason}",
+                            details={"fields": [{"field": f"evidence[{position}]", "reason": reason}], **details})
+
+
+def _open(data: bytes, position: int, max_pixels: int) -> Image.Image:
+    with warnings.catch_warnings():
+        # Pillow only warns between its own limit and twice it: a bomb must be an error at any size.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=list(FORMATS))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _refused("too_many_pixels", f"第 {position} 个证明材料图片像素过多（疑似解压炸弹），已拒绝",
+                           position, max_pixels=max_pixels) from exc
+        except UnidentifiedImageError as exc:
+            raise _refused("unsupported_type", f"第 {position} 个证明材料不是 JPEG 或 PNG 图片", position,
+                           accepted=sorted(FORMATS.values())) from exc
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise _refused("corrupt", f"第 {position} 个证明材料图片已损坏，无法读取", position) from exc
+    width, height = image.size
+    if width <= 0 or height <= 0 or width * height > max_pixels:
+        image.close()
+        raise _refused("too_many_pixels", f"第 {position} 个证明材料图片像素过多（上限 {max_pixels} 像素），已拒绝",
+                       position, max_pixels=max_pixels, width=width, height=height)
+    return image
+
+
+def clean_image(data: bytes, *, position: int = 1, max_bytes: int = MAX_FILE_BYTES,
+                max_pixels: int = MAX_PIXELS) -> CleanImage:
+    """Check and re-encode one uploaded image; raises 413 for too many bytes, 422 for anything not a sound image."""
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"第 {position} 个证明材料超过 {max_bytes // (1024 * 1024)} MB",
+                              code="evidence_too_large",
+                              details={"fields": [{"field": f"evidence[{position}]", "reason": "too_large"}],
+                                       "max_bytes": max_bytes})
+    if not data:
+        raise _refused("empty", f"第 {position} 个证明材料是空文件", position)
+    image = _open(data, position, max_pixels)
+    image_format = _READS_AS[image.format or ""]  # opened with formats=FORMATS: one of _READS_AS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+            upright = ImageOps.exif_transpose(image)  # keep the photo the right way up once EXIF is gone
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _refused("too_many_pixels", f"第 {position} 个证明材料图片像素过多（疑似解压炸弹），已拒绝", position,
+                       max_pixels=max_pixels) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise _refused("corrupt", f"第 {position} 个证明材料图片已损坏，无法读取", position) from exc
+    finally:
+        image.close()
+    has_alpha = upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info
+    if image_format == "JPEG":
+        mode = "L" if upright.mode in ("L", "1") else "RGB"
+    else:
+        mode = "RGBA" if has_alpha else ("L" if upright.mode in ("L", "1") else "RGB")
+    converted = upright.convert(mode)
+    # A new image from the pixels alone: no `info`, so no EXIF, GPS, XMP, ICC profile or text chunks to carry over.
+    fresh = Image.frombytes(mode, converted.size, converted.tobytes())
+    out = io.BytesIO()
+    if image_format == "JPEG":
+        fresh.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    else:
+        fresh.save(out, format="PNG", optimize=True)
+    return CleanImage(out.getvalue(), FORMATS[image_format], fresh.width, fresh.height)
+
+
+def check_count(count: int, max_files: int = MAX_FILES) -> None:
+    if count > max_files:
+        raise ValidationFailed(f"证明材料最多 {max_files} 个", code="evidence_too_many",
+                               details={"fields": [{"field": "evidence", "reason": "too_many"}],
+                                        "max_files": max_files})
+
+
+# -- storage ----------------------------------------------------------------------------------------------
+
+class EvidenceNotFound(NotFound):
+    code = "evidence_not_found"
+    message = "证明材料不存在"
+
+
+class EvidenceStorage(Protocol):
+    """Where sealed evidence lives: a local directory by default; an object store can replace it."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+_KEY = re.compile(r"[0-9a-f]{32}/[0-9a-f]{32}")
+
+
+def new_storage_key(objection_public_id: str) -> str:
+    return f"{objection_public_id}/{secrets.token_hex(16)}"
+
+
+class LocalEvidenceStorage:
+    """Files under one directory (by default instance/evidence), written atomically, readable by the owner only."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        if not _KEY.fullmatch(key):  # keys are made here; anything else could walk out of the directory
+            raise ValueError("invalid evidence storage key")
+        return self.root / key
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        private_directory(path.parent)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise EvidenceNotFound() from exc
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class SealedEvidenceStorage:
+    """Encrypts evidence under the current data key before it reaches the inner storage (personal data at rest);
+    the storage key is the associated data, so a sealed file cannot be moved to another objection."""
+
+    def __init__(self, inner: EvidenceStorage, cipher: FieldCipher) -> None:
+        self.inner = inner
+        self.cipher = cipher
+
+    def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, self.cipher.encrypt(base64.b64encode(data).decode("ascii"), f"evidence:{key}"))
+
+    def get(self, key: str) -> bytes:
+        return base64.b64decode(self.cipher.decrypt(self.inner.get(key), f"evidence:{key}"))
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def reseal(self, key: str) -> bool:
+        """Re-encrypt one stored file under the current data key if it is sealed under an older one (rotation)."""
+        blob = self.inner.get(key)
+        if not self.cipher.is_stale(blob):
+            return False
+        self.inner.put(key, self.cipher.reencrypt(blob, f"evidence:{key}"))
+        return True

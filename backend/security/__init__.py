@@ -1,1 +1,0 @@
-"""Security helpers: identifier validation, masking, cryptography."""

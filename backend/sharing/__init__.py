@@ -1,0 +1,1 @@
+"""Sharing with departments: consent policy, access requests, grants, redemption, counter service, callbacks."""

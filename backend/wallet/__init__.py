@@ -1,0 +1,1 @@
+"""What a holder sees and shows: wallet queries, show codes, card images."""
