@@ -91,8 +91,8 @@ class Seeder:
 
         from backend.core.context import field_cipher
         from backend.extensions import db
-        from backend.issuance.issuer import holder_index
         from backend.kernel.actors import Actor
+        from backend.kernel.ids import holder_index
         from backend.models import Certificate, Holder
         from backend.sharing import grants
 

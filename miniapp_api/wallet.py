@@ -13,7 +13,7 @@ from backend.core.context import field_cipher, now, representation_max_age
 from backend.crypto.masking import mask_certificate_number
 from backend.extensions import db
 from backend.identity.citizens import current_representations
-from backend.issuance.certificates import today_in_china
+from backend.kernel.china_time import china_today
 from backend.models import Certificate
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
 from backend.wallet import queries as service
@@ -163,7 +163,7 @@ def list_certificates(query: WalletQuery) -> Response:
     """The holder's certificates and those of companies they represent, newest first, paginated by cursor."""
     moment, max_age = now(), representation_max_age()
     page = service.list_wallet_certificates(
-        db.session(), field_cipher(), g.holder, now=moment, max_age=max_age, today=today_in_china(moment),
+        db.session(), field_cipher(), g.holder, now=moment, max_age=max_age, today=china_today(moment),
         owner=query.owner, company=query.company, type_code=query.type_code, status=query.status, limit=query.limit,
         cursor=query.cursor)
     # Plain dicts in WalletList's shape (its fields, documented above): building and dumping a model per item and
@@ -180,7 +180,7 @@ def list_certificates(query: WalletQuery) -> Response:
 def read_certificate(path: CertificatePath) -> Response:
     """One certificate, decrypted: face with labels, validity, status, issuer, versions (the reading is audited)."""
     moment = now()
-    today = today_in_china(moment)
+    today = china_today(moment)
     view = service.view_certificate(db.session(), field_cipher(), g.holder, path.certificate_id, actor=g.actor,
                                     now=moment, max_age=representation_max_age(), today=today)
     certificate = view.certificate

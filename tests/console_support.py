@@ -18,8 +18,8 @@ from backend.catalog.loader import get_department
 from backend.core.context import evidence_storage, field_cipher, working_calendar
 from backend.extensions import db
 from backend.identity.staff import create_staff
-from backend.issuance.issuer import holder_index
 from backend.kernel.actors import Actor
+from backend.kernel.ids import holder_index
 from backend.models import AuditEvent, Certificate, Holder, Objection, StaffAccount
 from backend.objections.cases import DisputedField, file_objection
 

@@ -12,8 +12,8 @@ from sd_jwt.verifier import SDJWTVerifier
 
 from backend.core.context import field_cipher
 from backend.extensions import db
-from backend.issuance.issuer import holder_index
 from backend.kernel.identifiers import HolderCodeType
+from backend.kernel.ids import holder_index
 from backend.models import AccessRequest, ApiClient, Department, Grant, Holder
 
 if TYPE_CHECKING:

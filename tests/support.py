@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from backend.extensions import db
-from backend.issuance.issuer import CHINA
+from backend.kernel.china_time import CHINA
 from backend.models import AuditEvent, Certificate, CertificateEvent, Notification, StatusList
 from tests.factories import BUSINESS_LICENCE, DISABILITY, MARRIAGE, certificate_body
 

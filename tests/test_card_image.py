@@ -18,7 +18,7 @@ from backend.config import find_cjk_font
 from backend.core.context import field_cipher
 from backend.extensions import db
 from backend.issuance.certificates import decrypt
-from backend.issuance.issuer import CHINA
+from backend.kernel.china_time import CHINA
 from backend.models import AuditEvent, Certificate
 from backend.wallet.card_image import (
     FontUnavailable,

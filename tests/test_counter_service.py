@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from backend.adapters.sms import FakeSmsGateway
 from backend.core.context import field_cipher
 from backend.extensions import db
-from backend.issuance.issuer import holder_index
+from backend.kernel.ids import holder_index
 from backend.models import AccessRequest, AuditEvent, CertificateType, Grant, Holder, Notification
 from backend.sharing import consent_policy, counter_service
 from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen, DeptClient

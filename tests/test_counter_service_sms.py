@@ -28,8 +28,8 @@ from backend.core.context import field_cipher
 from backend.crypto.encryption import FieldCipher
 from backend.extensions import db
 from backend.identity.providers import _real_name
-from backend.issuance.issuer import holder_index
 from backend.kernel.actors import Actor
+from backend.kernel.ids import holder_index
 from backend.models import Holder
 from tests.factories import resident_id
 from tests.support import field_errors

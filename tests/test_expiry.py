@@ -20,8 +20,9 @@ from backend.core.context import keystore
 from backend.crypto.sdjwt import b64url_decode
 from backend.extensions import db
 from backend.issuance import expiry
-from backend.issuance.expiry import china_today, expire_certificates, nearest_horizon, send_expiry_reminders
+from backend.issuance.expiry import expire_certificates, nearest_horizon, send_expiry_reminders
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import china_today
 from backend.keys.status_lists import decode_value, status_list_token
 from backend.models import AuditEvent, CertificateEvent, ExpiryReminder, Notification, StatusList
 from tests.conftest import DISABILITY_FEDERATION, SAMR, START, FakeClock

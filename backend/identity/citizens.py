@@ -19,9 +19,9 @@ from backend.core.once import updated_rows
 from backend.crypto import jws
 from backend.crypto.encryption import FieldCipher
 from backend.errors import AuditNote, Unauthorized
-from backend.issuance.issuer import holder_index, new_public_id
 from backend.kernel.actors import Actor
 from backend.kernel.identifiers import validate_holder_code, validate_uscc
+from backend.kernel.ids import holder_index, new_public_id
 from backend.keys import platform_jws
 from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
 from backend.keys.platform_jws import VerifiedTokens

@@ -47,9 +47,9 @@ from backend.issuance.issuer import (
     PreparedCertificate,
     certificate_event,
     holder_notification,
-    new_public_id,
 )
 from backend.kernel.actors import Actor
+from backend.kernel.ids import new_public_id
 from backend.keys.status_lists import bump_revision
 from backend.models import Base, Certificate, CertificateType, Department, ImportBatch
 from backend.models.certificates import VALID

@@ -23,7 +23,6 @@ from backend.crypto.sdjwt import SdJwtFormatError, parse, reconstruct
 from backend.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from backend.imports.batches import number_staged
 from backend.issuance.issuer import (
-    CHINA,
     CertificateInput,
     Issuer,
     certificate_event,
@@ -31,6 +30,7 @@ from backend.issuance.issuer import (
     record_issued,
 )
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import CHINA
 from backend.kernel.identifiers import parse_identifier
 from backend.keys.keystore import PURPOSE_CERTIFICATE, KeyStore
 from backend.keys.status_lists import bump_revision
@@ -354,6 +354,4 @@ def reissue_certificate(session: Session, issuer: Issuer, cipher: FieldCipher, c
     return successor
 
 
-def today_in_china(now: datetime) -> date:
-    return now.astimezone(CHINA).date()
 

@@ -21,8 +21,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from backend.audit.chain import record_event
-from backend.issuance.issuer import CHINA, certificate_event, holder_notification, new_public_id
+from backend.issuance.issuer import certificate_event, holder_notification
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import china_today
+from backend.kernel.ids import new_public_id
 from backend.keys.status_lists import bump_revision
 from backend.models import Certificate, ExpiryReminder, Notification, StatusList
 from backend.models.certificates import EXPIRED, SUSPENDED, VALID
@@ -31,11 +33,6 @@ DEFAULT_HORIZONS = (90, 30, 7)
 DEFAULT_BATCH_SIZE = 500
 EXPIRED_REASON = "有效期届满"
 DIGEST_KIND = "department_expiry_digest"
-
-
-def china_today(now: datetime) -> date:
-    """The calendar day in China (Asia/Shanghai): validity dates are China dates."""
-    return now.astimezone(CHINA).date()
 
 
 def _locked_batch(session: Session, criteria: Iterable[Any], after_id: int, batch_size: int) -> list[Certificate]:

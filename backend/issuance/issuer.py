@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -24,17 +24,18 @@ from backend.crypto.sdjwt import b64url
 from backend.crypto.sdjwt import issue as issue_sd_jwt
 from backend.errors import Forbidden, ValidationFailed
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import CHINA, china_today
 from backend.kernel.identifiers import (
     HolderCodeType,
     build_identifier,
     validate_holder_code,
 )
+from backend.kernel.ids import holder_index, new_public_id
 from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET, KeyStore
 from backend.keys.status_lists import SlotAllocator, list_uri
 from backend.models import Certificate, CertificateEvent, CertificateType, Department, Notification
 from backend.models.certificates import VALID
 
-CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")  # no daylight saving in China
 SERIAL_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 NATURAL_PERSON_CODES = {HolderCodeType.RESIDENT_ID, HolderCodeType.PASSPORT, HolderCodeType.HK_MACAO_PERMIT,
                         HolderCodeType.TAIWAN_PERMIT, HolderCodeType.OTHER}
@@ -82,10 +83,6 @@ class PreparedCertificate:
                 "holder_code_type": self.holder_code_type, "holder_code": self.holder_code,
                 "issued_on": self.issued_on.isoformat(), "valid_from": self.valid_from.isoformat(),
                 "valid_until": self.valid_until.isoformat() if self.valid_until else None, "fields": self.fields}
-
-
-def new_public_id() -> str:
-    return secrets.token_hex(16)
 
 
 SERIAL_LENGTH = 12
@@ -138,7 +135,7 @@ class Issuer:
         self.signing_key = self.keys.active_key(PURPOSE_CERTIFICATE, self.department)
         self.wallet_jwk = dict(self.keys.active_key(PURPOSE_WALLET).public_jwk)
         self.slots = SlotAllocator(self.session, self.department, self.now, expected=self.expected)
-        self.today = self.now.astimezone(CHINA).date()
+        self.today = china_today(self.now)
         self.iss = issuer_uri(self.public_url, self.department.code)
         self._headers: dict[Any, str] = {}  # JWS header (base64url) by typ
 
@@ -321,10 +318,6 @@ class Issuer:
             "created_at": self.now,
             "updated_at": self.now,
         }
-
-
-def holder_index(cipher: FieldCipher, code_type: str, code: str) -> str:
-    return cipher.blind_index(f"{code_type}:{code}", "holder")
 
 
 def certificate_event(certificate: Certificate, event: str, *, from_status: str | None, actor: Actor, now: datetime,

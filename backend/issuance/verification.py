@@ -31,8 +31,9 @@ from backend.crypto.jws import CompactJWS, JWSError
 from backend.crypto.sdjwt import ISSUED_TYP, KB_TYP, ParsedSdJwt, SdJwtFormatError, parse, reconstruct, sd_hash
 from backend.errors import AuditNote, DomainError
 from backend.issuance.certificates import CertificateNotFound
-from backend.issuance.issuer import CHINA, issuer_uri
+from backend.issuance.issuer import issuer_uri
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import CHINA
 from backend.kernel.identifiers import CertificateIdentifier, parse_identifier
 from backend.keys.keystore import PURPOSE_CERTIFICATE, KeyStore, VerificationKey
 from backend.models import (

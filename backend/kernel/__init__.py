@@ -1,1 +1,1 @@
-"""Shared basics with no tables: actors, identifiers (GB/T 36904), holder and organisation codes."""
+"""Shared basics with no tables: actors, ids, China time, identifiers (GB/T 36904), holder and organisation codes."""

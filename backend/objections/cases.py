@@ -26,9 +26,10 @@ from backend.core.paging import keyset_page
 from backend.crypto.encryption import FieldCipher
 from backend.errors import Conflict, NotFound, ValidationFailed
 from backend.issuance.certificates import decrypt
-from backend.issuance.issuer import CHINA, new_public_id
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import china_clock
 from backend.kernel.identifiers import parse_identifier
+from backend.kernel.ids import new_public_id
 from backend.models import (
     ApiClient,
     AuditEvent,
@@ -236,7 +237,7 @@ def _filed(session: Session, objection: Objection, certificate: Certificate, *, 
         public_id=new_public_id(), department_id=objection.department_id, certificate_id=certificate.id,
         kind="objection_filed", title=f"新的异议：{certificate.certificate_type.name}",
         body=f"收到关于{certificate.certificate_type.name}（{certificate.identifier}）的异议，"
-             f"请于 {_china(objection.acknowledge_due_at)} 前受理。",
+             f"请于 {china_clock(objection.acknowledge_due_at)} 前受理。",
         data={"objection_id": objection.public_id, "identifier": certificate.identifier}, created_at=now))
     record_event(session, actor=actor, action="objection.filed", now=now, object_type="objection",
                  object_id=objection.public_id,
@@ -471,17 +472,13 @@ FILER_MESSAGES = {
 }
 
 
-def _china(moment: datetime) -> str:
-    return moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
-
-
 def _filer_notification(objection: Objection, holder_index: str | None, department_id: int | None, kind: str, *,
                         now: datetime, note: str = "", version: int | None = None) -> Notification:
     certificate = objection.certificate
     title, body = FILER_MESSAGES[kind]
     due = objection.acknowledge_due_at if kind == "objection_received" else objection.resolve_due_at
-    text = body.format(name=certificate.certificate_type.name, department=objection.department.name, due=_china(due),
-                       note=note, version=version or certificate.version)
+    text = body.format(name=certificate.certificate_type.name, department=objection.department.name,
+                       due=china_clock(due), note=note, version=version or certificate.version)
     data: dict[str, Any] = {"objection_id": objection.public_id, "identifier": certificate.identifier,
                             "status": objection.status}
     if objection.corrected_certificate is not None:

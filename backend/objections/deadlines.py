@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, selectinload
 from backend.audit.chain import record_event
 from backend.core.once import conflict_insert
 from backend.errors import NotFound
-from backend.issuance.issuer import CHINA, new_public_id
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import china_clock
+from backend.kernel.ids import new_public_id
 from backend.models import Certificate, Department, Notification
 from backend.models.objections import IN_PROGRESS, OPEN_STATES, SUBMITTED, Objection, ObjectionEscalation
 from backend.objections.cases import STATUS_LABELS, timeline_event
@@ -62,7 +63,7 @@ def _notification(objection: Objection, level: str, due_at: datetime, department
                   lead: bool) -> Notification:
     certificate = objection.certificate
     step = LEVEL_LABELS[level]
-    due = due_at.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
+    due = china_clock(due_at)
     if lead:
         title = f"异议超时未{step}：{objection.department.name}"
         body = (f"{objection.department.name}对{certificate.certificate_type.name}（{certificate.identifier}）的异议"

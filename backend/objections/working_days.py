@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from backend.config import PROJECT_ROOT
-from backend.issuance.issuer import CHINA
+from backend.kernel.china_time import CHINA, china_today
 
 DEFAULT_CALENDAR_FILE = PROJECT_ROOT / "catalog" / "xinyang" / "holidays.yaml"
 MAX_WORKING_DAYS = 366  # a deadline beyond a year is a configuration error, not a loop to run
@@ -52,7 +52,7 @@ class WorkingCalendar:
     def deadline(self, moment: datetime, working_days: int) -> datetime:
         """When a time limit of `working_days` working days, started at `moment`, runs out (aware UTC datetime):
         midnight in China at the end of the last working day."""
-        last = self.add_working_days(moment.astimezone(CHINA).date(), working_days)
+        last = self.add_working_days(china_today(moment), working_days)
         return datetime.combine(last + timedelta(days=1), time.min, CHINA).astimezone(moment.tzinfo)
 
 

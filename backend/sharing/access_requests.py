@@ -28,10 +28,10 @@ from backend.audit.chain import record_event
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_certificate_number
 from backend.errors import AuditNote, Conflict, Gone, NotFound, ValidationFailed
-from backend.issuance.certificates import today_in_china
-from backend.issuance.issuer import CHINA, holder_index, new_public_id
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import china_clock, china_today
 from backend.kernel.identifiers import validate_holder_code
+from backend.kernel.ids import holder_index, new_public_id
 from backend.models import AccessRequest, ApiClient, Certificate, CertificateType, Grant, Holder, Notification
 from backend.models.certificates import VALID
 from backend.models.grants import CONSENT_APP, REQUEST_APPROVED, REQUEST_DECLINED, REQUEST_PENDING
@@ -226,7 +226,7 @@ def _matching(session: Session, cipher: FieldCipher, holder: Holder, types: list
         by_index = {index: owner for index, owner in by_index.items() if index == only}
     if not by_index or not types:
         return []
-    today = today_in_china(now)
+    today = china_today(now)
     rows = session.scalars(select(Certificate).where(
         Certificate.holder_index.in_(list(by_index)), Certificate.status == VALID,
         Certificate.certificate_type_id.in_([t.id for t in types])).order_by(Certificate.created_at.desc()))
@@ -336,7 +336,7 @@ def approve_access_request(session: Session, cipher: FieldCipher, holder: Holder
     values = {"department": request.department.name, "purpose": request.purpose,
               "types": "、".join(c.certificate_type.name for c in certificates),
               "fields": "、".join(dict.fromkeys(fields)),
-              "expires": grant.expires_at.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")}
+              "expires": china_clock(grant.expires_at)}
     session.add(Notification(
         public_id=new_public_id(), holder_index=holder.id_index,
         certificate_id=certificates[0].id if len(certificates) == 1 else None, kind="grant_created",

@@ -35,10 +35,11 @@ from backend.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from backend.issuance.certificates import decrypt, today_in_china
-from backend.issuance.issuer import new_public_id
+from backend.issuance.certificates import decrypt
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import china_today
 from backend.kernel.identifiers import HolderCodeType
+from backend.kernel.ids import new_public_id
 from backend.models import ApiClient, AuditEvent, Certificate, CertificateType, Holder, Notification, Representation
 from backend.models.certificates import VALID
 from backend.models.grants import CONSENT_SMS, CONSENT_STAFF, REQUEST_APPROVED, REQUEST_PENDING, AccessRequest, Grant
@@ -420,7 +421,7 @@ def _chosen_certificates(session: Session, request: AccessRequest, identifiers: 
     """The named holder's certificates valid today, one of each wanted type: the newest of each type, or those the
     staff member chose by 证照标识 (each must be such a certificate; 422 names those that are not)."""
     wanted = [str(item["type_code"]) for item in request.wanted]
-    today = today_in_china(now)
+    today = china_today(now)
     eligible = [c for c in session.scalars(
         select(Certificate).join(CertificateType, Certificate.certificate_type_id == CertificateType.id)
         .where(Certificate.holder_index == request.assisted_holder_index, Certificate.status == VALID,

@@ -23,8 +23,8 @@ from backend.core.once import updated_rows
 from backend.core.paging import keyset_page
 from backend.crypto.encryption import FieldCipher
 from backend.errors import Conflict, DomainError, Gone, NotFound, ValidationFailed
-from backend.issuance.certificates import today_in_china
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import china_today
 from backend.models import ApiClient, Certificate, CertificateType, Holder
 from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED
 from backend.models.grants import (
@@ -84,7 +84,7 @@ def certificate_state_error(session: Session, certificate: Certificate, now: dat
         successor = session.scalar(select(Certificate.public_id).where(Certificate.previous_id == certificate.id))
         return Conflict("该证照已换发新版本，请使用最新版本", code="certificate_superseded",
                         details={**details, **({"current_id": successor} if successor else {})})
-    today = today_in_china(now)
+    today = china_today(now)
     if status == EXPIRED or (certificate.valid_until is not None and today > certificate.valid_until):
         return Gone("该证照已过期，不能授权使用", code="certificate_expired", details=details)
     if today < certificate.valid_from:

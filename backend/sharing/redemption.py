@@ -28,8 +28,8 @@ from backend.core.once import updated_rows
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.presentation import ClaimPath, present
 from backend.errors import AuditNote, Conflict, DomainError, Forbidden, NotFound
-from backend.issuance.issuer import new_public_id
 from backend.kernel.actors import Actor
+from backend.kernel.ids import new_public_id
 from backend.keys.keystore import HolderKeyNotHeld, KeyStore
 from backend.models import AccessRequest, ApiClient, Certificate, Notification, Redemption, SigningKey, UsageRecord
 from backend.models.grants import GRANT_ACTIVE, GRANT_REVOKED, GRANT_USED, REQUEST_DECLINED, Grant, GrantCertificate

@@ -27,8 +27,8 @@ from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_holder_code, mask_name, mask_value
 from backend.errors import ServiceUnavailable, ValidationFailed
 from backend.issuance.certificates import CertificateContent, decrypt
-from backend.issuance.issuer import CHINA
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import china_clock, china_today
 from backend.kernel.identifiers import HOLDER_CODE_TYPE_LABELS, HolderCodeType
 from backend.models import Certificate, CertificateTypeVersion
 from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED
@@ -147,7 +147,7 @@ def card_fonts(path: str | None) -> CardFonts:
 
 def watermark_text(purpose: str, moment: datetime) -> str:
     """The 加注 repeated across the card: what this copy may be used for, and when it was made (China time)."""
-    return f"仅供{purpose}使用 {moment.astimezone(CHINA):%Y-%m-%d %H:%M}"
+    return f"仅供{purpose}使用 {china_clock(moment)}"
 
 
 def check_purpose(purpose: str, fonts: CardFonts) -> str:
@@ -394,7 +394,7 @@ def render_certificate_card(session: Session, cipher: FieldCipher, certificate: 
     fonts = card_fonts(font_path)
     purpose = check_purpose(unicodedata.normalize("NFC", purpose.strip()), fonts)
     face = card_face(certificate, decrypt(cipher, certificate), _definition(session, certificate),
-                     now.astimezone(CHINA).date())
+                     china_today(now))
     undrawable = fonts.missing("".join(f"{label}{value}" for label, value in [*face.rows, *face.fields]))
     if undrawable:  # rare characters beyond the font: counted, never logged (they are personal data)
         log.warning("card characters without glyphs", extra={"fields": {"count": len(undrawable)}})

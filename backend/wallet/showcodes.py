@@ -31,10 +31,10 @@ from backend.crypto.canonical import canonical_json
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_name, mask_value
 from backend.errors import Conflict, Gone
-from backend.issuance.certificates import today_in_china
-from backend.issuance.issuer import new_public_id
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import china_today
 from backend.kernel.identifiers import HolderCodeType
+from backend.kernel.ids import new_public_id
 from backend.keys import showcode
 from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
 from backend.models import ApiClient, Base, Certificate, CertificateType, Department, ShowCodeUse, UsageRecord
@@ -225,7 +225,7 @@ def _refuse_unshowable(session: Session, certificate: Showable, now: datetime) -
         successor = session.scalar(select(Certificate.public_id).where(Certificate.previous_id == certificate.id))
         raise Conflict("该证照已换发新版本，请出示最新版本", code="certificate_superseded",
                        details={"current_id": successor} if successor else None)
-    today = today_in_china(now)
+    today = china_today(now)
     if status == EXPIRED or (certificate.valid_until is not None and today > certificate.valid_until):
         raise Gone("该证照已过期，不能亮证", code="certificate_expired")
     if today < certificate.valid_from:
@@ -252,7 +252,7 @@ def _live_state(certificate: CheckedCertificate, now: datetime) -> str:
         return STATE_CERTIFICATE_EXPIRED
     if certificate.status != VALID:
         return certificate.status
-    today = today_in_china(now)
+    today = china_today(now)
     if certificate.valid_until is not None and today > certificate.valid_until:
         return STATE_CERTIFICATE_EXPIRED  # the nightly expiry sweep has not caught up yet
     if today < certificate.valid_from:

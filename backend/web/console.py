@@ -28,7 +28,8 @@ from backend.errors import DomainError, Forbidden, ValidationFailed
 from backend.extensions import db, limiter
 from backend.identity import staff as staff_service
 from backend.issuance import certificates as certificate_service
-from backend.issuance.issuer import CHINA, Issuer
+from backend.issuance.issuer import Issuer
+from backend.kernel.china_time import china_clock
 from backend.models import Certificate, StaffAccount
 from backend.models.objections import IN_PROGRESS, OPEN_STATES, REJECTED, RESOLVED, SUBMITTED, Objection
 from backend.objections import cases as objection_service
@@ -111,7 +112,8 @@ def _http_error(error: HTTPException) -> tuple[str, int]:
 
 
 def _china(moment: datetime | None) -> str:
-    return moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M") if moment else "—"
+    """The templates' `china`: the China time to the minute, a dash for a time not set."""
+    return china_clock(moment) if moment else "—"
 
 
 # -- login and logout ---------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from backend.auth.access import public
 from backend.core.context import field_cipher, keystore, now, request_actor_context
 from backend.extensions import db
-from backend.issuance.issuer import CHINA
 from backend.kernel.actors import Actor
+from backend.kernel.china_time import china_clock
 from backend.schemas import COMMON_ERRORS, error_responses
 from backend.wallet.showcodes import PUBLIC_VERIFIER, ShowCodeCheck, check_show_code
 
@@ -79,7 +79,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _china(moment: datetime | None) -> str | None:
-    return moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S") if moment else None
+    """The page shows the China time to the second, and nothing for a time it does not have."""
+    return china_clock(moment, seconds=True) if moment else None
 
 
 def verdict(check: ShowCodeCheck, moment: datetime) -> dict[str, Any]:
