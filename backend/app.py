@@ -9,9 +9,8 @@ from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import miniapp_api
-from backend import dept_api
+from backend import cli, dept_api
 from backend.auth.access import check_routes
-from backend.cli import commands as cli
 from backend.config import PROJECT_ROOT, load_settings
 from backend.core.edge import register_edge, validation_error
 from backend.core.private_files import private_directory

@@ -337,7 +337,7 @@ def test_the_job_command_keeps_watching_with_watch(app, runner, dept_client, mon
         else:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr("backend.cli.commands.time.sleep", nap)
+    monkeypatch.setattr("backend.cli.jobs.time.sleep", nap)
     result = runner.invoke(args=["jobs", "imports", "--watch", "--interval", "2"])
     assert naps == [2, 2] and count(app, Certificate) == 1
     assert "1 batch(es) completed" in result.output

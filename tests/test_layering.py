@@ -27,11 +27,9 @@ REQUEST_GLOBALS = frozenset({"request", "g", "session"})
 ALLOWED: frozenset[tuple[str, str]] = frozenset({
     # The CLI and the API faces start jobs in process (the development runner, delivery after the response);
     # a job launcher interface owned by `jobs` and handed to the faces by the app would remove these.
-    ("backend.cli.commands", "jobs"),
+    ("backend.cli.jobs", "jobs"),
     ("backend.dept_api.batches", "jobs"),
     ("miniapp_api.access_requests", "jobs"),
-    # The staff console registers the `flask staff` command group on the app (web/console.init_app).
-    ("backend.web.console", "cli"),
     # The request context builds the evidence storage and the working-day calendar of the objections area;
     # they belong in core (storage, calendar) with objections only using them.
     ("backend.core.context", "objections"),

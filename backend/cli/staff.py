@@ -9,6 +9,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from backend.catalog import loader as catalog_service
+from backend.cli.base import fail, operator_actor
 from backend.core.context import now
 from backend.errors import DomainError
 from backend.extensions import db
@@ -34,8 +35,6 @@ def _read_password(from_stdin: bool) -> str:
 def staff_add(username: str, display_name: str | None, dept_code: str | None, city_admin: bool,
               password_stdin: bool) -> None:
     """Create a console account; prints its id. The password is asked for (or read from stdin), never an argument."""
-    from backend.cli.commands import _fail, _operator
-
     if bool(dept_code) == city_admin:
         raise click.UsageError("give exactly one of --dept or --city-admin")
     password = _read_password(password_stdin)
@@ -43,10 +42,11 @@ def staff_add(username: str, display_name: str | None, dept_code: str | None, ci
         department = catalog_service.get_department(db.session(), dept_code) if dept_code else None
         account = staff_service.create_staff(db.session(), current_app.config["STAFF_PASSWORD_HASHER"],
                                              username=username, display_name=display_name or username,
-                                             department=department, password=password, actor=_operator(), now=now())
+                                             department=department, password=password, actor=operator_actor(),
+                                             now=now())
         db.session.commit()
     except DomainError as error:
-        _fail(error)
+        fail(error)
         return
     click.echo(account.public_id)
 
@@ -56,28 +56,24 @@ def staff_add(username: str, display_name: str | None, dept_code: str | None, ci
 @click.option("--password-stdin", is_flag=True, help="Read the new password from the first line of stdin.")
 def staff_password(username: str, password_stdin: bool) -> None:
     """Set a new password; also unlocks the account and ends its sessions."""
-    from backend.cli.commands import _fail, _operator
-
     password = _read_password(password_stdin)
     try:
         staff_service.set_password(db.session(), current_app.config["STAFF_PASSWORD_HASHER"], username, password,
-                                   actor=_operator(), now=now())
+                                   actor=operator_actor(), now=now())
         db.session.commit()
     except DomainError as error:
-        _fail(error)
+        fail(error)
 
 
 @staff_cli.command("disable")
 @click.argument("username")
 def staff_disable(username: str) -> None:
     """Disable an account: it can no longer log in and its open sessions end at once."""
-    from backend.cli.commands import _fail, _operator
-
     try:
-        staff_service.disable_staff(db.session(), username, actor=_operator(), now=now())
+        staff_service.disable_staff(db.session(), username, actor=operator_actor(), now=now())
         db.session.commit()
     except DomainError as error:
-        _fail(error)
+        fail(error)
 
 
 @staff_cli.command("list")

@@ -21,7 +21,6 @@ from backend.auth import staff as staff_auth
 from backend.auth.access import public
 from backend.auth.staff import require_department_staff, require_staff
 from backend.catalog import loader as catalog_service
-from backend.cli.staff import staff_cli
 from backend.core.context import evidence_storage, field_cipher, keystore, now, request_actor_context
 from backend.core.edge import finish_failed_request
 from backend.errors import DomainError, Forbidden, ValidationFailed
@@ -48,10 +47,9 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache", "X-Robots-Tag": 
 
 
 def register(app: Any) -> None:
-    """Session cookie flags, CSRF, the console's routes and its account commands (`flask staff ...`)."""
+    """Session cookie flags, CSRF and the console's routes; its account commands (`flask staff`) are in backend.cli."""
     staff_auth.init_app(app)
     app.register_blueprint(bp)
-    app.cli.add_command(staff_cli)
 
 
 # -- edge of the console: CSRF on every form, headers, errors as pages -----------------------------------------
