@@ -68,9 +68,13 @@ def test_lock_errors_of_both_databases_are_told_from_other_database_errors():
     assert not is_lock_timeout(OperationalError("SELECT", {}, missing))
 
 
-def test_the_cli_says_the_database_is_busy_instead_of_a_traceback(app, runner, catalog):
+@pytest.mark.parametrize("command", [
+    ["audit", "checkpoint"],
+    ["staff", "add", "--username", "clerk", "--city-admin", "--password-stdin"],
+], ids=["audit", "staff"])
+def test_the_cli_says_the_database_is_busy_instead_of_a_traceback(app, runner, catalog, command):
     with audit_head_locked(app):
-        result = runner.invoke(args=["audit", "checkpoint"])
+        result = runner.invoke(args=command, input="A-long-enough-Passw0rd!\n")
     assert result.exit_code == 75, result.output
     assert "database_busy" in result.output and "Traceback" not in result.output
 

@@ -6,16 +6,15 @@ import sys
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
 
 from backend.catalog import loader as catalog_service
-from backend.cli.base import fail, operator_actor
+from backend.cli.base import CommandGroup, fail, operator_actor
 from backend.core.context import now
 from backend.errors import DomainError
 from backend.extensions import db
 from backend.identity import staff as staff_service
 
-staff_cli = AppGroup("staff", help="Staff console accounts (department staff and city administrators).")
+staff_cli = CommandGroup("staff", help="Staff console accounts (department staff and city administrators).")
 
 
 def _read_password(from_stdin: bool) -> str:
