@@ -40,8 +40,8 @@ from backend.jobs.callbacks import deliver as deliver_callbacks
 from backend.kernel.actors import Actor
 from backend.keys.data_keys import reencrypt_stale
 from backend.keys.keystore import PLATFORM_PURPOSES, PURPOSE_CERTIFICATE
-from backend.objections import cases as objections_service
 from backend.objections import deadlines as objection_deadlines
+from backend.objections import evidence as objection_evidence
 from backend.sharing import access_requests as access_requests_service
 from backend.sharing import counter_service
 from backend.sharing.request_callbacks import claim_due
@@ -186,7 +186,7 @@ def keys_reencrypt_data() -> None:
     db.session.commit()
     click.echo(f"{report.blobs} value(s) in {report.rows} row(s) re-encrypted under data key "
                f"version {field_cipher().current_version}")
-    files = objections_service.reseal_evidence(db.session(), evidence_storage())
+    files = objection_evidence.reseal_evidence(db.session(), evidence_storage())
     db.session.rollback()  # read only
     click.echo(f"{files} objection evidence file(s) re-sealed")
 
