@@ -15,8 +15,12 @@ from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
 from backend.core.context import evidence_storage, field_cipher, now, representation_max_age, working_calendar
 from backend.extensions import db
 from backend.models.objections import Objection, ObjectionEvidence
-from backend.objections import cases as service
-from backend.objections import evidence as evidence_service
+from backend.objections import answers as objection_answers
+from backend.objections import checks as objection_checks
+from backend.objections import evidence as objection_evidence
+from backend.objections import filing as objection_filing
+from backend.objections import queue as objection_queue
+from backend.objections import views as objection_views
 from backend.objections.evidence import EvidenceStorage
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
 from backend.wallet.queries import find_holder_certificate
@@ -29,13 +33,13 @@ bp = APIBlueprint("citizen_objections", __name__, url_prefix="/api/v1/objections
 ObjectionStatus = Literal["submitted", "in_progress", "rejected", "resolved"]
 FaceValue = str | int | float | bool | None
 # The multipart body: every evidence file at its cap, and room for the text fields.
-MAX_UPLOAD_BYTES = evidence_service.MAX_FILES * evidence_service.MAX_FILE_BYTES + 512 * 1024
+MAX_UPLOAD_BYTES = objection_evidence.MAX_FILES * objection_evidence.MAX_FILE_BYTES + 512 * 1024
 _TEXT_FIELDS = ("certificate_id", "disputed", "description")
 
 
 class CitizenDisputedIn(StrictModel):
     field: str = Field(min_length=1, max_length=64, description="the face field's name, or holder.name")
-    claimed_value: str = Field(min_length=1, max_length=service.MAX_CLAIMED_LENGTH,
+    claimed_value: str = Field(min_length=1, max_length=objection_checks.MAX_CLAIMED_LENGTH,
                                description="what the value should be")
 
 
@@ -48,7 +52,7 @@ class CitizenObjectionForm(StrictModel):
     certificate_id: str = Field(min_length=1, max_length=64, description="the certificate's wallet id")
     disputed: str = Field(min_length=2, max_length=20_000,
                           description='JSON: [{"field": "address", "claimed_value": "…"}], 1–20 fields')
-    description: str = Field(min_length=1, max_length=service.MAX_DESCRIPTION, description="异议说明")
+    description: str = Field(min_length=1, max_length=objection_checks.MAX_DESCRIPTION, description="异议说明")
     evidence: list[FileStorage] = Field(default_factory=list,
                                         description="up to 5 JPEG or PNG images, ≤ 5 MB each; metadata is removed")
 
@@ -67,13 +71,13 @@ class CitizenObjectionForm(StrictModel):
             items = _DISPUTED.validate_json(value)
         except ValidationError as exc:
             raise ValueError('disputed must be a JSON list like [{"field": …, "claimed_value": …}]') from exc
-        if not 1 <= len(items) <= service.MAX_DISPUTED:
-            raise ValueError(f"disputed must list 1–{service.MAX_DISPUTED} fields")
+        if not 1 <= len(items) <= objection_checks.MAX_DISPUTED:
+            raise ValueError(f"disputed must list 1–{objection_checks.MAX_DISPUTED} fields")
         return value
 
-    def disputed_fields(self) -> list[service.DisputedField]:
+    def disputed_fields(self) -> list[objection_checks.DisputedField]:
         items = _DISPUTED.validate_json(self.disputed)
-        return [service.DisputedField(item.field, item.claimed_value) for item in items]
+        return [objection_checks.DisputedField(item.field, item.claimed_value) for item in items]
 
 
 class CitizenObjectionQuery(StrictModel):
@@ -155,10 +159,11 @@ def _iso(value: Any) -> str | None:
 
 def _summary(objection: Objection) -> dict[str, Any]:
     certificate, moment = objection.certificate, now()
-    late = service.overdue(objection, moment)
+    late = objection_views.overdue(objection, moment)
     return {
         "id": objection.public_id, "status": objection.status,
-        "status_label": service.STATUS_LABELS[objection.status], "type_name": certificate.certificate_type.name,
+        "status_label": objection_answers.STATUS_LABELS[objection.status],
+        "type_name": certificate.certificate_type.name,
         "certificate": CitizenCertificateRefOut(id=certificate.public_id, identifier=certificate.identifier,
                                          version=certificate.version, status=certificate.status),
         "department": CitizenDepartmentOut(code=objection.department.code, name=objection.department.name),
@@ -170,7 +175,7 @@ def _summary(objection: Objection) -> dict[str, Any]:
 
 
 def _detail(objection: Objection) -> dict[str, Any]:
-    view = service.objection_view(db.session(), field_cipher(), objection, now=now())
+    view = objection_views.objection_view(db.session(), field_cipher(), objection, now=now())
     corrected = view.corrected
     return CitizenObjectionDetail(
         **_summary(objection),
@@ -188,7 +193,7 @@ def _detail(objection: Objection) -> dict[str, Any]:
 
 def _read_file(upload: Any) -> bytes:
     """At most one byte past the cap: enough to refuse a larger file without reading it all."""
-    data: bytes = upload.stream.read(evidence_service.MAX_FILE_BYTES + 1)
+    data: bytes = upload.stream.read(objection_evidence.MAX_FILE_BYTES + 1)
     return data
 
 
@@ -244,11 +249,11 @@ def file_objection(form: CitizenObjectionForm) -> Response:
     session, moment = db.session(), now()
     certificate = find_holder_certificate(session, g.holder, form.certificate_id, now=moment,
                                           max_age=representation_max_age())
-    evidence_service.check_count(len(form.evidence))
+    objection_evidence.check_count(len(form.evidence))
     files = [_read_file(upload) for upload in form.evidence]
     storage = _TrackedStorage(evidence_storage())
     g.evidence_written = storage.written
-    objection = service.file_objection(
+    objection = objection_filing.file_objection(
         session, field_cipher(), storage, certificate=certificate, filer=g.actor, holder=g.holder,
         disputed=form.disputed_fields(), description=form.description, evidence=files, now=moment,
         calendar=working_calendar())
@@ -261,8 +266,8 @@ def file_objection(form: CitizenObjectionForm) -> Response:
 @require_citizen
 def list_objections(query: CitizenObjectionQuery) -> Response:
     """The objections the holder filed, newest first, paginated by cursor."""
-    page = service.holder_objections(db.session(), holder=g.holder, status=query.status, limit=query.limit,
-                                     cursor=query.cursor)
+    page = objection_queue.holder_objections(db.session(), holder=g.holder, status=query.status, limit=query.limit,
+                                             cursor=query.cursor)
     return jsonify(CitizenObjectionList(items=[CitizenObjectionSummary(**_summary(o)) for o in page.items],
                                  next_cursor=page.next_cursor).model_dump())
 
@@ -272,5 +277,5 @@ def list_objections(query: CitizenObjectionQuery) -> Response:
 @require_citizen
 def read_objection(path: CitizenObjectionPath) -> Response:
     """One of the holder's objections: status timeline, the department's answer, the corrected certificate."""
-    objection = service.get_for_holder(db.session(), path.objection_id, holder=g.holder)
+    objection = objection_queue.get_for_holder(db.session(), path.objection_id, holder=g.holder)
     return jsonify(_detail(objection))

@@ -21,7 +21,8 @@ from backend.identity.staff import create_staff
 from backend.kernel.actors import Actor
 from backend.kernel.ids import holder_index
 from backend.models import AuditEvent, Certificate, Holder, Objection, StaffAccount
-from backend.objections.cases import DisputedField, file_objection
+from backend.objections.checks import DisputedField
+from backend.objections.filing import file_objection
 
 # Cheap argon2 parameters for tests (STYLE: test settings lower expensive crypto costs).
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)

@@ -15,12 +15,10 @@ from backend.extensions import db
 from backend.kernel.actors import Actor
 from backend.kernel.identifiers import build_identifier, parse_identifier
 from backend.models import ApiClient, AuditEvent, Certificate, Department, Notification, Objection, ObjectionEvent
-from backend.objections.cases import (
-    ObjectionTransitionConflict,
-    accept_objection,
-    client_has_seen,
-    get_for_department,
-)
+from backend.objections.answers import accept_objection
+from backend.objections.errors import ObjectionTransitionConflict
+from backend.objections.filing import client_has_seen
+from backend.objections.queue import get_for_department
 from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR
 from tests.factories import company_code
 from tests.objection_support import (

@@ -17,7 +17,7 @@ from backend.config import PROJECT_ROOT
 from backend.extensions import db
 from backend.kernel.actors import Actor
 from backend.models import AuditEvent, CertificateType, Department, Notification, ObjectionEscalation
-from backend.objections.cases import deadline_policy
+from backend.objections.checks import deadline_policy
 from backend.objections.deadlines import escalate_overdue_objections
 from backend.objections.working_days import CalendarError, WorkingCalendar, load_calendar
 from tests.conftest import CIVIL_AFFAIRS, FakeClock

@@ -20,8 +20,8 @@ from backend.errors import DomainError
 from backend.extensions import db
 from backend.models import Objection
 from backend.objections import evidence
-from backend.objections.cases import evidence_image, objection_view
-from backend.objections.evidence import LocalEvidenceStorage, clean_image
+from backend.objections.evidence import LocalEvidenceStorage, clean_image, evidence_image
+from backend.objections.views import objection_view
 from tests.conftest import CIVIL_AFFAIRS, TEST_SECRETS, _settings
 from tests.objection_support import (
     OBJECTIONS,

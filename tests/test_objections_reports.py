@@ -14,7 +14,7 @@ from backend.audit.chain import record_event
 from backend.extensions import db
 from backend.kernel.actors import Actor
 from backend.models import ApiClient, Certificate
-from backend.objections.cases import SeenFields, fields_seen_by
+from backend.objections.filing import SeenFields, fields_seen_by
 from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR, DeptClient
 from tests.grant_support import offered, redeem
 from tests.objection_support import GOV_OBJECTIONS, Queue

@@ -13,7 +13,7 @@ from backend.errors import DomainError
 from backend.extensions import db
 from backend.keys.data_keys import reencrypt_stale
 from backend.keys.keystore import PLATFORM_PURPOSES, PURPOSE_CERTIFICATE
-from backend.objections import cases as objections_service
+from backend.objections import evidence as objection_evidence
 
 keys_cli = CommandGroup("keys", help="Signing keys: create, rotate, import.")
 
@@ -70,7 +70,7 @@ def keys_reencrypt_data() -> None:
     db.session.commit()
     click.echo(f"{report.blobs} value(s) in {report.rows} row(s) re-encrypted under data key "
                f"version {field_cipher().current_version}")
-    files = objections_service.reseal_evidence(db.session(), evidence_storage())
+    files = objection_evidence.reseal_evidence(db.session(), evidence_storage())
     db.session.rollback()  # read only
     click.echo(f"{files} objection evidence file(s) re-sealed")
 

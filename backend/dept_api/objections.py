@@ -15,7 +15,12 @@ from backend.errors import DomainError
 from backend.extensions import db, limiter
 from backend.kernel.identifiers import parse_identifier
 from backend.models.objections import Objection
-from backend.objections import cases as service
+from backend.objections import answers as objection_answers
+from backend.objections import checks as objection_checks
+from backend.objections import evidence as objection_evidence
+from backend.objections import filing as objection_filing
+from backend.objections import queue as objection_queue
+from backend.objections import views as objection_views
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
 
 bp = APIBlueprint("gov_objections", __name__, url_prefix="/gov/v1/objections",
@@ -30,15 +35,15 @@ IMAGE_RESPONSE = {"description": "the cleaned evidence image (JPEG or PNG, metad
 
 class GovDisputedIn(StrictModel):
     field: str = Field(min_length=1, max_length=64, description="the face field's name, or holder.name")
-    claimed_value: str = Field(min_length=1, max_length=service.MAX_CLAIMED_LENGTH)
+    claimed_value: str = Field(min_length=1, max_length=objection_checks.MAX_CLAIMED_LENGTH)
 
 
 class GovReportBody(StrictModel):
     """A data problem found while using a certificate this client verified, scanned or redeemed (within 90 days)."""
 
     certificate_identifier: str = Field(min_length=1, max_length=200, description="证照标识 (GB/T 36904)")
-    disputed: list[GovDisputedIn] = Field(min_length=1, max_length=service.MAX_DISPUTED)
-    description: str = Field(min_length=1, max_length=service.MAX_DESCRIPTION)
+    disputed: list[GovDisputedIn] = Field(min_length=1, max_length=objection_checks.MAX_DISPUTED)
+    description: str = Field(min_length=1, max_length=objection_checks.MAX_DESCRIPTION)
 
 
 class GovQueueQuery(StrictModel):
@@ -57,14 +62,15 @@ class GovEvidencePath(BaseModel):
 
 
 class GovRejectBody(StrictModel):
-    reason: str = Field(min_length=1, max_length=service.MAX_ANSWER, description="驳回原因, shown to the filer")
+    reason: str = Field(min_length=1, max_length=objection_checks.MAX_ANSWER,
+                        description="驳回原因, shown to the filer")
 
 
 class GovResolveBody(StrictModel):
     corrected_identifier: str = Field(
         min_length=1, max_length=200,
         description="证照标识 of the corrected version made by POST /gov/v1/certificates/{identifier}/reissue")
-    note: str | None = Field(default=None, max_length=service.MAX_ANSWER, description="a note for the filer")
+    note: str | None = Field(default=None, max_length=objection_checks.MAX_ANSWER, description="a note for the filer")
 
 
 class GovCertificateRefOut(BaseModel):
@@ -165,10 +171,10 @@ def _ref(certificate: Any) -> GovCertificateRefOut:
 
 def _summary(objection: Objection, escalated: bool) -> dict[str, Any]:
     certificate = objection.certificate
-    late = service.overdue(objection, now())
+    late = objection_views.overdue(objection, now())
     return {
         "id": objection.public_id, "status": objection.status,
-        "status_label": service.STATUS_LABELS[objection.status],
+        "status_label": objection_answers.STATUS_LABELS[objection.status],
         "type_code": certificate.certificate_type.type_code, "type_name": certificate.certificate_type.name,
         "certificate": _ref(certificate),
         "filer": GovFilerOut(kind=objection.filer_kind,  # type: ignore[arg-type]
@@ -184,7 +190,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _body(objection: Objection, view: service.ObjectionView) -> dict[str, Any]:
+def _body(objection: Objection, view: objection_views.ObjectionView) -> dict[str, Any]:
     return {
         **_summary(objection, bool(view.escalations)),
         "description": view.description, "answer": view.answer, "acknowledged_at": _iso(view.acknowledged_at),
@@ -202,8 +208,8 @@ def _body(objection: Objection, view: service.ObjectionView) -> dict[str, Any]:
 def detail(objection: Objection, *, audited: bool = True) -> dict[str, Any]:
     """The objection decrypted for the issuing department; reading the filer's statement is audited
     (objection.viewed) unless `audited` is False (the answer to a change the same request made, already audited)."""
-    view = service.objection_view(db.session(), field_cipher(), objection, now=now(),
-                                  actor=g.actor if audited else None)
+    view = objection_views.objection_view(db.session(), field_cipher(), objection, now=now(),
+                                          actor=g.actor if audited else None)
     return GovObjectionDetail(
         **_body(objection, view),
         disputed=[GovDisputedOut(field=d.field, label=d.label, current_value=d.current_value,
@@ -243,11 +249,11 @@ def report(body: GovReportBody) -> Response:
     report as filed, without the certificate's values. Attempts are limited per client and certificate
     (429 rate_limited with Retry-After). The report goes to the issuing department's queue; the holder's inbox is
     told which department reported a problem with which certificate (objection_reported), nothing of its content."""
-    objection = service.report_objection(
+    objection = objection_filing.report_objection(
         db.session(), field_cipher(), certificate_identifier=body.certificate_identifier, client=g.client,
-        actor=g.actor, disputed=[service.DisputedField(d.field, d.claimed_value) for d in body.disputed],
+        actor=g.actor, disputed=[objection_checks.DisputedField(d.field, d.claimed_value) for d in body.disputed],
         description=body.description, now=now(), calendar=working_calendar())
-    view = service.objection_view(db.session(), field_cipher(), objection, now=now(), current_values=False)
+    view = objection_views.objection_view(db.session(), field_cipher(), objection, now=now(), current_values=False)
     response = jsonify(GovReportedObjection(
         **_body(objection, view),
         disputed=[GovClaimOut(field=d.field, label=d.label, claimed_value=d.claimed_value) for d in view.disputed],
@@ -261,9 +267,9 @@ def report(body: GovReportBody) -> Response:
 def queue(query: GovQueueQuery) -> Response:
     """The department's own queue: objections about certificates it issued, newest first, paginated by cursor."""
     session = db.session()
-    page = service.department_queue(session, department=g.client.department, status=query.status,
-                                    limit=query.limit, cursor=query.cursor, now=now())
-    escalated = service.escalated_ids(session, page.items)
+    page = objection_queue.department_queue(session, department=g.client.department, status=query.status,
+                                            limit=query.limit, cursor=query.cursor, now=now())
+    escalated = objection_queue.escalated_ids(session, page.items)
     return jsonify(GovObjectionQueue(items=[GovObjectionSummary(**_summary(o, o.id in escalated)) for o in page.items],
                                   next_cursor=page.next_cursor).model_dump())
 
@@ -272,7 +278,7 @@ def queue(query: GovQueueQuery) -> Response:
 @require_scope("objections")
 def read(path: GovObjectionPath) -> Response:
     """One objection of the department's queue, decrypted (the reading is audited); others' are 404."""
-    objection = service.get_for_department(db.session(), path.id, department=g.client.department)
+    objection = objection_queue.get_for_department(db.session(), path.id, department=g.client.department)
     return jsonify(detail(objection))
 
 
@@ -281,9 +287,9 @@ def read(path: GovObjectionPath) -> Response:
 @require_scope("objections")
 def evidence(path: GovEvidencePath) -> Response:
     """The n-th evidence image as stored: cleaned at upload, without EXIF, GPS or any other metadata."""
-    objection = service.get_for_department(db.session(), path.id, department=g.client.department)
-    image = service.evidence_file(evidence_storage(), objection, path.n)
-    service.record_evidence_viewed(db.session(), objection, path.n, actor=g.actor, now=now())
+    objection = objection_queue.get_for_department(db.session(), path.id, department=g.client.department)
+    image = objection_evidence.evidence_file(evidence_storage(), objection, path.n)
+    objection_evidence.record_evidence_viewed(db.session(), objection, path.n, actor=g.actor, now=now())
     response = Response(image.data, mimetype=image.media_type)
     response.headers["Content-Disposition"] = f'inline; filename="evidence-{path.n}"'
     return response
@@ -294,8 +300,8 @@ def evidence(path: GovEvidencePath) -> Response:
 @require_scope("objections")
 def accept(path: GovObjectionPath) -> Response:
     """受理: take the objection up (submitted → in_progress); the filer is notified."""
-    objection = service.get_for_department(db.session(), path.id, department=g.client.department)
-    service.accept_objection(db.session(), objection, actor=g.actor, now=now())
+    objection = objection_queue.get_for_department(db.session(), path.id, department=g.client.department)
+    objection_answers.accept_objection(db.session(), objection, actor=g.actor, now=now())
     return _answer(objection)
 
 
@@ -304,8 +310,8 @@ def accept(path: GovObjectionPath) -> Response:
 @require_scope("objections")
 def reject(path: GovObjectionPath, body: GovRejectBody) -> Response:
     """驳回: the data is right; the reason is shown to the filer. From submitted or in_progress."""
-    objection = service.get_for_department(db.session(), path.id, department=g.client.department)
-    service.reject_objection(db.session(), objection, reason=body.reason, actor=g.actor, now=now())
+    objection = objection_queue.get_for_department(db.session(), path.id, department=g.client.department)
+    objection_answers.reject_objection(db.session(), objection, reason=body.reason, actor=g.actor, now=now())
     return _answer(objection)
 
 
@@ -315,7 +321,7 @@ def reject(path: GovObjectionPath, body: GovRejectBody) -> Response:
 def resolve(path: GovObjectionPath, body: GovResolveBody) -> Response:
     """办结: link the corrected version made by the reissue endpoint (a newer version of the disputed
     certificate; anything else is 422). From submitted or in_progress; the filer is notified."""
-    objection = service.get_for_department(db.session(), path.id, department=g.client.department)
-    service.resolve_objection(db.session(), objection, corrected_identifier=body.corrected_identifier,
-                              actor=g.actor, now=now(), note=body.note)
+    objection = objection_queue.get_for_department(db.session(), path.id, department=g.client.department)
+    objection_answers.resolve_objection(db.session(), objection, corrected_identifier=body.corrected_identifier,
+                                        actor=g.actor, now=now(), note=body.note)
     return _answer(objection)

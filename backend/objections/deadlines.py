@@ -24,7 +24,7 @@ from backend.kernel.china_time import china_clock
 from backend.kernel.ids import new_public_id
 from backend.models import Certificate, Department, Notification
 from backend.models.objections import IN_PROGRESS, OPEN_STATES, SUBMITTED, Objection, ObjectionEscalation
-from backend.objections.cases import STATUS_LABELS, timeline_event
+from backend.objections.answers import STATUS_LABELS, timeline_event
 
 ACKNOWLEDGE, RESOLVE = "acknowledge", "resolve"
 LEVEL_LABELS = {ACKNOWLEDGE: "受理", RESOLVE: "办结"}

@@ -16,14 +16,20 @@ import secrets
 import tempfile
 import warnings
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from backend.audit.chain import record_event
 from backend.core.private_files import private_directory
 from backend.crypto.encryption import FieldCipher
 from backend.errors import NotFound, PayloadTooLarge, ValidationFailed
+from backend.kernel.actors import Actor
+from backend.models.objections import Objection, ObjectionEvidence
 
 MAX_FILES = 5
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -200,3 +206,42 @@ class SealedEvidenceStorage:
             return False
         self.inner.put(key, self.cipher.reencrypt(blob, f"evidence:{key}"))
         return True
+
+
+# -- reading --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EvidenceFile:
+    data: bytes
+    media_type: str
+
+
+def evidence_file(storage: EvidenceStorage, objection: Objection, n: int) -> EvidenceFile:
+    """The n-th (1-based) cleaned evidence image and its media type; a position without one is a 404."""
+    item = next((e for e in objection.evidence if e.position == n), None)
+    if item is None:
+        raise EvidenceNotFound()
+    return EvidenceFile(storage.get(item.storage_key), item.media_type)
+
+
+def evidence_image(storage: EvidenceStorage, objection: Objection, n: int) -> bytes:
+    """The n-th (1-based) cleaned evidence image as stored (metadata already stripped at upload)."""
+    return evidence_file(storage, objection, n).data
+
+
+def record_evidence_viewed(session: Session, objection: Objection, n: int, *, actor: Actor, now: datetime) -> None:
+    """Audit a reading of an evidence image (personal data: the photos may show documents or faces)."""
+    record_event(session, actor=actor, action="objection.evidence_viewed", now=now, object_type="objection",
+                 object_id=objection.public_id, details={"n": n})
+
+
+def reseal_evidence(session: Session, storage: SealedEvidenceStorage, *, batch_size: int = 500) -> int:
+    """After a data key rotation: re-encrypt every evidence file still sealed under an older key (idempotent).
+    Returns how many files were re-sealed."""
+    resealed, last_id = 0, 0
+    while keys := session.execute(select(ObjectionEvidence.id, ObjectionEvidence.storage_key)
+                                  .where(ObjectionEvidence.id > last_id).order_by(ObjectionEvidence.id)
+                                  .limit(batch_size)).all():
+        last_id = keys[-1][0]
+        resealed += sum(storage.reseal(key) for _, key in keys)
+    return resealed

@@ -31,7 +31,12 @@ from backend.issuance.issuer import Issuer
 from backend.kernel.china_time import china_clock
 from backend.models import Certificate, StaffAccount
 from backend.models.objections import IN_PROGRESS, OPEN_STATES, REJECTED, RESOLVED, SUBMITTED, Objection
-from backend.objections import cases as objection_service
+from backend.objections import answers as objection_answers
+from backend.objections import checks as objection_checks
+from backend.objections import errors as objection_errors
+from backend.objections import evidence as objection_evidence
+from backend.objections import queue as objection_queue
+from backend.objections import views as objection_views
 from backend.wallet.queries import face_definition
 
 bp = Blueprint("console", __name__, url_prefix="/console")
@@ -183,11 +188,11 @@ def queue() -> Any:
         if department is None:
             raise ValidationFailed.for_field("dept", "invalid", "未知的部门")
     moment = now()
-    page = objection_service.department_queue(db.session(), department=department, status=status or None,
-                                              limit=PAGE_SIZE, cursor=request.args.get("cursor") or None, now=moment)
-    rows = [{"objection": item, "overdue": objection_service.overdue(item, moment),
-             "status_label": objection_service.STATUS_LABELS.get(item.status, item.status),
-             "filer_label": objection_service.FILER_LABELS.get(item.filer_kind, item.filer_kind)}
+    page = objection_queue.department_queue(db.session(), department=department, status=status or None,
+                                            limit=PAGE_SIZE, cursor=request.args.get("cursor") or None, now=moment)
+    rows = [{"objection": item, "overdue": objection_views.overdue(item, moment),
+             "status_label": objection_answers.STATUS_LABELS.get(item.status, item.status),
+             "filer_label": objection_views.FILER_LABELS.get(item.filer_kind, item.filer_kind)}
             for item in page.items]
     return _page("console/queue.html", rows=rows, status=status, filters=STATUS_FILTERS, departments=departments,
                  dept=chosen, next_cursor=page.next_cursor, city_admin=account.is_city_admin)
@@ -198,7 +203,7 @@ def queue() -> Any:
 def _objection(public_id: str) -> Objection:
     """The objection if it is in the caller's queue; another department's is a 404, as if it did not exist."""
     account: StaffAccount = g.staff
-    return objection_service.get_for_department(db.session(), public_id[:64], department=_department_of(account))
+    return objection_queue.get_for_department(db.session(), public_id[:64], department=_department_of(account))
 
 
 @bp.get("/objections/<public_id>")
@@ -206,7 +211,7 @@ def _objection(public_id: str) -> Objection:
 def objection(public_id: str) -> Any:
     """The objection with the disputed values, the filer's statement, evidence and timeline (an audited read)."""
     found = _objection(public_id)
-    view = objection_service.objection_view(db.session(), field_cipher(), found, now=now(), actor=g.actor)
+    view = objection_views.objection_view(db.session(), field_cipher(), found, now=now(), actor=g.actor)
     account: StaffAccount = g.staff
     return _page("console/objection.html", view=view, can_act=not account.is_city_admin,
                  is_open=found.status in OPEN_STATES, submitted=found.status == SUBMITTED)
@@ -218,7 +223,7 @@ def evidence(public_id: str, n: str) -> Any:
     """One cleaned evidence image, only through the console's login (an audited read)."""
     found = _objection(public_id)
     position = int(n) if _POSITION.fullmatch(n) else 0  # no image has position 0: a 404 like any missing one
-    image = objection_service.evidence_file(evidence_storage(), found, position)
+    image = objection_evidence.evidence_file(evidence_storage(), found, position)
     record_event(db.session(), actor=g.actor, action="objection.evidence_viewed", now=now(),
                  object_type="objection", object_id=found.public_id, details={"position": position})
     response = Response(image.data, mimetype=image.media_type)
@@ -231,7 +236,7 @@ def evidence(public_id: str, n: str) -> Any:
 def accept(public_id: str) -> Any:
     """受理: take the objection up."""
     found = _objection(public_id)
-    objection_service.accept_objection(db.session(), found, actor=g.actor, now=now())
+    objection_answers.accept_objection(db.session(), found, actor=g.actor, now=now())
     return redirect(url_for("console.objection", public_id=found.public_id))
 
 
@@ -240,7 +245,7 @@ def accept(public_id: str) -> Any:
 def reject(public_id: str) -> Any:
     """驳回: the data is right; the reason is shown to the filer."""
     found = _objection(public_id)
-    objection_service.reject_objection(db.session(), found, reason=request.form.get("reason", ""), actor=g.actor,
+    objection_answers.reject_objection(db.session(), found, reason=request.form.get("reason", ""), actor=g.actor,
                                        now=now())
     return redirect(url_for("console.objection", public_id=found.public_id))
 
@@ -259,11 +264,11 @@ def _shown(value: Any) -> str:
 def _correction_form(found: Objection) -> dict[str, Any]:
     certificate: Certificate = found.certificate
     content = certificate_service.decrypt(field_cipher(), certificate)
-    claimed = {d["field"]: d["claimed_value"] for d in objection_service.disputed_fields(field_cipher(), found)}
+    claimed = {d["field"]: d["claimed_value"] for d in objection_views.disputed_fields(field_cipher(), found)}
     specs = face_definition(db.session(), certificate)["fields"]
     fields = [{"spec": spec, "value": _shown(content.fields.get(spec["name"])),
                "claimed": claimed.get(spec["name"])} for spec in specs]
-    holder = {"value": content.holder_name, "claimed": claimed.get(objection_service.HOLDER_NAME_FIELD)}
+    holder = {"value": content.holder_name, "claimed": claimed.get(objection_checks.HOLDER_NAME_FIELD)}
     return {"fields": fields, "holder": holder, "content": content}
 
 
@@ -301,8 +306,8 @@ def _changes(form: dict[str, Any], submitted: Any) -> dict[str, Any]:
 def _open_for_resolution(public_id: str) -> Objection:
     found = _objection(public_id)
     if found.status not in OPEN_STATES:
-        raise objection_service.ObjectionTransitionConflict(
-            f"异议当前状态为「{objection_service.STATUS_LABELS[found.status]}」，不能更正",
+        raise objection_errors.ObjectionTransitionConflict(
+            f"异议当前状态为「{objection_answers.STATUS_LABELS[found.status]}」，不能更正",
             details={"status": found.status, "event": "resolved"})
     return found
 
@@ -336,6 +341,6 @@ def resolve(public_id: str) -> Any:
                     public_url=current_app.config["ECERT_PUBLIC_URL"], actor=g.actor, now=moment)
     successor = certificate_service.reissue_certificate(db.session(), issuer, field_cipher(), certificate,
                                                         changes=changes, reason=reason)
-    objection_service.resolve_objection(db.session(), found, corrected_identifier=successor.identifier,
+    objection_answers.resolve_objection(db.session(), found, corrected_identifier=successor.identifier,
                                         actor=g.actor, now=moment, note=reason)
     return redirect(url_for("console.objection", public_id=found.public_id))
