@@ -17,6 +17,10 @@ file again (`resume_publishing`). Readers see its certificates appear over the f
 (partial mode: nothing more) and its staged rows are deleted. A killed process that had not decided leaves staged
 rows that the next attempt deletes before it starts again; running the same batch again (or re-submitting the same
 file under a new key) adds no certificate twice. Status-list slots are checked when staging (see `SlotAllocator`).
+
+Why one module of over 400 lines: `_Run` is one state machine (read, stage, decide, publish, finish) whose steps share
+its counters and report; the file formats, queue, signer and spool are already apart. Splitting the queue verbs
+(`queue_batch`, `find_batch`, `get_batch`) and the publishing steps into modules of their own is issue 12's next step.
 """
 
 from __future__ import annotations
