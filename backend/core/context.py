@@ -9,6 +9,7 @@ from flask import current_app, g, request
 from backend.core.clock import now as clock_now
 from backend.crypto.encryption import FieldCipher
 from backend.extensions import db
+from backend.keys.deps import Deps
 from backend.keys.keystore import LocalKeyStore
 from backend.keys.platform_jws import VerifiedTokens
 from backend.objections.evidence import EvidenceStorage, LocalEvidenceStorage, SealedEvidenceStorage
@@ -34,6 +35,11 @@ def field_cipher() -> FieldCipher:
         cipher = FieldCipher(current_app.config["ECERT_DATA_KEYS"], current_app.config["ECERT_BLIND_INDEX_KEY"])
         current_app.extensions["ecert.cipher"] = cipher
     return cipher
+
+
+def deps() -> Deps:
+    """The request's session, key store, field cipher and public URL, for the verbs that sign, seal and verify."""
+    return Deps(db.session(), keystore(), field_cipher(), current_app.config["ECERT_PUBLIC_URL"])
 
 
 def now() -> datetime:

@@ -21,7 +21,7 @@ from backend.auth import staff as staff_auth
 from backend.auth.access import public
 from backend.auth.staff import require_department_staff, require_staff
 from backend.catalog import loader as catalog_service
-from backend.core.context import evidence_storage, field_cipher, keystore, now, request_actor_context
+from backend.core.context import deps, evidence_storage, field_cipher, now, request_actor_context
 from backend.core.edge import finish_failed_request
 from backend.errors import DomainError, Forbidden, ValidationFailed
 from backend.extensions import db, limiter
@@ -337,10 +337,9 @@ def resolve(public_id: str) -> Any:
     changes = _changes(_correction_form(found), request.form)
     reason = clean_text(request.form.get("reason", "").strip(), MAX_REASON) or "根据异议更正"
     moment = now()
-    issuer = Issuer(db.session(), keystore(), field_cipher(), account.department,
-                    public_url=current_app.config["ECERT_PUBLIC_URL"], actor=g.actor, now=moment)
-    successor = certificate_service.reissue_certificate(db.session(), issuer, field_cipher(), certificate,
-                                                        changes=changes, reason=reason)
+    issuer = Issuer(deps(), account.department, actor=g.actor, now=moment)
+    successor = certificate_service.reissue_certificate(db.session(), issuer, certificate, changes=changes,
+                                                        reason=reason)
     objection_answers.resolve_objection(db.session(), found, corrected_identifier=successor.identifier,
                                         actor=g.actor, now=moment, note=reason)
     return redirect(url_for("console.objection", public_id=found.public_id))
