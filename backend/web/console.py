@@ -28,6 +28,7 @@ from backend.extensions import db, limiter
 from backend.identity import staff as staff_service
 from backend.issuance import certificates as certificate_service
 from backend.issuance.issuer import Issuer
+from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_clock
 from backend.models import Certificate, StaffAccount
 from backend.models.objections import IN_PROGRESS, OPEN_STATES, REJECTED, RESOLVED, SUBMITTED, Objection
@@ -132,13 +133,12 @@ def login() -> Any:
         return _page("console/login.html", next=staff_auth.safe_next(request.args.get("next")))
     username = request.form.get("username", "")
     target = staff_auth.safe_next(request.form.get("next"))
-    context = request_actor_context()
+    origin = Actor(kind="staff", id="unknown", **request_actor_context())
     try:
         # `commit`: the attempt is counted and committed before the slow password check (see authenticate).
         account = staff_service.authenticate(db.session(), staff_auth.password_hasher(), username=username,
-                                             password=request.form.get("password", ""), now=now(),
-                                             commit=db.session.commit, source_ip=context["source_ip"],
-                                             request_id=context["request_id"])
+                                             password=request.form.get("password", ""), origin=origin, now=now(),
+                                             commit=db.session.commit)
     except DomainError as error:
         finish_failed_request(error)
         response = render_template("console/login.html", staff=None, error=error.message, username=username[:64],
