@@ -9,7 +9,7 @@ from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import miniapp_api
-from backend import cli, dept_api
+from backend import cli, dept_api, jobs
 from backend.auth.access import check_routes
 from backend.config import PROJECT_ROOT, load_settings
 from backend.core.edge import register_edge, validation_error
@@ -58,6 +58,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     register_blueprints(app)
     check_routes(app)  # every route declares who may call it (backend.auth.access)
     register_edge(app)
+    jobs.register(app)  # the faces start background jobs through the app's launcher (backend.core.launcher)
     cli.register(app)
     return app
 
