@@ -10,9 +10,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import miniapp_api
 from backend import cli, dept_api, jobs
-from backend.auth.access import check_routes
+from backend.audit.chain import record_refusal
+from backend.auth.access import check_routes, enforce_access
 from backend.config import PROJECT_ROOT, load_settings
-from backend.core.edge import register_edge, validation_error
+from backend.core.edge import EdgeHooks, register_edge, validation_error
 from backend.core.private_files import private_directory
 from backend.extensions import db, limiter, migrate
 from backend.schemas import ErrorResponse
@@ -57,7 +58,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     register_extensions(app)
     register_blueprints(app)
     check_routes(app)  # every route declares who may call it (backend.auth.access)
-    register_edge(app)
+    register_edge(app, EdgeHooks(check_access=enforce_access, record_refusal=record_refusal))
     jobs.register(app)  # the faces start background jobs through the app's launcher (backend.core.launcher)
     cli.register(app)
     return app
