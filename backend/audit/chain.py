@@ -31,6 +31,7 @@ from backend.audit.checkpoints import (
 from backend.audit.checkpoints import claims as checkpoint_claims
 from backend.crypto.canonical import canonical_json
 from backend.crypto.masking import mask_id_number
+from backend.errors import AuditNote
 from backend.kernel.actors import Actor
 from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
 from backend.models import AuditCheckpoint, AuditEvent, AuditHead, Base
@@ -159,6 +160,12 @@ def record_event(
     if loaded is not None:
         session.expire(loaded)  # a head object read earlier in this session would no longer be the head
     return event
+
+
+def record_refusal(session: Session, note: AuditNote, *, now: datetime) -> None:
+    """Audit a refused attempt (an error's `audit` note) once the request's own work was rolled back."""
+    record_event(session, actor=note.actor, action=note.action, now=now, outcome="failure",
+                 object_type=note.object_type, object_id=note.object_id, details=note.details)
 
 
 class Problem(StrEnum):

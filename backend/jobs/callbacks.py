@@ -44,9 +44,10 @@ def deliver(claim: Callable[[], list[request_callbacks.ClaimedCallback]]) -> Cou
     return outcomes
 
 
-def deliver_after_response(app: Flask, access_request_id: int) -> Callable[[], None]:
+def deliver_after_response(access_request_id: int) -> Callable[[], None]:
     """For `response.call_on_close`: post the decided request's callback once the response is out (after the
     request's commit). A failure leaves the callback in the outbox for `flask jobs callbacks`; it never raises."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]  # the app, not the proxy
 
     def run() -> None:
         with app.app_context():

@@ -15,10 +15,8 @@ from typing import Any
 
 import yaml
 
-from backend.config import PROJECT_ROOT
 from backend.kernel.china_time import CHINA, china_today
 
-DEFAULT_CALENDAR_FILE = PROJECT_ROOT / "catalog" / "xinyang" / "holidays.yaml"
 MAX_WORKING_DAYS = 366  # a deadline beyond a year is a configuration error, not a loop to run
 
 
