@@ -1,13 +1,4 @@
-"""Key store: one active signing key per department and per platform purpose.
-
-`KeyStore` is the interface the rest of the code signs and verifies through; `LocalKeyStore`
-keeps private keys in the database, encrypted with the master key. A KMS/HSM implementation
-would hold the private keys remotely and implement the same methods.
-
-Retired keys never sign, with one exception: a wallet key stays the holder key of every certificate
-whose `cnf` it is, so it still signs key-binding JWTs for those (`wallet_key_for`, `allow_retired`).
-Retiring a wallet key only stops binding it into new certificates.
-"""
+"""Key store: one active signing key per department and per platform purpose."""
 
 from __future__ import annotations
 
