@@ -1,10 +1,4 @@
-"""Audit log (责任倒查): events chained by hash in the same transaction as the change they record.
-
-Leaf hash = SHA-256(0x00 || canonical JSON of the event); chain hash = SHA-256(0x01 || previous
-chain hash || leaf hash) — the RFC 6962 leaf/node domain separation applied to a linear chain.
-Writers first update the single `audit_head` row, which locks it until their transaction ends, so
-two concurrent transactions can never append after the same head (no fork).
-"""
+"""Audit log (责任倒查): events chained by hash in the same transaction as the change they record."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Delivering access-request callbacks at the edge: after the deciding request's commit, and from the job.
-
-Each step (claim, record) commits on its own so that the slow HTTP POST runs outside any transaction and a claim is
-visible to other nodes before it (backend/sharing/request_callbacks.py explains the outbox).
-"""
+"""Delivering access-request callbacks at the edge: after the deciding request's commit, and from the job."""
 
 from __future__ import annotations
 

@@ -1,14 +1,4 @@
-"""Running queued batch imports: `flask --app wsgi jobs imports`, and in development a thread of the web process.
-
-Each batch takes two kinds of transaction: the claim (committed at once, so other nodes skip the batch) and the
-import's short steps (see `imports.Steps`): one per chunk, which checks that this worker still holds the batch,
-keeps its heartbeat and records its progress (GET shows them while the import runs) and stages the chunk's
-certificates, then the steps that publish them (the last finishes the batch). Other writers (on SQLite the database
-has one at a time) wait for a step at most, never for the whole import. A batch taken over from a dead worker starts
-again from its file, unless it had decided to publish (all-or-nothing): then the rest of what it staged is published.
-The sealed file is deleted once the batch is finished. A batch a client submitted is imported only while that client is
-active and holds `issue` (checked when the import starts and again before it commits); else it fails.
-"""
+"""Running queued batch imports: `flask --app wsgi jobs imports`, and in development a thread of the web process."""
 
 from __future__ import annotations
 

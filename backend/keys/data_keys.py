@@ -1,9 +1,4 @@
-"""Rotation of personal-data keys: re-encrypt blobs sealed under an older ECERT_DATA_KEYS version.
-
-Reads stay possible under every configured version, so rotation is lazy: add a new version, then run
-`flask --app wsgi keys reencrypt-data` (idempotent, batched) until it reports nothing left, then drop
-the old version from the configuration.
-"""
+"""Rotation of personal-data keys: re-encrypt blobs sealed under an older ECERT_DATA_KEYS version."""
 
 from __future__ import annotations
 

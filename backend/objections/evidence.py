@@ -1,10 +1,5 @@
 """Evidence images for objections: checked by content, decoded with a pixel limit, re-encoded without any metadata
-(EXIF, GPS, XMP, ICC, text chunks), sealed with the data key and kept through a storage interface.
-
-Only JPEG and PNG are taken, whatever a file is called: Pillow identifies the bytes. A file's byte size is checked
-before decoding and its pixel count from the header before the pixels are read, so neither a huge upload nor a
-small file that decompresses into gigabytes (a decompression bomb) costs more than its header.
-"""
+(EXIF, GPS, XMP, ICC, text chunks), sealed with the data key and kept through a storage interface."""
 
 from __future__ import annotations
 
