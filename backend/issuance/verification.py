@@ -1,5 +1,4 @@
-"""Verification for departments (核验): presented SD-JWT VCs (RFC 9901) and bare certificate identifiers; every
-verification is audited, with reasons but no personal data (see README.md)."""
+"""Verification for departments (核验): presented SD-JWT VCs (RFC 9901) and bare certificate identifiers."""
 
 from __future__ import annotations
 
