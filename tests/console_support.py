@@ -22,7 +22,7 @@ from backend.kernel.actors import Actor
 from backend.kernel.ids import holder_index
 from backend.models import AuditEvent, Certificate, Holder, Objection, StaffAccount
 from backend.objections.checks import DisputedField
-from backend.objections.filing import file_objection
+from backend.objections.filing import ObjectionInput, file_objection
 
 # Cheap argon2 parameters for tests (STYLE: test settings lower expensive crypto costs).
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -114,12 +114,11 @@ def file_about(app: Any, clock: Any, citizen: Any, identifier: str, *,
         certificate = db.session.scalar(sa.select(Certificate).where(Certificate.identifier == identifier))
         assert holder is not None and certificate is not None
         claims = disputed or {"party_b_name": "李 娜"}
+        filing = ObjectionInput([DisputedField(name, value) for name, value in claims.items()],
+                                "配偶姓名登记有误，应为“李 娜”。", evidence if evidence is not None else [jpeg()])
         objection = file_objection(
-            db.session, cipher, evidence_storage(), certificate=certificate,
-            filer=Actor(kind="citizen", id=holder.public_id), holder=holder,
-            disputed=[DisputedField(name, value) for name, value in claims.items()],
-            description="配偶姓名登记有误，应为“李 娜”。", evidence=evidence if evidence is not None else [jpeg()],
-            now=clock(), calendar=working_calendar())
+            db.session, cipher, evidence_storage(), certificate=certificate, holder=holder, filing=filing,
+            actor=Actor(kind="citizen", id=holder.public_id), now=clock(), calendar=working_calendar())
         db.session.commit()
         return objection.public_id
 

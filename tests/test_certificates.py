@@ -28,6 +28,7 @@ from backend.imports.signer import CERTIFICATE_COLUMNS
 from backend.issuance.issuer import SERIAL_ALPHABET, CertificateInput, Issuer, new_serial
 from backend.kernel.actors import Actor
 from backend.kernel.identifiers import build_identifier, identifier_check_character, parse_identifier
+from backend.keys.deps import Deps
 from backend.models import Certificate
 from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, START
 from tests.factories import (
@@ -89,8 +90,8 @@ def test_serials_are_12_random_base36_characters():
 def test_a_built_row_has_a_value_for_every_certificate_column(app, samr, clock):
     """Imports insert `build_row`'s values with Core: a column it forgot would be NULL, a stray key an error."""
     with app.app_context():
-        issuer = Issuer(db.session, keystore(), field_cipher(), get_department(db.session, SAMR),
-                        public_url="http://localhost", actor=Actor.operator("test"), now=clock())
+        issuer = Issuer(Deps(db.session(), keystore(), field_cipher(), "http://localhost"),
+                        get_department(db.session, SAMR), actor=Actor.operator("test"), now=clock())
         problems = FieldProblems()
         body = certificate_body()
         prepared = issuer.prepare(CertificateInput(body["type_code"], body["certificate_number"],

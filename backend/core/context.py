@@ -13,6 +13,7 @@ from backend.core.storage import EvidenceStorage, LocalEvidenceStorage, SealedEv
 from backend.crypto.encryption import FieldCipher
 from backend.extensions import db
 from backend.kernel.working_days import WorkingCalendar, cached_calendar
+from backend.keys.deps import Deps
 from backend.keys.keystore import LocalKeyStore
 from backend.keys.platform_jws import VerifiedTokens
 
@@ -36,6 +37,11 @@ def field_cipher() -> FieldCipher:
         cipher = FieldCipher(current_app.config["ECERT_DATA_KEYS"], current_app.config["ECERT_BLIND_INDEX_KEY"])
         current_app.extensions["ecert.cipher"] = cipher
     return cipher
+
+
+def deps() -> Deps:
+    """The request's session, key store, field cipher and public URL, for the verbs that sign, seal and verify."""
+    return Deps(db.session(), keystore(), field_cipher(), current_app.config["ECERT_PUBLIC_URL"])
 
 
 def now() -> datetime:
