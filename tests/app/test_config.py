@@ -10,24 +10,7 @@ import pytest
 
 from backend.app import create_app
 from backend.config import ConfigError, load_settings
-
-KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
-SAFE_PRODUCTION = {
-    "ECERT_ENV": "production",
-    "ECERT_DATABASE_URL": "postgresql://ecert@db.internal/ecert",
-    "ECERT_REDIS_URL": "redis://cache.internal:6379/0",
-    "ECERT_PUBLIC_URL": "https://ecert.xinyang.gov.cn",
-    "ECERT_MASTER_KEY": KEY,
-    "ECERT_SECRET_KEY": "s" * 40,
-    "ECERT_DATA_KEYS": f"1:{KEY}",
-    "ECERT_BLIND_INDEX_KEY": KEY,
-    "ECERT_TRUSTED_PROXIES": "1",
-}
-
-
-def production(tmp_path, **changes):
-    env = {**SAFE_PRODUCTION, "ECERT_INSTANCE_PATH": str(tmp_path), **changes}
-    return {k: v for k, v in env.items() if v is not None}
+from tests.settings_support import KEY, production
 
 
 def test_development_generates_secrets_into_instance_with_mode_0600(tmp_path):

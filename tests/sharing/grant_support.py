@@ -12,9 +12,13 @@ from sd_jwt.verifier import SDJWTVerifier
 
 from backend.core.context import field_cipher
 from backend.extensions import db
+from backend.kernel.actors import Actor
 from backend.kernel.identifiers import HolderCodeType
 from backend.kernel.ids import holder_index
-from backend.models import AccessRequest, ApiClient, Department, Grant, Holder
+from backend.models import AccessRequest, ApiClient, Certificate, Department, Grant, Holder
+from backend.models.grants import CONSENT_APP
+from backend.sharing.grants import grant_from_request
+from tests.conftest import START
 
 if TYPE_CHECKING:
     from tests.conftest import Citizen, DeptClient
@@ -75,6 +79,22 @@ def make_access_request(app: Any, dept: DeptClient, wanted: list[dict[str, Any]]
         db.session.add(request)
         db.session.commit()
         return str(request.public_id)
+
+
+def approve(app: Any, citizen: Any, request_id: str, certificate_ids: list[str], *,
+            consent_method: str = CONSENT_APP, holder: Any = None) -> Any:
+    """Call grant_from_request as engineer R's approval does; answers the grant's (public id, fields, expiry)."""
+    holder = holder or holder_of(app, citizen)
+    with app.app_context():
+        request = db.session.scalar(sa.select(AccessRequest).where(AccessRequest.public_id == request_id))
+        certificates = list(db.session.scalars(
+            sa.select(Certificate).where(Certificate.public_id.in_(certificate_ids))))
+        grant = grant_from_request(db.session, request=request, holder=db.session.get_one(Holder, holder.id),
+                                   certificates=certificates, consent_method=consent_method,
+                                   actor=Actor(kind="citizen", id=holder.public_id), now=START)
+        db.session.commit()
+        return grant.public_id, [gc.fields for gc in grant.certificates], grant.expires_at, grant.status, \
+            grant.api_client.client_id, grant.consent_method
 
 
 def reference_verify(http: Any, presentation: str, *, aud: str, nonce: str) -> dict[str, Any]:

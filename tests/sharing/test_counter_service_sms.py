@@ -31,8 +31,8 @@ from backend.identity.providers import _real_name
 from backend.kernel.actors import Actor
 from backend.kernel.ids import holder_index
 from backend.models import Holder
-from tests.app.test_config import production
 from tests.factories import resident_id
+from tests.settings_support import production
 from tests.support import field_errors
 
 

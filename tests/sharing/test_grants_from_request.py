@@ -10,13 +10,11 @@ import sqlalchemy as sa
 
 from backend.errors import DomainError
 from backend.extensions import db
-from backend.kernel.actors import Actor
-from backend.models import AccessRequest, AuditEvent, Certificate, Holder
+from backend.models import AuditEvent
 from backend.models.grants import CONSENT_APP, CONSENT_STAFF, GRANT_ACTIVE
-from backend.sharing.grants import grant_from_request
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START
 from tests.factories import BUSINESS_LICENCE, MARRIAGE, company_code
-from tests.sharing.grant_support import holder_of, make_access_request
+from tests.sharing.grant_support import approve, make_access_request
 from tests.support import Department, change, marriage_of, public_id_of
 
 WANTED_MARRIAGE = [{"type_code": MARRIAGE, "fields": ["holder.name", "registered_on", "party_b_name"]}]
@@ -30,22 +28,6 @@ def civil(make_dept_client: Any) -> Any:
 @pytest.fixture
 def citizen(login: Any) -> Any:
     return login("张伟")
-
-
-def approve(app: Any, citizen: Any, request_id: str, certificate_ids: list[str], *,
-            consent_method: str = CONSENT_APP, holder: Any = None) -> Any:
-    """Call grant_from_request as engineer R's approval does; answers the grant's (public id, fields, expiry)."""
-    holder = holder or holder_of(app, citizen)
-    with app.app_context():
-        request = db.session.scalar(sa.select(AccessRequest).where(AccessRequest.public_id == request_id))
-        certificates = list(db.session.scalars(
-            sa.select(Certificate).where(Certificate.public_id.in_(certificate_ids))))
-        grant = grant_from_request(db.session, request=request, holder=db.session.get_one(Holder, holder.id),
-                                   certificates=certificates, consent_method=consent_method,
-                                   actor=Actor(kind="citizen", id=holder.public_id), now=START)
-        db.session.commit()
-        return grant.public_id, [gc.fields for gc in grant.certificates], grant.expires_at, grant.status, \
-            grant.api_client.client_id, grant.consent_method
 
 
 def test_grant_carries_the_wanted_fields_for_the_requesting_client(app, citizen, civil):

@@ -19,6 +19,7 @@ from tests.factories import MARRIAGE
 from tests.sharing.access_request_support import Asker, answer
 from tests.sharing.grant_support import (
     LICENCE_FIELDS,
+    approve,
     disclosed_paths,
     make_access_request,
     offered,
@@ -26,7 +27,6 @@ from tests.sharing.grant_support import (
     reference_verify,
     stored_grant,
 )
-from tests.sharing.test_grants_from_request import approve
 from tests.support import PARTNER_ID, Department, assert_documented, change, error_of, marriage_of, public_id_of
 
 
