@@ -19,9 +19,8 @@ from argon2 import PasswordHasher
 from backend.extensions import db
 from backend.identity.staff import MAX_FAILED_ATTEMPTS
 from backend.models import AuthSession
-from tests.conftest import CIVIL_AFFAIRS
 from tests.support import after_first_read, database_is_shared, finish_meanwhile, run_together
-from tests.web.console_support import Console, account, audit_events, make_staff
+from tests.web.console_support import Console, account, audit_events
 
 GUESSERS = 12  # each holds a pooled connection while it waits: the pool has 15
 REFRESHERS = 6
@@ -51,15 +50,10 @@ def app_settings() -> dict[str, Any]:
     return {"STAFF_PASSWORD_HASHER": HASHER}
 
 
-@pytest.fixture
-def clerk(app: Any, clock: Any, catalog: None) -> Any:
-    database_is_shared(app)
-    return make_staff(app, clock, CIVIL_AFFAIRS, username="li.clerk")
-
-
 # -- the staff console's lock-out -----------------------------------------------------------------------------------
 
 def test_a_login_that_read_the_account_before_the_fifth_failure_locked_it_is_refused_unchecked(app, clerk):
+    database_is_shared(app)
     for attempt in range(MAX_FAILED_ATTEMPTS - 1):
         assert Console(app).login(clerk, password=f"Wrong-password-{attempt}").status_code == 401
     browser = Console(app)
@@ -80,6 +74,7 @@ def test_a_login_that_read_the_account_before_the_fifth_failure_locked_it_is_ref
 @pytest.mark.parametrize("overlap", [False, True], ids=["released-together", "all-past-the-read"])
 def test_concurrent_guesses_get_five_password_checks_and_then_the_right_password_is_locked_out(app, clerk,
                                                                                                overlap):
+    database_is_shared(app)
     read = threading.Barrier(GUESSERS)
 
     def guess(n: int) -> int:

@@ -21,16 +21,11 @@ from backend.issuance.issuer import day_start
 from backend.kernel.identifiers import build_identifier
 from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_PLATFORM, PURPOSE_WALLET, HolderKeyNotHeld
 from backend.models import SigningKey
-from tests.conftest import CIVIL_AFFAIRS, SAMR
+from tests.conftest import SAMR
 from tests.factories import BUSINESS_LICENCE, MARRIAGE, certificate_body
 from tests.sharing.access_request_support import Asker, answer
 from tests.sharing.grant_support import LICENCE_FIELDS, disclosed_paths, offered, redeem, reference_verify, stored_grant
 from tests.support import Department, assert_documented, error_of, marriage_of, minted, public_id_of, verdict
-
-
-@pytest.fixture
-def civil(make_dept_client: Any) -> Any:
-    return make_dept_client(CIVIL_AFFAIRS, scopes=("issue", "verify", "redeem", "request"))
 
 
 def licence_of(app: Any, samr_system: Any, company: str) -> str:
@@ -91,10 +86,10 @@ def retired_key(purpose: str, department_code: str | None = None) -> SigningKey:
 # -- certificates bound to the old wallet key keep working ---------------------------------------------------------
 
 def test_an_old_certificate_is_redeemed_after_rotation_and_its_presentation_verifies(
-        app, runner, citizen, company, samr_system):
+        app, runner, representative, company, samr_system):
     licence = licence_of(app, samr_system, company)
     old_kid = wallet_kid(app)
-    grant = offered(citizen, licence, samr_system.client_id, LICENCE_FIELDS)
+    grant = offered(representative, licence, samr_system.client_id, LICENCE_FIELDS)
     new_kid = rotate_wallet_key(app, runner)
 
     grant_id, presentation = redeemed_presentation(samr_system, code=grant["code"])
@@ -111,12 +106,12 @@ def test_an_old_certificate_is_redeemed_after_rotation_and_its_presentation_veri
 
 
 def test_a_certificate_is_presented_after_two_rotations_and_a_grant_made_after_them(
-        app, runner, citizen, company, samr_system):
+        app, runner, representative, company, samr_system):
     licence = licence_of(app, samr_system, company)
     first_kid = wallet_kid(app)
     rotate_wallet_key(app, runner)
     rotate_wallet_key(app, runner)
-    grant = offered(citizen, licence, samr_system.client_id, LICENCE_FIELDS)
+    grant = offered(representative, licence, samr_system.client_id, LICENCE_FIELDS)
 
     grant_id, presentation = redeemed_presentation(samr_system, code=grant["code"])
 
@@ -124,39 +119,41 @@ def test_a_certificate_is_presented_after_two_rotations_and_a_grant_made_after_t
     assert verified_by_platform(samr_system, presentation, grant_id)["valid"] is True
 
 
-def test_an_old_certificate_is_redeemed_by_access_request_after_rotation(app, runner, citizen, civil):
-    held = marriage_of(citizen, app, civil)
+def test_an_old_certificate_is_redeemed_by_access_request_after_rotation(app, runner, representative, civil_requester):
+    held = marriage_of(representative, app, civil_requester)
     old_kid = wallet_kid(app)
     rotate_wallet_key(app, runner)
-    asked = Asker(civil).ask(wanted=[{"type_code": MARRIAGE, "fields": ["holder.name", "party_b_name"]}])
-    assert answer(citizen, asked["id"], "approve", [held.id]).status_code == 200
+    asked = Asker(civil_requester).ask(wanted=[{"type_code": MARRIAGE, "fields": ["holder.name", "party_b_name"]}])
+    assert answer(representative, asked["id"], "approve", [held.id]).status_code == 200
 
-    grant_id, presentation = redeemed_presentation(civil, request_id=asked["id"])
+    grant_id, presentation = redeemed_presentation(civil_requester, request_id=asked["id"])
 
     assert key_binding_kid(presentation) == old_kid
-    claims = reference_verify(civil.http, presentation, aud=civil.client_id, nonce=grant_id)
+    claims = reference_verify(civil_requester.http, presentation, aud=civil_requester.client_id, nonce=grant_id)
     assert disclosed_paths(claims) == {"holder.name", "face.party_b_name"}
-    assert verified_by_platform(civil, presentation, grant_id)["valid"] is True
+    assert verified_by_platform(civil_requester, presentation, grant_id)["valid"] is True
 
 
-def test_an_old_certificate_is_shown_with_fields_after_rotation(app, runner, citizen, civil, make_dept_client):
-    held = marriage_of(citizen, app, civil)
+def test_an_old_certificate_is_shown_with_fields_after_rotation(app, runner, representative, civil_requester,
+                                                                make_dept_client):
+    held = marriage_of(representative, app, civil_requester)
     rotate_wallet_key(app, runner)
     scanner = make_dept_client(SAMR, scopes=("verify",))
 
-    url = minted(citizen, held.id, "full")["url"]
+    url = minted(representative, held.id, "full")["url"]
 
     response = scanner.http.post("/gov/v1/verify", json={"show_code": url}, headers=scanner.headers())
     result = response.get_json()
     assert response.status_code == 200 and result["valid"] is True, result
     assert result["certificate"]["identifier"] == held.identifier
     assert result["certificate"]["disclosed"]["face"]  # the fields the full profile shows
-    assert verdict(citizen.http, url.rsplit("/", 1)[1])["state"] == "valid"
+    assert verdict(representative.http, url.rsplit("/", 1)[1])["state"] == "valid"
 
 
 # -- new certificates bind the new key ----------------------------------------------------------------------------
 
-def test_a_certificate_issued_after_rotation_binds_the_new_wallet_key(app, runner, citizen, company, samr_system):
+def test_a_certificate_issued_after_rotation_binds_the_new_wallet_key(app, runner, representative, company,
+                                                                      samr_system):
     samr = Department(samr_system)
     licence = {"holder": {"name": "信阳毛尖茶业有限公司", "code_type": "001", "code": company},
                "fields": {"uscc": company}}
@@ -166,7 +163,7 @@ def test_a_certificate_issued_after_rotation_binds_the_new_wallet_key(app, runne
     issued = samr.issue(BUSINESS_LICENCE, **licence)
 
     assert (bound_kid(before["sd_jwt"]), bound_kid(issued["sd_jwt"])) == (old_kid, new_kid)
-    grant = offered(citizen, public_id_of(app, issued["identifier"]), samr_system.client_id, LICENCE_FIELDS)
+    grant = offered(representative, public_id_of(app, issued["identifier"]), samr_system.client_id, LICENCE_FIELDS)
     grant_id, presentation = redeemed_presentation(samr_system, code=grant["code"])
     assert key_binding_kid(presentation) == new_kid
     assert verified_by_platform(samr_system, presentation, grant_id)["valid"] is True
@@ -198,10 +195,10 @@ def synced_licence(app: Any, dept: Any, company: str, holder_jwk: dict[str, Any]
 
 
 def test_a_certificate_bound_to_a_key_we_do_not_hold_is_refused_clearly_and_the_grant_stays_unused(
-        app, citizen, company, samr_system):
+        app, representative, company, samr_system):
     foreign = public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key())
     identifier = synced_licence(app, samr_system, company, foreign)
-    grant = offered(citizen, public_id_of(app, identifier), samr_system.client_id, LICENCE_FIELDS)
+    grant = offered(representative, public_id_of(app, identifier), samr_system.client_id, LICENCE_FIELDS)
 
     response = redeem(samr_system, code=grant["code"])
 
@@ -212,11 +209,11 @@ def test_a_certificate_bound_to_a_key_we_do_not_hold_is_refused_clearly_and_the_
     assert stored_grant(app, grant["id"]).status == "active"
 
 
-def test_a_foreign_key_wearing_our_wallet_kid_is_not_our_wallet_key(app, citizen, company, samr_system):
+def test_a_foreign_key_wearing_our_wallet_kid_is_not_our_wallet_key(app, representative, company, samr_system):
     """`cnf` is matched by key material: a `kid` member naming our wallet key next to another key is refused."""
     foreign = {**public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()), "kid": wallet_kid(app)}
     identifier = synced_licence(app, samr_system, company, foreign)
-    grant = offered(citizen, public_id_of(app, identifier), samr_system.client_id, LICENCE_FIELDS)
+    grant = offered(representative, public_id_of(app, identifier), samr_system.client_id, LICENCE_FIELDS)
 
     error_of(redeem(samr_system, code=grant["code"]), 409, "holder_key_not_held")
     assert stored_grant(app, grant["id"]).status == "active"

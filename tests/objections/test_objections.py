@@ -31,7 +31,6 @@ from tests.objections.objection_support import (
     jpeg_with_gps,
 )
 from tests.support import (
-    Held,
     assert_documented,
     disability_of,
     error_of,
@@ -44,25 +43,9 @@ from tests.support import (
 
 
 @pytest.fixture
-def civil(make_dept_client: Any) -> Queue:
-    """民政局's business system: issues marriage certificates and works its objection queue."""
-    return Queue.of(make_dept_client(CIVIL_AFFAIRS, scopes=("issue", "objections")))
-
-
-@pytest.fixture
 def samr_queue(make_dept_client: Any) -> Queue:
     """市场监督管理局's business system: another department, with the same scopes."""
     return Queue.of(make_dept_client(SAMR, scopes=("issue", "objections")))
-
-
-@pytest.fixture
-def citizen(login: Any) -> Any:
-    return login("张伟")
-
-
-@pytest.fixture
-def held(app: Any, citizen: Any, civil: Queue) -> Held:
-    return marriage_of(citizen, app, civil.api.dept)
 
 
 def audit_actions(app: Any, objection_id: str) -> list[str]:
@@ -77,7 +60,8 @@ def reissued(civil: Queue, identifier: str, **fields: str) -> str:
 
 # -- filing -------------------------------------------------------------------------------------------------------
 
-def test_citizen_files_an_objection_that_lands_in_the_issuing_departments_queue(app, client, citizen, held, civil):
+def test_citizen_files_an_objection_that_lands_in_the_issuing_departments_queue(app, client, citizen, held,
+                                                                                civil_queue):
     response = file_response(citizen, held.id)
     assert response.status_code == 201, response.get_json()
     assert_documented(client, "post", OBJECTIONS, response)
@@ -92,7 +76,7 @@ def test_citizen_files_an_objection_that_lands_in_the_issuing_departments_queue(
     assert body["deadlines"]["resolve_by"] == "2026-12-03T16:00:00+00:00"
     assert [t["event"] for t in body["timeline"]] == ["filed"]
 
-    assert civil.ids() == [body["id"]]
+    assert civil_queue.ids() == [body["id"]]
     assert audit_actions(app, body["id"]) == ["objection.filed"]
     with app.app_context():
         kinds = dict(db.session.execute(sa.select(Notification.kind, Notification.department_id)
@@ -154,8 +138,8 @@ def test_a_second_open_objection_on_the_same_certificate_is_a_conflict(citizen, 
     assert error["details"]["objection_id"] == first["id"]
 
 
-def test_an_objection_about_a_superseded_version_is_refused(citizen, held, civil):
-    reissued(civil, held.identifier, party_b_name="李娜娜")
+def test_an_objection_about_a_superseded_version_is_refused(citizen, held, civil_queue):
+    reissued(civil_queue, held.identifier, party_b_name="李娜娜")
     error_of(file_response(citizen, held.id), 409, "objection_certificate_superseded")
 
 
@@ -172,7 +156,7 @@ def test_citizen_a_cannot_see_citizen_bs_objections(login, citizen, held):
     assert citizen_get(citizen, objection["id"]).status_code == 200
 
 
-def test_department_a_cannot_see_or_act_on_department_bs_queue(app, citizen, held, civil, samr_queue):
+def test_department_a_cannot_see_or_act_on_department_bs_queue(app, citizen, held, civil_queue, samr_queue):
     objection = filed(citizen, held.id, files=[(_tiny_jpeg(), "a.jpg")])
     oid = objection["id"]
     assert samr_queue.ids() == []
@@ -193,17 +177,17 @@ def test_the_queue_needs_the_objections_scope(make_dept_client, citizen, held):
 
 # -- handling -------------------------------------------------------------------------------------------------------
 
-def test_department_accepts_then_resolves_with_the_reissued_version(app, client, citizen, held, civil):
+def test_department_accepts_then_resolves_with_the_reissued_version(app, client, citizen, held, civil_queue):
     oid = filed(citizen, held.id)["id"]
-    detail = civil.get(oid)
+    detail = civil_queue.get(oid)
     assert detail.status_code == 200
     assert_documented(client, "get", "/gov/v1/objections/{id}", detail)
     assert detail.get_json()["disputed"][0]["claimed_value"] == "李娜娜"
 
-    accepted = civil.done(oid, "accept")
+    accepted = civil_queue.done(oid, "accept")
     assert accepted["status"] == "in_progress" and accepted["acknowledged_at"] is not None
-    corrected = reissued(civil, held.identifier, party_b_name="李娜娜")
-    resolved = civil.act(oid, "resolve", {"corrected_identifier": corrected, "note": "已按档案更正"})
+    corrected = reissued(civil_queue, held.identifier, party_b_name="李娜娜")
+    resolved = civil_queue.act(oid, "resolve", {"corrected_identifier": corrected, "note": "已按档案更正"})
     assert resolved.status_code == 200, resolved.get_json()
     assert_documented(client, "post", "/gov/v1/objections/{id}/resolve", resolved)
     assert resolved.get_json()["corrected_certificate"]["identifier"] == corrected
@@ -222,10 +206,10 @@ def test_department_accepts_then_resolves_with_the_reissued_version(app, client,
     assert {"objection_received", "objection_accepted", "objection_resolved"} <= {n["kind"] for n in inbox}
 
 
-def test_rejection_needs_a_reason_which_the_citizen_sees(citizen, held, civil):
+def test_rejection_needs_a_reason_which_the_citizen_sees(citizen, held, civil_queue):
     oid = filed(citizen, held.id)["id"]
-    assert "reason" in field_errors(civil.act(oid, "reject", {}))
-    civil.done(oid, "reject", {"reason": "经核对婚姻登记档案，登记信息无误"})
+    assert "reason" in field_errors(civil_queue.act(oid, "reject", {}))
+    civil_queue.done(oid, "reject", {"reason": "经核对婚姻登记档案，登记信息无误"})
     view = citizen_get(citizen, oid).get_json()
     assert view["status"] == "rejected" and view["answer"] == "经核对婚姻登记档案，登记信息无误"
     assert view["timeline"][-1]["note"] == "经核对婚姻登记档案，登记信息无误"
@@ -239,12 +223,12 @@ def test_rejection_needs_a_reason_which_the_citizen_sees(citizen, held, civil):
     (("reject", {"reason": "无误"}), ("reject", {"reason": "再次"})),
     (("accept", {}), ("accept", {})),
 ])
-def test_a_wrong_transition_is_a_409_with_its_own_code(app, citizen, held, civil, first, then):
+def test_a_wrong_transition_is_a_409_with_its_own_code(app, citizen, held, civil_queue, first, then):
     oid = filed(citizen, held.id)["id"]
-    civil.done(oid, first[0], first[1])
-    body = then[1] if then[1] is not None else {"corrected_identifier": reissued(civil, held.identifier,
+    civil_queue.done(oid, first[0], first[1])
+    body = then[1] if then[1] is not None else {"corrected_identifier": reissued(civil_queue, held.identifier,
                                                                                  party_b_name="李娜娜")}
-    error = error_of(civil.act(oid, then[0], body), 409, "objection_invalid_transition")
+    error = error_of(civil_queue.act(oid, then[0], body), 409, "objection_invalid_transition")
     assert error["details"]["event"] in {"resolved", "accepted", "rejected"}
     with app.app_context():
         events = db.session.scalars(sa.select(ObjectionEvent.event).join(Objection)
@@ -252,9 +236,9 @@ def test_a_wrong_transition_is_a_409_with_its_own_code(app, citizen, held, civil
     assert events == ["filed", {"reject": "rejected", "accept": "accepted"}[first[0]]]
 
 
-def test_resolve_refuses_anything_but_a_newer_version_of_the_disputed_certificate(login, citizen, held, civil):
+def test_resolve_refuses_anything_but_a_newer_version_of_the_disputed_certificate(login, citizen, held, civil_queue):
     oid = filed(citizen, held.id)["id"]
-    other = marriage_of(login("李强"), civil.http.application, civil.api.dept)
+    other = marriage_of(login("李强"), civil_queue.http.application, civil_queue.api.dept)
     ident = parse_identifier(held.identifier)
     cases = {
         held.identifier: "not_newer",  # the disputed version itself
@@ -263,37 +247,37 @@ def test_resolve_refuses_anything_but_a_newer_version_of_the_disputed_certificat
         held.identifier[:-1] + ("0" if held.identifier[-1] != "0" else "1"): None,  # bad check character
     }
     for identifier, reason in cases.items():
-        response = civil.act(oid, "resolve", {"corrected_identifier": identifier})
+        response = civil_queue.act(oid, "resolve", {"corrected_identifier": identifier})
         errors = field_errors(response)
         assert "corrected_identifier" in errors
         if reason:
             assert errors["corrected_identifier"] == reason
-    corrected = reissued(civil, held.identifier, party_b_name="李娜娜")
-    civil.done(oid, "resolve", {"corrected_identifier": corrected})
+    corrected = reissued(civil_queue, held.identifier, party_b_name="李娜娜")
+    civil_queue.done(oid, "resolve", {"corrected_identifier": corrected})
 
 
-def test_a_department_may_resolve_without_accepting_first(citizen, held, civil):
+def test_a_department_may_resolve_without_accepting_first(citizen, held, civil_queue):
     oid = filed(citizen, held.id)["id"]
-    body = civil.done(oid, "resolve", {"corrected_identifier": reissued(civil, held.identifier,
+    body = civil_queue.done(oid, "resolve", {"corrected_identifier": reissued(civil_queue, held.identifier,
                                                                         party_b_name="李娜娜")})
     assert body["status"] == "resolved" and body["acknowledged_at"] is not None
 
 
-def test_queue_filters_by_status_and_pages(citizen, login, app, civil):
-    ids = [filed(person, marriage_of(person, app, civil.api.dept).id)["id"]
+def test_queue_filters_by_status_and_pages(citizen, login, app, civil_queue):
+    ids = [filed(person, marriage_of(person, app, civil_queue.api.dept).id)["id"]
            for person in (citizen, login("李强"), login("王芳"))]
-    civil.done(ids[0], "accept")
-    assert civil.ids(status="in_progress") == [ids[0]]
-    assert set(civil.ids(status="submitted")) == set(ids[1:])
-    first = civil.list(limit=2).get_json()
-    second = civil.list(limit=2, cursor=first["next_cursor"]).get_json()
+    civil_queue.done(ids[0], "accept")
+    assert civil_queue.ids(status="in_progress") == [ids[0]]
+    assert set(civil_queue.ids(status="submitted")) == set(ids[1:])
+    first = civil_queue.list(limit=2).get_json()
+    second = civil_queue.list(limit=2, cursor=first["next_cursor"]).get_json()
     assert len(first["items"]) == 2 and len(second["items"]) == 1 and second["next_cursor"] is None
 
 
 # -- department reports ---------------------------------------------------------------------------------------------
 
 def test_a_department_reports_a_problem_with_a_certificate_its_scanner_checked(app, make_dept_client, citizen,
-                                                                               civil):
+                                                                               civil_queue):
     federation = make_dept_client(DISABILITY_FEDERATION, scopes=("issue",))
     held = disability_of(citizen, app, federation)
     scanner = make_dept_client(CIVIL_AFFAIRS, scopes=("verify",))
@@ -428,7 +412,7 @@ def test_a_verified_presentation_counts_as_seen_but_only_for_that_client_and_for
         db.session.rollback()
 
 
-def test_two_acceptances_at_once_one_wins_the_other_is_a_conflict(app, citizen, held, civil):
+def test_two_acceptances_at_once_one_wins_the_other_is_a_conflict(app, citizen, held, civil_queue):
     oid = filed(citizen, held.id)["id"]
 
     def accept(n: int) -> str:
@@ -451,7 +435,7 @@ def test_two_acceptances_at_once_one_wins_the_other_is_a_conflict(app, citizen, 
     assert events == ["filed", "accepted"]
 
 
-def test_a_double_tap_files_one_objection(app, citizen, held, civil):
+def test_a_double_tap_files_one_objection(app, citizen, held, civil_queue):
     def tap(_: int) -> int:
         http = app.test_client()
         response = http.post(OBJECTIONS, headers=citizen.headers, content_type="multipart/form-data", data={
@@ -460,11 +444,11 @@ def test_a_double_tap_files_one_objection(app, citizen, held, civil):
         return int(response.status_code)
 
     assert sorted(run_together(tap, 2)) == [201, 409]
-    assert len(civil.ids()) == 1
+    assert len(civil_queue.ids()) == 1
 
 
-def test_line_breaks_in_the_statement_are_kept_and_nul_characters_dropped(citizen, held, civil):
+def test_line_breaks_in_the_statement_are_kept_and_nul_characters_dropped(citizen, held, civil_queue):
     body = filed(citizen, held.id, description="第一行\r\n第二行\x00\t完")
     assert body["description"] == "第一行\n第二行\t完"
-    answer = civil.done(body["id"], "reject", {"reason": "经核对：\n登记无误"})
+    answer = civil_queue.done(body["id"], "reject", {"reason": "经核对：\n登记无误"})
     assert answer["answer"] == "经核对：\n登记无误"

@@ -92,11 +92,6 @@ def test_deadlines_are_configured_per_certificate_type(app, catalog):
 
 # -- the job with the injected clock --------------------------------------------------------------------------------
 
-@pytest.fixture
-def civil(make_dept_client: Any) -> Queue:
-    return Queue.of(make_dept_client(CIVIL_AFFAIRS, scopes=("issue", "objections")))
-
-
 def move_to(clock: FakeClock, moment: datetime) -> None:
     assert moment >= clock.current
     clock.current = moment
@@ -131,8 +126,8 @@ def later(clock: FakeClock, civil: Queue, moment: str) -> None:
     civil.api.refresh()
 
 
-def test_escalation_across_a_weekend_notifies_once_however_often_the_job_runs(app, clock, runner, login, civil):
-    oid, citizen = filed_on_friday(app, clock, login, civil)
+def test_escalation_across_a_weekend_notifies_once_however_often_the_job_runs(app, clock, runner, login, civil_queue):
+    oid, citizen = filed_on_friday(app, clock, login, civil_queue)
     body = citizen_get(citizen, oid).get_json()
     assert body["deadlines"]["acknowledge_by"] == "2026-11-30T16:00:00+00:00"  # end of Monday in China
 
@@ -144,20 +139,21 @@ def test_escalation_across_a_weekend_notifies_once_however_often_the_job_runs(ap
     move_to(clock, china("2026-12-01T00:00"))  # Tuesday: one working day has passed
     assert run_job(runner).startswith("1 ")
     assert run_job(runner).startswith("0 ")  # the second run finds nothing new
-    later(clock, civil, "2026-12-01T09:00")
+    later(clock, civil_queue, "2026-12-01T09:00")
     assert run_job(runner).startswith("0 ")
     assert escalations(app) == [("objection_overdue_acknowledge", LEAD),
                                 ("objection_overdue_acknowledge", CIVIL_AFFAIRS)]
-    view = civil.get(oid).get_json()
+    view = civil_queue.get(oid).get_json()
     assert view["deadlines"]["acknowledge_overdue"] is True and view["escalations"] == ["acknowledge"]
     assert view["timeline"][-1]["event"] == "escalated"
-    assert civil.list().get_json()["items"][0]["escalated"] is True
+    assert civil_queue.list().get_json()["items"][0]["escalated"] is True
 
 
-def test_an_accepted_objection_is_escalated_only_when_the_resolve_deadline_passes(app, clock, runner, login, civil):
-    oid, _ = filed_on_friday(app, clock, login, civil)
-    later(clock, civil, "2026-11-30T10:00")
-    civil.done(oid, "accept")
+def test_an_accepted_objection_is_escalated_only_when_the_resolve_deadline_passes(app, clock, runner, login,
+                                                                                  civil_queue):
+    oid, _ = filed_on_friday(app, clock, login, civil_queue)
+    later(clock, civil_queue, "2026-11-30T10:00")
+    civil_queue.done(oid, "accept")
     move_to(clock, china("2026-12-04T23:59"))  # Friday night: the fifth working day is not over
     assert run_job(runner).startswith("0 ")
     move_to(clock, china("2026-12-07T08:00"))  # Monday morning
@@ -170,8 +166,8 @@ def test_an_accepted_objection_is_escalated_only_when_the_resolve_deadline_passe
     assert [d["level"] for d in audited] == ["resolve"]
 
 
-def test_both_levels_once_each_when_nothing_happens(app, clock, runner, login, civil):
-    filed_on_friday(app, clock, login, civil)
+def test_both_levels_once_each_when_nothing_happens(app, clock, runner, login, civil_queue):
+    filed_on_friday(app, clock, login, civil_queue)
     move_to(clock, china("2026-12-10T09:00"))
     assert run_job(runner).startswith("2 ")
     assert run_job(runner).startswith("0 ")
@@ -179,15 +175,15 @@ def test_both_levels_once_each_when_nothing_happens(app, clock, runner, login, c
                                                              "objection_overdue_resolve": 2}
 
 
-def test_closed_objections_are_never_escalated(app, clock, runner, login, civil):
-    oid, _ = filed_on_friday(app, clock, login, civil)
-    civil.done(oid, "reject", {"reason": "信息无误"})
+def test_closed_objections_are_never_escalated(app, clock, runner, login, civil_queue):
+    oid, _ = filed_on_friday(app, clock, login, civil_queue)
+    civil_queue.done(oid, "reject", {"reason": "信息无误"})
     move_to(clock, china("2026-12-31T09:00"))
     assert run_job(runner).startswith("0 ")
 
 
-def test_two_nodes_at_once_escalate_once(app, clock, login, civil):
-    ids = [filed(person, marriage_of(person, app, civil.api.dept).id)["id"]
+def test_two_nodes_at_once_escalate_once(app, clock, login, civil_queue):
+    ids = [filed(person, marriage_of(person, app, civil_queue.api.dept).id)["id"]
            for person in (login("张伟"), login("李强"), login("王芳"))]
     moment = clock.advance(days=14)
 
@@ -223,8 +219,8 @@ class TestALocalHoliday:
             "holidays:\n", "holidays:\n  - {date: 2026-11-30, name: 地方假日}\n", 1), encoding="utf-8")
         return {"ECERT_HOLIDAY_CALENDAR": str(calendar_file)}
 
-    def test_a_holiday_from_the_calendar_file_moves_the_deadline(self, app, clock, runner, login, civil):
-        oid, citizen = filed_on_friday(app, clock, login, civil)
+    def test_a_holiday_from_the_calendar_file_moves_the_deadline(self, app, clock, runner, login, civil_queue):
+        oid, citizen = filed_on_friday(app, clock, login, civil_queue)
         assert citizen_get(citizen, oid).get_json()["deadlines"]["acknowledge_by"] == "2026-12-01T16:00:00+00:00"
         move_to(clock, china("2026-12-01T12:00"))  # would be overdue without the holiday
         assert run_job(runner).startswith("0 ")
@@ -232,9 +228,9 @@ class TestALocalHoliday:
         assert run_job(runner).startswith("1 ")
 
 
-def test_a_wrong_transition_after_escalation_is_still_a_409(app, clock, runner, login, civil):
-    oid, _ = filed_on_friday(app, clock, login, civil)
-    later(clock, civil, "2026-12-10T09:00")
+def test_a_wrong_transition_after_escalation_is_still_a_409(app, clock, runner, login, civil_queue):
+    oid, _ = filed_on_friday(app, clock, login, civil_queue)
+    later(clock, civil_queue, "2026-12-10T09:00")
     run_job(runner)
-    civil.done(oid, "reject", {"reason": "信息无误"})
-    error_of(civil.act(oid, "accept"), 409, "objection_invalid_transition")
+    civil_queue.done(oid, "reject", {"reason": "信息无误"})
+    error_of(civil_queue.act(oid, "accept"), 409, "objection_invalid_transition")

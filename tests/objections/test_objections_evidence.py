@@ -7,7 +7,6 @@ import base64
 import io
 import secrets
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,10 +21,9 @@ from backend.models import Objection
 from backend.objections import evidence
 from backend.objections.evidence import LocalEvidenceStorage, clean_image, evidence_image
 from backend.objections.views import objection_view
-from tests.conftest import CIVIL_AFFAIRS, TEST_SECRETS, _settings
+from tests.conftest import TEST_SECRETS, _settings
 from tests.objections.objection_support import (
     OBJECTIONS,
-    Queue,
     file_response,
     filed,
     jpeg_with_gps,
@@ -34,22 +32,7 @@ from tests.objections.objection_support import (
     png_bomb,
     png_with_metadata,
 )
-from tests.support import Held, error_of, marriage_of
-
-
-@pytest.fixture
-def civil(make_dept_client: Any) -> Queue:
-    return Queue.of(make_dept_client(CIVIL_AFFAIRS, scopes=("issue", "objections")))
-
-
-@pytest.fixture
-def citizen(login: Any) -> Any:
-    return login("张伟")
-
-
-@pytest.fixture
-def held(app: Any, citizen: Any, civil: Queue) -> Held:
-    return marriage_of(citizen, app, civil.api.dept)
+from tests.support import error_of
 
 
 def test_the_test_photo_really_carries_gps_and_camera_data():
@@ -57,12 +40,12 @@ def test_the_test_photo_really_carries_gps_and_camera_data():
     assert meta["gps"] and meta["exif"][0x010F] == "SpyCam" and "icc_profile" in meta["info"]
 
 
-def test_an_accepted_jpeg_comes_back_without_exif_or_gps(citizen, held, civil):
+def test_an_accepted_jpeg_comes_back_without_exif_or_gps(citizen, held, civil_queue):
     original = jpeg_with_gps()
     objection = filed(citizen, held.id, files=[(original, "IMG_0001.JPG")])
     assert objection["evidence_count"] == 1
 
-    response = civil.evidence(objection["id"], 1)
+    response = civil_queue.evidence(objection["id"], 1)
     assert response.status_code == 200 and response.mimetype == "image/jpeg"
     data = response.get_data()
     meta = metadata_of(data)
@@ -71,26 +54,26 @@ def test_an_accepted_jpeg_comes_back_without_exif_or_gps(citizen, held, civil):
     assert not {"exif", "icc_profile", "comment"} & set(meta["info"])
     assert b"SpyCam" not in data and b"Exif" not in data and b"secret comment" not in data
     assert Image.open(io.BytesIO(data)).size == (64, 48)  # the picture itself survives
-    listed = civil.get(objection["id"]).get_json()["evidence"]
+    listed = civil_queue.get(objection["id"]).get_json()["evidence"]
     assert listed == [{"n": 1, "media_type": "image/jpeg", "width": 64, "height": 48, "size": len(data)}]
 
 
-def test_a_multi_picture_jpeg_from_a_phone_camera_is_kept_as_the_jpeg_photo_it_holds(citizen, held, civil):
+def test_a_multi_picture_jpeg_from_a_phone_camera_is_kept_as_the_jpeg_photo_it_holds(citizen, held, civil_queue):
     original = mpo_photo((64, 48))
     assert Image.open(io.BytesIO(original)).format == "MPO"
 
     objection = filed(citizen, held.id, files=[(original, "IMG_0002.JPG")])
 
-    response = civil.evidence(objection["id"], 1)
+    response = civil_queue.evidence(objection["id"], 1)
     assert response.status_code == 200 and response.mimetype == "image/jpeg"
     meta = metadata_of(response.get_data())
     assert meta["format"] == "JPEG" and meta["exif"] == {} and b"SpyCam" not in response.get_data()
     assert Image.open(io.BytesIO(response.get_data())).size == (64, 48)  # the photo, not the preview
 
 
-def test_a_png_keeps_its_transparency_and_loses_its_text_chunks(citizen, held, civil):
+def test_a_png_keeps_its_transparency_and_loses_its_text_chunks(citizen, held, civil_queue):
     objection = filed(citizen, held.id, files=[(png_with_metadata(), "scan.png")])
-    data = civil.evidence(objection["id"], 1).get_data()
+    data = civil_queue.evidence(objection["id"], 1).get_data()
     meta = metadata_of(data)
     assert meta["format"] == "PNG" and meta["exif"] == {}
     assert not {"Location", "Author", "exif"} & set(meta["info"])
@@ -98,10 +81,10 @@ def test_a_png_keeps_its_transparency_and_loses_its_text_chunks(citizen, held, c
     assert Image.open(io.BytesIO(data)).mode == "RGBA"
 
 
-def test_the_kind_of_file_is_judged_by_content_not_by_name(citizen, held, civil):
+def test_the_kind_of_file_is_judged_by_content_not_by_name(citizen, held, civil_queue):
     png = png_with_metadata(mode="RGB")
     objection = filed(citizen, held.id, files=[(png, "photo.jpg")])  # a PNG named .jpg is still a PNG
-    assert civil.evidence(objection["id"], 1).mimetype == "image/png"
+    assert civil_queue.evidence(objection["id"], 1).mimetype == "image/png"
 
 
 @pytest.mark.parametrize("content", [
@@ -110,12 +93,12 @@ def test_the_kind_of_file_is_judged_by_content_not_by_name(citizen, held, civil)
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;",
     b"<svg xmlns='http://www.w3.org/2000/svg'/>",
 ], ids=["pdf", "exe", "gif", "svg"])
-def test_a_non_image_renamed_jpg_is_refused_with_a_clear_error(app, citizen, held, civil, content):
+def test_a_non_image_renamed_jpg_is_refused_with_a_clear_error(app, citizen, held, civil_queue, content):
     response = file_response(citizen, held.id, files=[(jpeg_with_gps(), "ok.jpg"), (content, "photo.jpg")])
     error = error_of(response, 422, "evidence_unsupported_type")
     assert error["details"]["fields"] == [{"field": "evidence[2]", "reason": "unsupported_type"}]
     assert "JPEG 或 PNG" in error["message"]
-    assert civil.ids() == []  # nothing filed, nothing half-written
+    assert civil_queue.ids() == []  # nothing filed, nothing half-written
     assert not list((Path(app.config["ECERT_EVIDENCE_DIR"])).glob("*/*"))  # no file stored either
 
 
@@ -124,21 +107,21 @@ def test_a_truncated_jpeg_is_refused_as_corrupt(citizen, held):
     error_of(file_response(citizen, held.id, files=[(broken, "a.jpg")]), 422, "evidence_corrupt")
 
 
-def test_an_oversized_file_is_a_413(citizen, held, civil):
+def test_an_oversized_file_is_a_413(citizen, held, civil_queue):
     big = jpeg_with_gps() + b"\0" * evidence.MAX_FILE_BYTES  # a valid JPEG padded past 5 MB
     error = error_of(file_response(citizen, held.id, files=[(big, "big.jpg")]), 413, "evidence_too_large")
     assert error["details"]["max_bytes"] == evidence.MAX_FILE_BYTES
-    assert civil.ids() == []
+    assert civil_queue.ids() == []
 
 
 @pytest.mark.parametrize(("width", "height"), [(30_000, 30_000), (8_000, 8_000)],
                          ids=["beyond-pillow-limit", "beyond-our-limit"])
-def test_a_decompression_bomb_is_refused(citizen, held, civil, width, height):
+def test_a_decompression_bomb_is_refused(citizen, held, civil_queue, width, height):
     bomb = png_bomb(width, height)
     assert len(bomb) < 1024
     error = error_of(file_response(citizen, held.id, files=[(bomb, "bomb.png")]), 422, "evidence_too_many_pixels")
     assert error["details"]["max_pixels"] == evidence.MAX_PIXELS
-    assert civil.ids() == []
+    assert civil_queue.ids() == []
 
 
 def test_at_most_five_files(citizen, held):
@@ -163,12 +146,12 @@ def test_other_routes_keep_the_1_mib_cap(citizen):
     assert error["details"]["max_bytes"] == 1024 * 1024
 
 
-def test_evidence_is_sealed_at_rest_and_bound_to_its_objection(app, citizen, held, civil):
+def test_evidence_is_sealed_at_rest_and_bound_to_its_objection(app, citizen, held, civil_queue):
     objection = filed(citizen, held.id, files=[(png_with_metadata(mode="RGB"), "a.png")])
     [stored] = list(Path(app.config["ECERT_EVIDENCE_DIR"]).glob("*/*"))
     assert stored.parent.name == objection["id"]
     assert b"IHDR" not in stored.read_bytes()  # not a readable PNG on disk
-    error_of(civil.evidence(objection["id"], 2), 404, "evidence_not_found")
+    error_of(civil_queue.evidence(objection["id"], 2), 404, "evidence_not_found")
 
 
 def test_local_storage_refuses_keys_that_could_leave_its_directory(tmp_path):
@@ -212,7 +195,7 @@ def test_rotating_the_data_key_reseals_objections_and_their_evidence(app, _migra
         db.session.rollback()
 
 
-def test_a_filing_whose_commit_fails_leaves_no_evidence_file_behind(app, monkeypatch, citizen, held, civil):
+def test_a_filing_whose_commit_fails_leaves_no_evidence_file_behind(app, monkeypatch, citizen, held, civil_queue):
     def failing_commit() -> DomainError:
         db.session.rollback()
         return DomainError("并发冲突，请重试", code="concurrent_conflict").with_status(409)

@@ -15,29 +15,13 @@ from backend.extensions import db
 from backend.kernel.actors import Actor
 from backend.models import ApiClient, Certificate
 from backend.objections.filing import SeenFields, fields_seen_by
-from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR, DeptClient
+from tests.conftest import DISABILITY_FEDERATION, SAMR, DeptClient
 from tests.objections.objection_support import GOV_OBJECTIONS, Queue
 from tests.sharing.grant_support import offered, redeem
 from tests.support import PARTNER_ID, Held, assert_documented, error_of, field_errors, marriage_of, minted
 
 DESCRIPTION = "现场核对发现与档案不一致"
 UNSHOWN_BY_A_BASIC_CODE = ("party_a_id_number", "party_b_id_number", "party_b_name", "holder_name")
-
-
-@pytest.fixture
-def civil(make_dept_client: Any) -> Queue:
-    """民政局's business system: issues the marriage certificate and works its objection queue."""
-    return Queue.of(make_dept_client(CIVIL_AFFAIRS, scopes=("issue", "objections")))
-
-
-@pytest.fixture
-def citizen(login: Any) -> Any:
-    return login("张伟")
-
-
-@pytest.fixture
-def held(app: Any, citizen: Any, civil: Queue) -> Held:
-    return marriage_of(citizen, app, civil.api.dept)
 
 
 @pytest.fixture
@@ -149,7 +133,7 @@ def test_a_department_that_never_saw_the_certificate_learns_nothing_by_guessing(
 # -- nothing echoed -------------------------------------------------------------------------------------------------
 
 def test_a_reporter_other_than_the_issuer_learns_no_value_but_the_issuers_queue_shows_it(client, citizen, held,
-                                                                                        scanner, civil):
+                                                                                        scanner, civil_queue):
     scans(scanner, citizen, held, "full")  # party_b_name shown masked (李*)
     response = report(scanner, held, ("party_b_name", "李娜娜"))
     assert response.status_code == 201, response.get_json()
@@ -161,7 +145,7 @@ def test_a_reporter_other_than_the_issuer_learns_no_value_but_the_issuers_queue_
     text = response.get_data(as_text=True)
     assert "current_value" not in text and '"李娜"' not in text
 
-    issuer_view = civil.get(body["id"])
+    issuer_view = civil_queue.get(body["id"])
     assert issuer_view.status_code == 200
     [disputed] = issuer_view.get_json()["disputed"]
     assert disputed["current_value"] == "李娜" and disputed["claimed_value"] == "李娜娜"
@@ -187,8 +171,8 @@ REDIS_URL = os.environ.get("ECERT_TEST_REDIS_URL")
     pytest.param({**LIMITED, "ECERT_REDIS_URL": REDIS_URL}, id="redis",
                  marks=pytest.mark.skipif(not REDIS_URL, reason="ECERT_TEST_REDIS_URL not set"))])
 def test_report_attempts_are_limited_per_client_and_certificate(client, app, make_dept_client, citizen, held,
-                                                                civil, scanner):
-    other_certificate = marriage_of(citizen, app, civil.api.dept)
+                                                                civil_queue, scanner):
+    other_certificate = marriage_of(citizen, app, civil_queue.api.dept)
     colleague = make_dept_client(SAMR, scopes=("verify",))
     for reporter, certificate in ((scanner, held), (scanner, other_certificate), (colleague, held)):
         scans(reporter, citizen, certificate, "basic")

@@ -43,15 +43,15 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def asker(app: Any, make_dept_client: Any, receiver: Receiver) -> Asker:
+def callback_asker(app: Any, make_dept_client: Any, receiver: Receiver) -> Asker:
     dept = make_dept_client(SAMR, scopes=("request", "redeem"))
     allow_callbacks(app, dept, f"{receiver.base}/ecert")
     return Asker(dept)
 
 
 @pytest.fixture
-def representative(app: Any, login: Any, samr: Department) -> tuple[Any, str]:
-    """A citizen representing a company that holds a business licence (level 1: no step-up)."""
+def licence_representative(app: Any, login: Any, samr: Department) -> tuple[Any, str]:
+    """(citizen, licence id): a citizen representing a company that holds a business licence (level 1: no step-up)."""
     company = company_code()
     citizen = login(companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
     return citizen, public_id_of(app, samr.issue_to_company(company))
@@ -78,13 +78,13 @@ def verify_callback(http: Any, received: Any, client_id: str) -> dict[str, Any]:
 
 # -- the allow-list -------------------------------------------------------------------------------------------------
 
-def test_a_callback_url_outside_the_allow_list_is_refused_at_creation(asker, receiver, app):
+def test_a_callback_url_outside_the_allow_list_is_refused_at_creation(callback_asker, receiver, app):
     for url in (f"{receiver.base}/other", f"{receiver.base}/ecertx", "http://127.0.0.2:1/ecert",
                 f"{receiver.base}/ecert/../admin", f"{receiver.base}/ecert/%2e%2e/admin", "ftp://example.cn/ecert",
                 f"http://user@{receiver.base.removeprefix('http://')}/ecert"):
-        error = error_of(asker.post(ask_body(callback_url=url)), 422, "callback_url_not_allowed")
+        error = error_of(callback_asker.post(ask_body(callback_url=url)), 422, "callback_url_not_allowed")
         assert error["details"]["fields"][0]["field"] == "callback_url", url
-    assert asker.post(ask_body(callback_url=f"{receiver.base}/ecert/cb?case=1")).status_code == 201
+    assert callback_asker.post(ask_body(callback_url=f"{receiver.base}/ecert/cb?case=1")).status_code == 201
 
 
 def test_a_client_without_an_allow_list_cannot_name_a_callback(make_dept_client, receiver):
@@ -139,45 +139,45 @@ def test_the_operator_sets_the_allow_list_with_the_cli(runner, make_dept_client,
 # -- delivery -------------------------------------------------------------------------------------------------------
 
 def test_the_decision_is_posted_after_the_commit_and_its_signature_verifies_against_jwks(
-        asker, receiver, representative, app, client):
-    citizen, licence = representative
-    request_id = asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert/cb")["id"]
+        callback_asker, receiver, licence_representative, app, client):
+    citizen, licence = licence_representative
+    request_id = callback_asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert/cb")["id"]
     assert receiver.received == []
     response = answer(citizen, request_id, "approve", [licence])
     assert response.status_code == 200, response.get_json()
     assert len(receiver.received) == 1 and receiver.received[0].path == "/ecert/cb"
-    body = verify_callback(client, receiver.received[0], asker.dept.client_id)
+    body = verify_callback(client, receiver.received[0], callback_asker.dept.client_id)
     assert body == {"request_id": request_id, "status": "approved", "grant_id": response.get_json()["grant_id"],
                     "decided_at": response.get_json()["decided_at"]}
     row = stored_request(app, request_id)
     assert row.callback_delivered_at is not None and row.callback_next_at is None and row.callback_attempts == 1
-    assert asker.poll(request_id).get_json()["callback_delivered_at"] is not None
+    assert callback_asker.poll(request_id).get_json()["callback_delivered_at"] is not None
 
 
-def test_a_signature_for_another_client_does_not_verify(asker, receiver, representative, client):
-    citizen, _ = representative
-    request_id = asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert")["id"]
+def test_a_signature_for_another_client_does_not_verify(callback_asker, receiver, licence_representative, client):
+    citizen, _ = licence_representative
+    request_id = callback_asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert")["id"]
     answer(citizen, request_id, "decline")
     with pytest.raises(jwt.InvalidAudienceError):
         verify_callback(client, receiver.received[0], "dc_someone_else")
     tampered = type(receiver.received[0])(receiver.received[0].path, receiver.received[0].headers,
                                           receiver.received[0].body.replace(b"declined", b"approved"))
     with pytest.raises(AssertionError):
-        verify_callback(client, tampered, asker.dept.client_id)
+        verify_callback(client, tampered, callback_asker.dept.client_id)
 
 
-def test_a_decline_is_posted_without_a_grant(asker, receiver, representative, client):
-    citizen, _ = representative
-    request_id = asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert")["id"]
+def test_a_decline_is_posted_without_a_grant(callback_asker, receiver, licence_representative, client):
+    citizen, _ = licence_representative
+    request_id = callback_asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert")["id"]
     answer(citizen, request_id, "decline")
-    body = verify_callback(client, receiver.received[0], asker.dept.client_id)
+    body = verify_callback(client, receiver.received[0], callback_asker.dept.client_id)
     assert body["status"] == "declined" and "grant_id" not in body
 
 
 def test_a_failed_callback_is_retried_by_the_job_with_backoff_and_delivered_once(
-        asker, receiver, representative, app, runner, clock, client):
-    citizen, licence = representative
-    request_id = asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert")["id"]
+        callback_asker, receiver, licence_representative, app, runner, clock, client):
+    citizen, licence = licence_representative
+    request_id = callback_asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert")["id"]
     receiver.status = 503
     assert answer(citizen, request_id, "approve", [licence]).status_code == 200  # the citizen is not held up
     row = stored_request(app, request_id)
@@ -193,16 +193,16 @@ def test_a_failed_callback_is_retried_by_the_job_with_backoff_and_delivered_once
     assert len(receiver.received) == 2
     # The retry carries the same body: the receiver may deduplicate by request_id.
     assert receiver.received[0].body == receiver.received[1].body
-    verify_callback(client, receiver.received[1], asker.dept.client_id)
+    verify_callback(client, receiver.received[1], callback_asker.dept.client_id)
     clock.advance(hours=2)
     assert "0 callback(s) delivered" in runner.invoke(args=["jobs", "callbacks"]).output
     assert len(receiver.received) == 2
 
 
-def test_redirects_are_never_followed(asker, receiver, representative, app):
-    citizen, licence = representative
+def test_redirects_are_never_followed(callback_asker, receiver, licence_representative, app):
+    citizen, licence = licence_representative
     receiver.status, receiver.location = 302, f"{receiver.base}/ecert/elsewhere"
-    request_id = asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert/cb")["id"]
+    request_id = callback_asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert/cb")["id"]
     answer(citizen, request_id, "approve", [licence])
     assert [item.path for item in receiver.received] == ["/ecert/cb"]
     row = stored_request(app, request_id)
@@ -210,10 +210,11 @@ def test_redirects_are_never_followed(asker, receiver, representative, app):
 
 
 @pytest.mark.parametrize("app_settings", [{"ECERT_CALLBACK_MAX_ATTEMPTS": 2}])
-def test_a_callback_is_given_up_after_the_last_attempt(asker, receiver, representative, app, runner, clock):
-    citizen, licence = representative
+def test_a_callback_is_given_up_after_the_last_attempt(callback_asker, receiver, licence_representative, app, runner,
+                                                       clock):
+    citizen, licence = licence_representative
     receiver.status = 500
-    request_id = asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert")["id"]
+    request_id = callback_asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert")["id"]
     answer(citizen, request_id, "approve", [licence])
     clock.advance(minutes=1)
     assert "1 given up" in runner.invoke(args=["jobs", "callbacks"]).output
@@ -224,9 +225,9 @@ def test_a_callback_is_given_up_after_the_last_attempt(asker, receiver, represen
     assert len(receiver.received) == 2
 
 
-def test_an_unreachable_receiver_leaves_the_callback_for_the_job(asker, receiver, representative, app):
-    citizen, licence = representative
-    request_id = asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert")["id"]
+def test_an_unreachable_receiver_leaves_the_callback_for_the_job(callback_asker, receiver, licence_representative, app):
+    citizen, licence = licence_representative
+    request_id = callback_asker.ask(wanted=LICENCE_ONLY, callback_url=f"{receiver.base}/ecert")["id"]
     receiver.server.shutdown()
     receiver.server.server_close()
     assert answer(citizen, request_id, "approve", [licence]).status_code == 200

@@ -100,7 +100,7 @@ def citizen_login(client: Any, catalog: None) -> Any:
 
 
 @pytest.fixture
-def holder(citizen_login: Any, civil_affairs: Department) -> Citizen:
+def married_citizen(citizen_login: Any, civil_affairs: Department) -> Citizen:
     """A married citizen with a registered phone, whose 结婚证 the civil affairs bureau issued."""
     citizen = citizen_login()
     civil_affairs.issue_to(citizen)
@@ -137,8 +137,8 @@ def a_wrong_code(code: str) -> str:
 
 # -- SMS code --------------------------------------------------------------------------------------------------------
 
-def test_sms_code_is_texted_to_the_registered_phone_naming_department_and_purpose(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_sms_code_is_texted_to_the_registered_phone_naming_department_and_purpose(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
 
     response = window.send_code(request_id)
 
@@ -156,18 +156,18 @@ def test_sms_code_is_texted_to_the_registered_phone_naming_department_and_purpos
     assert sent.details["phone"] == "138****5678" and code not in str(sent.details)
 
 
-def test_a_long_purpose_is_shortened_in_the_text_message(window, holder, sms):
+def test_a_long_purpose_is_shortened_in_the_text_message(window, married_citizen, sms):
     purpose = "办理" + "城乡居民最低生活保障资格年度复核" * 10
 
-    window.send_code(window.ask(holder.id_number, purpose=purpose))
+    window.send_code(window.ask(married_citizen.id_number, purpose=purpose))
 
     [message] = sms.messages
     assert purpose[:counter_service.SMS_PURPOSE_CHARS - 1] + "…" in message.text
     assert len(message.text) < 150
 
 
-def test_the_right_code_creates_a_grant_the_requesting_client_redeems(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_the_right_code_creates_a_grant_the_requesting_client_redeems(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
 
     response = window.code_consent(request_id, texted_code(sms))
@@ -195,19 +195,19 @@ def test_the_right_code_creates_a_grant_the_requesting_client_redeems(app, windo
     error_of(again, 409, "grant_already_used")
 
 
-def test_the_holder_is_notified_of_a_consent_given_at_the_counter(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_the_holder_is_notified_of_a_consent_given_at_the_counter(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
     window.code_consent(request_id, texted_code(sms))
 
-    inbox = holder.http.get("/api/v1/notifications", headers=holder.headers).get_json()["items"]
+    inbox = married_citizen.http.get("/api/v1/notifications", headers=married_citizen.headers).get_json()["items"]
 
     [notice] = [item for item in inbox if item["kind"] == "counter_consent"]
     assert "信阳市民政局" in notice["title"] and PURPOSE in notice["body"] and "短信验证码" in notice["body"]
 
 
-def test_a_wrong_code_is_refused_and_the_attempt_counts(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_a_wrong_code_is_refused_and_the_attempt_counts(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
 
     error = error_of(window.code_consent(request_id, a_wrong_code(texted_code(sms))), 422, "sms_code_invalid")
@@ -219,8 +219,8 @@ def test_a_wrong_code_is_refused_and_the_attempt_counts(app, window, holder, sms
     assert [e.outcome for e in refused] == ["failure"] and refused[0].details["attempts"] == 1
 
 
-def test_five_wrong_codes_lock_the_request_even_for_the_right_code(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_five_wrong_codes_lock_the_request_even_for_the_right_code(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
     code = texted_code(sms)
     for _ in range(counter_service.MAX_ATTEMPTS - 1):
@@ -236,8 +236,8 @@ def test_five_wrong_codes_lock_the_request_even_for_the_right_code(app, window, 
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Grant)) == 0
 
 
-def test_an_expired_code_is_refused(app, window, holder, sms, clock):
-    request_id = window.ask(holder.id_number)
+def test_an_expired_code_is_refused(app, window, married_citizen, sms, clock):
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
     code = texted_code(sms)
     clock.advance(minutes=5, seconds=1)
@@ -245,8 +245,8 @@ def test_an_expired_code_is_refused(app, window, holder, sms, clock):
     error_of(window.code_consent(request_id, code), 410, "sms_code_expired")
 
 
-def test_a_code_is_used_once(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_a_code_is_used_once(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
     code = texted_code(sms)
     assert window.code_consent(request_id, code).status_code == 201
@@ -257,14 +257,14 @@ def test_a_code_is_used_once(app, window, holder, sms):
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Grant)) == 1
 
 
-def test_consent_before_any_code_was_sent_is_refused(window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_consent_before_any_code_was_sent_is_refused(window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
 
     error_of(window.code_consent(request_id, "123456"), 409, "sms_code_not_sent")
 
 
-def test_a_new_code_replaces_the_last_one_no_sooner_than_a_minute_later(app, window, holder, sms, clock):
-    request_id = window.ask(holder.id_number)
+def test_a_new_code_replaces_the_last_one_no_sooner_than_a_minute_later(app, window, married_citizen, sms, clock):
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
     first = texted_code(sms)
 
@@ -280,8 +280,8 @@ def test_a_new_code_replaces_the_last_one_no_sooner_than_a_minute_later(app, win
     assert window.code_consent(request_id, second).status_code == 201
 
 
-def test_codes_per_request_are_limited(window, holder, sms, clock):
-    request_id = window.ask(holder.id_number)
+def test_codes_per_request_are_limited(window, married_citizen, sms, clock):
+    request_id = window.ask(married_citizen.id_number)
     for _ in range(counter_service.MAX_SENDS):
         assert window.send_code(request_id).status_code == 200
         clock.advance(seconds=61)
@@ -291,20 +291,21 @@ def test_codes_per_request_are_limited(window, holder, sms, clock):
     assert len(sms.messages) == counter_service.MAX_SENDS
 
 
-def test_requests_from_any_department_cannot_flood_one_holders_phone(window, holder, sms, make_dept_client, clock):
+def test_requests_from_any_department_cannot_flood_one_holders_phone(window, married_citizen, sms, make_dept_client,
+                                                                     clock):
     other = Window(make_dept_client(SAMR, scopes=("request",)))
     for n in range(counter_service.MAX_REQUESTS_TEXTING_HOLDER):
         counter = window if n % 2 else other
-        assert counter.send_code(counter.ask(holder.id_number)).status_code == 200
+        assert counter.send_code(counter.ask(married_citizen.id_number)).status_code == 200
 
-    throttled = window.send_code(window.ask(holder.id_number))
+    throttled = window.send_code(window.ask(married_citizen.id_number))
 
     error_of(throttled, 429, "sms_code_throttled")
     assert throttled.headers["Retry-After"] == "3600"
     assert len(sms.messages) == counter_service.MAX_REQUESTS_TEXTING_HOLDER
     clock.advance(minutes=61)  # the codes were all sent more than an hour ago
     window.headers = window.dept.headers()
-    assert window.send_code(window.ask(holder.id_number)).status_code == 200
+    assert window.send_code(window.ask(married_citizen.id_number)).status_code == 200
 
 
 def test_a_holder_without_a_registered_phone_is_sent_to_staff_attestation(window, citizen_login, civil_affairs, sms):
@@ -328,8 +329,8 @@ def test_a_citizen_who_never_logged_in_cannot_get_a_code(window, civil_affairs, 
     assert "staff_attested" in error["message"]
 
 
-def test_an_unreachable_sms_gateway_answers_503_and_keeps_no_code(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_an_unreachable_sms_gateway_answers_503_and_keeps_no_code(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
     sms.failing = True
 
     error_of(window.send_code(request_id), 503, "sms_unavailable")
@@ -339,15 +340,15 @@ def test_an_unreachable_sms_gateway_answers_503_and_keeps_no_code(app, window, h
     assert "access_request.sms_code_sent" not in [e.action for e in audit_of(app, request_id)]
 
 
-def test_a_request_the_holder_answers_in_the_app_has_no_counter_consent(window, holder, sms):
-    request_id = window.ask(holder.id_number, assisted=False)
+def test_a_request_the_holder_answers_in_the_app_has_no_counter_consent(window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number, assisted=False)
 
     error_of(window.send_code(request_id), 409, "request_not_assisted")
     error_of(window.attest(request_id), 409, "request_not_assisted")
 
 
-def test_an_expired_request_cannot_be_consented_to(window, holder, sms, clock):
-    request_id = window.ask(holder.id_number)
+def test_an_expired_request_cannot_be_consented_to(window, married_citizen, sms, clock):
+    request_id = window.ask(married_citizen.id_number)
     clock.advance(seconds=601)
     window.headers = window.dept.headers()
 
@@ -358,8 +359,9 @@ def test_an_expired_request_cannot_be_consented_to(window, holder, sms, clock):
 # -- only the requesting client --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("other_code", [SAMR, CIVIL_AFFAIRS], ids=["other department", "same department"])
-def test_another_client_can_neither_send_codes_nor_consent(app, window, holder, sms, make_dept_client, other_code):
-    request_id = window.ask(holder.id_number)
+def test_another_client_can_neither_send_codes_nor_consent(app, window, married_citizen, sms, make_dept_client,
+                                                           other_code):
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
     code = texted_code(sms)
     other = Window(make_dept_client(other_code, scopes=("request", "redeem"), name="另一业务系统"))
@@ -375,8 +377,8 @@ def test_another_client_can_neither_send_codes_nor_consent(app, window, holder, 
     assert window.code_consent(request_id, code).status_code == 201  # the requesting client still can
 
 
-def test_a_client_without_the_request_scope_is_refused(window, holder, sms, make_dept_client):
-    request_id = window.ask(holder.id_number)
+def test_a_client_without_the_request_scope_is_refused(window, married_citizen, sms, make_dept_client):
+    request_id = window.ask(married_citizen.id_number)
     verifier = Window(make_dept_client(CIVIL_AFFAIRS, scopes=("verify",)))
 
     error_of(verifier.send_code(request_id), 403, "insufficient_scope")
@@ -384,8 +386,8 @@ def test_a_client_without_the_request_scope_is_refused(window, holder, sms, make
 
 # -- staff attestation -----------------------------------------------------------------------------------------------
 
-def test_staff_attestation_records_staff_reason_and_id_check(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_staff_attestation_records_staff_reason_and_id_check(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
 
     response = window.attest(request_id)
 
@@ -408,9 +410,9 @@ def test_staff_attestation_records_staff_reason_and_id_check(app, window, holder
     assert sms.messages == []
 
 
-def test_staff_attested_consents_are_counted_apart_per_department(app, window, holder, citizen_login, civil_affairs,
-                                                                  sms, runner):
-    window.attest(window.ask(holder.id_number))
+def test_staff_attested_consents_are_counted_apart_per_department(app, window, married_citizen, citizen_login,
+                                                                  civil_affairs, sms, runner):
+    window.attest(window.ask(married_citizen.id_number))
     other = citizen_login(phone="13987654321")
     civil_affairs.issue_to(other)
     by_sms = window.ask(other.id_number)
@@ -429,8 +431,8 @@ def test_staff_attested_consents_are_counted_apart_per_department(app, window, h
     assert '"staff_attested": 2' in result.output and '"sms_code": 1' in result.output
 
 
-def test_staff_must_have_checked_the_id_document(window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_staff_must_have_checked_the_id_document(window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
 
     response = window.attest(request_id, id_document_checked=False)
 
@@ -455,10 +457,11 @@ def test_staff_attestation_serves_a_citizen_who_never_logged_in(app, window, civ
     assert me["id"] == known
 
 
-def test_staff_chosen_certificates_must_be_the_named_holders(window, holder, citizen_login, civil_affairs, sms):
+def test_staff_chosen_certificates_must_be_the_named_holders(window, married_citizen, citizen_login, civil_affairs,
+                                                             sms):
     stranger = citizen_login(phone=None)
     theirs = civil_affairs.issue_to(stranger)
-    request_id = window.ask(holder.id_number)
+    request_id = window.ask(married_citizen.id_number)
 
     response = window.attest(request_id, identifiers=[theirs])
 
@@ -486,17 +489,17 @@ def test_a_holder_without_a_certificate_of_the_wanted_type_is_refused(window, ci
     error_of(window.attest(window.ask(citizen.id_number)), 409, "no_matching_certificates")
 
 
-def test_counter_consent_stands_in_for_the_apps_step_up(app, window, holder, sms, clock):
+def test_counter_consent_stands_in_for_the_apps_step_up(app, window, married_citizen, sms, clock):
     with app.app_context():
         marriage = db.session.scalar(sa.select(CertificateType).where(CertificateType.type_code == MARRIAGE))
         assert marriage is not None and consent_policy.needs_step_up([marriage])  # in the app: a login within 5 min
     clock.advance(days=1)  # the holder last logged in a day ago
     window.headers = window.dept.headers()
 
-    by_code = window.ask(holder.id_number)
+    by_code = window.ask(married_citizen.id_number)
     window.send_code(by_code)
     assert window.code_consent(by_code, texted_code(sms)).status_code == 201
-    assert window.attest(window.ask(holder.id_number)).status_code == 201
+    assert window.attest(window.ask(married_citizen.id_number)).status_code == 201
 
 
 # -- a company (法人) holder ------------------------------------------------------------------------------------------
@@ -541,16 +544,16 @@ def test_a_company_known_only_from_its_representatives_login_gets_the_same_guida
     assert_sent_to_the_app(error_of(window.send_code(request_id), 422, "holder_not_a_person"))
 
 
-def test_a_decided_request_cannot_be_attested_again(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_a_decided_request_cannot_be_attested_again(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
     assert window.attest(request_id).status_code == 201
 
     error_of(window.attest(request_id), 409, "access_request_decided")
     error_of(window.send_code(request_id), 409, "access_request_decided")
 
 
-def test_no_consent_notification_without_a_consent(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_no_consent_notification_without_a_consent(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
     window.code_consent(request_id, a_wrong_code(texted_code(sms)))
 
@@ -559,8 +562,8 @@ def test_no_consent_notification_without_a_consent(app, window, holder, sms):
     assert "counter_consent" not in kinds
 
 
-def test_concurrent_consents_to_one_request_decide_once(app, window, holder, sms):
-    request_id = window.ask(holder.id_number)
+def test_concurrent_consents_to_one_request_decide_once(app, window, married_citizen, sms):
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
     code = texted_code(sms)
 
@@ -588,9 +591,9 @@ GUESSERS = 8
 
 
 def test_a_code_that_read_the_count_before_the_fifth_wrong_code_locked_the_request_is_not_checked(app, window,
-                                                                                                  holder, sms):
+                                                                                                  married_citizen, sms):
     database_is_shared(app)
-    request_id = window.ask(holder.id_number)
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
     code = texted_code(sms)
     for _ in range(counter_service.MAX_ATTEMPTS - 1):
@@ -611,9 +614,9 @@ def test_a_code_that_read_the_count_before_the_fifth_wrong_code_locked_the_reque
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["released-together", "all-past-the-read"])
-def test_concurrent_wrong_codes_get_five_checks_and_lock_the_request(app, window, holder, sms, overlap):
+def test_concurrent_wrong_codes_get_five_checks_and_lock_the_request(app, window, married_citizen, sms, overlap):
     database_is_shared(app)
-    request_id = window.ask(holder.id_number)
+    request_id = window.ask(married_citizen.id_number)
     window.send_code(request_id)
     code = texted_code(sms)
     read = threading.Barrier(GUESSERS)
@@ -633,9 +636,9 @@ def test_concurrent_wrong_codes_get_five_checks_and_lock_the_request(app, window
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["released-together", "all-past-the-read"])
-def test_concurrent_sends_text_one_code(app, window, holder, sms, overlap):
+def test_concurrent_sends_text_one_code(app, window, married_citizen, sms, overlap):
     database_is_shared(app)
-    request_id = window.ask(holder.id_number)
+    request_id = window.ask(married_citizen.id_number)
     senders = 4
     read = threading.Barrier(senders)
 

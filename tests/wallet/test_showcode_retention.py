@@ -15,15 +15,9 @@ from backend.config import ConfigError, load_settings
 from backend.extensions import db
 from backend.models import AuditEvent, ShowCodeUse, UsageRecord
 from backend.wallet.showcodes import purge_show_code_uses
-from tests.conftest import CIVIL_AFFAIRS
 from tests.support import marriage_of, minted, verdict
 
 USAGE = "/api/v1/usage"
-
-
-@pytest.fixture
-def civil(make_dept_client: Any) -> Any:
-    return make_dept_client(CIVIL_AFFAIRS, scopes=("issue",))
 
 
 def recorded(app: Any) -> list[tuple[str, datetime]]:
@@ -60,11 +54,11 @@ def add_checks(app: Any, *ages: timedelta, now: datetime) -> None:
 
 
 @pytest.fixture
-def scanned_long_ago(app: Any, client: Any, clock: Any, login: Any, civil: Any) -> dict[str, Any]:
+def scanned_long_ago(app: Any, client: Any, clock: Any, login: Any, civil_issuer: Any) -> dict[str, Any]:
     """A holder whose code was checked (valid), then checked again once expired, 31 days ago; and a code of today
     checked twice (one record). Answers the citizen (logged in today), the certificate and both tokens."""
     citizen = login("张伟")
-    held = marriage_of(citizen, app, civil)
+    held = marriage_of(citizen, app, civil_issuer)
     old = minted(citizen, held.id)["token"]
     assert verdict(client, old)["state"] == "valid"
     clock.advance(seconds=61)

@@ -42,18 +42,14 @@ REAL_PUBLIC_URL = "https://ecert.xinyang.gov.cn"
 
 
 @pytest.fixture
-def civil(make_dept_client: Any) -> Any:
+def civil_verifier(make_dept_client: Any) -> Any:
+    """信阳市民政局's system: issues marriage certificates and scans show codes."""
     return make_dept_client(CIVIL_AFFAIRS, scopes=("issue", "verify"))
 
 
 @pytest.fixture
-def citizen(login: Any) -> Any:
-    return login("张伟")
-
-
-@pytest.fixture
-def held(app: Any, citizen: Any, civil: Any) -> Any:
-    return marriage_of(citizen, app, civil)
+def held(app: Any, citizen: Any, civil_verifier: Any) -> Any:
+    return marriage_of(citizen, app, civil_verifier)
 
 
 def raw(token: str) -> bytes:
@@ -146,8 +142,9 @@ def test_company_certificate_only_for_its_representative(app, login, make_dept_c
     ("suspend", {"reason": "核查"}, 409, "certificate_suspended"),
     ("reissue", {"reason": "信息变更"}, 409, "certificate_superseded"),
 ])
-def test_a_certificate_that_is_not_valid_cannot_be_shown(app, citizen, civil, held, action, body, status, code):
-    change(civil, held.identifier, action, body)
+def test_a_certificate_that_is_not_valid_cannot_be_shown(app, citizen, civil_verifier, held, action, body, status,
+                                                         code):
+    change(civil_verifier, held.identifier, action, body)
     response = mint(citizen, held.id)
     assert response.status_code == status
     error = response.get_json()["error"]
@@ -157,10 +154,10 @@ def test_a_certificate_that_is_not_valid_cannot_be_shown(app, citizen, civil, he
         assert mint(citizen, error["details"]["current_id"]).status_code == 200
 
 
-def test_an_expired_certificate_cannot_be_shown(app, citizen, civil):
+def test_an_expired_certificate_cannot_be_shown(app, citizen, civil_verifier):
     body = certificate_body("114115000059925712001", holder={"name": citizen.name, "code": citizen.id_number},
                             valid_from="2020-01-01", valid_until="2026-11-25")
-    certificate_id = public_id_of(app, issue(civil, body=body)["identifier"])
+    certificate_id = public_id_of(app, issue(civil_verifier, body=body)["identifier"])
     response = mint(citizen, certificate_id)
     assert response.status_code == 410
     assert response.get_json()["error"]["code"] == "certificate_expired"
@@ -419,22 +416,22 @@ def test_department_scanner_checks_a_show_code_and_is_recorded_as_verifier(app, 
         assert "face.id_number" in usage[0].fields
 
 
-def test_department_scanner_sees_expired_tampered_and_revoked_codes_refused(app, clock, civil, citizen, held):
+def test_department_scanner_sees_expired_tampered_and_revoked_codes_refused(app, clock, civil_verifier, citizen, held):
     token = minted(citizen, held.id)["token"]
-    assert scan_as_department(civil, tampered(token)) == {"valid": False, "status": "unknown",
+    assert scan_as_department(civil_verifier, tampered(token)) == {"valid": False, "status": "unknown",
                                                           "reasons": ["bad_signature"], "certificate": None}
-    assert scan_as_department(civil, "not a code")["reasons"] == ["malformed"]
-    change(civil, held.identifier, "revoke", {"reason": "吊销"})
-    revoked = scan_as_department(civil, token)
+    assert scan_as_department(civil_verifier, "not a code")["reasons"] == ["malformed"]
+    change(civil_verifier, held.identifier, "revoke", {"reason": "吊销"})
+    revoked = scan_as_department(civil_verifier, token)
     assert (revoked["valid"], revoked["status"], revoked["reasons"]) == (False, "revoked", ["revoked"])
     assert revoked["certificate"]["disclosed"] == {}
     clock.advance(seconds=61)
-    assert scan_as_department(civil, token) == {"valid": False, "status": "unknown",
+    assert scan_as_department(civil_verifier, token) == {"valid": False, "status": "unknown",
                                                  "reasons": ["show_code_expired"], "certificate": None}
 
 
-def test_department_verify_still_takes_exactly_one_subject(civil, citizen, held):
+def test_department_verify_still_takes_exactly_one_subject(civil_verifier, citizen, held):
     token = minted(citizen, held.id)["token"]
-    response = civil.http.post("/gov/v1/verify", json={"show_code": token, "identifier": held.identifier},
-                               headers=civil.headers())
+    response = civil_verifier.http.post("/gov/v1/verify", json={"show_code": token, "identifier": held.identifier},
+                               headers=civil_verifier.headers())
     assert response.status_code == 422

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from backend.extensions import db
 from backend.models import Certificate, StaffSession
 from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR
-from tests.support import disability_of, marriage_of, wallet
+from tests.support import disability_of, wallet
 from tests.web.console_support import (
     FAST_HASHER,
     PASSWORD,
@@ -34,30 +34,9 @@ def app_settings() -> dict[str, Any]:
 
 
 @pytest.fixture
-def civil(make_dept_client: Any) -> Any:
-    return make_dept_client(CIVIL_AFFAIRS, scopes=("issue",))
-
-
-@pytest.fixture
-def citizen(login: Any) -> Any:
-    return login("张伟")
-
-
-@pytest.fixture
-def held(app: Any, citizen: Any, civil: Any) -> Any:
-    return marriage_of(citizen, app, civil)
-
-
-@pytest.fixture
 def filed(app: Any, clock: Any, citizen: Any, held: Any) -> str:
     """An objection in the civil affairs bureau's queue: the spouse's name on the marriage certificate."""
     return file_about(app, clock, citizen, held.identifier)
-
-
-@pytest.fixture
-def clerk(app: Any, clock: Any, catalog: None) -> Any:
-    """A staff member of 信阳市民政局 (which issued the marriage certificate)."""
-    return make_staff(app, clock, CIVIL_AFFAIRS, username="li.clerk")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
 
 from tests.conftest import CIVIL_AFFAIRS
 from tests.support import marriage_of, wallet
@@ -31,17 +29,6 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is n
 @pytest.fixture
 def app_settings() -> dict[str, Any]:
     return {"STAFF_PASSWORD_HASHER": FAST_HASHER}
-
-
-@pytest.fixture
-def live_server(app: Any) -> Iterator[str]:
-    """The real app (werkzeug, threaded) on a free localhost port, over the test database file."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
 
 
 class DevTools:

@@ -10,7 +10,6 @@ import secrets
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 import yaml
 from PIL import Image, ImageChops
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from backend.catalog.loader import load_catalog
 from backend.core.context import field_cipher, keystore
@@ -26,14 +24,13 @@ from backend.extensions import db
 from backend.kernel.actors import Actor
 from backend.models import AuditEvent, AuditHead, Holder, ShowCodeUse, UsageRecord
 from backend.wallet.showcodes import PUBLIC_VERIFIER, check_show_code
-from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, DISABILITY_FEDERATION, SAMR, START
+from tests.conftest import DEMO_CATALOG, DISABILITY_FEDERATION, SAMR, START
 from tests.factories import BUSINESS_LICENCE, company_code
 from tests.support import (
     PARTNER_ID,
     change,
     disability_of,
     issue,
-    marriage_of,
     minted,
     page,
     public_id_of,
@@ -45,21 +42,6 @@ NOTICE = "截图、照片、打印件无效，请以现场扫码核验结果为�
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 VALID_GREEN = (0x0F, 0x7B, 0x3A)
 EXPIRED_GREY = (0x4B, 0x55, 0x63)
-
-
-@pytest.fixture
-def civil(make_dept_client: Any) -> Any:
-    return make_dept_client(CIVIL_AFFAIRS, scopes=("issue",))
-
-
-@pytest.fixture
-def citizen(login: Any) -> Any:
-    return login("张伟")
-
-
-@pytest.fixture
-def held(app: Any, citizen: Any, civil: Any) -> Any:
-    return marriage_of(citizen, app, civil)
 
 
 def personal_values(citizen: Any, held: Any) -> list[str]:
@@ -214,10 +196,10 @@ def test_anything_else_under_v_is_invalid(client, junk):
     ("suspend", {"reason": "核查"}, "suspended", "已中止"),
     ("reissue", {"reason": "信息变更"}, "superseded", "已更新"),
 ])
-def test_a_certificate_changed_after_minting_shows_its_new_state(client, citizen, civil, held, action, body, state,
-                                                                  label):
+def test_a_certificate_changed_after_minting_shows_its_new_state(client, citizen, civil_issuer, held, action, body,
+                                                                 state, label):
     token = minted(citizen, held.id)["token"]
-    change(civil, held.identifier, action, body)
+    change(civil_issuer, held.identifier, action, body)
     html = page(client, token)
     assert label in html and f"verdict--{state}" in html
     assert "结婚证" in html and "信阳市民政局" in html  # what it is and who issued it, nothing more
@@ -228,10 +210,10 @@ def test_a_certificate_changed_after_minting_shows_its_new_state(client, citizen
     assert result["certificate"]["holder_name"] is None and result["certificate"]["fields"] == []
 
 
-def test_resumed_certificate_is_valid_again(client, citizen, civil, held):
+def test_resumed_certificate_is_valid_again(client, citizen, civil_issuer, held):
     token = minted(citizen, held.id)["token"]
-    change(civil, held.identifier, "suspend", {"reason": "核查"})
-    change(civil, held.identifier, "resume")
+    change(civil_issuer, held.identifier, "suspend", {"reason": "核查"})
+    change(civil_issuer, held.identifier, "resume")
     assert verdict(client, token)["state"] == "valid"
 
 
@@ -250,8 +232,8 @@ def test_the_first_check_of_a_code_is_one_usage_record_and_one_audit_event(app, 
     assert [(e.outcome, e.object_id, e.details["state"]) for e in checks] == [("success", held.identifier, "valid")]
 
 
-def test_refreshing_the_page_records_nothing_more_but_a_new_code_or_state_does(app, client, clock, citizen, civil,
-                                                                              held):
+def test_refreshing_the_page_records_nothing_more_but_a_new_code_or_state_does(app, client, clock, citizen,
+                                                                               civil_issuer, held):
     token = minted(citizen, held.id)["token"]
     for _ in range(3):
         page(client, token)
@@ -262,7 +244,7 @@ def test_refreshing_the_page_records_nothing_more_but_a_new_code_or_state_does(a
     assert verdict(client, minted(citizen, held.id)["token"])["state"] == "valid"
     assert len(usage(app)) == 2
     # A revoked certificate's check is a use too, with nothing shown; once.
-    change(civil, held.identifier, "revoke", {"reason": "注销"})
+    change(civil_issuer, held.identifier, "revoke", {"reason": "注销"})
     for _ in range(2):
         assert verdict(client, token)["state"] == "revoked"
     assert [r.fields for r in usage(app)][2:] == [[]]
@@ -366,16 +348,6 @@ def test_simultaneous_checks_of_one_code_record_it_once(app, clock, citizen, hel
 
 
 # -- real rendering in headless Chromium --------------------------------------------------------------------------
-
-@pytest.fixture
-def live_server(app: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
-
 
 def screenshot(url: str, path: Path, profile: Path) -> Image.Image:
     assert CHROMIUM is not None
