@@ -15,6 +15,7 @@ from backend.auth.access import check_routes, enforce_access
 from backend.config import PROJECT_ROOT, load_settings
 from backend.core.edge import EdgeHooks, register_edge, validation_error
 from backend.core.private_files import private_directory
+from backend.core.rate_limits import skip_unlimited_requests
 from backend.extensions import db, limiter, migrate
 from backend.schemas import ErrorResponse
 from backend.web import console, verify_page
@@ -74,6 +75,7 @@ def register_extensions(app: OpenAPI) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
     limiter.init_app(app)
+    skip_unlimited_requests(app, limiter)  # GET /healthz: no limit can apply, so no limiter hook runs
 
 
 def register_blueprints(app: OpenAPI) -> None:
