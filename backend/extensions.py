@@ -1,4 +1,4 @@
-"""Unbound extension instances, bound to an app in `create_app`."""
+"""Unbound extension instances, bound to an app in `create_app` (Flask-Migrate's there too: it imports alembic)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import current_app, request
 from flask_limiter import Limiter
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -29,7 +28,6 @@ def _default_limit() -> str:
 
 
 db = SQLAlchemy(model_class=Base)
-migrate = Migrate()
 limiter = Limiter(key_func=_client_address, default_limits=[_default_limit])
 
 

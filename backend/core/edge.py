@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import flask_openapi3.request
 from flask import Flask, Request, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
@@ -266,6 +265,8 @@ def _decode_form_values_with_json_input() -> None:
     JSONDecodeError. With the stdlib's `json` a value nested thousands deep (`[[[…`) or an integer of 5000 digits
     raised RecursionError or ValueError instead: a 500 before the view, or its authentication, ran. `json_input`
     raises JSONDecodeErrors only, so such a value stays text and the form's model refuses it with a 422."""
+    import flask_openapi3.request  # here, not at the top: the commands' app starts without flask-openapi3
+
     flask_openapi3.request.json = json_input  # its module-level `json`, used for loads only
 
 
