@@ -12,7 +12,7 @@ from backend.errors import DomainError
 from backend.extensions import db
 from backend.kernel.actors import Actor
 from backend.models import AccessRequest, AuditEvent, Certificate, Holder
-from backend.models.grants import CONSENT_APP, CONSENT_STAFF, GRANT_ACTIVE
+from backend.models.sharing import CONSENT_APP, CONSENT_STAFF, GRANT_ACTIVE
 from backend.sharing.grants import grant_from_request
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START
 from tests.factories import BUSINESS_LICENCE, MARRIAGE, company_code

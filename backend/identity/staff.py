@@ -22,7 +22,7 @@ from backend.audit.chain import record_event
 from backend.errors import AuditNote, Conflict, DomainError, NotFound, Unauthorized, ValidationFailed
 from backend.kernel.actors import Actor
 from backend.models import Department, StaffAccount, StaffSession
-from backend.models.staff import CITY_ADMIN, DEPARTMENT_STAFF
+from backend.models.identity import CITY_ADMIN, DEPARTMENT_STAFF
 
 # RFC 9106's second recommended option (t=3, m=64 MiB, p=4): memory-hard, affordable on a 2-core server.
 STANDARD_HASHER = PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY)

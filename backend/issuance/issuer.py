@@ -34,7 +34,7 @@ from backend.kernel.ids import holder_index, new_public_id
 from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET, KeyStore
 from backend.keys.status_lists import SlotAllocator, list_uri
 from backend.models import Certificate, CertificateEvent, CertificateType, Department, Notification
-from backend.models.certificates import VALID
+from backend.models.issuance import VALID
 
 SERIAL_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 NATURAL_PERSON_CODES = {HolderCodeType.RESIDENT_ID, HolderCodeType.PASSPORT, HolderCodeType.HK_MACAO_PERMIT,

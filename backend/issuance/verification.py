@@ -45,7 +45,7 @@ from backend.models import (
     StatusList,
     certificate_type_issuer,
 )
-from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 
 # Stable reason codes (the API's `reasons`).
 MALFORMED = "malformed"

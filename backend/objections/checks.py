@@ -14,7 +14,7 @@ from backend.crypto.encryption import FieldCipher
 from backend.errors import Conflict, ValidationFailed
 from backend.issuance.certificates import decrypt
 from backend.models import Certificate, CertificateType
-from backend.models.certificates import REVOKED, SUPERSEDED
+from backend.models.issuance import REVOKED, SUPERSEDED
 from backend.wallet.queries import face_definition
 
 DEFAULT_ACKNOWLEDGE_DAYS = 1

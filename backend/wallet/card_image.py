@@ -31,7 +31,7 @@ from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_clock, china_today
 from backend.kernel.identifiers import HOLDER_CODE_TYPE_LABELS, HolderCodeType
 from backend.models import Certificate, CertificateTypeVersion
-from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED
+from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED
 
 log = logging.getLogger("ecert.card")
 

@@ -27,7 +27,7 @@ from backend.identity.citizens import current_representations
 from backend.issuance.certificates import STATUS_LABELS, version_history
 from backend.kernel.actors import Actor
 from backend.models import Certificate, CertificateType, CertificateTypeVersion, Department, Holder, UsageRecord
-from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 
 OwnerKind = Literal["self", "company"]
 LONG_TERM = "长期"

@@ -38,7 +38,7 @@ from backend.kernel.ids import new_public_id
 from backend.keys import showcode
 from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
 from backend.models import ApiClient, Base, Certificate, CertificateType, Department, ShowCodeUse, UsageRecord
-from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 
 # States of a checked code: the certificate's live state, or why the code itself is refused.
 STATE_VALID: Final = "valid"

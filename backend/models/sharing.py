@@ -1,9 +1,4 @@
-"""Authorisation aggregate (授权用证): access requests, grants, the certificates and fields they cover, redemptions.
-
-A department asks (`AccessRequest`) or a holder offers; either way the holder's consent becomes a `Grant` naming
-one department client, the certificates and, per certificate, the fields it may see (`GrantCertificate`). A grant is
-used once: the one `Redemption` row per grant (unique) backs the conditional update that marks it used.
-"""
+"""Sharing (授权用证): access requests, grants, the certificates and fields they cover, redemptions."""
 
 from __future__ import annotations
 
@@ -15,9 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.models.base import Base, JSONDoc
 from backend.models.catalog import Department
-from backend.models.certificates import Certificate
-from backend.models.clients import ApiClient
-from backend.models.holders import Holder
+from backend.models.identity import ApiClient, Holder
+from backend.models.issuance import Certificate
 
 # Access request states.
 REQUEST_PENDING, REQUEST_APPROVED, REQUEST_DECLINED = "pending", "approved", "declined"
@@ -71,7 +65,12 @@ class AccessRequest(Base):
 
 
 class Grant(Base):
-    """A holder's authorisation (授权) for one department client to use certificates once."""
+    """A holder's authorisation (授权) for one department client to use certificates once.
+
+    A department asks (`AccessRequest`) or a holder offers; either way the holder's consent becomes a grant naming
+    one department client, the certificates and, per certificate, the fields it may see (`GrantCertificate`). It is
+    used once: the one `Redemption` row per grant (unique) backs the conditional update that marks it used.
+    """
 
     __tablename__ = "access_grant"  # "grant" is an SQL keyword
     __table_args__ = (Index("ix_access_grant_holder", "holder_id", "created_at"),)
