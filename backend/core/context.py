@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app, g, request
 
+from backend.core.caches import AppCaches, Memo
 from backend.core.clock import now as clock_now
 from backend.crypto.encryption import FieldCipher
 from backend.extensions import db
@@ -15,17 +17,24 @@ from backend.objections.evidence import EvidenceStorage, LocalEvidenceStorage, S
 from backend.objections.working_days import WorkingCalendar, cached_calendar
 
 
+def app_caches() -> AppCaches:
+    """What this app remembers between requests (backend.core.caches), made by create_app."""
+    caches: AppCaches = current_app.extensions[AppCaches.EXTENSION]
+    return caches
+
+
 def keystore() -> LocalKeyStore:
-    verification_keys = current_app.extensions.setdefault("ecert.verification_keys", {})
-    return LocalKeyStore(db.session(), current_app.config["ECERT_MASTER_KEY"], verification_keys)
+    return LocalKeyStore(db.session(), current_app.config["ECERT_MASTER_KEY"], app_caches().keys)
 
 
 def verified_tokens() -> VerifiedTokens:
     """The app's memo of access tokens whose signature held (backend.keys.platform_jws)."""
-    memo: VerifiedTokens | None = current_app.extensions.get("ecert.verified_tokens")
-    if memo is None:
-        memo = current_app.extensions["ecert.verified_tokens"] = VerifiedTokens()
-    return memo
+    return app_caches().tokens
+
+
+def current_definitions() -> Memo[str, dict[str, Any]]:
+    """The app's memo of current catalog definitions by content hash (backend.catalog.definitions)."""
+    return app_caches().definitions
 
 
 def field_cipher() -> FieldCipher:

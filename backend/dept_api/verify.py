@@ -9,7 +9,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, model_validator
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
-from backend.core.context import field_cipher, keystore, now
+from backend.core.context import current_definitions, field_cipher, keystore, now
 from backend.extensions import db
 from backend.issuance import verification as service
 from backend.models import ApiClient
@@ -89,7 +89,8 @@ def verify(body: VerifyRequest) -> Response:
                                              actor=g.actor, now=now(), public_url=public_url, nonce=body.nonce)
     elif body.show_code is not None:
         return jsonify(VerifyResponse.model_validate(showcodes.check_for_department(
-            db.session(), keystore(), field_cipher(), body.show_code, client=client, actor=g.actor, now=now()))
+            db.session(), keystore(), field_cipher(), body.show_code, definitions=current_definitions(), client=client,
+            actor=g.actor, now=now()))
             .model_dump())
     else:
         assert body.identifier is not None

@@ -19,10 +19,10 @@ from functools import lru_cache
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.audit.chain import record_event
+from backend.catalog.definitions import definition_as_issued
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_holder_code, mask_name, mask_value
 from backend.errors import ServiceUnavailable, ValidationFailed
@@ -30,7 +30,7 @@ from backend.issuance.certificates import CertificateContent, decrypt
 from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_clock, china_today
 from backend.kernel.identifiers import HOLDER_CODE_TYPE_LABELS, HolderCodeType
-from backend.models import Certificate, CertificateTypeVersion
+from backend.models import Certificate
 from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED
 
 log = logging.getLogger("ecert.card")
@@ -380,20 +380,12 @@ def render_card(face: CardFace, watermark: str, fonts: CardFonts) -> bytes:
 
 # -- the verb ---------------------------------------------------------------------------------------------
 
-def _definition(session: Session, certificate: Certificate) -> dict[str, Any]:
-    """The catalog version the certificate was issued under (labels and policy as they were then)."""
-    definition = session.scalar(select(CertificateTypeVersion.definition).where(
-        CertificateTypeVersion.certificate_type_id == certificate.certificate_type_id,
-        CertificateTypeVersion.version == certificate.catalog_version))
-    return definition if definition is not None else certificate.certificate_type.definition
-
-
 def render_certificate_card(session: Session, cipher: FieldCipher, certificate: Certificate, *, purpose: str,
                             font_path: str | None, actor: Actor, now: datetime) -> bytes:
     """The holder's card of one certificate for one purpose; audited as wallet.card_rendered."""
     fonts = card_fonts(font_path)
     purpose = check_purpose(unicodedata.normalize("NFC", purpose.strip()), fonts)
-    face = card_face(certificate, decrypt(cipher, certificate), _definition(session, certificate),
+    face = card_face(certificate, decrypt(cipher, certificate), definition_as_issued(session, certificate),
                      china_today(now))
     undrawable = fonts.missing("".join(f"{label}{value}" for label, value in [*face.rows, *face.fields]))
     if undrawable:  # rare characters beyond the font: counted, never logged (they are personal data)

@@ -8,6 +8,7 @@ Lists are keyset-paginated (backend/core/paging.py): an opaque cursor, no offset
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from sqlalchemy import BindParameter, Select, and_, bindparam, not_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from backend.audit.chain import record_event
+from backend.catalog.definitions import definition_as_issued
 from backend.core import rows
 from backend.core.paging import decode_cursor, encode_cursor, keyset_page
 from backend.crypto.encryption import FieldCipher
@@ -26,7 +28,7 @@ from backend.errors import Forbidden, NotFound, ValidationFailed
 from backend.identity.citizens import current_representations
 from backend.issuance.certificates import STATUS_LABELS, version_history
 from backend.kernel.actors import Actor
-from backend.models import Certificate, CertificateType, CertificateTypeVersion, Department, Holder, UsageRecord
+from backend.models import Certificate, CertificateType, Department, Holder, UsageRecord
 from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 
 OwnerKind = Literal["self", "company"]
@@ -203,26 +205,23 @@ _LISTED = (
 
 
 _Rows = Select[*tuple[Any, ...]]  # a query of plain columns
-_list_statements: dict[tuple[str | None, bool, bool], _Rows] = {}
 
 
+# Built once per combination (building it cost as much as running it). A pure function of its arguments over the
+# models, the same for every app (no config, no keys, values are bound parameters): a process-wide memo is right.
+@functools.lru_cache(maxsize=64)
 def _list_statement(status: str | None, by_type: bool, after_cursor: bool) -> _Rows:
-    """The list's query for one combination of filters, built once (building it cost as much as running it);
-    parameters: indexes, today, limit, type_code, at and after (the cursor's position)."""
-    key = (status, by_type, after_cursor)
-    cached = _list_statements.get(key)
-    if cached is None:
-        stmt: _Rows = _LISTED.where(Certificate.holder_index.in_(bindparam("indexes", expanding=True)),
-                                          _status_filter(status, bindparam("today")))
-        if by_type:
-            stmt = stmt.where(CertificateType.type_code == bindparam("type_code"))
-        if after_cursor:  # keyset pagination as backend/core/paging.py: newest first, ties by public id
-            stmt = stmt.where(or_(Certificate.created_at < bindparam("at"),
-                                  and_(Certificate.created_at == bindparam("at"),
-                                       Certificate.public_id < bindparam("after"))))
-        stmt = stmt.order_by(Certificate.created_at.desc(), Certificate.public_id.desc()).limit(bindparam("limit"))
-        _list_statements[key] = cached = stmt
-    return cached
+    """The list's query for one combination of filters; parameters: indexes, today, limit, type_code, at and after
+    (the cursor's position)."""
+    stmt: _Rows = _LISTED.where(Certificate.holder_index.in_(bindparam("indexes", expanding=True)),
+                                _status_filter(status, bindparam("today")))
+    if by_type:
+        stmt = stmt.where(CertificateType.type_code == bindparam("type_code"))
+    if after_cursor:  # keyset pagination as backend/core/paging.py: newest first, ties by public id
+        stmt = stmt.where(or_(Certificate.created_at < bindparam("at"),
+                              and_(Certificate.created_at == bindparam("at"),
+                                   Certificate.public_id < bindparam("after"))))
+    return stmt.order_by(Certificate.created_at.desc(), Certificate.public_id.desc()).limit(bindparam("limit"))
 
 
 def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Holder, *, now: datetime,
@@ -279,18 +278,6 @@ class CertificateView:
     notice: str | None
 
 
-def face_definition(session: Session, certificate: Certificate) -> dict[str, Any]:
-    """The catalog definition the certificate was issued under (labels may have changed since)."""
-    ctype = certificate.certificate_type
-    if certificate.catalog_version != ctype.catalog_version:
-        definition = session.scalar(select(CertificateTypeVersion.definition).where(
-            CertificateTypeVersion.certificate_type_id == ctype.id,
-            CertificateTypeVersion.version == certificate.catalog_version))
-        if definition is not None:
-            return definition
-    return ctype.definition
-
-
 def face_entries(definition: dict[str, Any], values: dict[str, Any]) -> list[FaceEntry]:
     """The face fields present on the certificate, in catalog order, each with its Chinese label."""
     entries = [FaceEntry(spec["name"], spec["label"], values[spec["name"]], int(spec["sensitivity"]))
@@ -335,7 +322,7 @@ def view_certificate(session: Session, cipher: FieldCipher, holder: Holder, publ
     return CertificateView(
         certificate=certificate, owner=owner, status=status, holder_name=holder_name,
         holder_code_masked=mask_holder_code(certificate.holder_code_type, holder_code), number=number,
-        fields=face_entries(face_definition(session, certificate), values), versions=versions,
+        fields=face_entries(definition_as_issued(session, certificate), values), versions=versions,
         current_version=newest if newest.id != certificate.id else None,
         notice=_notice(certificate, status, newest),
     )
@@ -384,5 +371,5 @@ def list_usage(session: Session, holder: Holder, *, now: datetime, max_age: time
         else:
             verifier = PUBLIC_VERIFIER if record.verifier_kind == "public" else "部门业务系统"
         items.append(UsageEntry(record, certificate, by_index[record.holder_index], verifier,
-                                field_labels(face_definition(session, certificate), record.fields or [])))
+                                field_labels(definition_as_issued(session, certificate), record.fields or [])))
     return UsagePage(items, next_cursor)

@@ -12,7 +12,6 @@ unknown key, bad signature) cost no write at all — anyone can make them — an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -25,9 +24,10 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from backend.audit.chain import record_event
+from backend.catalog.definitions import current_definition
 from backend.core import rows
+from backend.core.caches import Memo
 from backend.core.once import insert_once
-from backend.crypto.canonical import canonical_json
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_name, mask_value
 from backend.errors import Conflict, Gone
@@ -131,31 +131,10 @@ _CHECKED: Final = (
     .where(Certificate.public_id == bindparam("public_id"))
 )
 _IDENTIFIER: Final = select(Certificate.identifier).where(Certificate.public_id == bindparam("public_id"))
-_DEFINITION: Final = select(CertificateType.definition).where(CertificateType.id == bindparam("type_id"))
 _USED: Final = select(ShowCodeUse.id).where(
     ShowCodeUse.certificate_public_id == bindparam("certificate_public_id"), ShowCodeUse.nonce == bindparam("nonce"),
     ShowCodeUse.verifier == bindparam("verifier"), ShowCodeUse.outcome == bindparam("outcome"))
 _INSERT_USAGE: Final = insert(Base.metadata.tables[UsageRecord.__tablename__])
-
-# Parsed catalog definitions by content hash (SHA-256 of the canonical document): a hash names one document, so an
-# entry never goes stale; a type whose definition changes gets a new hash (backend/catalog/loader.py).
-_definitions: dict[str, dict[str, Any]] = {}
-_DEFINITIONS_KEPT: Final = 256
-
-
-def _definition(session: Session, certificate: CheckedCertificate) -> dict[str, Any]:
-    """The type's current definition, read from the database only the first time its content hash is seen."""
-    cached = _definitions.get(certificate.type_hash)
-    if cached is not None:
-        return cached
-    definition: dict[str, Any] = rows.execute(session, _DEFINITION, {"type_id": certificate.type_id}).scalar_one()
-    # Kept only when the row's hash is the document's (the catalog loader writes both together).
-    if hashlib.sha256(canonical_json(definition)).hexdigest() == certificate.type_hash:
-        if len(_definitions) >= _DEFINITIONS_KEPT:
-            _definitions.clear()
-        _definitions[certificate.type_hash] = definition
-    return definition
-
 
 @dataclass
 class ShowCodeCheck:
@@ -330,9 +309,11 @@ def _record_refusal(session: Session, check: ShowCodeCheck, *, verifier: Verifie
                           "verifier": verifier.kind})
 
 
-def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token: str, *, verifier: Verifier,
-                    actor: Actor, now: datetime, record: bool = True) -> ShowCodeCheck:
-    """Check a scanned code: signature and expiry, then the certificate's live state.
+def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token: str, *,
+                    definitions: Memo[str, dict[str, Any]], verifier: Verifier, actor: Actor, now: datetime,
+                    record: bool = True) -> ShowCodeCheck:
+    """Check a scanned code: signature and expiry, then the certificate's live state, shown by the type's current
+    definition (`definitions`: the app's memo of them, backend.core.context.current_definitions).
 
     With `record` (not for HEAD requests), the first check of a genuine code by this verifier with this outcome
     is written to the usage history (unexpired codes) and the audit chain.
@@ -357,7 +338,8 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
         return check
     state = _live_state(certificate, now)
     if state == STATE_VALID:
-        view, shown = _profile_view(cipher, certificate, _definition(session, certificate), claims.profile)
+        view, shown = _profile_view(cipher, certificate, current_definition(
+            session, certificate.type_id, certificate.type_hash, definitions), claims.profile)
     else:
         view, shown = _outline(certificate, state, claims.profile), []
     if record and _first_check(session, claims, verifier, state, now):
@@ -402,10 +384,11 @@ def department_result(check: ShowCodeCheck) -> dict[str, Any]:
         "status": status, "disclosed": disclosed}}
 
 
-def check_for_department(session: Session, keys: KeyStore, cipher: FieldCipher, text: str, *, client: ApiClient,
-                         actor: Actor, now: datetime) -> dict[str, Any]:
+def check_for_department(session: Session, keys: KeyStore, cipher: FieldCipher, text: str, *,
+                         definitions: Memo[str, dict[str, Any]], client: ApiClient, actor: Actor,
+                         now: datetime) -> dict[str, Any]:
     """A department scanner's check of a show code (the token or its URL), recorded with the client as verifier."""
-    check = check_show_code(session, keys, cipher, showcode.token_from_text(text),
+    check = check_show_code(session, keys, cipher, showcode.token_from_text(text), definitions=definitions,
                             verifier=Verifier("client", client.client_id, client.department_id), actor=actor, now=now)
     return department_result(check)
 
