@@ -1,14 +1,5 @@
-"""Show codes (亮证): mint a short-lived code for a holder's certificate, and check one when it is scanned.
-
-A check answers one state — valid, or why not — and only for a valid certificate the profile's fields, each
-masked as the type's catalog entry says. An expired or untrustworthy code shows nothing of the certificate:
-a screenshot stops working within a minute (第十三条).
-
-A check of a genuine code is written to the holder's usage history (unexpired codes) and the audit chain once per
-verifier and outcome: refreshing the page or a scanner's retry adds nothing (a chat app's link preview and the
-person's own scan are one public check), and a HEAD request records nothing. Codes that are not ours (malformed,
-unknown key, bad signature) cost no write at all — anyone can make them — and are only counted in the log.
-"""
+"""Show codes (亮证) checked when scanned: the certificate's live state and, when valid, the profile's fields masked;
+recorded once per verifier and outcome (backend/wallet/README.md)."""
 
 from __future__ import annotations
 
@@ -17,8 +8,8 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any, Final, Protocol
+from datetime import datetime
+from typing import Any, Final
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
@@ -30,15 +21,15 @@ from backend.core.caches import Memo
 from backend.core.once import insert_once
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_name, mask_value
-from backend.errors import Conflict, Gone
 from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_today
 from backend.kernel.identifiers import HolderCodeType
 from backend.kernel.ids import new_public_id
 from backend.keys import showcode
-from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
-from backend.models import ApiClient, Base, Certificate, CertificateType, Department, ShowCodeUse, UsageRecord
+from backend.keys.keystore import KeyStore
+from backend.models import ApiClient, Base, Certificate, ShowCodeUse, UsageRecord
 from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.wallet.queries import CheckedCertificateRow, checked_certificate
 
 # States of a checked code: the certificate's live state, or why the code itself is refused.
 STATE_VALID: Final = "valid"
@@ -88,53 +79,12 @@ class Verifier:
 
 PUBLIC_VERIFIER: Final = Verifier("public")
 
-
-@dataclass(frozen=True)
-class MintedShowCode:
-    token: str
-    url: str
-    claims: showcode.ShowCodeClaims
-
-
-@dataclass(frozen=True)
-class CheckedCertificate:
-    """What a check reads of the certificate a code names, with its type and issuer: one row of plain columns."""
-
-    id: int
-    public_id: str
-    identifier: str
-    version: int
-    holder_index: str
-    holder_code_type: str
-    status: str
-    valid_from: date
-    valid_until: date | None
-    holder_name_enc: bytes
-    face_enc: bytes
-    type_id: int
-    type_code: str
-    type_name: str
-    type_hash: str  # content hash of the type's current catalog definition
-    issuer_code: str
-    issuer_name: str
-
-
-_CHECKED: Final = (
-    select(Certificate.id, Certificate.public_id, Certificate.identifier, Certificate.version,
-           Certificate.holder_index, Certificate.holder_code_type, Certificate.status, Certificate.valid_from,
-           Certificate.valid_until, Certificate.holder_name_enc, Certificate.face_enc,
-           CertificateType.id.label("type_id"), CertificateType.type_code, CertificateType.name.label("type_name"),
-           CertificateType.content_hash.label("type_hash"), Department.code.label("issuer_code"),
-           Department.name.label("issuer_name"))
-    .join(CertificateType, CertificateType.id == Certificate.certificate_type_id)
-    .join(Department, Department.id == Certificate.issuer_department_id)
-    .where(Certificate.public_id == bindparam("public_id"))
-)
 _IDENTIFIER: Final = select(Certificate.identifier).where(Certificate.public_id == bindparam("public_id"))
 _USED: Final = select(ShowCodeUse.id).where(
     ShowCodeUse.certificate_public_id == bindparam("certificate_public_id"), ShowCodeUse.nonce == bindparam("nonce"),
     ShowCodeUse.verifier == bindparam("verifier"), ShowCodeUse.outcome == bindparam("outcome"))
 _INSERT_USAGE: Final = insert(Base.metadata.tables[UsageRecord.__tablename__])
+
 
 @dataclass
 class ShowCodeCheck:
@@ -145,7 +95,7 @@ class ShowCodeCheck:
     claims: showcode.ShowCodeClaims | None
     certificate: dict[str, Any] | None = None
     shown: list[str] = field(default_factory=list)  # names of the holder/face values shown
-    record: CheckedCertificate | None = None
+    record: CheckedCertificateRow | None = None
 
     @property
     def label(self) -> str:
@@ -164,69 +114,14 @@ def _display(spec: dict[str, Any], value: Any) -> str:
     return str(value)
 
 
-def _holder_display(certificate: CheckedCertificate, name: str) -> str:
+def _holder_display(certificate: CheckedCertificateRow, name: str) -> str:
     # A company's name is public (企业信息公示); a person's is masked.
     return name if certificate.holder_code_type == HolderCodeType.USCC.value else mask_name(name)
 
 
-# -- minting ----------------------------------------------------------------------------------------------------
-
-class Showable(Protocol):
-    """What minting reads of a certificate: a Certificate, or the plain columns of wallet.HeldCertificate."""
-
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def public_id(self) -> str: ...
-
-    @property
-    def identifier(self) -> str: ...
-
-    @property
-    def status(self) -> str: ...
-
-    @property
-    def valid_from(self) -> date: ...
-
-    @property
-    def valid_until(self) -> date | None: ...
-
-
-def _refuse_unshowable(session: Session, certificate: Showable, now: datetime) -> None:
-    """Only a certificate that is valid today can be shown; the others get a clear code."""
-    status = certificate.status
-    if status == REVOKED:
-        raise Conflict("该证照已注销，不能亮证", code="certificate_revoked")
-    if status == SUSPENDED:
-        raise Conflict("该证照已中止，不能亮证", code="certificate_suspended")
-    if status == SUPERSEDED:
-        successor = session.scalar(select(Certificate.public_id).where(Certificate.previous_id == certificate.id))
-        raise Conflict("该证照已换发新版本，请出示最新版本", code="certificate_superseded",
-                       details={"current_id": successor} if successor else None)
-    today = china_today(now)
-    if status == EXPIRED or (certificate.valid_until is not None and today > certificate.valid_until):
-        raise Gone("该证照已过期，不能亮证", code="certificate_expired")
-    if today < certificate.valid_from:
-        raise Conflict("该证照尚未生效，不能亮证", code="certificate_not_yet_valid")
-
-
-def mint_show_code(session: Session, keys: KeyStore, certificate: Showable, *, profile: str, lifetime: int,
-                   public_url: str, actor: Actor, now: datetime) -> MintedShowCode:
-    """A fresh code for a certificate the caller has already checked the holder may show (find_holder_certificate)."""
-    _refuse_unshowable(session, certificate, now)
-    claims = showcode.new_claims(certificate.public_id, profile, now=now, lifetime=lifetime)
-    token = showcode.encode(keys, keys.active_platform_key(PURPOSE_PLATFORM), claims)
-    # The token itself is never audited: within its minute it is a bearer credential.
-    record_event(session, actor=actor, action="showcode.minted", now=now, object_type="certificate",
-                 object_id=certificate.identifier,
-                 details={"profile": profile, "nonce": claims.nonce.hex(), "expires_at": claims.expires_at.isoformat()})
-    return MintedShowCode(token, showcode.url_for_token(public_url, token), claims)
-
-
 # -- checking ---------------------------------------------------------------------------------------------------
 
-def _live_state(certificate: CheckedCertificate, now: datetime) -> str:
+def _live_state(certificate: CheckedCertificateRow, now: datetime) -> str:
     if certificate.status == EXPIRED:
         return STATE_CERTIFICATE_EXPIRED
     if certificate.status != VALID:
@@ -239,7 +134,7 @@ def _live_state(certificate: CheckedCertificate, now: datetime) -> str:
     return STATE_VALID
 
 
-def _outline(certificate: CheckedCertificate, state: str, profile: str) -> dict[str, Any]:
+def _outline(certificate: CheckedCertificateRow, state: str, profile: str) -> dict[str, Any]:
     """What a non-valid certificate shows: its kind and issuer, nothing about the holder."""
     return {"name": certificate.type_name, "type_code": certificate.type_code,
             "issuer": {"code": certificate.issuer_code, "name": certificate.issuer_name},
@@ -247,7 +142,7 @@ def _outline(certificate: CheckedCertificate, state: str, profile: str) -> dict[
             "fields": []}
 
 
-def _profile_view(cipher: FieldCipher, certificate: CheckedCertificate, definition: dict[str, Any],
+def _profile_view(cipher: FieldCipher, certificate: CheckedCertificateRow, definition: dict[str, Any],
                   profile: str) -> tuple[dict[str, Any], list[str]]:
     """The certificate as the profile shows it, with every value masked by the current catalog policy."""
     specs = {spec["name"]: spec for spec in definition["fields"]}
@@ -328,9 +223,7 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
         elif record:
             _record_refusal(session, check, verifier=verifier, actor=actor, now=now)
         return check
-    # With its type and issuer: every answer names them (one query of plain columns, not three of entities).
-    row = rows.execute(session, _CHECKED, {"public_id": claims.certificate_id}).first()
-    certificate = None if row is None else CheckedCertificate(**row._mapping)
+    certificate = checked_certificate(session, claims.certificate_id)
     if certificate is None:  # signed by us, but the certificate is gone: nothing to vouch for
         check = ShowCodeCheck(STATE_INVALID, "certificate_not_found", claims)
         if record:
