@@ -10,7 +10,6 @@ committing it).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Update
@@ -39,17 +38,22 @@ def insert_once(session: Session, model: type[Base], values: dict[str, Any], uni
     if session.new or session.dirty or session.deleted:
         session.flush()  # as session.execute would
     connection = session.connection()
-    stmt = _insert_once_statement(model, tuple(unique), connection.dialect.name)
+    dialect = connection.dialect.name
+    key = (model, tuple(unique), dialect)
+    stmt = _statements.get(key)
+    if stmt is None:
+        insert = conflict_insert(dialect)
+        table = Base.metadata.tables[model.__tablename__]
+        stmt = insert(table).on_conflict_do_nothing(index_elements=unique).returning(table.primary_key.columns[0])
+        _statements[key] = stmt
     # Core on the request's connection, the statement built once: the ORM's bulk-insert path and a statement
     # built per call cost more than the insert (replay checks run on every verification and show-code scan).
     return connection.execute(stmt, values).first() is not None
 
 
-@functools.cache  # a pure function of the model, its columns and the dialect (models and columns are the code's)
-def _insert_once_statement(model: type[Base], unique: tuple[str, ...], dialect: str) -> Any:
-    table = Base.metadata.tables[model.__tablename__]
-    return conflict_insert(dialect)(table).on_conflict_do_nothing(index_elements=list(unique)) \
-        .returning(table.primary_key.columns[0])
+# Built statements by model, columns and dialect: pure (no app state, config or keys; the models are the process's),
+# so one process-wide memo is right; a plain dict, as a functools cache would double the lookup on every replay check.
+_statements: dict[tuple[type[Base], tuple[str, ...], str], Any] = {}
 
 
 def updated_rows(session: Session, stmt: Update) -> int:
