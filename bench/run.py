@@ -268,7 +268,7 @@ WALLET_SIZE = 20  # issue 4: wallet listing of a holder with 20 certificates
 SCAN_POOL = 200  # show codes for the "scan again" run, each scanned many times within its minute
 SHOW_FULL = json.dumps({"profile": "full"})  # the heavier profile: face fields decrypted and masked
 SHOW_CODE_LIFETIME = 60  # seconds (ECERT_SHOW_CODE_TTL default)
-KB_LIFETIME = 300  # seconds a KB-JWT's iat is accepted (verification.KB_IAT_WINDOW)
+KB_LIFETIME = 300  # seconds a KB-JWT's iat is accepted (issuance.key_binding.KB_IAT_WINDOW)
 ENDPOINTS = [
     Endpoint(BASELINE, "GET", "/healthz"),
     Endpoint("jwks", "GET", "/.well-known/jwks.json"),

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from backend.catalog import loader as catalog_service
 from backend.cli.base import CommandGroup, fail, operator_actor
-from backend.core.context import field_cipher, keystore, now
+from backend.core.context import deps, now
 from backend.errors import DomainError
 from backend.extensions import db
 from backend.imports import batches as imports_service
@@ -42,9 +42,7 @@ def certificates_import(path: Path, dept_code: str, mode: str, file_format: str 
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     try:
         department = catalog_service.get_department(db.session(), dept_code)
-        issuer = Issuer(db.session(), keystore(), field_cipher(), department,
-                        public_url=current_app.config["ECERT_PUBLIC_URL"], actor=operator_actor(), now=now(),
-                        expected=imports_service.MAX_ROWS)
+        issuer = Issuer(deps(), department, actor=operator_actor(), now=now(), expected=imports_service.MAX_ROWS)
         with path.open("rb") as handle, click.progressbar(length=path.stat().st_size, label="导入中",
                                                           show_percent=True) as bar:
             batch, created = imports_service.import_certificates(

@@ -1,8 +1,4 @@
-"""Citizen sessions: real-name identities become holders; short access tokens and rotating refresh tokens.
-
-Refresh tokens are random, stored only as SHA-256, usable once. Presenting an already-used refresh token
-means it was copied: the whole family (the AuthSession) is revoked at once (RFC 9700 §4.14.2).
-"""
+"""Citizen sessions: real-name identities become holders; short access tokens and rotating refresh tokens."""
 
 from __future__ import annotations
 
@@ -23,6 +19,7 @@ from backend.kernel.actors import Actor
 from backend.kernel.identifiers import validate_holder_code, validate_uscc
 from backend.kernel.ids import holder_index, new_public_id
 from backend.keys import platform_jws
+from backend.keys.deps import Deps
 from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
 from backend.keys.platform_jws import VerifiedTokens
 from backend.models import AuthSession, Holder, HolderIdentity, RefreshToken, Representation
@@ -183,12 +180,12 @@ def last_real_name_login(session: Session, holder: Holder) -> datetime:
     return latest if latest is not None else holder.created_at
 
 
-def log_in(session: Session, keys: KeyStore, cipher: FieldCipher, identity: VerifiedIdentity, *, issuer: str,
-           origin: Actor, now: datetime) -> IssuedSession:
+def log_in(deps: Deps, identity: VerifiedIdentity, *, origin: Actor, now: datetime) -> IssuedSession:
     """A login a provider verified: find or create the holder, bind linked identities, start a session.
 
     `origin` is the anonymous caller (address, request id); the holder becomes the actor once known.
     """
+    session, cipher = deps.session, deps.cipher
     if identity.real_name:
         holder = upsert_holder(session, cipher, identity, now=now)
         auth_time = now
@@ -201,8 +198,8 @@ def log_in(session: Session, keys: KeyStore, cipher: FieldCipher, identity: Veri
                          only_one=True):
             record_event(session, actor=actor, action="citizen.identity_bound", now=now, object_type="holder",
                          object_id=holder.public_id, details={"provider": provider, "via": identity.provider})
-    return start_session(session, keys, holder, provider=identity.provider, issuer=issuer, actor=actor, now=now,
-                         auth_time=auth_time)
+    return start_session(session, deps.keys, holder, provider=identity.provider, issuer=deps.public_url,
+                         actor=actor, now=now, auth_time=auth_time)
 
 
 def holder_name(cipher: FieldCipher, holder: Holder) -> str:

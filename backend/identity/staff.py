@@ -1,7 +1,4 @@
-"""Staff console accounts: creation, password login with lock-out, and server-side sessions with timeouts.
-
-Passwords are hashed with argon2id (argon2-cffi); the hasher is passed in so tests can use cheap parameters.
-"""
+"""Staff console accounts: creation, password login with lock-out, and server-side sessions with timeouts."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher, profiles
@@ -239,10 +236,11 @@ def _refused(account: StaffAccount, actor: Actor, reason: str) -> StaffLoginFail
     return failed
 
 
-def authenticate(session: Session, hasher: PasswordHasher, *, username: str, password: str, now: datetime,
-                 commit: Callable[[], None], source_ip: str | None = None,
-                 request_id: str | None = None) -> StaffAccount:
+def authenticate(session: Session, hasher: PasswordHasher, *, username: str, password: str, origin: Actor,
+                 now: datetime, commit: Callable[[], None]) -> StaffAccount:
     """Check a console login; the fifth failure in a row locks the account for LOCK_DURATION, unchecked.
+
+    `origin` is the anonymous caller (address, request id); the account becomes the actor once found.
 
     The attempt is counted (atomically, as a failure) before the password is checked, and `commit` — the caller's
     commit of the request's transaction — makes that count durable before the slow hash runs: a failure, a crash or
@@ -252,15 +250,14 @@ def authenticate(session: Session, hasher: PasswordHasher, *, username: str, pas
     # A name no account can have (too long, NUL or other odd characters) is not even looked up.
     account = session.scalar(select(StaffAccount).where(StaffAccount.username == name)) \
         if USERNAME.fullmatch(name) else None
-    context = {"source_ip": source_ip, "request_id": request_id}
     if account is None or not account.active:
         _burn_time(hasher, password)
         failed = StaffLoginFailed()
-        failed.audit = AuditNote(actor=Actor(kind="staff", id=account.public_id if account else "unknown", **context),
+        failed.audit = AuditNote(actor=replace(origin, kind="staff", id=account.public_id if account else "unknown"),
                                  action="staff.login", object_type="staff",
                                  details={"reason": "disabled" if account else "unknown_user"})
         raise failed
-    actor = staff_actor(account, **context)
+    actor = staff_actor(account, source_ip=origin.source_ip, request_id=origin.request_id)
     account_id = account.id
     reserved = _reserve_attempt(session, account_id, now)
     if reserved is None:

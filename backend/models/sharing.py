@@ -1,4 +1,5 @@
-"""Sharing (授权用证): access requests, grants, the certificates and fields they cover, redemptions."""
+"""Sharing (授权用证): access requests, grants, the certificates and fields they cover, redemptions.
+The rules they keep are described in backend/sharing/README.md."""
 
 from __future__ import annotations
 
@@ -65,12 +66,7 @@ class AccessRequest(Base):
 
 
 class Grant(Base):
-    """A holder's authorisation (授权) for one department client to use certificates once.
-
-    A department asks (`AccessRequest`) or a holder offers; either way the holder's consent becomes a grant naming
-    one department client, the certificates and, per certificate, the fields it may see (`GrantCertificate`). It is
-    used once: the one `Redemption` row per grant (unique) backs the conditional update that marks it used.
-    """
+    """A holder's authorisation (授权) for one department client to use certificates once."""
 
     __tablename__ = "access_grant"  # "grant" is an SQL keyword
     __table_args__ = (Index("ix_access_grant_holder", "holder_id", "created_at"),)

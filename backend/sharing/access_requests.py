@@ -1,17 +1,5 @@
-"""A department asks (用证请求): it names the certificate types and fields it needs, the purpose (用证事由) and the
-matter (事项编码); the holder opens the request in the mini-app and approves it with certificates they hold or
-represent — which becomes a grant (backend/sharing/grants.py) — or declines it.
-
-Who sees a request: the requesting client only, on the department side (any other client gets 404, even of the same
-department). On the citizen side, a pending request is open to any logged-in holder who has its id (it is shown as a
-QR at the counter), except an assisted request (counter service, 第十一条), which names its holder up front by the
-blind index of their code and is visible to that holder (or a representative of that company) only. Once decided,
-only the holder who decided sees it; everyone else gets 404, never 403 (no existence oracle).
-
-A decision is one conditional update (pending and unexpired → approved/declined), so two concurrent answers cannot
-both win. A decided request with a callback URL is put in the callback outbox (`callback_next_at`) in the same
-transaction; backend/sharing/request_callbacks.py delivers it after the commit.
-"""
+"""A department asks (用证请求) for certificate types and fields, with a purpose and a matter; the holder approves
+it in the mini-app with certificates they hold or represent (a grant), or declines it."""
 
 from __future__ import annotations
 
@@ -76,6 +64,19 @@ class AssistedHolder:
     code: str
 
 
+@dataclass(frozen=True)
+class AccessRequestInput:
+    """What a department asks: the types and fields it wants, why (用证事由), for which matter (事项编码), how long
+    the holder's consent should last, where to call back, and (counter service) the holder at the window."""
+
+    wanted: list[WantedInput]
+    purpose: str
+    matter_code: str
+    consent_seconds: int | None = None
+    callback_url: str | None = None
+    assisted_holder: AssistedHolder | None = None
+
+
 def _wanted_types(session: Session, wanted: list[WantedInput]) -> list[tuple[CertificateType, list[str]]]:
     """Each wanted type with its fields checked against the sharing policy; every problem named at once."""
     codes = [item.type_code for item in wanted]
@@ -114,12 +115,13 @@ def _wanted_types(session: Session, wanted: list[WantedInput]) -> list[tuple[Cer
     return checked
 
 
-def create_access_request(session: Session, cipher: FieldCipher, client: ApiClient, *, wanted: list[WantedInput],
-                          purpose: str, matter_code: str, consent_seconds: int | None, callback_url: str | None,
-                          assisted_holder: AssistedHolder | None, allow_http_callbacks: bool, answer_within: int,
-                          actor: Actor, now: datetime) -> AccessRequest:
-    """Validate and store a department's request; `consent_seconds` is capped by the strictest type policy."""
-    checked = _wanted_types(session, wanted)
+def create_access_request(session: Session, cipher: FieldCipher, client: ApiClient, asked: AccessRequestInput, *,
+                          allow_http_callbacks: bool, answer_within: int, actor: Actor,
+                          now: datetime) -> AccessRequest:
+    """Validate and store a department's request; `consent_seconds` is capped by the strictest type policy.
+    `answer_within`: seconds the holder has to answer; `allow_http_callbacks`: outside production only."""
+    checked = _wanted_types(session, asked.wanted)
+    callback_url, assisted = asked.callback_url, asked.assisted_holder
     if callback_url is not None:
         try:
             callback_url = check_callback_url(callback_url, list(client.callback_allowlist or []),
@@ -129,22 +131,22 @@ def create_access_request(session: Session, cipher: FieldCipher, client: ApiClie
                                    else "回调地址无效", code="callback_url_not_allowed",
                                    details={"fields": [{"field": "callback_url", "reason": refused.reason}]}) from None
     assisted_index = None
-    if assisted_holder is not None:
-        code = validate_holder_code(assisted_holder.code_type, assisted_holder.code, field="holder.code")
-        assisted_index = holder_index(cipher, assisted_holder.code_type.strip(), code)
-    granted = consent_policy.cap_lifetime([ctype for ctype, _ in checked], consent_seconds)
+    if assisted is not None:
+        code = validate_holder_code(assisted.code_type, assisted.code, field="holder.code")
+        assisted_index = holder_index(cipher, assisted.code_type.strip(), code)
+    granted = consent_policy.cap_lifetime([ctype for ctype, _ in checked], asked.consent_seconds)
     request = AccessRequest(
         public_id=new_public_id(), api_client_id=client.id, department_id=client.department_id,
         wanted=[{"type_code": ctype.type_code, "fields": fields} for ctype, fields in checked],
-        purpose=purpose, matter_code=matter_code, consent_seconds=granted, callback_url=callback_url,
+        purpose=asked.purpose, matter_code=asked.matter_code, consent_seconds=granted, callback_url=callback_url,
         status=REQUEST_PENDING, created_at=now, expires_at=now + timedelta(seconds=answer_within),
-        assisted=assisted_holder is not None, assisted_holder_index=assisted_index)
+        assisted=assisted is not None, assisted_holder_index=assisted_index)
     session.add(request)
     session.flush()
     record_event(session, actor=actor, action="access_request.created", now=now, object_type="access_request",
                  object_id=request.public_id,
-                 details={"wanted": request.wanted, "purpose": purpose, "matter_code": matter_code,
-                          "consent_seconds": granted, "requested_consent_seconds": consent_seconds,
+                 details={"wanted": request.wanted, "purpose": asked.purpose, "matter_code": asked.matter_code,
+                          "consent_seconds": granted, "requested_consent_seconds": asked.consent_seconds,
                           "assisted": request.assisted, "callback": callback_url is not None})
     return request
 

@@ -247,43 +247,14 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
     return ShowCodeCheck(state, None, claims, view, shown, certificate)
 
 
-# -- the department API's answer -----------------------------------------------------------------------------------
-
-_DEPARTMENT_STATUS: Final = {STATE_CERTIFICATE_EXPIRED: EXPIRED, STATE_NOT_YET_VALID: VALID}
-
-
-def department_result(check: ShowCodeCheck) -> dict[str, Any]:
-    """The check in POST /gov/v1/verify's shape: {valid, status, reasons, certificate}.
-
-    `disclosed` carries what the holder chose to show, masked as on the public page: a code shows, it does not
-    authorise (full values need the holder's grant, 授权用证).
-    """
-    if check.record is None or check.certificate is None:
-        reason = f"show_code_{check.reason}" if check.reason in (showcode.EXPIRED, showcode.NOT_YET_VALID) \
-            else (check.reason or showcode.MALFORMED)
-        return {"valid": False, "status": "unknown", "reasons": [reason], "certificate": None}
-    certificate, view = check.record, check.certificate
-    status = _DEPARTMENT_STATUS.get(check.state, check.state)
-    reasons = [] if check.state == STATE_VALID else [check.state]
-    disclosed: dict[str, dict[str, Any]] = {}
-    if check.state == STATE_VALID:
-        disclosed = {"holder": {"name": view["holder_name"]},
-                     "face": {item["name"]: item["value"] for item in view["fields"]}}
-    return {"valid": not reasons, "status": status, "reasons": reasons, "certificate": {
-        "identifier": certificate.identifier, "type_code": view["type_code"], "type_name": view["name"],
-        "issuer": view["issuer"], "version": certificate.version,
-        "valid_from": certificate.valid_from.isoformat(),
-        "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None,
-        "status": status, "disclosed": disclosed}}
-
+# -- the department API's check ------------------------------------------------------------------------------------
 
 def check_for_department(session: Session, keys: KeyStore, cipher: FieldCipher, text: str, *,
                          definitions: Memo[str, dict[str, Any]], client: ApiClient, actor: Actor,
-                         now: datetime) -> dict[str, Any]:
+                         now: datetime) -> ShowCodeCheck:
     """A department scanner's check of a show code (the token or its URL), recorded with the client as verifier."""
-    check = check_show_code(session, keys, cipher, showcode.token_from_text(text), definitions=definitions,
-                            verifier=Verifier("client", client.client_id, client.department_id), actor=actor, now=now)
-    return department_result(check)
+    return check_show_code(session, keys, cipher, showcode.token_from_text(text), definitions=definitions,
+                           verifier=Verifier("client", client.client_id, client.department_id), actor=actor, now=now)
 
 
 # -- retention ------------------------------------------------------------------------------------------------------
