@@ -13,6 +13,7 @@ from backend import cli, dept_api, jobs, public_api
 from backend.audit.chain import record_refusal
 from backend.auth.access import check_routes, enforce_access
 from backend.config import PROJECT_ROOT, load_settings
+from backend.core import caches
 from backend.core.edge import EdgeHooks, register_edge, validation_error
 from backend.core.private_files import private_directory
 from backend.extensions import db, limiter, migrate
@@ -74,6 +75,7 @@ def register_extensions(app: OpenAPI) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
     limiter.init_app(app)
+    caches.init_app(app)  # what the app remembers between requests: never another app's
 
 
 def register_blueprints(app: OpenAPI) -> None:

@@ -4,9 +4,11 @@ clock, the actor's origin."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app, g, request
 
+from backend.core.caches import AppCaches, Memo
 from backend.core.clock import now as clock_now
 from backend.core.spool import LocalSpoolStorage, SealedSpool, SpoolStorage
 from backend.core.storage import EvidenceStorage, LocalEvidenceStorage, SealedEvidenceStorage
@@ -18,17 +20,24 @@ from backend.keys.keystore import LocalKeyStore
 from backend.keys.platform_jws import VerifiedTokens
 
 
+def app_caches() -> AppCaches:
+    """What this app remembers between requests (backend.core.caches), made by create_app."""
+    caches: AppCaches = current_app.extensions[AppCaches.EXTENSION]
+    return caches
+
+
 def keystore() -> LocalKeyStore:
-    verification_keys = current_app.extensions.setdefault("ecert.verification_keys", {})
-    return LocalKeyStore(db.session(), current_app.config["ECERT_MASTER_KEY"], verification_keys)
+    return LocalKeyStore(db.session(), current_app.config["ECERT_MASTER_KEY"], app_caches().keys)
 
 
 def verified_tokens() -> VerifiedTokens:
     """The app's memo of access tokens whose signature held (backend.keys.platform_jws)."""
-    memo: VerifiedTokens | None = current_app.extensions.get("ecert.verified_tokens")
-    if memo is None:
-        memo = current_app.extensions["ecert.verified_tokens"] = VerifiedTokens()
-    return memo
+    return app_caches().tokens
+
+
+def current_definitions() -> Memo[str, dict[str, Any]]:
+    """The app's memo of current catalog definitions by content hash (backend.catalog.definitions)."""
+    return app_caches().definitions
 
 
 def field_cipher() -> FieldCipher:

@@ -56,7 +56,7 @@ from backend.kernel.actors import Actor
 from backend.kernel.ids import new_public_id
 from backend.keys.status_lists import bump_revision
 from backend.models import Base, Certificate, CertificateType, Department, ImportBatch
-from backend.models.certificates import VALID
+from backend.models.issuance import VALID
 
 MODES = ("all", "partial")
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"

@@ -35,7 +35,7 @@ from backend.kernel.identifiers import parse_identifier
 from backend.keys.keystore import PURPOSE_CERTIFICATE
 from backend.keys.status_lists import bump_revision
 from backend.models import ApiClient, Certificate, CertificateEvent, CertificateType, Department, IdempotencyRecord
-from backend.models.certificates import REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.models.issuance import REVOKED, SUPERSEDED, SUSPENDED, VALID
 
 REVOCATION_REASONS = ("注销", "吊销")
 

@@ -19,7 +19,7 @@ from backend.kernel.china_time import china_today
 from backend.kernel.ids import new_public_id
 from backend.keys.status_lists import bump_revision
 from backend.models import Certificate, ExpiryReminder, Notification, StatusList
-from backend.models.certificates import EXPIRED, SUSPENDED, VALID
+from backend.models.issuance import EXPIRED, SUSPENDED, VALID
 
 DEFAULT_HORIZONS = (90, 30, 7)
 DEFAULT_BATCH_SIZE = 500

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -84,6 +84,8 @@ class HolderKeyNotHeld(Conflict):
 
 
 class KeyStore(Protocol):
+    cache: KeyCache
+
     def active_key(self, purpose: str, department: Department | None = None) -> SigningKey: ...
 
     def active_platform_key(self, purpose: str) -> ActiveKey: ...
@@ -119,21 +121,28 @@ _ACTIVE_PLATFORM_KEY = (
     .order_by(SigningKey.id.desc()).limit(1)
 )
 
-# Decrypted private keys, by kid. A kid's key never changes, so entries never go stale.
-_private_cache: dict[tuple[str, bytes], PrivateKey] = {}
-_cache_lock = threading.Lock()
+@dataclass(frozen=True)
+class KeyCache:
+    """What the key stores of one app remember, by kid: a kid is a key's thumbprint and names that key forever, so
+    no entry goes stale. Writers take `lock`; readers need not (one dict read)."""
+
+    # Decrypted private keys by (kid, SHA-256 of the master key): a store with another master key must not use them.
+    private_keys: dict[tuple[str, bytes], PrivateKey] = field(default_factory=dict)
+    verification_keys: dict[str, VerificationKey] = field(default_factory=dict)  # see `verification_key`
+    # Platform public keys met while checking show codes, and their kids by short key id (backend.keys.showcode).
+    show_code_keys: dict[str, PublicKey] = field(default_factory=dict)
+    kids_by_prefix: dict[bytes, frozenset[str]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class LocalKeyStore:
     """Private keys stored in `signing_key`, wrapped with the master key (AES-GCM, kid as AAD)."""
 
-    def __init__(
-        self, session: Session, master_key: bytes, verification_keys: dict[str, VerificationKey] | None = None
-    ) -> None:
-        """`verification_keys`: a cache shared by the stores of one app (see `verification_key`)."""
+    def __init__(self, session: Session, master_key: bytes, cache: KeyCache | None = None) -> None:
+        """`cache`: the app's (backend.core.context.keystore); a store of its own when None."""
         self.session = session
         self._master_key = master_key
-        self._verification_keys = {} if verification_keys is None else verification_keys
+        self.cache = KeyCache() if cache is None else cache
 
     def _owner_filter(self, purpose: str, department: Department | None) -> Any:
         stmt = select(SigningKey).where(SigningKey.purpose == purpose, SigningKey.status == "active")
@@ -199,14 +208,14 @@ class LocalKeyStore:
     def _private_key(self, key: SignerKey) -> PrivateKey:
         # Keyed by the master key too: a store opened with another master key must not sign with this one.
         cache_key = (key.kid, hashlib.sha256(self._master_key).digest())
-        cached = _private_cache.get(cache_key)
+        cached = self.cache.private_keys.get(cache_key)
         if cached is not None:
             return cached
         if key.private_key_enc is None:
             raise NotFound("该密钥没有私钥，不能用于签名", code="signing_key_not_found")
         private = private_key_from_der(unwrap_secret(self._master_key, key.private_key_enc, key.kid))
-        with _cache_lock:
-            _private_cache[cache_key] = private
+        with self.cache.lock:
+            self.cache.private_keys[cache_key] = private
         return private
 
     def wallet_key_for(self, cnf: object) -> SigningKey:
@@ -271,11 +280,11 @@ class LocalKeyStore:
         A kid is the key's thumbprint and its row is never deleted, so what it stands for never changes; the
         key's status does (retirement), but retired keys keep verifying what they signed.
         """
-        known = self._verification_keys.get(kid)
+        known = self.cache.verification_keys.get(kid)
         if known is None:
             key, public = self.public_key(kid)
             known = VerificationKey(key.kid, key.purpose, key.alg, key.department_id, public)
-            self._verification_keys[kid] = known
+            self.cache.verification_keys[kid] = known
         return known
 
     def held_platform_key(self, kid: str) -> VerificationKey:

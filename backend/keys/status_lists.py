@@ -16,7 +16,7 @@ from backend.errors import NotFound
 from backend.keys.deps import Deps
 from backend.keys.keystore import PURPOSE_CERTIFICATE, KeyStore
 from backend.models import Certificate, Department, ImportStaging, StatusList
-from backend.models.certificates import STATUS_LIST_VALUE
+from backend.models.issuance import STATUS_LIST_VALUE
 
 LIST_SIZE = 1 << 16  # 65,536 two-bit entries = 16 KiB before compression
 FILL_LIMIT = LIST_SIZE * 3 // 4  # keep a quarter free so random picks stay cheap and unpredictable

@@ -29,7 +29,7 @@ from backend.kernel.actors import Actor
 from backend.kernel.identifiers import HolderCodeType
 from backend.kernel.ids import new_public_id
 from backend.models import ApiClient, AuditEvent, Certificate, Holder
-from backend.models.grants import CONSENT_SMS, CONSENT_STAFF, REQUEST_PENDING, AccessRequest
+from backend.models.sharing import CONSENT_SMS, CONSENT_STAFF, REQUEST_PENDING, AccessRequest
 from backend.sharing.counter_consent import (
     MAX_ATTEMPTS,
     CounterConsent,

@@ -19,8 +19,8 @@ from backend.errors import Conflict, DomainError, Gone, NotFound, ValidationFail
 from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_today
 from backend.models import ApiClient, Certificate, CertificateType, Holder
-from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED
-from backend.models.grants import (
+from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED
+from backend.models.sharing import (
     CONSENT_APP,
     CONSENT_SMS,
     CONSENT_STAFF,

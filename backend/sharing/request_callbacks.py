@@ -15,7 +15,7 @@ from backend.audit.chain import record_event
 from backend.kernel.actors import Actor
 from backend.keys.keystore import KeyStore
 from backend.models import AccessRequest, ApiClient, Grant
-from backend.models.grants import REQUEST_APPROVED
+from backend.models.sharing import REQUEST_APPROVED
 
 log = logging.getLogger("ecert.callbacks")
 

@@ -16,7 +16,7 @@ from backend.kernel.actors import Actor
 from backend.kernel.identifiers import HolderCodeType
 from backend.kernel.ids import holder_index
 from backend.models import AccessRequest, ApiClient, Certificate, Department, Grant, Holder
-from backend.models.grants import CONSENT_APP
+from backend.models.sharing import CONSENT_APP
 from backend.sharing.grants import grant_from_request
 from tests.conftest import START
 
