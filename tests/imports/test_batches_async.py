@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.config import load_settings
-from backend.core.bulk_insert import BulkInsert
+from backend.core.db.bulk_insert import BulkInsert
 from backend.core.spool import SealedSpool
 from backend.extensions import db
 from backend.identity.clients import set_client_active
