@@ -12,8 +12,8 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from backend.core.db.sqlite_writers import QueuedWriterConnection
 from backend.core.private_files import private_sqlite_database
-from backend.core.sqlite_writers import QueuedWriterConnection
 from backend.models.base import Base
 
 
@@ -36,7 +36,7 @@ limiter = Limiter(key_func=_client_address, default_limits=[_default_limit])
 @event.listens_for(Engine, "do_connect")
 def _sqlite_queued_writers(dialect: Any, _record: Any, args: list[Any], params: dict[str, Any]) -> None:
     """SQLite: the database file (and so its -wal and -shm) the owner's only; writers queue on a file lock instead
-    of SQLite's sleep-and-retry (backend.core.sqlite_writers)."""
+    of SQLite's sleep-and-retry (backend.core.db.sqlite_writers)."""
     if dialect.name == "sqlite" and dialect.driver == "pysqlite":
         database = args[0] if args else params.get("database", "")
         if isinstance(database, str) and not params.get("uri"):

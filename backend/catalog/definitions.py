@@ -8,8 +8,8 @@ from typing import Any, Final
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from backend.core import rows
 from backend.core.caches import Memo
+from backend.core.db import rows
 from backend.crypto.canonical import canonical_json
 from backend.models import Certificate, CertificateType, CertificateTypeVersion
 

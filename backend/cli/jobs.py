@@ -9,10 +9,9 @@ from datetime import timedelta
 import click
 from flask import current_app
 
-from backend.cli.base import CommandGroup, fail
+from backend.cli.base import CommandGroup, failing_cleanly
 from backend.core.context import now
 from backend.core.launcher import job_launcher
-from backend.errors import DomainError
 from backend.extensions import db
 from backend.identity import clients as clients_service
 from backend.identity import login_nonces
@@ -86,13 +85,10 @@ def jobs_remind() -> None:
 def jobs_objections() -> None:
     """Escalate overdue objections to the city administrators (牵头单位), once per level. Idempotent; safe on two
     nodes at once."""
-    try:
+    with failing_cleanly():
         report = objection_deadlines.escalate_overdue_objections(
             db.session(), lead_department_code=current_app.config["ECERT_OBJECTION_LEAD_DEPARTMENT"],
             actor=Actor.system("jobs.objections"), now=now())
-    except DomainError as error:
-        fail(error)
-        return
     db.session.commit()
     click.echo(f"{report.total} overdue objection(s) escalated ({report.acknowledge} not acknowledged, "
                f"{report.resolve} not resolved in time)")

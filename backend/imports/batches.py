@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from backend.audit.chain import record_event
 from backend.catalog.face import FieldProblems
-from backend.core.bulk_insert import BulkInsert
+from backend.core.db.bulk_insert import BulkInsert
 from backend.core.spool import HEAD_BYTES
 from backend.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from backend.imports.files import FORMATS as FORMATS  # part of this module's interface (jsonl, csv)

@@ -15,7 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.audit.chain import record_event
 from backend.catalog.face import EARLIEST_DATE, LATEST_DATE, DateOutOfRange, FieldProblems, check_date_range
-from backend.core.once import updated_rows
+from backend.core.db.once import updated_rows
 from backend.crypto.canonical import canonical_json
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.jwk import SUPPORTED_ALGS, JWKError

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from backend.adapters.sms import SmsGateway, SmsUnavailable, mask_phone
 from backend.audit.chain import record_event
-from backend.core.once import updated_rows
+from backend.core.db.once import updated_rows
 from backend.crypto.encryption import FieldCipher
 from backend.errors import (
     AuditNote,

@@ -12,8 +12,8 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.audit.chain import record_event
-from backend.core.once import updated_rows
-from backend.core.paging import keyset_page
+from backend.core.db.once import updated_rows
+from backend.core.db.paging import keyset_page
 from backend.crypto.encryption import FieldCipher
 from backend.errors import Conflict, DomainError, Gone, NotFound, ValidationFailed
 from backend.kernel.actors import Actor

@@ -12,7 +12,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.audit.chain import record_event
-from backend.core.once import updated_rows
+from backend.core.db.once import updated_rows
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.presentation import ClaimPath, present
 from backend.errors import AuditNote, Conflict, DomainError, Forbidden, NotFound

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from backend.audit.chain import record_event
 from backend.catalog.definitions import definition_as_issued
-from backend.core import rows
-from backend.core.paging import decode_cursor, encode_cursor
+from backend.core.db import rows
+from backend.core.db.paging import decode_cursor, encode_cursor
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_certificate_number, mask_holder_code
 from backend.errors import Forbidden, NotFound, ValidationFailed
@@ -246,7 +246,7 @@ def _list_statement(status: str | None, by_type: bool, after_cursor: bool) -> _R
                                 _status_filter(status, bindparam("today")))
     if by_type:
         stmt = stmt.where(CertificateType.type_code == bindparam("type_code"))
-    if after_cursor:  # keyset pagination as backend/core/paging.py: newest first, ties by public id
+    if after_cursor:  # keyset pagination as backend/core/db/paging.py: newest first, ties by public id
         stmt = stmt.where(or_(Certificate.created_at < bindparam("at"),
                               and_(Certificate.created_at == bindparam("at"),
                                    Certificate.public_id < bindparam("after"))))
@@ -261,7 +261,7 @@ def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Hold
     """The holder's certificates and their represented companies', newest first; current versions unless
     `status` asks for superseded ones. Only the certificate number is decrypted (and shown masked).
 
-    Keyset-paginated like every list (backend/core/paging.py), on plain rows rather than entities."""
+    Keyset-paginated like every list (backend/core/db/paging.py), on plain rows rather than entities."""
     by_index = owners(holder, now=now, max_age=max_age)
     selected = _selected_indexes(by_index, owner, company)
     params: dict[str, Any] = {"indexes": selected, "today": today, "limit": limit + 1, "type_code": type_code}

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from backend.audit.chain import record_event
 from backend.catalog.definitions import current_definition
-from backend.core import rows
 from backend.core.caches import Memo
-from backend.core.once import insert_once
+from backend.core.db import rows
+from backend.core.db.once import insert_once
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_name, mask_value
 from backend.kernel.actors import Actor

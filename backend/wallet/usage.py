@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from backend.catalog.definitions import definition_as_issued
-from backend.core.paging import keyset_page
+from backend.core.db.paging import keyset_page
 from backend.models import Certificate, Department, Holder, UsageRecord
 from backend.wallet.queries import Owner, owners
 

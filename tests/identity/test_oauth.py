@@ -24,6 +24,7 @@ from backend.extensions import db
 from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET
 from backend.models import AuditEvent
 from tests.conftest import SAMR, DeptClient
+from tests.support import detached_all
 
 TOKEN_URL = "/gov/v1/oauth/token"
 CATALOG_URL = "/gov/v1/catalog/types"
@@ -84,11 +85,8 @@ def with_one_character_changed(token: str, segment: int) -> str:
 
 
 def refused_audit_events(app: Any, client_id: str) -> list[AuditEvent]:
-    with app.app_context():
-        events = db.session.scalars(select(AuditEvent).where(
-            AuditEvent.action == "client.token_refused", AuditEvent.object_id == client_id)).all()
-        db.session.expunge_all()
-        return list(events)
+    return detached_all(app, select(AuditEvent).where(AuditEvent.action == "client.token_refused",
+                                                      AuditEvent.object_id == client_id))
 
 
 # --- token endpoint: successful exchanges -------------------------------------------------------------------------
