@@ -1,5 +1,6 @@
 """One app node's job runner for test_two_nodes.py: on each line read from stdin, every `flask --app wsgi jobs …`
-command at once, each on a thread of this process; then one JSON line on stdout with how each ended and what it said."""
+command at once, each COPIES times (as a service and a cron entry might overlap), on threads of this process; then
+one JSON line on stdout with how each ended and what it said."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import threading
 import time
 import traceback
 from typing import IO, Any
+
+COPIES = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 
 
 class ThreadOutput:
@@ -33,7 +36,7 @@ class ThreadOutput:
         return False
 
 
-def run_job(cli: Any, output: ThreadOutput, job: str, results: dict[str, dict[str, Any]]) -> None:
+def run_job(cli: Any, output: ThreadOutput, job: str, results: dict[str, list[dict[str, Any]]]) -> None:
     """`flask --app wsgi jobs JOB`, through Flask's own command line (the app is loaded already)."""
     started, said = time.monotonic(), output.buffers.setdefault(threading.get_ident(), io.StringIO())
     outcome: dict[str, Any]
@@ -46,7 +49,7 @@ def run_job(cli: Any, output: ThreadOutput, job: str, results: dict[str, dict[st
         outcome = {"exit": "exception", "error": traceback.format_exc()}
     del output.buffers[threading.get_ident()]
     outcome.update(seconds=round(time.monotonic() - started, 3), output=said.getvalue())
-    results[job] = outcome
+    results[job].append(outcome)
 
 
 def main() -> None:
@@ -61,15 +64,17 @@ def main() -> None:
     protocol.write(json.dumps({"ready": jobs, "pid": os.getpid()}) + "\n")
     protocol.flush()
     for _line in sys.stdin:
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, list[dict[str, Any]]] = {job: [] for job in jobs}
         threads = [threading.Thread(target=run_job, args=(cli, output, job, results), name=f"jobs-{job}")
-                   for job in jobs]
+                   for job in jobs for _ in range(COPIES)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         protocol.write(json.dumps({"round": results}) + "\n")
         protocol.flush()
+    sys.stderr.flush()
+    os._exit(0)  # input ended: the test is done with this node; skip the interpreter's slow teardown
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -55,7 +56,16 @@ from backend.models import (
 )
 from backend.models.objections import ObjectionEvent
 from backend.sharing.access_requests import set_callback_allowlist
-from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, TEST_SECRETS, DeptClient, FakeClock, _settings
+from tests.conftest import (
+    CIVIL_AFFAIRS,
+    DEMO_CATALOG,
+    SAMR,
+    TEST_SECRETS,
+    Citizen,
+    DeptClient,
+    FakeClock,
+    _settings,
+)
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body, resident_id
 from tests.sharing.access_request_support import Receiver, ask_body, start_receiver
 from tests.support import marriage_of, public_id_of
@@ -68,6 +78,8 @@ pytestmark = pytest.mark.skipif(not (ADMIN_URL.startswith("postgresql") and REDI
 BATCHES = "/gov/v1/certificates/batches"
 TOKEN_LIMIT = 6  # token requests per minute and client address, counted across both nodes
 JOBS = {"callbacks", "expire", "imports", "objections", "purge", "remind"}  # every `flask jobs` command
+COPIES = 2  # of each job command at once on each node (a service and an overlapping cron entry, say)
+SMALL_BATCHES = 12
 SEEDED_CALLBACKS, LIVE_CALLBACKS = 10, 6
 SUBMITTED, ACCEPTED = 4, 2  # overdue objections still waiting to be accepted, and accepted but unresolved
 LAPSED, HORIZONS = -3, {3: 7, 20: 30, 60: 90}  # valid_until − today (days) → the reminder horizon due
@@ -123,17 +135,18 @@ class Node:
         finally:
             connection.close()
 
-    def send_json(self, path: str, document: Any, token: str) -> Answer:
-        return self.request("POST", path, json.dumps(document), {"Content-Type": "application/json",
-                                                                 "Authorization": f"Bearer {token}"})
+    def send_json(self, path: str, document: Any, token: str | None = None) -> Answer:
+        return self.request("POST", path, json.dumps(document), {
+            "Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})})
 
     def start(self) -> None:
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "wsgi:app"],
-            cwd=PROJECT_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
+             *_no_control_socket(), "wsgi:app"],
+            cwd=PROJECT_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.runner = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("node_jobs.py"))], cwd=PROJECT_ROOT, env=self.env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
+            [sys.executable, str(Path(__file__).with_name("node_jobs.py")), str(COPIES)], cwd=PROJECT_ROOT,
+            env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
 
     def wait_ready(self, deadline: float) -> None:
         assert self.server is not None and self.runner is not None and self.runner.stdout is not None
@@ -156,21 +169,32 @@ class Node:
         self.runner.stdin.write("go\n")
         self.runner.stdin.flush()
 
-    def round_results(self) -> dict[str, dict[str, Any]]:
+    def round_results(self) -> dict[str, list[dict[str, Any]]]:
         assert self.runner is not None and self.runner.stdout is not None
         line = self.runner.stdout.readline()
         assert line, f"{self.name}: job runner exited with {self.runner.poll()}"
         return dict(json.loads(line)["round"])
 
     def stop(self) -> None:
-        if self.runner is not None:
-            assert self.runner.stdin is not None and self.runner.stdout is not None
+        """End the runner (when its input ends) and the server (at once: its work is done); `wait` for them."""
+        if self.runner is not None and self.runner.stdin is not None:
             self.runner.stdin.close()
-            _ended(self.runner)
+        if self.server is not None and self.server.poll() is None:
+            os.killpg(self.server.pid, signal.SIGKILL)  # gunicorn and its worker, its own process group
+
+    def wait(self) -> None:
+        for process in (self.runner, self.server):
+            if process is not None:
+                _ended(process)
+        if self.runner is not None and self.runner.stdout is not None:
             self.runner.stdout.close()
-        if self.server is not None:
-            self.server.terminate()
-            _ended(self.server)
+
+
+def _no_control_socket() -> list[str]:
+    """gunicorn ≥ 25 listens on a control socket at one path per user (~/.gunicorn): not for two servers at once."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
 
 
 def _ended(process: subprocess.Popen[Any]) -> None:
@@ -198,7 +222,7 @@ def token(node: Node, dept: DeptClient, client_address: str | None = None) -> An
 
 def citizen_token(node: Node) -> str:
     answer = node.send_json("/api/v1/auth/login", {"provider": "dev", "name": "张伟", "id_type": "111",
-                                                    "id_number": resident_id(), "companies": []}, "")
+                                                    "id_number": resident_id(), "companies": []})
     assert answer.status == 200, answer.body
     return str(answer.json()["access_token"])
 
@@ -260,8 +284,9 @@ def other_content(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_batches(today: date) -> tuple[list[Batch], list[Pair], Batch]:
-    """Partial batches (two pairs sharing rows, one with a repeated number and an invalid row), all-or-nothing ones
-    (one with an invalid row: imports nothing), and one to be sent to both nodes at once under one key."""
+    """Small batches first (the job runners claim them in quick succession), then partial ones (two pairs sharing
+    rows, one with a repeated number and an invalid row), all-or-nothing ones (one with an invalid row: imports
+    nothing), and one to be sent to both nodes at once under one key."""
     identical, clashing = licences(10, today), licences(10, today)
     first = Batch("p1", "partial", [*identical, *licences(230, today)])
     first.rows += [other_content(first.rows[20]), licence(3, today)]
@@ -274,7 +299,8 @@ def make_batches(today: date) -> tuple[list[Batch], list[Pair], Batch]:
     broken = Batch("a2", "all", licences(100, today))
     broken.rows[50] = {**broken.rows[50], "issued_on": "2026-02-30"}
     broken.bad = {51}
-    batches = [first, second, third, fourth, Batch("p5", "partial", licences(240, today)),
+    small = [Batch(f"s{n}", ("partial", "all")[n % 2], licences(12, today)) for n in range(SMALL_BATCHES)]
+    batches = [*small, first, second, third, fourth, Batch("p5", "partial", licences(240, today)),
                Batch("a1", "all", licences(300, today)), broken]
     twice = Batch("a3", "all", licences(120, today))
     return batches, [Pair(first, second, True), Pair(third, fourth, False)], twice
@@ -297,7 +323,7 @@ class Cluster:
     twice: Batch
     twice_statuses: list[int]
     reports: dict[str, dict[str, Any]]
-    rounds: list[dict[str, dict[str, dict[str, Any]]]]  # per round: node → job → outcome
+    rounds: list[dict[str, dict[str, list[dict[str, Any]]]]]  # per round: node → job → outcome of each copy
     callbacks: list[str]  # access requests whose callback is due (seeded and decided during the first round)
     escalations: int  # expected
     spool: Path
@@ -333,13 +359,12 @@ def fresh_database() -> Iterator[str]:
         admin.dispose()
 
 
-def seed(app: Any, clock: FakeClock, receiver: Receiver) -> tuple[DeptClient, list[str], int]:
+def seed(app: Any, clock: FakeClock, callback_url: str) -> tuple[DeptClient, list[str], int]:
     """Thirty days ago, through this process's app: the catalog and keys; 市场监督管理局's system (issues, asks
     holders, with a callback allow-list) and declined requests whose callbacks wait for the job; objections to
     民政局 left unanswered (SUBMITTED) or accepted and unresolved (ACCEPTED), all past their deadlines now."""
     http = app.test_client()
     with app.app_context():
-        upgrade(directory=str(PROJECT_ROOT / "migrations"))
         store = keystore()
         load_catalog(db.session, DEMO_CATALOG, store, actor=Actor.operator("test"), now=clock())
         store.create_key("platform", None, "ES256", clock())
@@ -357,13 +382,12 @@ def seed(app: Any, clock: FakeClock, receiver: Receiver) -> tuple[DeptClient, li
 
     samr, civil = client(SAMR, ["issue", "request"]), client(CIVIL_AFFAIRS, ["issue", "objections"])
     with app.app_context():
-        set_callback_allowlist(db.session(), samr.client_id, [f"{receiver.base}/ecert"], allow_http=True,
+        set_callback_allowlist(db.session(), samr.client_id, [callback_url], allow_http=True,
                                actor=Actor.operator("test"), now=clock())
         db.session.commit()
     asker, declines = samr.headers(), []
     for _ in range(SEEDED_CALLBACKS):
-        asked = http.post("/gov/v1/access-requests", json=ask_body(callback_url=f"{receiver.base}/ecert"),
-                          headers=asker)
+        asked = http.post("/gov/v1/access-requests", json=ask_body(callback_url=callback_url), headers=asker)
         assert asked.status_code == 201, asked.get_json()
         holder = login(http)
         # Not closed: a server would post the callback after the response; here it waits for `jobs callbacks`.
@@ -381,23 +405,16 @@ def seed(app: Any, clock: FakeClock, receiver: Receiver) -> tuple[DeptClient, li
         if n >= SUBMITTED:
             accepted = http.post(f"/gov/v1/objections/{filed.get_json()['id']}/accept", json={}, headers=queue)
             assert accepted.status_code == 200, accepted.get_json()
-    assert receiver.received == []
     return samr, declines, 2 * SUBMITTED + ACCEPTED  # unanswered: both levels; accepted: resolving only
 
 
-@dataclass
-class _Login:
-    headers: dict[str, str]
-    name: str = "张伟"
-    id_number: str = ""
-
-
-def login(http: Any) -> _Login:
+def login(http: Any) -> Citizen:
     number = resident_id()
     response = http.post("/api/v1/auth/login", json={"provider": "dev", "name": "张伟", "id_type": "111",
                                                       "id_number": number, "companies": []})
     assert response.status_code == 200, response.get_json()
-    return _Login({"Authorization": f"Bearer {response.get_json()['access_token']}"}, id_number=number)
+    body = response.get_json()
+    return Citizen(http, "张伟", number, body["access_token"], body["refresh_token"])
 
 
 def node_env(name: str, database_url: str, root: Path) -> dict[str, str]:
@@ -432,6 +449,41 @@ COUNTED: dict[str, Callable[[], Any]] = {
 }
 
 
+def submit_batches(nodes: list[Node], dept_token: str, today: date) -> tuple[list[Batch], list[Pair], Batch,
+                                                                             list[int]]:
+    """Every batch to either node in turn, then one file to both at once under one key; answers the batches and
+    the statuses of that race."""
+    batches, pairs, twice = make_batches(today)
+    for n, batch in enumerate(batches):
+        answer = submit(nodes[n % 2], dept_token, batch, f"two-nodes-{batch.name}")
+        assert answer.status == 202, answer.body
+        batch.id = str(answer.json()["id"])
+    answers: list[Answer] = []
+    senders = [threading.Thread(target=lambda node=node: answers.append(
+        submit(node, dept_token, twice, "two-nodes-twice"))) for node in nodes]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    twice.id = next(str(answer.json()["id"]) for answer in answers if answer.status == 202)
+    return batches, pairs, twice, sorted(answer.status for answer in answers)
+
+
+def run_rounds(app: Any, nodes: list[Node], live_decisions: Callable[[], None]
+               ) -> tuple[list[dict[str, dict[str, list[dict[str, Any]]]]], list[dict[str, int]]]:
+    """Three rounds of every job on both nodes at once (the first with `live_decisions` made meanwhile); answers
+    what the jobs said in each and the database's counts after each."""
+    rounds, counts = [], []
+    for number in range(3):
+        for node in nodes:
+            node.go()
+        if number == 0:
+            live_decisions()
+        rounds.append({node.name: node.round_results() for node in nodes})
+        counts.append({name: int(scalar(app, query())) for name, query in COUNTED.items()})
+    return rounds, counts
+
+
 @pytest.fixture(scope="module")
 def cluster(fresh_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("nodes")
@@ -440,60 +492,48 @@ def cluster(fresh_database: str, tmp_path_factory: pytest.TempPathFactory) -> It
                                ECERT_IMPORT_SPOOL_DIR=str(root / "shared" / "import-spool")))
     receiver_run = start_receiver()
     receiver = next(receiver_run)
+    callback_url = f"{receiver.base}/ecert"
     address = client_address()
     nodes = [Node(name, free_port(), node_env(name, fresh_database, root), (root / f"{name}.log").open("wb"),
                   address) for name in ("node-a", "node-b")]
     try:
-        samr, callbacks, escalations = seed(app, clock, receiver)
+        with app.app_context():
+            upgrade(directory=str(PROJECT_ROOT / "migrations"))
+        for node in nodes:  # they start while this process seeds the database
+            node.start()
+        seeded, callbacks, escalations = seed(app, clock, callback_url)
+        assert receiver.received == []  # the seeded callbacks wait for the job
         with app.app_context():
             db.engine.dispose()
-        for node in nodes:
-            node.start()
         deadline = time.monotonic() + 120
         for node in nodes:
             node.wait_ready(deadline)
-        node_a = nodes[0]
-        samr_now = DeptClient(samr.client_id, samr.department_code, samr.private_key, samr.http,
-                              wall_clock, samr.scopes)  # type: ignore[arg-type]  # a clock is a callable
-        issued = token(node_a, samr_now)
+        samr = DeptClient(seeded.client_id, seeded.department_code, seeded.private_key, seeded.http,
+                          wall_clock, seeded.scopes)  # type: ignore[arg-type]  # the nodes' clock is the real one
+        issued = token(nodes[0], samr)
         assert issued.status == 200, issued.body
         dept_token = str(issued.json()["access_token"])
-
         today = china_today(wall_clock())
-        batches, pairs, twice = make_batches(today)
-        for n, batch in enumerate(batches):  # to either node in turn
-            answer = submit(nodes[n % 2], dept_token, batch, f"two-nodes-{batch.name}")
-            assert answer.status == 202, answer.body
-            batch.id = str(answer.json()["id"])
-        twice_answers: list[Answer] = []
-        senders = [threading.Thread(target=lambda node=node: twice_answers.append(
-            submit(node, dept_token, twice, "two-nodes-twice"))) for node in nodes]
-        for sender in senders:
-            sender.start()
-        for sender in senders:
-            sender.join()
-        twice.id = next(str(a.json()["id"]) for a in twice_answers if a.status == 202)
+        batches, pairs, twice, twice_statuses = submit_batches(nodes, dept_token, today)
 
-        rounds, counts = [], []
-        for number in range(3):
-            for node in nodes:
-                node.go()
-            if number == 0:  # while both nodes' jobs run, decisions on the nodes post their callbacks themselves
-                callbacks += [ask_and_decline(nodes[n % 2], nodes[(n + 1) % 2], dept_token, f"{receiver.base}/ecert")
-                              for n in range(LIVE_CALLBACKS)]
-            rounds.append({node.name: node.round_results() for node in nodes})
-            counts.append({name: int(scalar(app, query())) for name, query in COUNTED.items()})
+        def live_decisions() -> None:  # while both nodes' jobs run, the deciding node posts the callback itself
+            callbacks.extend(ask_and_decline(nodes[n % 2], nodes[(n + 1) % 2], dept_token, callback_url)
+                             for n in range(LIVE_CALLBACKS))
+
+        rounds, counts = run_rounds(app, nodes, live_decisions)
         reports = {}
         for n, batch in enumerate([*batches, twice]):
             answer = nodes[n % 2].request("GET", f"{BATCHES}/{batch.id}",
                                           headers={"Authorization": f"Bearer {dept_token}"})
             assert answer.status == 200, answer.body
             reports[batch.name] = answer.json()
-        yield Cluster(nodes, app, receiver, batches, pairs, twice, sorted(a.status for a in twice_answers), reports,
-                      rounds, callbacks, escalations, root / "shared" / "import-spool", counts, samr_now, today)
+        yield Cluster(nodes, app, receiver, batches, pairs, twice, twice_statuses, reports, rounds, callbacks,
+                      escalations, root / "shared" / "import-spool", counts, samr, today)
     finally:
         for node in nodes:
             node.stop()
+        for node in nodes:
+            node.wait()
             node.log.close()
         with app.app_context():
             db.session.remove()
@@ -507,8 +547,9 @@ def test_every_job_ran_on_both_nodes_in_every_round_without_an_error(cluster):
     for number, results in enumerate(cluster.rounds, 1):
         assert set(results) == {"node-a", "node-b"}
         for node, jobs in results.items():
-            assert set(jobs) == JOBS
-            assert {job: outcome for job, outcome in jobs.items() if outcome["exit"] != 0} == {}, (number, node)
+            assert set(jobs) == JOBS and {len(copies) for copies in jobs.values()} == {COPIES}
+            failed = {job: copies for job, copies in jobs.items() if any(copy["exit"] != 0 for copy in copies)}
+            assert failed == {}, (number, node)
 
 
 def test_the_nodes_logged_no_error(cluster):
@@ -541,11 +582,12 @@ def said(cluster: Cluster, job: str) -> list[int]:
     """The counts `flask jobs JOB` printed, added up over both nodes and every round."""
     totals: list[int] = []
     for results in cluster.rounds:
-        for outcomes in results.values():
-            found = re.search(SAID[job], outcomes[job]["output"])
-            assert found, outcomes[job]
-            numbers = [int(number) for number in found.groups()]
-            totals = [a + b for a, b in zip(totals, numbers, strict=True)] if totals else numbers
+        for jobs in results.values():
+            for outcome in jobs[job]:
+                found = re.search(SAID[job], outcome["output"])
+                assert found, outcome
+                numbers = [int(number) for number in found.groups()]
+                totals = [a + b for a, b in zip(totals, numbers, strict=True)] if totals else numbers
     return totals
 
 
