@@ -3,20 +3,15 @@ processes, separate instance directories, the same secrets and import spool) run
 once. Nothing is imported twice, no job is done twice, and a rate limit counts the requests to both nodes together.
 
 Skipped unless ECERT_TEST_DATABASE_URL names a PostgreSQL server and ECERT_TEST_REDIS_URL a Redis database (.ci/run
-sets both for its PostgreSQL run). The scenario runs once for the module (about 30 s); each test checks one promise.
+sets both for its PostgreSQL run). The scenario runs once for the module (20–30 s on a busy 2-core machine); each
+test checks one promise. The nodes' processes: node_support.py and node_jobs.py.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -56,16 +51,8 @@ from backend.models import (
 )
 from backend.models.objections import ObjectionEvent
 from backend.sharing.access_requests import set_callback_allowlist
-from tests.conftest import (
-    CIVIL_AFFAIRS,
-    DEMO_CATALOG,
-    SAMR,
-    TEST_SECRETS,
-    Citizen,
-    DeptClient,
-    FakeClock,
-    _settings,
-)
+from tests.app.node_support import COPIES, JOBS, Answer, Node, client_address, free_port, node_env
+from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, Citizen, DeptClient, FakeClock, _settings
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body, resident_id
 from tests.sharing.access_request_support import Receiver, ask_body, start_receiver
 from tests.support import marriage_of, public_id_of
@@ -77,8 +64,6 @@ if not (ADMIN_URL.startswith("postgresql") and REDIS_URL):  # one skip for the m
 
 BATCHES = "/gov/v1/certificates/batches"
 TOKEN_LIMIT = 6  # token requests per minute and client address, counted across both nodes
-JOBS = {"callbacks", "expire", "imports", "objections", "purge", "remind"}  # every `flask jobs` command
-COPIES = 2  # of each job command at once on each node (a service and an overlapping cron entry, say)
 SMALL_BATCHES = 12
 SEEDED_CALLBACKS, LIVE_CALLBACKS = 10, 6
 SUBMITTED, ACCEPTED = 4, 2  # overdue objections still waiting to be accepted, and accepted but unresolved
@@ -91,118 +76,6 @@ SAID = {  # what each job says it did
     "expire": r"(\d+) certificate\(s\) expired",
     "remind": r"(\d+) expiry reminder\(s\) sent",
 }
-
-
-# -- processes ------------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Node:
-    """One app node: its gunicorn server and its job runner, both with the node's own environment."""
-
-    name: str
-    port: int
-    env: dict[str, str]
-    log: IO[bytes]
-    client_address: str  # sent as X-Forwarded-For (one trusted proxy), so limits count this run's requests only
-    server: subprocess.Popen[bytes] | None = None
-    runner: subprocess.Popen[str] | None = None
-    runner_pid: int = 0
-
-    def request(self, method: str, path: str, body: bytes | str | None = None, headers: dict[str, str] | None = None,
-                client_address: str | None = None) -> Answer:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            connection.request(method, path, body=body, headers={
-                "X-Forwarded-For": client_address or self.client_address, **(headers or {})})
-            response = connection.getresponse()
-            return Answer(response.status, dict(response.getheaders()), response.read())
-        finally:
-            connection.close()
-
-    def send_json(self, path: str, document: Any, token: str | None = None) -> Answer:
-        return self.request("POST", path, json.dumps(document), {
-            "Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})})
-
-    def start(self) -> None:
-        self.server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
-             *_no_control_socket(), "wsgi:app"],
-            cwd=PROJECT_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.runner = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("node_jobs.py")), str(COPIES)], cwd=PROJECT_ROOT,
-            env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
-
-    def wait_ready(self, deadline: float) -> None:
-        assert self.server is not None and self.runner is not None and self.runner.stdout is not None
-        ready = json.loads(self.runner.stdout.readline() or "{}")
-        assert set(ready.get("ready", [])) == JOBS, f"{self.name}: runner not ready or new jobs: {ready}"
-        self.runner_pid = ready["pid"]
-        while time.monotonic() < deadline:
-            assert self.server.poll() is None, f"{self.name}: gunicorn exited with {self.server.returncode}"
-            try:
-                if self.request("GET", "/healthz").status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name}: no healthy answer")
-
-    def go(self) -> None:
-        """Start a round: every job command at once on this node's runner."""
-        assert self.runner is not None and self.runner.stdin is not None
-        self.runner.stdin.write("go\n")
-        self.runner.stdin.flush()
-
-    def round_results(self) -> dict[str, list[dict[str, Any]]]:
-        assert self.runner is not None and self.runner.stdout is not None
-        line = self.runner.stdout.readline()
-        assert line, f"{self.name}: job runner exited with {self.runner.poll()}"
-        return dict(json.loads(line)["round"])
-
-    def stop(self) -> None:
-        """End the runner (when its input ends) and the server (at once: its work is done); `wait` for them."""
-        if self.runner is not None and self.runner.stdin is not None:
-            self.runner.stdin.close()
-        if self.server is not None and self.server.poll() is None:
-            os.killpg(self.server.pid, signal.SIGKILL)  # gunicorn and its worker, its own process group
-
-    def wait(self) -> None:
-        for process in (self.runner, self.server):
-            if process is not None:
-                _ended(process)
-        if self.runner is not None and self.runner.stdout is not None:
-            self.runner.stdout.close()
-
-
-def _no_control_socket() -> list[str]:
-    """gunicorn ≥ 25 listens on a control socket at one path per user (~/.gunicorn): not for two servers at once."""
-    from gunicorn.config import KNOWN_SETTINGS
-
-    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
-
-
-def _ended(process: subprocess.Popen[Any]) -> None:
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # -- the people and systems -----------------------------------------------------------------------------------
@@ -417,27 +290,6 @@ def login(http: Any) -> Citizen:
     return Citizen(http, "张伟", number, body["access_token"], body["refresh_token"])
 
 
-def node_env(name: str, database_url: str, root: Path) -> dict[str, str]:
-    """A node's environment: its own instance directory; the database, Redis, secrets, public URL and the import
-    spool (and evidence store) shared, as the README asks of every node."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("ECERT_", "FLASK_"))}
-    env.update({key: str(value) for key, value in TEST_SECRETS.items()})
-    env.update({
-        "ECERT_ENV": "testing", "ECERT_DATABASE_URL": database_url, "ECERT_REDIS_URL": REDIS_URL,
-        "ECERT_INSTANCE_PATH": str(root / name), "ECERT_IMPORT_SPOOL_DIR": str(root / "shared" / "import-spool"),
-        "ECERT_EVIDENCE_DIR": str(root / "shared" / "evidence"), "ECERT_PUBLIC_URL": "http://localhost",
-        "ECERT_DEV_LOGIN": "1", "ECERT_TRUSTED_PROXIES": "1", "ECERT_IMPORT_IN_PROCESS": "0",
-        "ECERT_RATELIMIT_TOKEN": f"{TOKEN_LIMIT} per minute", "ECERT_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(PROJECT_ROOT),
-    })
-    return env
-
-
-def client_address() -> str:
-    """A documentation-range IPv6 address of its own for each run: rate-limit counters in Redis outlive a run."""
-    return f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}"
-
-
 COUNTED: dict[str, Callable[[], Any]] = {
     "certificates": lambda: sa.select(sa.func.count()).select_from(Certificate),
     "expired events": lambda: sa.select(sa.func.count()).select_from(CertificateEvent)
@@ -494,8 +346,9 @@ def cluster(fresh_database: str, tmp_path_factory: pytest.TempPathFactory) -> It
     receiver = next(receiver_run)
     callback_url = f"{receiver.base}/ecert"
     address = client_address()
-    nodes = [Node(name, free_port(), node_env(name, fresh_database, root), (root / f"{name}.log").open("wb"),
-                  address) for name in ("node-a", "node-b")]
+    nodes = [Node(name, free_port(), node_env(name, root, database_url=fresh_database, redis_url=REDIS_URL,
+                                              ECERT_RATELIMIT_TOKEN=f"{TOKEN_LIMIT} per minute"),
+                  (root / f"{name}.log").open("wb"), address) for name in ("node-a", "node-b")]
     try:
         with app.app_context():
             upgrade(directory=str(PROJECT_ROOT / "migrations"))
@@ -543,6 +396,28 @@ def cluster(fresh_database: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 # -- the checks -----------------------------------------------------------------------------------------------
 
+def said(cluster: Cluster, job: str) -> list[int]:
+    """The counts `flask jobs JOB` printed, added up over both nodes and every round."""
+    totals: list[int] = []
+    for results in cluster.rounds:
+        for jobs in results.values():
+            for outcome in jobs[job]:
+                found = re.search(SAID[job], outcome["output"])
+                assert found, outcome
+                numbers = [int(number) for number in found.groups()]
+                totals = [a + b for a, b in zip(totals, numbers, strict=True)] if totals else numbers
+    return totals
+
+
+def _failed_rows(report: dict[str, Any], reason: str | None = None) -> set[int]:
+    return {entry["row"] for entry in report["report"] if reason is None or entry["reason"] == reason}
+
+
+def _audited_count(cluster: Cluster, action: str) -> int:
+    return sum(int(details["count"]) for (details,) in cluster.rows(
+        sa.select(AuditEvent.details).where(AuditEvent.action == action)))
+
+
 def test_every_job_ran_on_both_nodes_in_every_round_without_an_error(cluster):
     for number, results in enumerate(cluster.rounds, 1):
         assert set(results) == {"node-a", "node-b"}
@@ -576,23 +451,6 @@ def test_a_file_sent_to_both_nodes_at_once_under_one_key_is_one_batch(cluster):
     assert cluster.twice_statuses in ([200, 202], [202, 409])
     report = cluster.reports[cluster.twice.name]
     assert (report["status"], report["imported_rows"]) == ("completed", len(cluster.twice.rows))
-
-
-def said(cluster: Cluster, job: str) -> list[int]:
-    """The counts `flask jobs JOB` printed, added up over both nodes and every round."""
-    totals: list[int] = []
-    for results in cluster.rounds:
-        for jobs in results.values():
-            for outcome in jobs[job]:
-                found = re.search(SAID[job], outcome["output"])
-                assert found, outcome
-                numbers = [int(number) for number in found.groups()]
-                totals = [a + b for a, b in zip(totals, numbers, strict=True)] if totals else numbers
-    return totals
-
-
-def _failed_rows(report: dict[str, Any], reason: str | None = None) -> set[int]:
-    return {entry["row"] for entry in report["report"] if reason is None or entry["reason"] == reason}
 
 
 def test_each_batch_reports_its_rows_and_shared_rows_went_to_one_batch_of_each_pair(cluster):
@@ -673,11 +531,6 @@ def test_each_overdue_objection_was_escalated_once_per_level(cluster):
     assert cluster.scalar(sa.select(sa.func.count()).select_from(AuditEvent)
                           .where(AuditEvent.action == "objection.escalated")) == expected
     assert said(cluster, "objections") == [expected]
-
-
-def _audited_count(cluster: Cluster, action: str) -> int:
-    return sum(int(details["count"]) for (details,) in cluster.rows(
-        sa.select(AuditEvent.details).where(AuditEvent.action == action)))
 
 
 def test_each_lapsed_certificate_was_expired_once(cluster):
