@@ -9,14 +9,15 @@ from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import miniapp_api
-from backend import cli, dept_api
-from backend.auth.access import check_routes
+from backend import cli, dept_api, jobs, public_api
+from backend.audit.chain import record_refusal
+from backend.auth.access import check_routes, enforce_access
 from backend.config import PROJECT_ROOT, load_settings
-from backend.core.edge import register_edge, validation_error
+from backend.core.edge import EdgeHooks, register_edge, validation_error
 from backend.core.private_files import private_directory
 from backend.extensions import db, limiter, migrate
 from backend.schemas import ErrorResponse
-from backend.web import console, public, status, verify_page
+from backend.web import console, verify_page
 
 SECURITY_SCHEMES: dict[str, Any] = {
     "clientBearer": {
@@ -57,7 +58,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     register_extensions(app)
     register_blueprints(app)
     check_routes(app)  # every route declares who may call it (backend.auth.access)
-    register_edge(app)
+    register_edge(app, EdgeHooks(check_access=enforce_access, record_refusal=record_refusal))
+    jobs.register(app)  # the faces start background jobs through the app's launcher (backend.core.launcher)
     cli.register(app)
     return app
 
@@ -75,8 +77,7 @@ def register_extensions(app: OpenAPI) -> None:
 
 
 def register_blueprints(app: OpenAPI) -> None:
-    app.register_api(public.bp)
-    app.register_api(status.bp)
+    public_api.register(app)  # health, JWKS, the OpenAPI document, status lists
     app.register_api(verify_page.bp)
     dept_api.register(app)
     miniapp_api.register(app)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import json
 import os
@@ -11,10 +10,23 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Settings are imported from here: the parsed values' types and errors are re-exported (X as X).
+from backend.config_parsing import OIDC_ALGORITHMS as OIDC_ALGORITHMS
+from backend.config_parsing import ConfigError as ConfigError
+from backend.config_parsing import OidcIssuer as OidcIssuer
+from backend.config_parsing import (
+    boolean,
+    bounded,
+    choice,
+    decode_key,
+    integer,
+    parse_data_keys,
+    parse_oidc_providers,
+    parse_reminder_days,
+)
 from backend.core import rate_limit_storage
 from backend.core.private_files import FILE_MODE, narrow, private_directory
 
@@ -26,59 +38,6 @@ ENVIRONMENTS = ("development", "testing", "production")
 SECRET_SETTINGS = ("ECERT_MASTER_KEY", "ECERT_SECRET_KEY", "ECERT_DATA_KEYS", "ECERT_BLIND_INDEX_KEY")
 # Byte capacity of a version-10 QR at level M (213) less a show-code token (132) and "/v/".
 MAX_PUBLIC_URL_BYTES = 213 - 132 - 3
-
-
-class ConfigError(RuntimeError):
-    """The configuration is unsafe or incomplete; the message names the setting."""
-
-
-# Login providers: ID-token algorithms we accept (asymmetric only: never `none`, never HS*).
-OIDC_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
-DEFAULT_OIDC_ALGORITHMS = ("ES256", "RS256", "EdDSA")
-# Our name of a real-name claim -> the claim's name in the IdP's ID token (an entry's "claims" overrides).
-DEFAULT_OIDC_CLAIMS = {"name": "name", "id_type": "id_type", "id_number": "id_number", "assurance_level": "acr",
-                       "companies": "companies"}
-_OIDC_ENTRY_KEYS = {"issuer", "client_id", "jwks_uri", "jwks_file", "algorithms", "claims"}
-
-
-@dataclass(frozen=True)
-class OidcIssuer:
-    """One trusted identity provider (an entry of `ECERT_OIDC_PROVIDERS`)."""
-
-    issuer: str
-    client_id: str  # the `aud` our ID tokens must carry
-    jwks_uri: str | None
-    jwks_file: str | None
-    algorithms: tuple[str, ...] = DEFAULT_OIDC_ALGORITHMS
-    claims: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_OIDC_CLAIMS))
-
-
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-
-
-def parse_reminder_days(value: str) -> tuple[int, ...]:
-    """`ECERT_REMINDER_DAYS` = "90,30,7": days before expiry at which holders are reminded, widest first."""
-    days: set[int] = set()
-    for part in value.split(","):
-        text = part.strip()
-        if not text.isdigit() or not 1 <= int(text) <= 3650:
-            raise ConfigError(f"ECERT_REMINDER_DAYS must list days from 1 to 3650 like '90,30,7', got {value!r}")
-        days.add(int(text))
-    return tuple(sorted(days, reverse=True))
-
 
 # Where CJK fonts (for certificate card images) usually live, Debian's fonts-noto-cjk first.
 CJK_FONT_CANDIDATES = (
@@ -115,96 +74,6 @@ def find_cjk_font() -> str | None:
     regular = [f for f in files if "Regular" in f and "Mono" not in f]
     chosen = regular or files
     return chosen[0] if chosen else None
-
-
-def _oidc_entry(entry: Any, where: str, production: bool) -> OidcIssuer:
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where} must be a JSON object")
-    issuer = entry.get("issuer")
-    if not isinstance(issuer, str) or not issuer.startswith(("https://", "http://")) or len(issuer) > 190:
-        raise ConfigError(f"{where}: 'issuer' must be an http(s) URL of at most 190 characters")
-    where = f"{where} ({issuer})"
-    if unknown := sorted(set(entry) - _OIDC_ENTRY_KEYS):
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
-    if production and not issuer.startswith("https://"):
-        raise ConfigError(f"{where}: 'issuer' must be https:// in production")
-    client_id = entry.get("client_id")
-    if not isinstance(client_id, str) or not 1 <= len(client_id) <= 255:
-        raise ConfigError(f"{where}: 'client_id' (the expected aud) must be a non-empty string")
-    jwks_uri, jwks_file = entry.get("jwks_uri"), entry.get("jwks_file")
-    if (jwks_uri is None) == (jwks_file is None):
-        raise ConfigError(f"{where}: give exactly one of 'jwks_uri' and 'jwks_file'")
-    if jwks_uri is not None and (not isinstance(jwks_uri, str) or not jwks_uri.startswith(
-            "https://" if production else ("https://", "http://"))):
-        raise ConfigError(f"{where}: 'jwks_uri' must be an {'https' if production else 'http(s)'}:// URL")
-    if jwks_file is not None and (not isinstance(jwks_file, str) or not Path(jwks_file).is_file()):
-        raise ConfigError(f"{where}: 'jwks_file' must name an existing file")
-    algorithms = entry.get("algorithms", list(DEFAULT_OIDC_ALGORITHMS))
-    if not isinstance(algorithms, list) or not algorithms or any(a not in OIDC_ALGORITHMS for a in algorithms):
-        raise ConfigError(f"{where}: 'algorithms' must be a non-empty list drawn from {', '.join(OIDC_ALGORITHMS)}")
-    claims = entry.get("claims", {})
-    if not isinstance(claims, dict) or any(k not in DEFAULT_OIDC_CLAIMS or not isinstance(v, str) or not v
-                                           for k, v in claims.items()):
-        raise ConfigError(f"{where}: 'claims' maps {', '.join(DEFAULT_OIDC_CLAIMS)} to claim names")
-    return OidcIssuer(issuer=issuer, client_id=client_id, jwks_uri=jwks_uri, jwks_file=jwks_file,
-                      algorithms=tuple(algorithms), claims={**DEFAULT_OIDC_CLAIMS, **claims})
-
-
-def parse_oidc_providers(value: str, *, production: bool) -> tuple[OidcIssuer, ...]:
-    """`ECERT_OIDC_PROVIDERS` = JSON list of trusted IdPs: {"issuer", "client_id", "jwks_uri" | "jwks_file",
-    "algorithms"?, "claims"?}. Errors name the entry (1-based) and the key at fault."""
-    try:
-        entries = json.loads(value)
-    except ValueError as exc:
-        raise ConfigError(f"ECERT_OIDC_PROVIDERS is not valid JSON: {exc}") from exc
-    if not isinstance(entries, list):
-        raise ConfigError("ECERT_OIDC_PROVIDERS must be a JSON list of identity providers")
-    issuers = tuple(_oidc_entry(entry, f"ECERT_OIDC_PROVIDERS entry {number}", production)
-                    for number, entry in enumerate(entries, 1))
-    seen: set[str] = set()
-    for number, configured in enumerate(issuers, 1):
-        if configured.issuer in seen:
-            raise ConfigError(f"ECERT_OIDC_PROVIDERS entry {number}: issuer {configured.issuer} is listed twice")
-        seen.add(configured.issuer)
-    return issuers
-
-
-def decode_key(name: str, value: str, length: int = 32) -> bytes:
-    """Decode a base64 (url-safe or standard) secret of exactly `length` bytes."""
-    try:
-        raw = base64.urlsafe_b64decode(value.strip().replace("+", "-").replace("/", "_") + "==")
-    except (binascii.Error, ValueError) as exc:
-        raise ConfigError(f"{name} is not valid base64") from exc
-    if len(raw) != length:
-        raise ConfigError(f"{name} must decode to {length} bytes, got {len(raw)}")
-    return raw
-
-
-def parse_data_keys(value: str) -> dict[int, bytes]:
-    """`ECERT_DATA_KEYS` = "1:<base64>,2:<base64>": versioned personal-data keys; the highest encrypts."""
-    keys: dict[int, bytes] = {}
-    for part in value.split(","):
-        version, sep, material = part.strip().partition(":")
-        if not sep or not version.isdigit() or not 1 <= int(version) <= 65535:
-            raise ConfigError("ECERT_DATA_KEYS must look like '1:<base64>,2:<base64>'")
-        keys[int(version)] = decode_key(f"ECERT_DATA_KEYS version {version}", material)
-    if not keys:
-        raise ConfigError("ECERT_DATA_KEYS is empty")
-    return keys
-
-
-def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = env.get(name) or default
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
-def _bounded(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    value = _int(env, name, default)
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-    return value
 
 
 def _new_key() -> str:
@@ -273,7 +142,7 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         "ECERT_GENERATED_SECRETS": sorted(generated),
         "ECERT_PUBLIC_URL": (env.get("ECERT_PUBLIC_URL") or "http://localhost:8000").rstrip("/"),
         # Opt-in even in development: a forgotten ECERT_ENV must not leave "log in as anyone" open.
-        "ECERT_DEV_LOGIN": _bool(env.get("ECERT_DEV_LOGIN"), default=False),
+        "ECERT_DEV_LOGIN": boolean(env.get("ECERT_DEV_LOGIN"), default=False),
         # Login providers: trusted real-name IdPs (oidc) and the WeChat mini-app (wechat; off without an appid).
         "ECERT_OIDC_PROVIDERS": parse_oidc_providers(env.get("ECERT_OIDC_PROVIDERS") or "[]", production=production),
         "ECERT_WECHAT_APPID": env.get("ECERT_WECHAT_APPID") or None,
@@ -285,45 +154,45 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         "ECERT_SMS_URL": env.get("ECERT_SMS_URL") or None,
         "ECERT_SMS_API_KEY": env.get("ECERT_SMS_API_KEY") or None,
         "ECERT_SMS_SIGN": env.get("ECERT_SMS_SIGN") or "信阳电子证照",
-        "ECERT_SIGNING_ALG": _choice(env, "ECERT_SIGNING_ALG", ("ES256", "EdDSA"), "ES256"),
-        "ECERT_ACCESS_TOKEN_TTL": _bounded(env, "ECERT_ACCESS_TOKEN_TTL", 600, 60, 900),
+        "ECERT_SIGNING_ALG": choice(env, "ECERT_SIGNING_ALG", ("ES256", "EdDSA"), "ES256"),
+        "ECERT_ACCESS_TOKEN_TTL": bounded(env, "ECERT_ACCESS_TOKEN_TTL", 600, 60, 900),
         # Seconds a real-name login's word that the holder represents a company (法人) keeps counting (1 min–30 days):
         # then the company's certificates are hidden until a real-name login asserts the representation again.
-        "ECERT_REPRESENTATION_MAX_AGE": _bounded(env, "ECERT_REPRESENTATION_MAX_AGE", 24 * 3600, 60, 30 * 24 * 3600),
+        "ECERT_REPRESENTATION_MAX_AGE": bounded(env, "ECERT_REPRESENTATION_MAX_AGE", 24 * 3600, 60, 30 * 24 * 3600),
         # Show codes (亮证码): lifetime of one code and when the app should fetch the next one (DESIGN §5).
-        "ECERT_SHOW_CODE_TTL": _int(env, "ECERT_SHOW_CODE_TTL", 60),
-        "ECERT_SHOW_CODE_REFRESH": _int(env, "ECERT_SHOW_CODE_REFRESH", 30),
+        "ECERT_SHOW_CODE_TTL": integer(env, "ECERT_SHOW_CODE_TTL", 60),
+        "ECERT_SHOW_CODE_REFRESH": integer(env, "ECERT_SHOW_CODE_REFRESH", 30),
         # Days a show-code check stays on record as already seen (show_code_use, purged by `flask jobs purge`): a
         # code lives at most 300 s, so after a day only a re-scan of an old expired code could add a second audit
         # event. The usage history and the audit chain are kept apart and never purged.
-        "ECERT_SHOW_CODE_USE_RETENTION_DAYS": _bounded(env, "ECERT_SHOW_CODE_USE_RETENTION_DAYS", 30, 1, 3650),
+        "ECERT_SHOW_CODE_USE_RETENTION_DAYS": bounded(env, "ECERT_SHOW_CODE_USE_RETENTION_DAYS", 30, 1, 3650),
         # Access requests (用证请求): seconds a department's request waits for the holder's answer; its callback's
         # HTTP timeout (seconds) and how many attempts before it is given up (retried by `flask jobs callbacks`).
-        "ECERT_ACCESS_REQUEST_TTL": _bounded(env, "ECERT_ACCESS_REQUEST_TTL", 600, 60, 3600),
-        "ECERT_CALLBACK_TIMEOUT": _bounded(env, "ECERT_CALLBACK_TIMEOUT", 3, 1, 30),
-        "ECERT_CALLBACK_MAX_ATTEMPTS": _bounded(env, "ECERT_CALLBACK_MAX_ATTEMPTS", 8, 1, 50),
+        "ECERT_ACCESS_REQUEST_TTL": bounded(env, "ECERT_ACCESS_REQUEST_TTL", 600, 60, 3600),
+        "ECERT_CALLBACK_TIMEOUT": bounded(env, "ECERT_CALLBACK_TIMEOUT", 3, 1, 30),
+        "ECERT_CALLBACK_MAX_ATTEMPTS": bounded(env, "ECERT_CALLBACK_MAX_ATTEMPTS", 8, 1, 50),
         "ECERT_MAX_ASSERTION_LIFETIME": 300,
-        "MAX_CONTENT_LENGTH": _int(env, "ECERT_MAX_BODY_BYTES", 1024 * 1024),
+        "MAX_CONTENT_LENGTH": integer(env, "ECERT_MAX_BODY_BYTES", 1024 * 1024),
         # Batch import files (POST /gov/v1/certificates/batches): their own, larger byte cap and a row cap.
-        "ECERT_MAX_BATCH_BYTES": _int(env, "ECERT_MAX_BATCH_BYTES", 64 * 1024 * 1024),
-        "ECERT_MAX_BATCH_ROWS": _int(env, "ECERT_MAX_BATCH_ROWS", 100_000),
+        "ECERT_MAX_BATCH_BYTES": integer(env, "ECERT_MAX_BATCH_BYTES", 64 * 1024 * 1024),
+        "ECERT_MAX_BATCH_ROWS": integer(env, "ECERT_MAX_BATCH_ROWS", 100_000),
         # Processes forked to sign batch imports in `flask jobs imports` (0: sign in the job's process).
-        "ECERT_IMPORT_WORKERS": _int(env, "ECERT_IMPORT_WORKERS", 0),
+        "ECERT_IMPORT_WORKERS": integer(env, "ECERT_IMPORT_WORKERS", 0),
         # Batch files wait for `flask jobs imports` in this directory, sealed with the data key. Every node that
         # accepts batches or runs the job must see the same directory (shared storage), or set another storage.
         "ECERT_IMPORT_SPOOL_DIR": env.get("ECERT_IMPORT_SPOOL_DIR") or str(instance_path / "import-spool"),
         # A processing batch whose worker has not reported for this long is taken to be dead and imported again
         # from scratch, at most ECERT_IMPORT_MAX_ATTEMPTS times in all before it fails.
-        "ECERT_IMPORT_STALE_SECONDS": _bounded(env, "ECERT_IMPORT_STALE_SECONDS", 300, 30, 86_400),
-        "ECERT_IMPORT_MAX_ATTEMPTS": _bounded(env, "ECERT_IMPORT_MAX_ATTEMPTS", 3, 1, 20),
+        "ECERT_IMPORT_STALE_SECONDS": bounded(env, "ECERT_IMPORT_STALE_SECONDS", 300, 30, 86_400),
+        "ECERT_IMPORT_MAX_ATTEMPTS": bounded(env, "ECERT_IMPORT_MAX_ATTEMPTS", 3, 1, 20),
         # Import queued batches in a thread of the web process, woken by each submission: on by default in
         # development only (`make run` needs no operator); production runs `flask jobs imports` instead.
-        "ECERT_IMPORT_IN_PROCESS": _bool(env.get("ECERT_IMPORT_IN_PROCESS"), default=environment == "development"),
+        "ECERT_IMPORT_IN_PROCESS": boolean(env.get("ECERT_IMPORT_IN_PROCESS"), default=environment == "development"),
         "ECERT_RATELIMIT_DEFAULT": env.get("ECERT_RATELIMIT_DEFAULT", "600 per minute"),
         "ECERT_RATELIMIT_TOKEN": env.get("ECERT_RATELIMIT_TOKEN", "60 per minute"),
         # Objection reports per client and certificate: a report is rare, and each attempt is a try at its checks.
         "ECERT_RATELIMIT_OBJECTION_REPORT": env.get("ECERT_RATELIMIT_OBJECTION_REPORT", "10 per hour"),
-        "ECERT_TRUSTED_PROXIES": _bounded(env, "ECERT_TRUSTED_PROXIES", 0, 0, 5),
+        "ECERT_TRUSTED_PROXIES": bounded(env, "ECERT_TRUSTED_PROXIES", 0, 0, 5),
         "ECERT_TRUSTED_PROXIES_SET": bool(env.get("ECERT_TRUSTED_PROXIES")),
         "ECERT_LOG_LEVEL": env.get("ECERT_LOG_LEVEL", "INFO"),
         # A .ttc/.otf/.ttf with Chinese glyphs for card images (None: card.png answers 503 font_unavailable).
@@ -338,7 +207,7 @@ def load_settings(env: Mapping[str, str] | None = None, overrides: Mapping[str, 
         "ECERT_CLOCK": None,
         # How long a statement waits for a lock another transaction holds (SQLite: the one writer; PostgreSQL:
         # lock_timeout) before it fails; a request then answers 503 database_busy with Retry-After.
-        "ECERT_DB_LOCK_TIMEOUT_MS": _bounded(env, "ECERT_DB_LOCK_TIMEOUT_MS", 30_000, 10, 600_000),
+        "ECERT_DB_LOCK_TIMEOUT_MS": bounded(env, "ECERT_DB_LOCK_TIMEOUT_MS", 30_000, 10, 600_000),
         # Bound SQL parameters (personal data) never reach logs or tracebacks in production.
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": production},
         "JSON_AS_ASCII": False,

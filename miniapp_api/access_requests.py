@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from flask import Response, current_app, g, jsonify
+from flask import Response, g, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen, require_recent_login
 from backend.core.context import field_cipher, now, representation_max_age
+from backend.core.launcher import job_launcher
 from backend.extensions import db
-from backend.jobs.callbacks import deliver_after_response
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
 from backend.sharing import access_requests as service
 from miniapp_api.wallet import OwnerOut, owner_out
@@ -121,8 +121,7 @@ def _view(access_request_id: str) -> HolderAccessRequestOut:
 def _with_callback(response: Response, access_request_id: int, has_callback: bool) -> Response:
     """The department's callback goes out after this response (and so after the request's commit)."""
     if has_callback:
-        response.call_on_close(deliver_after_response(current_app._get_current_object(),  # type: ignore[attr-defined]
-                                                      access_request_id))
+        job_launcher().after_response(response, "callbacks", access_request_id=access_request_id)
     return response
 
 

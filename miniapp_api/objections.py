@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
 from backend.core.context import evidence_storage, field_cipher, now, representation_max_age, working_calendar
+from backend.core.storage import EvidenceStorage
 from backend.extensions import db
 from backend.models.objections import Objection, ObjectionEvidence
 from backend.objections import answers as objection_answers
@@ -21,7 +22,6 @@ from backend.objections import evidence as objection_evidence
 from backend.objections import filing as objection_filing
 from backend.objections import queue as objection_queue
 from backend.objections import views as objection_views
-from backend.objections.evidence import EvidenceStorage
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
 from backend.wallet.queries import find_holder_certificate
 

@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session
 
 from backend.config import load_settings
 from backend.core.bulk_insert import BulkInsert
+from backend.core.spool import SealedSpool
 from backend.extensions import db
 from backend.identity.clients import set_client_active
 from backend.imports import batches as imports
 from backend.imports import jobs as import_jobs
 from backend.imports.jobs import ClaimLost
-from backend.imports.spool import SealedSpool
 from backend.issuance import issuer as issuance
 from backend.jobs import imports as import_runner
 from backend.kernel.actors import Actor

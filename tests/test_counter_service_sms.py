@@ -27,7 +27,7 @@ from backend.config import ConfigError, OidcIssuer, load_settings
 from backend.core.context import field_cipher
 from backend.crypto.encryption import FieldCipher
 from backend.extensions import db
-from backend.identity.providers import _real_name
+from backend.identity.id_tokens import real_name
 from backend.kernel.actors import Actor
 from backend.kernel.ids import holder_index
 from backend.models import Holder
@@ -162,7 +162,7 @@ def _claims(**extra: Any) -> dict[str, Any]:
 def test_the_idps_phone_number_claim_becomes_the_registered_phone(extra, phone):
     cipher = FieldCipher({1: secrets.token_bytes(32)}, secrets.token_bytes(32))
 
-    identity = _real_name(IDP, _claims(**extra), cipher=cipher, actor=Actor(kind="citizen", id="unknown"))
+    identity = real_name(IDP, _claims(**extra), cipher=cipher, actor=Actor(kind="citizen", id="unknown"))
 
     assert identity.phone == phone
 

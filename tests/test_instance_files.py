@@ -15,10 +15,9 @@ import pytest
 
 from backend.app import create_app
 from backend.cli.demo import DEMO_DEPARTMENT
-from backend.core.context import evidence_storage
+from backend.core.context import evidence_storage, import_spool
 from backend.core.private_files import private_sqlite_database
 from backend.extensions import db
-from backend.jobs.imports import import_spool
 from tests.batch_support import jsonl
 from tests.factories import certificate_body
 

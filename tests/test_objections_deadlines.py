@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from backend.config import PROJECT_ROOT
 from backend.extensions import db
 from backend.kernel.actors import Actor
+from backend.kernel.working_days import CalendarError, WorkingCalendar, load_calendar
 from backend.models import AuditEvent, CertificateType, Department, Notification, ObjectionEscalation
 from backend.objections.checks import deadline_policy
 from backend.objections.deadlines import escalate_overdue_objections
-from backend.objections.working_days import CalendarError, WorkingCalendar, load_calendar
 from tests.conftest import CIVIL_AFFAIRS, FakeClock
 from tests.objection_support import Queue, citizen_get, filed
 from tests.support import error_of, marriage_of, run_together

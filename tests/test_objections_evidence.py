@@ -16,11 +16,12 @@ from PIL import Image
 from backend.app import create_app
 from backend.core import edge
 from backend.core.context import evidence_storage, field_cipher
+from backend.core.storage import LocalEvidenceStorage
 from backend.errors import DomainError
 from backend.extensions import db
 from backend.models import Objection
 from backend.objections import evidence
-from backend.objections.evidence import LocalEvidenceStorage, clean_image, evidence_image
+from backend.objections.evidence import clean_image, evidence_image
 from backend.objections.views import objection_view
 from tests.conftest import CIVIL_AFFAIRS, TEST_SECRETS, _settings
 from tests.objection_support import (

@@ -1,9 +1,4 @@
-"""Adapters to systems outside the platform (identity providers' key sets, the WeChat mini-app API).
-
-Each adapter is a small class behind a narrow method, so tests replace the far side with a local fake.
-Outbound HTTP goes through `http_get`: a timeout, a size cap, and errors that never carry the URL
-(query strings may hold secrets such as the WeChat app secret or a login code).
-"""
+"""Adapters to systems outside the platform (identity providers' key sets, the WeChat mini-app API)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,5 @@
 """Callbacks to a department's business system (回调): which URLs a client may name, how a callback is signed, and
-the HTTP POST that delivers it.
-
-Allow-list rule (registered per client, `ApiClient.callback_allowlist`): an entry is an absolute URL without query,
-fragment or user info; a callback URL is allowed when its scheme, host and port equal the entry's (the origin) and its
-path equals the entry's path or continues it after a "/" (a path prefix on segment boundaries: the entry
-`https://dept.example.cn/ecert` allows `https://dept.example.cn/ecert/cb?x=1` but not `https://dept.example.cn/ecertx`).
-Paths with dot segments or encoded slashes/dots are refused outright, so no normalisation can climb out of the prefix.
-`http://` is allowed only outside production, for entries and URLs alike.
-
-Signature: the body is the JSON document itself (`{"request_id", "status", "grant_id"?, "decided_at"}`); the header
-`X-Ecert-Signature` carries a compact JWS (a JWT, `typ` `ecert-callback+jwt`) signed with the platform key (`kid` in
-its header, public key at `/.well-known/jwks.json`) whose claims are the same fields plus `iss` (the platform's public
-URL), `aud` (the receiving client's client_id), `iat`, `exp` (5 minutes), `jti` and `body_sha256` (base64url SHA-256
-of the exact body bytes). A receiver verifies the JWT against the JWKS, checks `aud` is its own client_id and that
-`body_sha256` matches the body, and treats the request id as idempotency key: a retry carries the same body.
-"""
+the HTTP POST that delivers it."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""An identity provider's JSON Web Key Set, read from a file or a URL, cached, refetched when a new `kid` appears.
-
-An unknown `kid` usually means the IdP rotated its keys, so the set is fetched again — but at most once per
-`min_refetch_interval`, so tokens with made-up `kid`s cannot turn the platform into a load generator.
-"""
+"""An identity provider's JSON Web Key Set, read from a file or a URL, cached, refetched when a new `kid` appears."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""SMS gateway (短信网关): one-time codes for consent at a department's counter (第十一条).
-
-A gateway sends one text to one mobile number. `HttpSmsGateway` posts to the city's SMS platform (ECERT_SMS_URL,
-ECERT_SMS_API_KEY, ECERT_SMS_SIGN); `FakeSmsGateway` records what would have been sent (tests, and development,
-where it may also append each message to a local outbox file so a developer can read the code). The text of a
-message holds a one-time code: it never reaches a log, an exception message or the audit trail, nor does the number.
-"""
+"""SMS gateway (短信网关): one-time codes for consent at a department's counter (第十一条)."""
 
 from __future__ import annotations
 

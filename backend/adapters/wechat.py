@@ -1,8 +1,4 @@
-"""The WeChat mini-app platform's code-to-session API (code2Session): a login `code` becomes the user's openid.
-
-The app secret, the login code and the session_key are credentials: they never reach a log, an exception
-message or the audit trail. Only the openid leaves this module.
-"""
+"""The WeChat mini-app platform's code-to-session API (code2Session): a login `code` becomes the user's openid."""
 
 from __future__ import annotations
 

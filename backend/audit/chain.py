@@ -1,10 +1,4 @@
-"""Audit log (责任倒查): events chained by hash in the same transaction as the change they record.
-
-Leaf hash = SHA-256(0x00 || canonical JSON of the event); chain hash = SHA-256(0x01 || previous
-chain hash || leaf hash) — the RFC 6962 leaf/node domain separation applied to a linear chain.
-Writers first update the single `audit_head` row, which locks it until their transaction ends, so
-two concurrent transactions can never append after the same head (no fork).
-"""
+"""Audit log (责任倒查): events chained by hash in the same transaction as the change they record."""
 
 from __future__ import annotations
 
@@ -31,6 +25,7 @@ from backend.audit.checkpoints import (
 from backend.audit.checkpoints import claims as checkpoint_claims
 from backend.crypto.canonical import canonical_json
 from backend.crypto.masking import mask_id_number
+from backend.errors import AuditNote
 from backend.kernel.actors import Actor
 from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
 from backend.models import AuditCheckpoint, AuditEvent, AuditHead, Base
@@ -159,6 +154,12 @@ def record_event(
     if loaded is not None:
         session.expire(loaded)  # a head object read earlier in this session would no longer be the head
     return event
+
+
+def record_refusal(session: Session, note: AuditNote, *, now: datetime) -> None:
+    """Audit a refused attempt (an error's `audit` note) once the request's own work was rolled back."""
+    record_event(session, actor=note.actor, action=note.action, now=now, outcome="failure",
+                 object_type=note.object_type, object_id=note.object_id, details=note.details)
 
 
 class Problem(StrEnum):

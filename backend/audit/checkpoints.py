@@ -1,9 +1,4 @@
-"""Signed audit checkpoints: the chain head at a seq, signed with the platform key, and how a checkpoint is trusted.
-
-A checkpoint is what someone with write access to the database cannot forge: the JWS payload binds the seq and the
-chain hash, and it must verify with a platform key whose private part this platform holds (active or retired) —
-never a key row someone merely wrote into the database.
-"""
+"""Signed audit checkpoints: the chain head at a seq, signed with the platform key, and how a checkpoint is trusted."""
 
 from __future__ import annotations
 

@@ -1,12 +1,4 @@
-"""Who may call each route: declared on the route, checked before anything reads the request.
-
-flask-openapi3 validates a route's path, query, headers, form and body inside its view wrapper, before the view
-function runs: a check made by the view, or by a decorator around it, comes too late, and an anonymous caller would
-learn a body's schema from the 422. So a route only *declares* its caller (`require_scope`, `require_any_scope`,
-`require_citizen`, `require_staff`, `require_department_staff`, `public`), and the edge calls `enforce_access` first
-thing in the request, before any hook or view reads the body. `check_routes` refuses to build an app in which a route
-declares nothing, so a new route cannot forget it.
-"""
+"""Who may call each route: declared on the route, checked before anything reads the request."""
 
 from __future__ import annotations
 

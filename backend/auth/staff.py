@@ -1,9 +1,4 @@
-"""Staff console sessions: the signed session cookie names a server-side StaffSession; CSRF on every form.
-
-The cookie (Flask's session, scoped to /console) holds only the session's random token and the CSRF secret.
-The token's SHA-256 names a StaffSession row, so logout, idle and absolute timeouts and disabling an account
-end a session at once, whatever cookie a browser still keeps.
-"""
+"""Staff console sessions: the signed session cookie names a server-side StaffSession; CSRF on every form."""
 
 from __future__ import annotations
 

@@ -11,13 +11,12 @@ from flask import current_app
 
 from backend.cli.base import CommandGroup, fail
 from backend.core.context import now
+from backend.core.launcher import job_launcher
 from backend.errors import DomainError
 from backend.extensions import db
 from backend.identity import clients as clients_service
 from backend.identity import login_nonces
 from backend.issuance import expiry as expiry_service
-from backend.jobs import imports as import_runner
-from backend.jobs.callbacks import deliver as deliver_callbacks
 from backend.kernel.actors import Actor
 from backend.objections import deadlines as objection_deadlines
 from backend.sharing.request_callbacks import claim_due
@@ -56,7 +55,7 @@ def jobs_callbacks(batch: int) -> None:
     """Deliver due access-request callbacks, retrying failed ones with backoff. Idempotent; safe on two nodes."""
     totals: dict[str, int] = {}
     while True:
-        outcomes = deliver_callbacks(lambda: claim_due(db.session(), now=now(), limit=batch))
+        outcomes = job_launcher().run("callbacks", claim=lambda: claim_due(db.session(), now=now(), limit=batch))
         for outcome, number in outcomes.items():
             totals[outcome] = totals.get(outcome, 0) + number
         if sum(outcomes.values()) < batch:
@@ -111,7 +110,7 @@ def jobs_imports(watch: bool, interval: int, workers: int | None) -> None:
     Safe on several nodes at once: each batch is claimed by one worker."""
     interrupted = 0
     while True:
-        outcomes = import_runner.run_pending(workers=workers)
+        outcomes = job_launcher().run("imports", workers=workers)
         db.session.remove()
         interrupted += outcomes["interrupted"]
         if outcomes or not watch:

@@ -66,7 +66,12 @@ def keys_rotate(dept_code: str | None, purpose: str | None, alg: str | None) -> 
 @keys_cli.command("reencrypt-data")
 def keys_reencrypt_data() -> None:
     """Re-encrypt personal data still sealed under an older ECERT_DATA_KEYS version. Idempotent."""
-    report = reencrypt_stale(db.session(), field_cipher(), actor=operator_actor(), now=now())
+    actor, moment = operator_actor(), now()
+    report = reencrypt_stale(db.session(), field_cipher())
+    if report.blobs:
+        audit_service.record_event(db.session(), actor=actor, action="keys.data_reencrypted", now=moment,
+                                   object_type="data_key", object_id=str(field_cipher().current_version),
+                                   details={"rows": report.rows, "blobs": report.blobs})
     db.session.commit()
     click.echo(f"{report.blobs} value(s) in {report.rows} row(s) re-encrypted under data key "
                f"version {field_cipher().current_version}")

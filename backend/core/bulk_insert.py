@@ -1,11 +1,4 @@
-"""Bulk INSERTs of many rows through the database driver's executemany, for batch imports.
-
-A Core `insert(table)` with a list of rows runs every value of every row through SQLAlchemy's parameter
-machinery; for an import of 100,000 certificates that cost more than validating them. Here the statement is
-compiled once, each column's bind processor (the same SQLAlchemy type conversion, e.g. UTC for `UTCDateTime`,
-JSON for `JSONDoc`, the variant for the dialect) is looked up once, and the values that repeat across rows (the
-import's timestamps and dates) are converted once each; the rows then go to the driver's executemany as they are.
-"""
+"""Bulk INSERTs of many rows through the database driver's executemany, for batch imports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Per-request accessors shared by the faces: the key store, the clock, the actor's origin."""
+"""Per-request accessors shared by the faces: key store, cipher, evidence storage, import spool, working-day calendar,
+clock, the actor's origin."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from datetime import datetime, timedelta
 from flask import current_app, g, request
 
 from backend.core.clock import now as clock_now
+from backend.core.spool import LocalSpoolStorage, SealedSpool, SpoolStorage
+from backend.core.storage import EvidenceStorage, LocalEvidenceStorage, SealedEvidenceStorage
 from backend.crypto.encryption import FieldCipher
 from backend.extensions import db
+from backend.kernel.working_days import WorkingCalendar, cached_calendar
 from backend.keys.keystore import LocalKeyStore
 from backend.keys.platform_jws import VerifiedTokens
-from backend.objections.evidence import EvidenceStorage, LocalEvidenceStorage, SealedEvidenceStorage
-from backend.objections.working_days import WorkingCalendar, cached_calendar
 
 
 def keystore() -> LocalKeyStore:
@@ -62,3 +64,13 @@ def evidence_storage() -> SealedEvidenceStorage:
 def working_calendar() -> WorkingCalendar:
     """The working-day calendar for objection deadlines (ECERT_HOLIDAY_CALENDAR)."""
     return cached_calendar(str(current_app.config["ECERT_HOLIDAY_CALENDAR"]))
+
+
+def import_spool() -> SealedSpool:
+    """Batch files sealed with the data key in ECERT_IMPORT_SPOOL_DIR (an app may set another storage in
+    app.extensions["ecert.import_spool_storage"], e.g. an object store)."""
+    storage: SpoolStorage | None = current_app.extensions.get("ecert.import_spool_storage")
+    if storage is None:
+        storage = current_app.extensions["ecert.import_spool_storage"] = LocalSpoolStorage(
+            current_app.config["ECERT_IMPORT_SPOOL_DIR"])
+    return SealedSpool(storage, field_cipher())

@@ -7,25 +7,42 @@ import logging
 import re
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
 import flask_openapi3.request
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from flask.typing import ResponseReturnValue
 from flask_limiter.errors import RateLimitExceeded
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from backend.audit.chain import record_event
-from backend.auth.access import enforce_access
 from backend.core import json_input
 from backend.core.context import now
-from backend.errors import DatabaseBusy, DomainError, PayloadTooLarge, ValidationFailed, database_error
+from backend.errors import AuditNote, DatabaseBusy, DomainError, PayloadTooLarge, ValidationFailed, database_error
 from backend.extensions import db
 
 log = logging.getLogger("ecert.request")
+
+EXTENSION = "ecert.edge"
+
+
+class RecordRefusal(Protocol):
+    def __call__(self, session: Session, note: AuditNote, *, now: datetime) -> None: ...
+
+
+@dataclass(frozen=True)
+class EdgeHooks:
+    """What the edge asks of the layers above it, handed over by the app factory (core imports no area, no auth)."""
+
+    check_access: Callable[[], ResponseReturnValue | None]  # who is calling: first thing, before the body is read
+    record_refusal: RecordRefusal  # audit a refused attempt after the rollback
+
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -140,17 +157,8 @@ def finish_failed_request(error: DomainError) -> None:
         if error.after_rollback is not None:
             error.after_rollback(db.session())
         if error.audit is not None:
-            note = error.audit
-            record_event(
-                db.session(),
-                actor=note.actor,
-                action=note.action,
-                now=now(),
-                outcome="failure",
-                object_type=note.object_type,
-                object_id=note.object_id,
-                details=note.details,
-            )
+            hooks: EdgeHooks = current_app.extensions[EXTENSION]
+            hooks.record_refusal(db.session(), error.audit, now=now())
         db.session.commit()
     except Exception:
         # The client still gets the original error; the lost trace is logged for operators.
@@ -200,7 +208,8 @@ def _decode_form_values_with_json_input() -> None:
     flask_openapi3.request.json = json_input  # its module-level `json`, used for loads only
 
 
-def register_edge(app: Flask) -> None:
+def register_edge(app: Flask, hooks: EdgeHooks) -> None:
+    app.extensions[EXTENSION] = hooks
     app.json = StrictJSONProvider(app)
     _decode_form_values_with_json_input()
     configure_logging(app)
@@ -211,7 +220,7 @@ def register_edge(app: Flask) -> None:
         g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
         g.started = time.perf_counter()
         # Who is calling comes before anything reads the request: an anonymous caller learns nothing of its schema.
-        refused = enforce_access()
+        refused = hooks.check_access()
         if refused is not None:
             return refused
         _check_json_body()

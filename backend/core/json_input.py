@@ -1,11 +1,5 @@
 """Untrusted JSON read safely: nesting checked before parsing (without recursion), no NaN or Infinity, and only
-numbers that exist in every JSON reader (finite floats, integers of at most MAX_INTEGER_DIGITS digits).
-
-Python's `json` accepts `NaN`/`Infinity`, turns `1e400` into `inf` (which canonical JSON then cannot write), raises
-ValueError for an integer of more than 4300 digits and RecursionError for arrays nested about a thousand deep. Every
-JSON text that comes from outside (request bodies, form values flask-openapi3 decodes, batch file lines) is read
-here instead, so each of those is one `JSONInputError`: a ValueError with a stable code and a zh-CN message.
-"""
+numbers that exist in every JSON reader (finite floats, integers of at most MAX_INTEGER_DIGITS digits)."""
 
 from __future__ import annotations
 

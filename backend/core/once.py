@@ -1,12 +1,4 @@
-"""Decide "first one wins" in the database, atomically, on both supported databases.
-
-`insert_once` records a one-time value (INSERT … ON CONFLICT DO NOTHING); `updated_rows` runs a conditional UPDATE
-(… WHERE <the state the decision needs>) and says whether it applied. Never read, decide, then write: a read is no
-lock (SQLite ignores FOR UPDATE, and its writers' lock is taken only at the first write), so two requests can both
-see "unused" and both write. Unlike a savepoint around a plain INSERT, a conflict neither aborts the request's
-transaction on PostgreSQL nor commits early on SQLite (pysqlite releases a savepoint that opened the transaction by
-committing it).
-"""
+"""Decide "first one wins" in the database, atomically, on both supported databases."""
 
 from __future__ import annotations
 

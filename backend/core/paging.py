@@ -1,9 +1,4 @@
-"""Keyset pagination (分页) for every list: newest first, after an opaque cursor over (time, public_id).
-
-No offsets and no sequential ids: a cursor names the last row of a page by its time and its random public id,
-so rows added while a client pages sort before its first page and never shift the later ones. A cursor that
-was not made here (not base64, no offset, a time out of range, not a public id) is a 422 on `cursor`.
-"""
+"""Keyset pagination (分页) for every list: newest first, after an opaque cursor over (time, public_id)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""Files and directories the platform keeps under its instance directory: the owner's only, whatever the umask.
-
-The instance directory holds the SQLite database (personal data, encrypted fields and their blind indexes), its
-WAL and shared-memory files, the writers' lock file, the import spool, objection evidence, generated secrets and
-keys. Directories are made 0700 and files 0600 when they are created (explicit modes, not the process umask, which
-is the embedding program's business); a directory or database left more open by an older version is narrowed.
-"""
+"""Files and directories the platform keeps under its instance directory: the owner's only, whatever the umask."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""QR images of show-code URLs: error correction M, version ≤ 10, as PNG or SVG.
-
-The symbol is encoded natively by zxing-cpp: the pure-Python `qrcode` library spent ~20 ms per code choosing
-among the eight mask patterns, too slow for a code that is re-minted every 30 s by every phone showing one.
-"""
+"""QR images of show-code URLs: error correction M, version ≤ 10, as PNG or SVG."""
 
 from __future__ import annotations
 

@@ -1,11 +1,4 @@
-"""The in-process rate-limit storage of development and tests (production shares its counters through Redis).
-
-limits' `MemoryStorage` drops an expired counter whenever it is read; besides, it frees the memory of keys nobody
-reads again with a 10 ms `threading.Timer` that it starts afresh whenever the last one has fired, which under a
-steady load is about every other request: a thread created and run per request, more CPU than the limit check.
-`SweptMemoryStorage` runs the same sweep inline instead, at most once every `SWEEP_SECONDS`. Counting and expiry
-are unchanged: only when unread keys are freed differs.
-"""
+"""The in-process rate-limit storage of development and tests (production shares its counters through Redis)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,4 @@
-"""SQLite (the development and demo database): writers queue on an OS file lock instead of sleeping and retrying.
-
-SQLite lets one connection write at a time. A writer that finds the database locked is put to sleep by SQLite's
-busy handler for 1, 2, 5, 10 … ms and then tries again, so with two server processes writing (nearly every request
-writes an audit event) collisions cost milliseconds of idle time each: the benchmarks' write endpoints spent more
-time asleep than at work. `QueuedWriterConnection` takes an exclusive `flock` on `<database>-writers.lock` just
-before the statement that opens a write transaction and lets go when the transaction ends; the kernel wakes the
-next writer the moment the lock is free. Readers never take it (WAL lets them read during a write).
-
-The rule mirrors the `sqlite3` module's: a transaction begins at the first INSERT, UPDATE, DELETE or REPLACE outside
-one (reads before that run in autocommit, so a writer always starts from a fresh snapshot). A writer waits for the
-lock at most the connection's busy_timeout and then fails with "database is locked", as SQLite would. Whatever this
-does not cover (a transaction opened by SAVEPOINT, another program writing the file, a thread that already writes
-through a second connection: never wait for oneself) falls back to SQLite's own busy handler, as before. Forked
-children close their copies of the lock files, so they neither hold nor release their parent's lock.
-"""
+"""SQLite (the development and demo database): writers queue on an OS file lock instead of sleeping and retrying."""
 
 from __future__ import annotations
 

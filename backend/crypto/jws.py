@@ -1,14 +1,5 @@
 """Compact JWS (RFC 7515) read once: header, payload and signature decoded in one pass, the signature checked with
-PyJWT's algorithm objects (over `cryptography`).
-
-`jwt.decode` re-parses a token on every call, and `jwt.get_unverified_header` before it parses it again; its
-base64url check walks the segments character by character in Python, which made reading the JWTs of one
-verification (issuer JWT, KB-JWT) a sizeable share of its CPU. Here the token is split and decoded once, the
-alphabet checked by one regular expression, and the verifier checks the header before it picks the key. The rules
-are PyJWT's, a little stricter: base64url without padding, the canonical encoding only (no stray bits), header and
-payload JSON objects, a string `kid`, no `crit` extension and no unencoded payload (`b64`), the algorithm one of
-ours and the one the key is for.
-"""
+PyJWT's algorithm objects (over `cryptography`)."""
 
 from __future__ import annotations
 

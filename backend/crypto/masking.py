@@ -1,8 +1,4 @@
-"""Masking (脱敏) of personal data for display and logs: one rule per kind of value, used everywhere.
-
-Holder codes, ID numbers and certificate numbers keep their first 3 and last 2 characters; names keep their
-first character; face values are masked by their field's catalog rule (`mask` in the type's field schema).
-"""
+"""Masking (脱敏) of personal data for display and logs: one rule per kind of value, used everywhere."""
 
 from __future__ import annotations
 

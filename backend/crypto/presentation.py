@@ -1,10 +1,4 @@
-"""Presentations (RFC 9901 §4.3): an issued SD-JWT cut down to the consented claims, plus a key-binding JWT.
-
-`disclosures_for` keeps exactly the disclosures that reveal the wanted claim paths — the disclosure of each wanted
-claim, of every selectively disclosable object on the way to it (a parent must be disclosed for its child to be
-reachable), and everything nested inside a wanted claim — and nothing else. Only the format lives here; the keys
-and the decision what to disclose belong to the redemption service.
-"""
+"""Presentations (RFC 9901 §4.3): an issued SD-JWT cut down to the consented claims, plus a key-binding JWT."""
 
 from __future__ import annotations
 

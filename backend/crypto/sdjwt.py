@@ -1,8 +1,4 @@
-"""SD-JWT (RFC 9901): selective disclosures, issuance, presentation and structural verification.
-
-Only the pure format lives here; signing goes through a callback (the key store) and trust decisions
-(which key, which issuer, which status) are made by the verification service.
-"""
+"""SD-JWT (RFC 9901): selective disclosures, issuance, presentation and structural verification."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
 """A department asks (用证请求): POST /gov/v1/access-requests creates a request (JSON, or its QR with Accept: image/png
-or image/svg+xml); GET /gov/v1/access-requests/{id} polls its outcome. Scope `request`.
-
-Callbacks: with `callback_url` (which must be within the client's registered allow-list, see
-backend/adapters/callbacks.py), the department's system receives after the holder's decision a POST whose JSON body is
-`{"request_id", "status", "grant_id"?, "decided_at"}` and whose header `X-Ecert-Signature` is a JWT signed with the
-platform key (verify it with /.well-known/jwks.json; `aud` = your client_id; `body_sha256` = base64url SHA-256 of the
-body). Failed deliveries are retried with backoff; the body of every attempt is the same (idempotent by request_id).
-"""
+or image/svg+xml); GET /gov/v1/access-requests/{id} polls its outcome. Scope `request`."""
 
 from __future__ import annotations
 

@@ -12,14 +12,14 @@ from pydantic import BaseModel, Field
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
-from backend.core.context import now
+from backend.core.context import import_spool, now
+from backend.core.launcher import job_launcher
+from backend.core.spool import SpoolTooLarge, new_spool_key
 from backend.errors import DomainError, PayloadTooLarge
 from backend.extensions import db
 from backend.imports import batches as service
 from backend.imports import jobs as import_jobs
 from backend.imports.files import HashingReader
-from backend.imports.spool import SpoolTooLarge, new_spool_key
-from backend.jobs.imports import import_spool, in_process_runner
 from backend.models import ApiClient, ImportBatch
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, error_responses
 
@@ -177,9 +177,7 @@ def submit(header: BatchHeaders, query: BatchQuery, raw: BatchFile) -> Response:
     response = jsonify(batch_view(batch))
     response.status_code = 202
     response.headers["Location"] = url_for("gov_batches.read", id=batch.public_id)
-    runner = in_process_runner(current_app)
-    if runner is not None:
-        response.call_on_close(runner.wake)  # after the response, so after the request's commit
+    job_launcher().after_response(response, "imports")  # wakes the development runner after the request's commit
     return response
 
 
@@ -204,7 +202,5 @@ def _drop_unqueued_file(exc: BaseException | None) -> None:
 @require_scope("issue")
 def read(path: BatchPath) -> Response:
     """Status, progress and per-row report of one of the department's own batches."""
-    runner = in_process_runner(current_app)
-    if runner is not None:
-        runner.start()  # picks up batches queued before the server (re)started
+    job_launcher().start("imports")  # the development runner picks up batches queued before the server (re)started
     return jsonify(batch_view(service.get_batch(db.session(), g.client.department, path.id)))

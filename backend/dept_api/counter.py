@@ -1,9 +1,4 @@
-"""Counter service without a smartphone (第十一条): consent to an assisted access request at the window.
-
-POST /gov/v1/access-requests/{id}/sms-code texts a one-time code to the holder's registered phone;
-POST /gov/v1/access-requests/{id}/consent records consent by that code or as attested by the staff member who checked
-the citizen's ID document. Only the client that created the request may act on it (others get 404).
-"""
+"""Counter service without a smartphone (第十一条): consent to an assisted access request at the window."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Citizen sessions: real-name identities become holders; short access tokens and rotating refresh tokens.
-
-Refresh tokens are random, stored only as SHA-256, usable once. Presenting an already-used refresh token
-means it was copied: the whole family (the AuthSession) is revoked at once (RFC 9700 §4.14.2).
-"""
+"""Citizen sessions: real-name identities become holders; short access tokens and rotating refresh tokens."""
 
 from __future__ import annotations
 

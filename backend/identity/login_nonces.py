@@ -1,10 +1,4 @@
-"""Single-use login state for OIDC: nonces the platform issues, and the ID tokens it has already accepted.
-
-The nonce binds an ID token to one authentication request the platform started (OpenID Connect Core §3.1.2.1,
-§15.5.2): a token that leaked (a log, a proxy, another relying party) cannot log anyone in, because its nonce is
-either unknown here, expired, or used up. The replay cache is the second lock: the same ID token never logs in
-twice, even if its nonce row were purged early.
-"""
+"""Single-use login state for OIDC: nonces the platform issues, and the ID tokens it has already accepted."""
 
 from __future__ import annotations
 

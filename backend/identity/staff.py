@@ -1,7 +1,4 @@
-"""Staff console accounts: creation, password login with lock-out, and server-side sessions with timeouts.
-
-Passwords are hashed with argon2id (argon2-cffi); the hasher is passed in so tests can use cheap parameters.
-"""
+"""Staff console accounts: creation, password login with lock-out, and server-side sessions with timeouts."""
 
 from __future__ import annotations
 

@@ -40,11 +40,11 @@ from sqlalchemy.orm import Session
 from backend.audit.chain import record_event
 from backend.catalog.face import FieldProblems
 from backend.core.bulk_insert import BulkInsert
+from backend.core.spool import HEAD_BYTES
 from backend.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from backend.imports.files import FORMATS as FORMATS  # part of this module's interface (jsonl, csv)
 from backend.imports.files import HashingReader, Problem, Row, csv_face, read_rows
 from backend.imports.signer import CERTIFICATE_COLUMNS, CERTIFICATES, Signed, Signer, columns_of, values
-from backend.imports.spool import HEAD_BYTES
 from backend.issuance.issuer import (
     CertificateInput,
     Issuer,

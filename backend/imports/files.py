@@ -1,9 +1,5 @@
-"""Batch files (批量文件): JSON Lines or CSV rows read as a stream, each becoming one certificate's input or problems.
-
-JSON Lines: one object per line, shaped like the POST /gov/v1/certificates body. CSV: a header row with the
-columns below and one `fields.<name>` column per face field; cells are strings, typed by the certificate type.
-Rows are numbered as a person finds them in the file: JSON Lines by line, CSV by data row (header not counted).
-"""
+"""Batch files (批量文件): JSON Lines or CSV rows read as a stream, each becoming one certificate's input or
+problems."""
 
 from __future__ import annotations
 

@@ -1,13 +1,4 @@
-"""The queue of batch imports: claiming a batch for one worker, keeping the claim, and giving up on it.
-
-A claim is a conditional UPDATE (queued, or processing with a heartbeat older than the staleness, → processing,
-this worker, attempts + 1) guarded by the attempt count, after a `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL:
-two nodes never import the same batch, and a batch whose worker died is claimed again and imported from scratch
-(the dead worker published nothing of it, or in partial mode only whole publishing steps, which the next attempt
-counts as imported; what it staged is cleared), unless it is an all-or-nothing batch that had decided to publish:
-that one is published to the end from what it staged (see `imports.resume_publishing`). These verbs flush and
-never commit: the job runner (backend/jobs/imports.py) owns the transactions.
-"""
+"""The queue of batch imports: claiming a batch for one worker, keeping the claim, and giving up on it."""
 
 from __future__ import annotations
 

@@ -1,10 +1,5 @@
-"""Signing a batch's certificates (`Issuer.build_row`: identify, sign, encrypt), in this process or in forked workers.
-
-Signing is most of an import's work and one Python process uses one core, so an import may fork workers that
-sign one chunk while the importing process reads, validates and stores the next. The workers are forked once per
-import and fed chunk after chunk through pipes: forking a process per chunk cost a fifth of the import's CPU
-(page-table copies and copy-on-write faults as the child touched the parent's objects).
-"""
+"""Signing a batch's certificates (`Issuer.build_row`: identify, sign, encrypt), in this process or in
+forked workers."""
 
 from __future__ import annotations
 

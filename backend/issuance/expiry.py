@@ -1,12 +1,4 @@
-"""Expiry (第八条 到期提醒): the sweep that marks lapsed certificates expired, and reminders before expiry.
-
-Both jobs are idempotent and safe when two nodes run them at once. On PostgreSQL each node locks its
-candidates `FOR UPDATE SKIP LOCKED`, so the nodes share the work instead of doing it twice; the state
-change is a conditional UPDATE and a reminder an INSERT … ON CONFLICT DO NOTHING against the
-(certificate, horizon) unique constraint, so a race that slips past the locks writes nothing rather
-than a duplicate. SQLite ignores the row locks and serialises writers; the same conditional statements
-make a read taken before the other writer committed harmless there.
-"""
+"""Expiry (第八条 到期提醒): the sweep that marks lapsed certificates expired, and reminders before expiry."""
 
 from __future__ import annotations
 

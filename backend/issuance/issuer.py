@@ -1,8 +1,4 @@
-"""Issuing certificates (签发): validate, identify (GB/T 36904), sign as SD-JWT VC, encrypt, store, notify, audit.
-
-`Issuer` is the per-request (or per-batch) context: it caches the department's types and keys and hands
-out status-list slots, so a batch of 100,000 rows does the expensive look-ups once.
-"""
+"""Issuing certificates (签发): validate, identify (GB/T 36904), sign as SD-JWT VC, encrypt, store, notify, audit."""
 
 from __future__ import annotations
 

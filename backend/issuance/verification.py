@@ -1,13 +1,4 @@
-"""Verification for departments (核验): presented SD-JWT VCs (RFC 9901) and bare certificate identifiers.
-
-The trust decisions live here (which key, which issuer, which type, which status); the SD-JWT format is in
-`backend.crypto.sdjwt`. Every verification is recorded in the audit chain, with reasons but no personal data.
-
-A presentation discloses data only to the department it was made for: a certificate bound to a holder key (`cnf`,
-which ours always carry) needs a KB-JWT with `aud` = the calling client, a fresh `iat` and the presentation's
-`sd_hash`, and each KB-JWT is accepted once. The issued SD-JWT alone (which the issuing department holds) proves
-nothing about the holder's consent.
-"""
+"""Verification for departments (核验): presented SD-JWT VCs (RFC 9901) and bare certificate identifiers."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Delivering access-request callbacks at the edge: after the deciding request's commit, and from the job.
-
-Each step (claim, record) commits on its own so that the slow HTTP POST runs outside any transaction and a claim is
-visible to other nodes before it (backend/sharing/request_callbacks.py explains the outbox).
-"""
+"""Delivering access-request callbacks at the edge: after the deciding request's commit, and from the job."""
 
 from __future__ import annotations
 
@@ -44,9 +40,10 @@ def deliver(claim: Callable[[], list[request_callbacks.ClaimedCallback]]) -> Cou
     return outcomes
 
 
-def deliver_after_response(app: Flask, access_request_id: int) -> Callable[[], None]:
+def deliver_after_response(access_request_id: int) -> Callable[[], None]:
     """For `response.call_on_close`: post the decided request's callback once the response is out (after the
     request's commit). A failure leaves the callback in the outbox for `flask jobs callbacks`; it never raises."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]  # the app, not the proxy
 
     def run() -> None:
         with app.app_context():

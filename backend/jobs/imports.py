@@ -1,33 +1,24 @@
-"""Running queued batch imports: `flask --app wsgi jobs imports`, and in development a thread of the web process.
-
-Each batch takes two kinds of transaction: the claim (committed at once, so other nodes skip the batch) and the
-import's short steps (see `imports.Steps`): one per chunk, which checks that this worker still holds the batch,
-keeps its heartbeat and records its progress (GET shows them while the import runs) and stages the chunk's
-certificates, then the steps that publish them (the last finishes the batch). Other writers (on SQLite the database
-has one at a time) wait for a step at most, never for the whole import. A batch taken over from a dead worker starts
-again from its file, unless it had decided to publish (all-or-nothing): then the rest of what it staged is published.
-The sealed file is deleted once the batch is finished. A batch a client submitted is imported only while that client is
-active and holds `issue` (checked when the import starts and again before it commits); else it fails.
-"""
+"""Running queued batch imports: `flask --app wsgi jobs imports`, and in development a thread of the web process."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 from flask import Flask, current_app
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from backend.core.context import field_cipher, keystore, now
+from backend.core.context import field_cipher, import_spool, keystore, now
+from backend.core.spool import SealedSpool, SpoolMissing
 from backend.crypto.encryption import DecryptionError
 from backend.errors import DomainError, database_error
 from backend.extensions import db
 from backend.imports import batches as imports_service
 from backend.imports import jobs as import_jobs
 from backend.imports.jobs import BatchFileUnreadable, ClaimLost, ImportFailed, ImportInterrupted
-from backend.imports.spool import LocalSpoolStorage, SealedSpool, SpoolMissing, SpoolStorage
 from backend.issuance.issuer import Issuer
 from backend.kernel.actors import Actor
 from backend.models import Department, ImportBatch
@@ -36,16 +27,6 @@ log = logging.getLogger("ecert.imports")
 
 LEFTOVER_AGE = timedelta(hours=1)  # a sealed file no batch refers to, older than this, is deleted
 POLL_SECONDS = 30.0  # the development thread also looks for work (e.g. a batch to reclaim) this often
-
-
-def import_spool() -> SealedSpool:
-    """Batch files sealed with the data key in ECERT_IMPORT_SPOOL_DIR (an app may set another storage in
-    app.extensions["ecert.import_spool_storage"], e.g. an object store)."""
-    storage: SpoolStorage | None = current_app.extensions.get("ecert.import_spool_storage")
-    if storage is None:
-        storage = current_app.extensions["ecert.import_spool_storage"] = LocalSpoolStorage(
-            current_app.config["ECERT_IMPORT_SPOOL_DIR"])
-    return SealedSpool(storage, field_cipher())
 
 
 def run_pending(*, workers: int | None = None, limit: int | None = None) -> Counter[str]:
@@ -246,3 +227,16 @@ def in_process_runner(app: Flask) -> InProcessRunner | None:
         real_app = getattr(app, "_get_current_object", lambda: app)()  # the app itself, not the `current_app` proxy
         runner = app.extensions["ecert.import_runner"] = InProcessRunner(real_app)
     return runner
+
+
+def start_in_process() -> None:
+    """Start the current app's development runner, if it has one (it picks up batches queued before a restart)."""
+    runner = in_process_runner(current_app)
+    if runner is not None:
+        runner.start()
+
+
+def wake_after_response() -> Callable[[], None] | None:
+    """What wakes the current app's development runner once a submission's response is out, if it has one."""
+    runner = in_process_runner(current_app)
+    return runner.wake if runner is not None else None

@@ -1,9 +1,4 @@
-"""Holder codes (持证主体代码) and their types (持证主体代码类型): 001, 111, 414, 516, 511, 999 (DESIGN §4).
-
-Validators raise only :class:`backend.errors.ValidationFailed` (HTTP 422), naming the field, never echoing the
-value (see :mod:`backend.kernel.org_codes`). Masking codes for display and logs lives in
-:mod:`backend.crypto.masking`.
-"""
+"""Holder codes (持证主体代码) and their types (持证主体代码类型): 001, 111, 414, 516, 511, 999 (DESIGN §4)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,5 @@
-"""Certificate identifiers (证照标识, GB/T 36904, DESIGN §4)::
-
-      1.2.156.3005.2.<type code>.<issuer USCC>.<serial>.<version>.<check>
-
-type code = 21 characters (the defining authority's 18-character USCC followed by a 3-digit sequence 001-999),
-issuer code = the issuing authority's 18-character USCC, serial = ``[0-9A-Z]{1,32}``, version = 3 digits
-``001``-``999``, check character = ISO/IEC 7064 MOD 37,36 over the four middle segments concatenated without dots.
-
-The codes inside them live in :mod:`backend.kernel.org_codes` (USCC, type codes) and holder codes in
-:mod:`backend.kernel.holder_codes`; both are re-exported here, where the rest of the code has always found them.
-Every validator raises only :class:`backend.errors.ValidationFailed` (HTTP 422), naming the field and never echoing
-the value.
-"""
+"""Certificate identifiers (证照标识, GB/T 36904, DESIGN §4): build, parse and check them; the import point of the
+USCC, type-code and holder-code validators too."""
 
 from __future__ import annotations
 

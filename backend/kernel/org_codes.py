@@ -1,14 +1,4 @@
-"""Organisation codes: 统一社会信用代码 (USCC, GB 32100) and 证照类型代码 (certificate type codes, DESIGN §4).
-
-* USCC: 18 characters, validated with ``stdnum.cn.uscc``'s rules.
-* Type code: the defining authority's 18-character USCC followed by a 3-digit sequence 001-999.
-
-Every validator raises only :class:`backend.errors.ValidationFailed` (HTTP 422) for any string input, with
-``details == {"fields": [{"field": <field>, "reason": <reason>}]}``, a stable snake_case ``reason`` and a zh-CN
-message naming the field. Error messages never echo the submitted value (it may be personal data); they state only
-what is expected. The small helpers here are shared by :mod:`backend.kernel.identifiers` and
-:mod:`backend.kernel.holder_codes`.
-"""
+"""Organisation codes: 统一社会信用代码 (USCC, GB 32100) and 证照类型代码 (certificate type codes, DESIGN §4)."""
 
 from __future__ import annotations
 

@@ -1,22 +1,14 @@
-"""Rotation of personal-data keys: re-encrypt blobs sealed under an older ECERT_DATA_KEYS version.
-
-Reads stay possible under every configured version, so rotation is lazy: add a new version, then run
-`flask --app wsgi keys reencrypt-data` (idempotent, batched) until it reports nothing left, then drop
-the old version from the configuration.
-"""
+"""Rotation of personal-data keys: re-encrypt blobs sealed under an older ECERT_DATA_KEYS version."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.audit.chain import record_event
 from backend.crypto.encryption import FieldCipher
-from backend.kernel.actors import Actor
 from backend.models import Certificate, Holder, Objection
 
 # Model, context prefix, encrypted columns (the context of a blob is "<prefix>:<public_id>:<column>").
@@ -34,9 +26,9 @@ class ReencryptReport:
     blobs: int = 0
 
 
-def reencrypt_stale(session: Session, cipher: FieldCipher, *, actor: Actor, now: datetime,
-                    batch_size: int = 500) -> ReencryptReport:
-    """Re-seal every blob not under the current data key version, row by row in batches."""
+def reencrypt_stale(session: Session, cipher: FieldCipher, *, batch_size: int = 500) -> ReencryptReport:
+    """Re-seal every blob not under the current data key version, row by row in batches (the caller audits it, like
+    every key operation)."""
     report = ReencryptReport()
     for model, prefix, columns in ENCRYPTED:
         last_id = 0
@@ -56,7 +48,4 @@ def reencrypt_stale(session: Session, cipher: FieldCipher, *, actor: Actor, now:
                 report.rows += changed
             last_id = rows[-1].id
             session.flush()
-    if report.blobs:
-        record_event(session, actor=actor, action="keys.data_reencrypted", now=now, object_type="data_key",
-                     object_id=str(cipher.current_version), details={"rows": report.rows, "blobs": report.blobs})
     return report

@@ -1,13 +1,4 @@
-"""Key store: one active signing key per department and per platform purpose.
-
-`KeyStore` is the interface the rest of the code signs and verifies through; `LocalKeyStore`
-keeps private keys in the database, encrypted with the master key. A KMS/HSM implementation
-would hold the private keys remotely and implement the same methods.
-
-Retired keys never sign, with one exception: a wallet key stays the holder key of every certificate
-whose `cnf` it is, so it still signs key-binding JWTs for those (`wallet_key_for`, `allow_retired`).
-Retiring a wallet key only stops binding it into new certificates.
-"""
+"""Key store: one active signing key per department and per platform purpose."""
 
 from __future__ import annotations
 
@@ -173,21 +164,8 @@ class LocalKeyStore:
         private = generate_private_key(alg)
         jwk = public_jwk(private.public_key())
         kid = thumbprint(jwk)
-        jwk.update({"kid": kid, "use": "sig", "alg": alg})
-        key = SigningKey(
-            kid=kid,
-            purpose=purpose,
-            department=department,
-            alg=alg,
-            origin="local",
-            status="active",
-            public_jwk=jwk,
-            private_key_enc=wrap_secret(self._master_key, private_key_to_der(private), kid),
-            created_at=now,
-        )
-        self.session.add(key)
-        self.session.flush()
-        return key
+        return self._add_key(kid, jwk, purpose, department, alg, now, origin="local",
+                             private_key_enc=wrap_secret(self._master_key, private_key_to_der(private), kid))
 
     def rotate(self, purpose: str, department: Department | None, alg: str, now: datetime) -> SigningKey:
         """Retire the active key (it stays published for verification) and create a new one."""
@@ -205,18 +183,15 @@ class LocalKeyStore:
         kid = thumbprint(clean)
         if self.session.scalar(select(SigningKey).where(SigningKey.kid == kid)) is not None:
             raise Conflict("该公钥已登记", code="key_already_registered")
-        clean.update({"kid": kid, "use": "sig", "alg": alg})
-        key = SigningKey(
-            kid=kid,
-            purpose=PURPOSE_CERTIFICATE,
-            department=department,
-            alg=alg,
-            origin="external",
-            status="active",
-            public_jwk=clean,
-            private_key_enc=None,
-            created_at=now,
-        )
+        return self._add_key(kid, clean, PURPOSE_CERTIFICATE, department, alg, now, origin="external",
+                             private_key_enc=None)
+
+    def _add_key(self, kid: str, jwk: dict[str, Any], purpose: str, department: Department | None, alg: str,
+                 now: datetime, *, origin: str, private_key_enc: bytes | None) -> SigningKey:
+        """A new active key row named by `kid` (`private_key_enc` None for a department's external key)."""
+        jwk.update({"kid": kid, "use": "sig", "alg": alg})
+        key = SigningKey(kid=kid, purpose=purpose, department=department, alg=alg, origin=origin, status="active",
+                         public_jwk=jwk, private_key_enc=private_key_enc, created_at=now)
         self.session.add(key)
         self.session.flush()
         return key

@@ -1,12 +1,4 @@
-"""Compact JWSs the platform signed for itself (access tokens), verified once per app and remembered.
-
-A client or citizen sends the same access token with every request for its lifetime, and checking the signature
-(ECDSA) and parsing the token was a sizeable share of a short request. What is checked here depends only on the
-token's exact text and on what its kid stands for, which never changes (`VerificationKey`): header, algorithm,
-purpose of the key and signature. So a token that passed once passes again, and `VerifiedTokens` remembers it.
-Everything that can change is still checked on every request by the callers: audience, issuer, times, and whether
-the client or session is still active.
-"""
+"""Compact JWSs the platform signed for itself (access tokens), verified once per app and remembered."""
 
 from __future__ import annotations
 

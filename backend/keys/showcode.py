@@ -1,22 +1,5 @@
 """Show-code tokens (亮证码): compact, platform-signed, short-lived, small enough for a version ≤ 10 QR code.
-
-A JWT would not fit, so the token is a fixed binary layout of 99 bytes, written as 132 base64url characters
-(99 is a multiple of 3: no padding, no spare bits, exactly one text per token)::
-
-    offset  size  field
-    0       1     format version (1)
-    1       16    certificate public id (its 32 hex characters as bytes)
-    17      1     disclosure profile: 0 basic, 1 full
-    18      8     nonce (random)
-    26      4     issued at, Unix seconds (uint32, big-endian)
-    30      2     lifetime in seconds (uint16)
-    32      3     short key id: the first 3 bytes of the platform key's kid (base64url thumbprint)
-    35      64    signature over DOMAIN + bytes 0..34: ES256 as raw r||s, or Ed25519
-
-The short key id keeps tokens signed by a retired platform key verifiable until they expire; several keys
-sharing a prefix are all tried. The domain tag keeps a show-code signature from ever meaning anything else
-signed with the platform key (access tokens, audit checkpoints).
-"""
+Their 99-byte layout is in backend/keys/README.md."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Token Status Lists (IETF draft-ietf-oauth-status-list): random slot allocation and signed list tokens.
-
-A list's bits are derived from the certificates that hold its slots, so they can never drift from the
-certificates' states; `revision` is bumped by every change and tells when the signed token is stale.
-"""
+"""Token Status Lists (IETF draft-ietf-oauth-status-list): random slot allocation and signed list tokens."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
 """Authorisation aggregate (授权用证): access requests, grants, the certificates and fields they cover, redemptions.
-
-A department asks (`AccessRequest`) or a holder offers; either way the holder's consent becomes a `Grant` naming
-one department client, the certificates and, per certificate, the fields it may see (`GrantCertificate`). A grant is
-used once: the one `Redemption` row per grant (unique) backs the conditional update that marks it used.
-"""
+The rules they keep are described in backend/sharing/README.md."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
 """The objection deadline job (`flask --app wsgi jobs objections`): overdue objections are escalated to the city
-administrators (牵头单位) and the handling department, once per objection and level.
-
-Levels: `acknowledge` (not accepted within its time limit) and `resolve` (not closed within its time limit). Safe
-when run twice or on two nodes at once: each node locks its candidates FOR UPDATE SKIP LOCKED (PostgreSQL), and an
-escalation is an INSERT … ON CONFLICT DO NOTHING against the (objection, level) unique constraint, so only the
-insert that wins sends the notifications; a repeated run finds nothing new.
-"""
+administrators (牵头单位) and the handling department, once per objection and level."""
 
 from __future__ import annotations
 

@@ -1,33 +1,20 @@
 """Evidence images for objections: checked by content, decoded with a pixel limit, re-encoded without any metadata
-(EXIF, GPS, XMP, ICC, text chunks), sealed with the data key and kept through a storage interface.
-
-Only JPEG and PNG are taken, whatever a file is called: Pillow identifies the bytes. A file's byte size is checked
-before decoding and its pixel count from the header before the pixels are read, so neither a huge upload nor a
-small file that decompresses into gigabytes (a decompression bomb) costs more than its header.
-"""
+(EXIF, GPS, XMP, ICC, text chunks), sealed with the data key and kept through a storage interface."""
 
 from __future__ import annotations
 
-import base64
 import io
-import os
-import re
-import secrets
-import tempfile
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Protocol
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.audit.chain import record_event
-from backend.core.private_files import private_directory
-from backend.crypto.encryption import FieldCipher
-from backend.errors import NotFound, PayloadTooLarge, ValidationFailed
+from backend.core.storage import EvidenceNotFound, EvidenceStorage, SealedEvidenceStorage
+from backend.errors import PayloadTooLarge, ValidationFailed
 from backend.kernel.actors import Actor
 from backend.models.objections import Objection, ObjectionEvidence
 
@@ -123,89 +110,6 @@ def check_count(count: int, max_files: int = MAX_FILES) -> None:
         raise ValidationFailed(f"证明材料最多 {max_files} 个", code="evidence_too_many",
                                details={"fields": [{"field": "evidence", "reason": "too_many"}],
                                         "max_files": max_files})
-
-
-# -- storage ----------------------------------------------------------------------------------------------
-
-class EvidenceNotFound(NotFound):
-    code = "evidence_not_found"
-    message = "证明材料不存在"
-
-
-class EvidenceStorage(Protocol):
-    """Where sealed evidence lives: a local directory by default; an object store can replace it."""
-
-    def put(self, key: str, data: bytes) -> None: ...
-
-    def get(self, key: str) -> bytes: ...
-
-    def delete(self, key: str) -> None: ...
-
-
-_KEY = re.compile(r"[0-9a-f]{32}/[0-9a-f]{32}")
-
-
-def new_storage_key(objection_public_id: str) -> str:
-    return f"{objection_public_id}/{secrets.token_hex(16)}"
-
-
-class LocalEvidenceStorage:
-    """Files under one directory (by default instance/evidence), written atomically, readable by the owner only."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-
-    def _path(self, key: str) -> Path:
-        if not _KEY.fullmatch(key):  # keys are made here; anything else could walk out of the directory
-            raise ValueError("invalid evidence storage key")
-        return self.root / key
-
-    def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        private_directory(path.parent)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError as exc:
-            raise EvidenceNotFound() from exc
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
-
-class SealedEvidenceStorage:
-    """Encrypts evidence under the current data key before it reaches the inner storage (personal data at rest);
-    the storage key is the associated data, so a sealed file cannot be moved to another objection."""
-
-    def __init__(self, inner: EvidenceStorage, cipher: FieldCipher) -> None:
-        self.inner = inner
-        self.cipher = cipher
-
-    def put(self, key: str, data: bytes) -> None:
-        self.inner.put(key, self.cipher.encrypt(base64.b64encode(data).decode("ascii"), f"evidence:{key}"))
-
-    def get(self, key: str) -> bytes:
-        return base64.b64decode(self.cipher.decrypt(self.inner.get(key), f"evidence:{key}"))
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def reseal(self, key: str) -> bool:
-        """Re-encrypt one stored file under the current data key if it is sealed under an older one (rotation)."""
-        blob = self.inner.get(key)
-        if not self.cipher.is_stale(blob):
-            return False
-        self.inner.put(key, self.cipher.reencrypt(blob, f"evidence:{key}"))
-        return True
 
 
 # -- reading --------------------------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from backend.audit.chain import record_event
+from backend.core.storage import EvidenceStorage, new_storage_key
 from backend.crypto.encryption import FieldCipher
 from backend.errors import Conflict, NotFound
 from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_clock
 from backend.kernel.identifiers import parse_identifier
 from backend.kernel.ids import new_public_id
+from backend.kernel.working_days import WorkingCalendar
 from backend.models import ApiClient, AuditEvent, Certificate, Department, Holder, Notification, UsageRecord
 from backend.models.objections import OPEN_STATES, SUBMITTED, Objection, ObjectionEvidence
 from backend.objections.answers import filer_notification, timeline_event
@@ -31,8 +33,7 @@ from backend.objections.checks import (
     check_disputed,
     deadline_policy,
 )
-from backend.objections.evidence import MAX_FILES, EvidenceStorage, check_count, clean_image, new_storage_key
-from backend.objections.working_days import WorkingCalendar
+from backend.objections.evidence import MAX_FILES, check_count, clean_image
 from backend.wallet import showcodes
 
 # How long after a department client verified a presentation, checked a show code or redeemed a grant it may

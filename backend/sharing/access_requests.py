@@ -1,17 +1,5 @@
-"""A department asks (用证请求): it names the certificate types and fields it needs, the purpose (用证事由) and the
-matter (事项编码); the holder opens the request in the mini-app and approves it with certificates they hold or
-represent — which becomes a grant (backend/sharing/grants.py) — or declines it.
-
-Who sees a request: the requesting client only, on the department side (any other client gets 404, even of the same
-department). On the citizen side, a pending request is open to any logged-in holder who has its id (it is shown as a
-QR at the counter), except an assisted request (counter service, 第十一条), which names its holder up front by the
-blind index of their code and is visible to that holder (or a representative of that company) only. Once decided,
-only the holder who decided sees it; everyone else gets 404, never 403 (no existence oracle).
-
-A decision is one conditional update (pending and unexpired → approved/declined), so two concurrent answers cannot
-both win. A decided request with a callback URL is put in the callback outbox (`callback_next_at`) in the same
-transaction; backend/sharing/request_callbacks.py delivers it after the commit.
-"""
+"""A department asks (用证请求) for certificate types and fields, with a purpose and a matter; the holder approves
+it in the mini-app with certificates they hold or represent (a grant), or declines it."""
 
 from __future__ import annotations
 

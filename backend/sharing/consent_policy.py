@@ -1,11 +1,4 @@
-"""Minimisation and grading rules (信息采集最小化, 分类分级) shared by access requests and offered grants.
-
-What may be asked for or granted is decided by the certificate type's sharing policy in the catalog: only fields in
-`sharing.disclosable_fields` (never a level-4 field: the catalog refuses such a policy), plus the claims every
-certificate carries outside its face (holder name and code, certificate number) when they are asked for by name.
-A grant never outlives the strictest `max_grant_seconds` of the types it covers; types of classification level 3 or
-more, or whose policy says so, need a recent login (step-up) before the holder consents.
-"""
+"""Minimisation and grading rules (信息采集最小化, 分类分级) shared by access requests and offered grants."""
 
 from __future__ import annotations
 

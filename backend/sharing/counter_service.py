@@ -1,15 +1,5 @@
-"""Counter service without a smartphone (第十一条): consent to an assisted access request, given at the window.
-
-A department's staff member starts an assisted request naming the citizen present (access_requests, `assisted`).
-Consent is then either a one-time code texted to the holder's registered phone and typed in by the citizen
-(`send_sms_code`, `consent_by_sms_code`), or attested by the staff member after checking the physical ID card
-(`attest_by_staff`), which records who, why and that the document was checked. Each path writes its own audit
-action so the city can count and review staff-attested consents per department (`count_counter_consents`).
-Either path stands in for the app's step-up (a recent login for sensitive types): the code proves the registered
-phone, the staff member the ID document. A company (法人) has neither a phone nor an ID card of its own: both paths
-refuse it (422 holder_not_a_person) and say that its legal representative or authorised agent approves the request
-in the app. Only the client that created the request may act on it; for anyone else it does not exist.
-"""
+"""Counter service without a smartphone (第十一条): consent to an assisted access request by a texted code or a
+staff member's ID check, and the count of such consents per department (see README.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +8,6 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
@@ -37,25 +26,25 @@ from backend.errors import (
 )
 from backend.issuance.certificates import decrypt
 from backend.kernel.actors import Actor
-from backend.kernel.china_time import china_today
 from backend.kernel.identifiers import HolderCodeType
 from backend.kernel.ids import new_public_id
-from backend.models import ApiClient, AuditEvent, Certificate, CertificateType, Holder, Notification, Representation
-from backend.models.certificates import VALID
-from backend.models.grants import CONSENT_SMS, CONSENT_STAFF, REQUEST_APPROVED, REQUEST_PENDING, AccessRequest, Grant
-from backend.sharing import grants
-from backend.sharing.access_requests import (
-    AccessRequestDecided,
-    AccessRequestExpired,
-    AccessRequestNotFound,
-    record_decision,
+from backend.models import ApiClient, AuditEvent, Certificate, Holder
+from backend.models.grants import CONSENT_SMS, CONSENT_STAFF, REQUEST_PENDING, AccessRequest
+from backend.sharing.counter_consent import (
+    MAX_ATTEMPTS,
+    CounterConsent,
+    RequestLocked,
+    chosen_certificates,
+    client_request,
+    names_a_company,
+    open_assisted,
+    record_consent,
+    registered_holder,
 )
-from backend.wallet.queries import effective_status as certificate_status
 
 CODE_TTL = timedelta(minutes=5)  # an SMS code (短信验证码) is typed in within five minutes
 RESEND_AFTER = timedelta(seconds=60)  # a new code no sooner than a minute after the last one
 MAX_SENDS = 5  # codes texted per request: then staff attest, or the department starts a new request
-MAX_ATTEMPTS = 5  # wrong codes per request: then the request is locked
 # Requests that texted one holder within an hour, from all departments: new requests must not become an SMS bomb.
 MAX_REQUESTS_TEXTING_HOLDER = 10
 HOLDER_WINDOW = timedelta(hours=1)
@@ -79,16 +68,6 @@ ID_DOCUMENT_TYPES = {
     "taiwan_travel_permit": "台湾居民来往大陆通行证",
     "foreign_permanent_resident_id_card": "外国人永久居留身份证",
 }
-
-
-class RequestNotAssisted(Conflict):
-    code = "request_not_assisted"
-    message = "该用证请求不是窗口代办请求，请由持证人在小程序中确认"
-
-
-class RequestLocked(Conflict):
-    code = "request_locked"
-    message = "验证码错误次数过多，该用证请求已锁定，请重新发起请求或由工作人员核验身份证件后确认"
 
 
 class HolderNotRegistered(Conflict):
@@ -129,16 +108,6 @@ class SmsCodeInvalid(ValidationFailed):
     message = "验证码错误"
 
 
-class NoMatchingCertificates(Conflict):
-    code = "no_matching_certificates"
-    message = "持证人没有该请求所需类型的有效电子证照"
-
-
-class CertificatesNotEligible(ValidationFailed):
-    code = "certificates_not_eligible"
-    message = "所选证照不属于该持证人、不是有效证照或不是请求所需的类型"
-
-
 class HolderNotAPerson(ValidationFailed):
     """The request names a company (法人): neither counter path can stand for its consent. Its legal representative
     or authorised agent consents in the app, where the request is visible to them only (access_requests)."""
@@ -172,59 +141,10 @@ class StaffAttestation:
 
 
 @dataclass(frozen=True)
-class CounterConsent:
-    request: AccessRequest
-    grant: Grant
-    certificates: list[Certificate]
-
-
-@dataclass(frozen=True)
 class CounterConsentCount:
     department_code: str
     sms_code: int
     staff_attested: int
-
-
-def _client_request(session: Session, client: ApiClient, public_id: str, *, actor: Actor,
-                    action: str) -> AccessRequest:
-    """The client's own request; anyone else's is 404 as if absent, and the attempt is audited (after the rollback)
-    under `action`. Not locked: what is decided on it (a code sent, a check counted, the answer) is decided by
-    conditional UPDATEs, which hold on SQLite too (where FOR UPDATE does nothing)."""
-    request = session.scalar(select(AccessRequest).where(AccessRequest.public_id == public_id,
-                                                         AccessRequest.api_client_id == client.id))
-    if request is None:
-        error = AccessRequestNotFound()
-        error.audit = AuditNote(actor=actor, action=action, object_type="access_request", object_id=public_id[:64],
-                                details={"outcome": "not_found"})
-        raise error
-    return request
-
-
-def _open_assisted(request: AccessRequest, now: datetime) -> None:
-    """Pending, unexpired (else 409 access_request_decided / 410 access_request_expired), assisted, not locked."""
-    if request.status != REQUEST_PENDING:
-        raise AccessRequestDecided(details={"status": request.status})
-    if now >= request.expires_at:
-        raise AccessRequestExpired(details={"expires_at": request.expires_at.isoformat()})
-    if not request.assisted or not request.assisted_holder_index:
-        raise RequestNotAssisted()
-    if request.otp_attempts >= MAX_ATTEMPTS:
-        raise RequestLocked(details={"attempts": request.otp_attempts})
-
-
-def _registered_holder(session: Session, request: AccessRequest) -> Holder | None:
-    holder: Holder | None = session.scalar(select(Holder).where(Holder.id_index == request.assisted_holder_index))
-    return holder
-
-
-def _names_a_company(session: Session, request: AccessRequest) -> bool:
-    """Whether the request's holder is a company: its certificates say so (holder code type 001), or, before it
-    holds any, a representative's real-name login named it. (The request keeps only the holder's blind index.)"""
-    index = request.assisted_holder_index
-    code_type = session.scalar(select(Certificate.holder_code_type).where(Certificate.holder_index == index).limit(1))
-    if code_type is not None:
-        return bool(code_type == HolderCodeType.USCC.value)
-    return session.scalar(select(Representation.id).where(Representation.company_index == index).limit(1)) is not None
 
 
 def code_digest(cipher: FieldCipher, request: AccessRequest, code: str) -> str:
@@ -263,11 +183,11 @@ def send_sms_code(session: Session, sms: SmsGateway | None, cipher: FieldCipher,
     The holder must have logged in once with a provider that registered their mobile number; otherwise 409 tells
     staff to attest instead. At most one code a minute (429 with Retry-After) and MAX_SENDS per request.
     """
-    request = _client_request(session, client, request_id, actor=actor, action=ACTION_SMS_REFUSED)
-    _open_assisted(request, now)
-    holder = _registered_holder(session, request)
+    request = client_request(session, client, request_id, actor=actor, action=ACTION_SMS_REFUSED)
+    open_assisted(request, now)
+    holder = registered_holder(session, request)
     if holder is None:  # only people log in: a company never has a holder record, nor a phone of its own
-        raise HolderNotAPerson() if _names_a_company(session, request) else HolderNotRegistered()
+        raise HolderNotAPerson() if names_a_company(session, request) else HolderNotRegistered()
     if holder.phone_enc is None:
         raise PhoneNotRegistered()
     if request.otp_expires_at is not None:
@@ -330,7 +250,7 @@ def _reserve_code_check(session: Session, request: AccessRequest, now: datetime)
 
 def _refuse_unchecked(request: AccessRequest, now: datetime) -> None:
     """Why a code cannot be checked (locked, decided, expired, none sent), as the request was read."""
-    _open_assisted(request, now)
+    open_assisted(request, now)
     if request.otp_hash is None or request.otp_expires_at is None:
         raise SmsCodeNotSent()
     if request.otp_expires_at <= now:
@@ -347,7 +267,7 @@ def consent_by_sms_code(session: Session, cipher: FieldCipher, *, client: ApiCli
     and concurrent guesses cannot all pass a count read before any of them was counted. The check that uses up the
     last attempt and fails locks the request.
     """
-    request = _client_request(session, client, request_id, actor=actor, action=ACTION_CONSENT_REFUSED)
+    request = client_request(session, client, request_id, actor=actor, action=ACTION_CONSENT_REFUSED)
     _refuse_unchecked(request, now)
     reserved = _reserve_code_check(session, request, now)
     if reserved is None:  # it changed since it was read: say how
@@ -363,13 +283,13 @@ def consent_by_sms_code(session: Session, cipher: FieldCipher, *, client: ApiCli
         error.audit = AuditNote(actor=actor, action=ACTION_SMS_REFUSED, object_type="access_request",
                                 object_id=request.public_id, details={"attempts": attempts, "locked": not left})
         raise error
-    holder = _registered_holder(session, request)
+    holder = registered_holder(session, request)
     if holder is None:  # the code was texted to a registered holder; only an erased holder gets here
         raise HolderNotRegistered()
     request.otp_hash = None  # single use
     request.otp_expires_at = None
-    return _consent(session, cipher, request, holder, identifiers, method=CONSENT_SMS,
-                    action=ACTION_CONSENTED_BY_SMS, details={}, actor=actor, now=now)
+    return record_consent(session, cipher, request, holder, identifiers, method=CONSENT_SMS,
+                          action=ACTION_CONSENTED_BY_SMS, details={}, actor=actor, now=now)
 
 
 def attest_by_staff(session: Session, cipher: FieldCipher, *, client: ApiClient, request_id: str,
@@ -385,18 +305,19 @@ def attest_by_staff(session: Session, cipher: FieldCipher, *, client: ApiClient,
                                          "工作人员须核验持证人的身份证件原件后方可确认")
     if attestation.id_document_type not in ID_DOCUMENT_TYPES:
         raise ValidationFailed.for_field("id_document_type", "unknown", "字段 id_document_type 不是可核验的证件类型")
-    request = _client_request(session, client, request_id, actor=actor, action=ACTION_CONSENT_REFUSED)
-    _open_assisted(request, now)
-    certificates = _chosen_certificates(session, request, identifiers, now=now)
-    holder = _registered_holder(session, request) or _holder_from_certificate(session, cipher, certificates[0],
+    request = client_request(session, client, request_id, actor=actor, action=ACTION_CONSENT_REFUSED)
+    open_assisted(request, now)
+    certificates = chosen_certificates(session, request, identifiers, now=now)
+    holder = registered_holder(session, request) or _holder_from_certificate(session, cipher, certificates[0],
                                                                               now=now)
     request.attested_by = attestation.staff_id
     request.attestation_reason = attestation.reason
     request.id_document_checked = True
     details = {"staff_id": attestation.staff_id, "staff_name": attestation.staff_name, "reason": attestation.reason,
                "id_document_checked": True, "id_document_type": attestation.id_document_type}
-    return _consent(session, cipher, request, holder, identifiers, method=CONSENT_STAFF,
-                    action=ACTION_ATTESTED_BY_STAFF, details=details, actor=actor, now=now, certificates=certificates)
+    return record_consent(session, cipher, request, holder, identifiers, method=CONSENT_STAFF,
+                          action=ACTION_ATTESTED_BY_STAFF, details=details, actor=actor, now=now,
+                          certificates=certificates)
 
 
 def _holder_from_certificate(session: Session, cipher: FieldCipher, certificate: Certificate, *,
@@ -414,77 +335,6 @@ def _holder_from_certificate(session: Session, cipher: FieldCipher, certificate:
     session.add(holder)
     session.flush()
     return holder
-
-
-def _chosen_certificates(session: Session, request: AccessRequest, identifiers: Sequence[str] | None, *,
-                         now: datetime) -> list[Certificate]:
-    """The named holder's certificates valid today, one of each wanted type: the newest of each type, or those the
-    staff member chose by 证照标识 (each must be such a certificate; 422 names those that are not)."""
-    wanted = [str(item["type_code"]) for item in request.wanted]
-    today = china_today(now)
-    eligible = [c for c in session.scalars(
-        select(Certificate).join(CertificateType, Certificate.certificate_type_id == CertificateType.id)
-        .where(Certificate.holder_index == request.assisted_holder_index, Certificate.status == VALID,
-               CertificateType.type_code.in_(wanted))
-        .order_by(Certificate.created_at.desc(), Certificate.id.desc()))
-        if certificate_status(c, today) == VALID and c.valid_from <= today]
-    if identifiers:
-        by_identifier = {c.identifier: c for c in eligible}
-        chosen, problems, types = [], [], set()
-        for position, identifier in enumerate(dict.fromkeys(identifiers)):
-            certificate = by_identifier.get(identifier)
-            if certificate is None:
-                problems.append({"field": f"identifiers[{position}]", "reason": "not_eligible"})
-            elif certificate.certificate_type_id in types:
-                problems.append({"field": f"identifiers[{position}]", "reason": "duplicate_type"})
-            else:
-                types.add(certificate.certificate_type_id)
-                chosen.append(certificate)
-        if problems:
-            raise CertificatesNotEligible(details={"fields": problems})
-        return chosen
-    newest: dict[int, Certificate] = {}
-    for certificate in eligible:
-        newest.setdefault(certificate.certificate_type_id, certificate)
-    if not newest:
-        raise NoMatchingCertificates(details={"wanted": wanted})
-    return list(newest.values())
-
-
-def _consent(session: Session, cipher: FieldCipher, request: AccessRequest, holder: Holder,
-             identifiers: Sequence[str] | None, *, method: str, action: str, details: dict[str, Any], actor: Actor,
-             now: datetime, certificates: list[Certificate] | None = None) -> CounterConsent:
-    if certificates is None:
-        certificates = _chosen_certificates(session, request, identifiers, now=now)
-    session.flush()
-    # One conditional update decides the request (a concurrent consent or the holder's own answer loses with 409)
-    # and queues the department's callback, as an approval in the app does.
-    record_decision(session, request, status=REQUEST_APPROVED, holder=holder, consent_method=method, now=now)
-    grant = grants.grant_from_request(session, request=request, holder=holder, certificates=certificates,
-                                      consent_method=method, actor=actor, now=now)
-    record_event(session, actor=actor, action=action, now=now, object_type="access_request",
-                 object_id=request.public_id,
-                 details={"grant": grant.public_id, "holder": holder.public_id, "consent_method": method,
-                          "certificates": [c.identifier for c in certificates], **details})
-    session.add(_holder_notification(request, certificates, grant, method=method, now=now))
-    session.flush()
-    return CounterConsent(request=request, grant=grant, certificates=certificates)
-
-
-def _holder_notification(request: AccessRequest, certificates: list[Certificate], grant: Grant, *, method: str,
-                         now: datetime) -> Notification:
-    """The holder's inbox learns of every consent given at a counter, so a consent they did not give is noticed."""
-    department = request.department.name
-    how = "短信验证码" if method == CONSENT_SMS else "窗口工作人员核验身份证件"
-    names = "、".join(dict.fromkeys(c.certificate_type.name for c in certificates))
-    return Notification(
-        public_id=new_public_id(), holder_index=request.assisted_holder_index, kind="counter_consent",
-        title=f"您已在{department}窗口授权使用电子证照",
-        body=(f"{department}已通过{how}获得您的授权，使用您的{names}，用途：{request.purpose}。"
-              "如非本人办理，请立即在小程序中撤销该授权并联系该部门。"),
-        data={"grant_id": grant.public_id, "access_request_id": request.public_id, "consent_method": method,
-              "department": request.department.code},
-        created_at=now)
 
 
 def count_counter_consents(session: Session, *, since: datetime | None = None,

@@ -1,11 +1,4 @@
-"""Grants (授权用证): a holder's one-time, field-minimised authorisation for one department client.
-
-Two ways in: the holder offers (`offer_grant`: a one-time code (授权码) for a named client, shown as a QR), or the
-holder (or the counter, 第十一条) answers a department's access request (`grant_from_request`). Either way the
-fields are checked against each type's sharing policy, the lifetime is capped, and only certificates that are valid
-now can be granted. The holder sees their grants (`list_holder_grants`) and may revoke an unused one at any time
-(`revoke_grant`). "expired" is never stored: it is derived from `expires_at` when read.
-"""
+"""Grants (授权用证): a holder's one-time, field-minimised authorisation for one department client."""
 
 from __future__ import annotations
 

@@ -1,16 +1,4 @@
-"""Redemption (用证): a department client uses a grant once and receives the consented presentations.
-
-Exactly one redemption of a grant succeeds, however many arrive at once on however many workers: the grant moves
-from active to used by one conditional UPDATE (… WHERE status = 'active' AND not expired), and the database's answer
-— one changed row or none — decides; the unique Redemption row per grant is the second guard. Every refusal of a
-real grant (wrong client, used, revoked, expired) is audited even though its request rolls back.
-
-Each presentation is the certificate's issuer-signed SD-JWT with only the consented disclosures and a KB-JWT signed
-by the platform-held wallet key named in the certificate's `cnf` (also after that key was rotated out), with aud =
-the redeeming client's client_id and nonce = the grant's public id (RFC 9901 §4.3). A certificate whose `cnf` names
-no key the platform holds cannot be presented: 409 holder_key_not_held, and the grant stays unused. Each use
-lands in the holder's usage history, inbox and the audit chain in the same transaction.
-"""
+"""Redemption (用证): a department client uses a grant once and receives the consented presentations."""
 
 from __future__ import annotations
 

@@ -1,16 +1,4 @@
-"""The callback outbox of access requests: after a decision, the department's callback URL receives a signed POST.
-
-A decided request with a callback URL gets `callback_next_at` in the deciding transaction. Delivery happens only
-after that commit — right after the response in the request that decided (`deliver_one`) and by the job
-`flask --app wsgi jobs callbacks` (`claim_due`) — and works in three steps, each its own transaction:
-1. claim: a conditional update moves `callback_next_at` forward by a lease and counts the attempt, so two nodes
-   never post the same attempt at once (whoever loses the update skips it);
-2. post the signed body over HTTP (backend/adapters/callbacks.py: short timeout, no redirects) — outside any
-   transaction;
-3. record the outcome: delivered (never posted again), or the next attempt after an exponential backoff, or given up
-   after `max_attempts` (audited).
-The payload of every attempt is the same, so a receiver that saw it already just answers 2xx again (idempotent).
-"""
+"""The callback outbox of access requests: after a decision, the department's callback URL receives a signed POST."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Certificate card image (证照卡面): the face drawn with Pillow, watermarked with purpose and moment (加注).
-
-Chinese needs a real CJK font (`ECERT_CJK_FONT`, e.g. Debian's fonts-noto-cjk). A font that lacks Chinese glyphs
-would draw identical boxes (tofu) for every character, so such a font is refused like a missing one: the card is
-answered 503 `font_unavailable`, never drawn with boxes.
-"""
+"""Certificate card image (证照卡面): the face drawn with Pillow, watermarked with purpose and moment (加注)."""
 
 from __future__ import annotations
 

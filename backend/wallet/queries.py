@@ -1,10 +1,4 @@
-"""What a holder may see: their own certificates and those of the companies they represent.
-
-Everything here is scoped by the holder's blind indexes (`holder_indexes`), so certificates issued before
-the holder first logged in are found too, and anyone else's certificate is simply not there (404). A company's
-certificates count only while a real-name login asserted the representation recently (`now`, `max_age`).
-Lists are keyset-paginated (backend/core/paging.py): an opaque cursor, no offsets, no sequential ids.
-"""
+"""What a holder may see: their own certificates and those of the companies they represent."""
 
 from __future__ import annotations
 

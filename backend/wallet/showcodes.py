@@ -1,14 +1,4 @@
-"""Show codes (亮证): mint a short-lived code for a holder's certificate, and check one when it is scanned.
-
-A check answers one state — valid, or why not — and only for a valid certificate the profile's fields, each
-masked as the type's catalog entry says. An expired or untrustworthy code shows nothing of the certificate:
-a screenshot stops working within a minute (第十三条).
-
-A check of a genuine code is written to the holder's usage history (unexpired codes) and the audit chain once per
-verifier and outcome: refreshing the page or a scanner's retry adds nothing (a chat app's link preview and the
-person's own scan are one public check), and a HEAD request records nothing. Codes that are not ours (malformed,
-unknown key, bad signature) cost no write at all — anyone can make them — and are only counted in the log.
-"""
+"""Show codes (亮证): mint a short-lived code for a holder's certificate, and check one when it is scanned."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Pages and public endpoints: health, JWKS, OpenAPI, status lists, scan-to-verify, the staff console."""
+"""Pages: the scan-to-verify page (亮证核验) and the staff console (工作台)."""

@@ -1,9 +1,4 @@
-"""Staff console (工作台) under /console: server-rendered pages for departments that handle objections in a browser.
-
-Login with a password, the department's objection queue, one objection with its evidence and timeline, and the
-accept / reject / resolve (correct and reissue) actions. City administrators read every queue and act on none.
-Every form carries the session's CSRF token; pages work without JavaScript.
-"""
+"""Staff console (工作台) under /console: server-rendered pages for departments that handle objections in a browser."""
 
 from __future__ import annotations
 

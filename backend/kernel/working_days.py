@@ -1,9 +1,5 @@
 """Working days (工作日) in China for objection deadlines: weekends skipped, public holidays from a calendar file
-added, and the weekend days worked instead (调休上班) counted as working days.
-
-A deadline of N working days ends at midnight (China time) after the N-th working day following the day the
-clock starts: the starting day itself never counts, as with legal time limits (期间开始的日，不计算在期间内).
-"""
+added, and the weekend days worked instead (调休上班) counted as working days."""
 
 from __future__ import annotations
 
@@ -15,10 +11,8 @@ from typing import Any
 
 import yaml
 
-from backend.config import PROJECT_ROOT
 from backend.kernel.china_time import CHINA, china_today
 
-DEFAULT_CALENDAR_FILE = PROJECT_ROOT / "catalog" / "xinyang" / "holidays.yaml"
 MAX_WORKING_DAYS = 366  # a deadline beyond a year is a configuration error, not a loop to run
 
 

@@ -1,12 +1,4 @@
-"""The import spool (导入暂存): uploaded batch files kept sealed until their import finishes.
-
-A batch file holds personal data, so it is encrypted before it touches the disk, as a stream: a fresh file key per
-file, wrapped with the current data key (FieldCipher, bound to the spool key), then AES-GCM over frames of at most
-`FRAME_BYTES`. A frame's nonce is its sequence number plus a last-frame flag and every frame is bound to the spool
-key, so frames cannot be reordered, dropped, cut off at the end or moved to another file unnoticed. Neither writing
-nor reading holds more than a frame in memory. The storage interface lets an object store replace the local
-directory; every node that runs imports must see the same storage.
-"""
+"""The import spool (导入暂存): uploaded batch files kept sealed until their import finishes."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Public Token Status Lists (IETF draft-ietf-oauth-status-list): GET /status-lists/{issuer}/{list}.
-
-Anyone may fetch a list; its bits say only valid / invalid / suspended / superseded per random slot.
-A GET may write: the signed token is cached on the list row and committed once at the request edge.
-"""
+"""Public Token Status Lists (IETF draft-ietf-oauth-status-list): GET /status-lists/{issuer}/{list}."""
 
 from __future__ import annotations
 
