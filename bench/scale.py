@@ -196,6 +196,9 @@ def parse_args() -> argparse.Namespace:
                         help=f"rows per file, at most ECERT_MAX_BATCH_ROWS (default {generate.FILE_ROWS})")
     parser.add_argument("--window", type=int, default=100_000, help="rows of the first and last rates (100000)")
     parser.add_argument("--import-only", action="store_true", help="no hot-path measurements")
+    parser.add_argument("--analyze-between", action="store_true",
+                        help="ANALYZE after each file, as autovacuum would after each import's commit (default: the "
+                             "import never gets fresh statistics, as on a server without autovacuum)")
     parser.add_argument("--no-analyze", action="store_true",
                         help="do not ANALYZE PostgreSQL before measuring the hot paths (default: ANALYZE, as "
                              "autovacuum would after the import; the import itself never gets fresh statistics)")
@@ -236,6 +239,8 @@ def main() -> int:
             for batch in files:
                 imported.append(import_file(env, batch, args.workers))
                 done += batch.rows
+                if args.analyze_between:
+                    analyze(database_url)  # not timed
                 print(f"  {batch.path.name}: {batch.rows} rows in {imported[-1].seconds:.1f} s "
                       f"({imported[-1].rate:.0f}/s); {done} certificates; load {os.getloadavg()[0]:.1f}", flush=True)
                 if done == SMALL and total > SMALL and not args.import_only:
@@ -260,7 +265,8 @@ def main() -> int:
                               "settings": {"certificates": total, "import_workers": args.workers,
                                            "server_workers": args.server_workers, "generator": generator,
                                            "duration_s": args.duration, "connections": args.connections,
-                                           "analyze": not args.no_analyze, "cpus": os.cpu_count()}}
+                                           "analyze": not args.no_analyze, "analyze_between": args.analyze_between,
+                                           "cpus": os.cpu_count()}}
     report["import"] = print_import(imported, total, args, database)
     if "small" in measured and "large" in measured:
         report["hot_paths"] = print_comparison(measured["small"], measured["large"], total)

@@ -33,9 +33,10 @@ from datetime import datetime
 from itertools import islice
 from typing import IO, Any, cast
 
-from sqlalchemy import ColumnElement, FromClause, Select, Table, delete, func, insert, literal, null, select, update
+from sqlalchemy import ColumnElement, Select, Table, delete, func, insert, literal, null, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from backend.audit.chain import record_event
 from backend.catalog.face import FieldProblems
@@ -349,7 +350,7 @@ class _Run:
         for start in range(0, len(gone), CHUNK_ROWS):
             self.session.execute(delete(STAGING).where(STAGING.c.id.in_(gone[start:start + CHUNK_ROWS])))
 
-    def _staged_numbers_found(self, staged: ColumnElement[bool], table: FromClause,
+    def _staged_numbers_found(self, staged: ColumnElement[bool], table: NamedFromClause,
                               of_batches: list[int] | None = None) -> list[Any]:
         """(staged id, row number, staged content hash, found content hash) of the staged rows whose number `table`
         holds too (certificates, or the staged rows `of_batches`), each found by one probe of its number index."""
@@ -523,10 +524,13 @@ def process_batch(session: Session, issuer: Issuer, batch: ImportBatch, source: 
             new = run.chunk(chunk)  # reads only, outside the transactions
             signed = run.signer.collect()  # the last chunk, signed meanwhile
             run.begin_step(reader.bytes_read)
-            run.stage(signed)
             slots = run.signer.slots_for(new) if new else []
+            if new and run.signer.workers:  # they sign it while this process stages the last chunk
+                run.signer.submit(new, slots)
+                new = []
+            run.stage(signed)
             run.steps.commit()
-            if new:
+            if new:  # signed here: after the commit, holding no lock
                 run.signer.submit(new, slots)
             if progress is not None:
                 progress(run.rows, reader.bytes_read)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Row, String, bindparam, func, literal_column, select, text, true
+from sqlalchemy import ColumnElement, FromClause, String, bindparam, func, literal_column, select, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from backend.models import Base
 
@@ -23,7 +24,7 @@ def on_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def probe(session: Session, outer: FromClause, table: FromClause, key: str, outer_key: ColumnElement[Any],
+def probe(session: Session, outer: FromClause, table: NamedFromClause, key: str, outer_key: ColumnElement[Any],
           columns: Sequence[str]) -> tuple[FromClause, Any]:
     """`outer` joined with the rows of `table` whose `key` equals `outer_key`; answers the join and the columns of
     `table` to use in the statement (`columns` of them on PostgreSQL). Conditions on those columns belong in the
@@ -36,7 +37,7 @@ def probe(session: Session, outer: FromClause, table: FromClause, key: str, oute
     return outer.join(found, true()), found.c
 
 
-def stored(session: Session, number_indexes: list[str]) -> list[Row[Any]]:
+def stored(session: Session, number_indexes: list[str]) -> list[Any]:
     """The certificates (every version, any type or department) stored under these number indexes, as
     (number_index, certificate_type_id, issuer_department_id, content_hash, import_batch_id)."""
     if not number_indexes:
