@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, String, bindparam, func, literal_column, select, text, true
+from sqlalchemy import ColumnElement, FromClause, Select, String, bindparam, func, literal_column, select, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import NamedFromClause
@@ -40,15 +40,16 @@ def probe(session: Session, outer: FromClause, table: NamedFromClause, key: str,
 def stored(session: Session, number_indexes: list[str]) -> list[Any]:
     """The certificates (every version, any type or department) stored under these number indexes, as
     (number_index, certificate_type_id, issuer_department_id, content_hash, import_batch_id)."""
-    if not number_indexes:
-        return []
+    return list(session.execute(stored_query(session, number_indexes))) if number_indexes else []
+
+
+def stored_query(session: Session, number_indexes: list[str]) -> Select[Any]:
     if not on_postgres(session):
-        return list(session.execute(select(*(CERTIFICATES.c[name] for name in STORED))
-                                    .where(CERTIFICATES.c.number_index.in_(number_indexes))))
+        return select(*(CERTIFICATES.c[name] for name in STORED)).where(CERTIFICATES.c.number_index.in_(number_indexes))
     wanted = (func.unnest(bindparam("number_indexes", number_indexes, type_=ARRAY(String)))
               .table_valued("number_index").render_derived("wanted"))
     joined, found = probe(session, wanted, CERTIFICATES, "number_index", wanted.c.number_index, STORED)
-    return list(session.execute(select(*(found[name] for name in STORED)).select_from(joined)))
+    return select(*(found[name] for name in STORED)).select_from(joined)
 
 
 def without_jit(session: Session) -> None:

@@ -118,8 +118,8 @@ class Signer:
     submits them (`submit`) and collects them before the next (`collect`): signing holds no lock. Without workers it
     signs in this process at submission, after the commit. With workers it signs in forked processes, one chunk
     behind, while this process stages the last chunk and reads and validates the next: signing is most of the work,
-    and one process uses one core. Forking needs the `fork` start method and a single-threaded process (a lock held by another thread at fork
-    time would stay held in the child); otherwise it signs here.
+    and one process uses one core. Forking needs the `fork` start method and a single-threaded process (a lock held
+    by another thread at fork time would stay held in the child); otherwise it signs here.
     """
 
     def __init__(self, issuer: Issuer, batch_id: int, workers: int) -> None:
