@@ -1,8 +1,6 @@
 """An import's look-ups by key (certificate number, public id), one index probe per key whatever the statistics say.
 
-See backend/imports/README.md ("Look-ups that cannot scan"): on PostgreSQL each key is a LATERAL … OFFSET 0 probe
-of an index whose leading column is the key; on SQLite a plain join or IN list on the same indexes.
-"""
+Why and how: backend/imports/README.md, "look-ups that cannot scan"."""
 
 from __future__ import annotations
 
