@@ -226,22 +226,25 @@ class BatchFile:
 
 
 def file_sizes(total: int, first: int, file_rows: int) -> list[int]:
-    """How many rows each file holds: `first` (if any), then `file_rows` per file, the last one what is left."""
-    sizes = [min(first, total)] if first else []
+    """How many rows each file holds: `first` (if any) and what completes `file_rows` with it, then `file_rows` per
+    file, the last one what is left: files end on multiples of `file_rows` (the windows of bench/scale.py)."""
+    sizes = [min(first, total)] if 0 < first < file_rows else []
+    if sizes and total > first:
+        sizes.append(min(file_rows - first, total - first))
     rest = total - sum(sizes)
-    sizes += [file_rows] * (rest // file_rows) + ([rest % file_rows] if rest % file_rows else [])
-    return sizes
+    return sizes + [file_rows] * (rest // file_rows) + ([rest % file_rows] if rest % file_rows else [])
 
 
-def files(total: int, out: Path, *, holders: int | None = None, first: int = 0,
-          file_rows: int = FILE_ROWS) -> Iterator[BatchFile]:
+def files(total: int, out: Path, *, holders: int | None = None, first: int = 0, file_rows: int = FILE_ROWS,
+          departments: list[str] | None = None) -> Iterator[BatchFile]:
     """Write the files one after the other (each is yielded once written, so an import can start on it). File i
-    belongs to department i mod 7 (of the order of PAIRS) and cycles over that department's types."""
+    belongs to `departments[i]` (default: department i mod 7, in the order of PAIRS) and cycles over that
+    department's types."""
     out.mkdir(parents=True, exist_ok=True)
     pool = Holders(holders if holders is not None else max(1, total // 5))
     numbers = dict.fromkeys(BODIES, 0)
     for i, size in enumerate(file_sizes(total, first, file_rows)):
-        department = DEPARTMENTS[i % len(DEPARTMENTS)]
+        department = departments[i] if departments else DEPARTMENTS[i % len(DEPARTMENTS)]
         types = [type_code for code, type_code in PAIRS if code == department]
         path = out / f"{i + 1:03d}-{department}.jsonl"
         with path.open("w", encoding="utf-8") as handle:

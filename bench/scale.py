@@ -69,6 +69,21 @@ def import_file(env: dict[str, str], batch: generate.BatchFile, workers: int) ->
     return Imported(batch.path.name, batch.department, batch.rows, seconds, "completed")
 
 
+def department_order(sizes: list[int], window: int) -> list[str]:
+    """The department of each file: the files of the first and of the last `window` rows are the same department's
+    (market supervision: 营业执照 and 食品经营许可证), so that the two rates compare the same work at different table
+    sizes; the files between go round the other departments (and that one again)."""
+    first = last = 0
+    while first < len(sizes) and sum(sizes[:first]) < window:
+        first += 1
+    while last < len(sizes) - first and sum(sizes[len(sizes) - last:]) < window:
+        last += 1
+    middle = len(sizes) - first - last
+    others = generate.DEPARTMENTS[1:] + generate.DEPARTMENTS[:1]
+    return ([generate.DEPARTMENTS[0]] * first + [others[i % len(others)] for i in range(middle)]
+            + [generate.DEPARTMENTS[0]] * last)
+
+
 def window_rate(imported: list[Imported], window: int, *, last: bool) -> tuple[float, int]:
     """Certificates/s over the first (or last) `window` rows, counting whole files; and the rows counted."""
     rows, seconds = 0, 0.0
@@ -231,8 +246,9 @@ def main() -> int:
             run.flask_command(env, "db", "upgrade")
             run.flask_command(env, "demo", "load")
             clock = time.perf_counter()
-            files = list(generate.files(total, instance / "files", first=min(SMALL, total),
-                                        file_rows=args.file_rows))
+            sizes = generate.file_sizes(total, min(SMALL, total), args.file_rows)
+            files = list(generate.files(total, instance / "files", first=min(SMALL, total), file_rows=args.file_rows,
+                                        departments=department_order(sizes, args.window)))
             print(f"generated {total} certificates in {len(files)} files in {time.perf_counter() - clock:.0f} s; "
                   f"importing with `flask certificates import --workers {args.workers}`")
             done = 0
