@@ -7,9 +7,10 @@ import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import ColumnElement, Integer, any_, bindparam, func, select, union_all, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from backend.crypto.sdjwt import b64url
 from backend.errors import NotFound
@@ -50,8 +51,16 @@ def used_slots(session: Session, status_list_id: int, candidates: list[int] | No
     queries = []
     for table in (Certificate, ImportStaging):
         query = select(table.status_index).where(table.status_list_id == status_list_id)
-        queries.append(query if candidates is None else query.where(table.status_index.in_(candidates)))
+        queries.append(query if candidates is None else query.where(_among(session, table.status_index, candidates)))
     return set(session.scalars(union_all(*queries)))
+
+
+def _among(session: Session, column: InstrumentedAttribute[int], values: list[int]) -> ColumnElement[bool]:
+    """`column IN (values)`; on PostgreSQL `= ANY(array)`, one parameter instead of one per value: a batch checks 500
+    slots per chunk, and the client took longer to rewrite a statement of 1,000 parameters than the server to run it."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(Integer)))
+    return column.in_(values)
 
 
 class SlotAllocator:

@@ -22,7 +22,8 @@ class Certificate(Base):
     __tablename__ = "certificate"
     __table_args__ = (
         UniqueConstraint("certificate_type_id", "issuer_department_id", "serial", "version"),
-        UniqueConstraint("certificate_type_id", "issuer_department_id", "number_index", "version"),
+        # number_index first: an import looks its numbers up by number_index alone (backend/imports/numbers.py).
+        UniqueConstraint("number_index", "certificate_type_id", "issuer_department_id", "version"),
         UniqueConstraint("status_list_id", "status_index"),
         Index("ix_certificate_holder", "holder_index", "status"),
         Index("ix_certificate_expiry", "status", "valid_until"),
