@@ -12,8 +12,8 @@ from backend.extensions import db
 from backend.imports import numbers
 from backend.imports.batches import STAGING
 from backend.models import Certificate
-from tests.batch_support import import_file, jsonl
 from tests.factories import FOOD_LICENCE, certificate_body
+from tests.imports.batch_support import import_file, jsonl
 
 STORED = (Certificate.number_index, Certificate.certificate_type_id, Certificate.issuer_department_id,
           Certificate.content_hash, Certificate.import_batch_id)
