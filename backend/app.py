@@ -13,10 +13,10 @@ from backend import cli, dept_api, jobs, public_api
 from backend.audit.chain import record_refusal
 from backend.auth.access import check_routes, enforce_access
 from backend.config import PROJECT_ROOT, load_settings
+from backend.core import caches
 from backend.core.edge import EdgeHooks, register_edge, validation_error
 from backend.core.private_files import private_directory
-from backend.core.rate_limits import skip_unlimited_requests
-from backend.extensions import db, limiter
+from backend.extensions import db, init_limiter
 from backend.schemas import ErrorResponse
 from backend.web import console, verify_page
 
@@ -77,8 +77,8 @@ def register_extensions(app: OpenAPI) -> None:
             x_proto=app.config["ECERT_TRUSTED_PROXIES"],
         )
     db.init_app(app)
-    limiter.init_app(app)
-    skip_unlimited_requests(app, limiter)  # GET /healthz: no limit can apply, so no limiter hook runs
+    init_limiter(app)  # its hooks skipped where no limit can apply (GET /healthz)
+    caches.init_app(app)  # what the app remembers between requests: never another app's
 
 
 def register_commands(app: OpenAPI) -> None:

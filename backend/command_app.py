@@ -10,6 +10,7 @@ from flask import Flask
 from backend import cli
 from backend.auth import staff as staff_auth
 from backend.config import PROJECT_ROOT, load_settings
+from backend.core import caches
 from backend.core.edge import StrictJSONProvider, configure_logging
 from backend.core.private_files import private_directory
 from backend.extensions import db
@@ -25,6 +26,7 @@ def create_command_app(group: str, overrides: Mapping[str, Any] | None = None) -
     app.config.from_mapping(settings)
     private_directory(app.instance_path)
     db.init_app(app)
+    caches.init_app(app)  # what the app remembers between uses (keys by kid): never another app's
     app.json = StrictJSONProvider(app)
     configure_logging(app)
     staff_auth.init_app(app)  # `flask staff` reads its password hasher and timeouts from the config it sets

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # val
 
 from factories import BUSINESS_LICENCE, certificate_body, company_code, resident_id
 from run import (  # bench/run.py: the server, the load generators, the report
+    BARE,
     BASELINE,
     ENDPOINTS,
     JSON_HEADERS,
@@ -42,6 +43,7 @@ from run import (  # bench/run.py: the server, the load generators, the report
     Request,
     Result,
     Server,
+    bare_gunicorn,
     bearer_json,
     flask_command,
     free_port,
@@ -201,7 +203,7 @@ def _database_counts(server: Server, codes: list[str]) -> tuple[int, int]:
     from backend.core.context import field_cipher
     from backend.extensions import db
     from backend.models import Grant, Redemption
-    from backend.models.grants import GRANT_USED
+    from backend.models.sharing import GRANT_USED
     from backend.sharing.grants import code_digest
 
     with server.key_store():
@@ -239,6 +241,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--race-attempts", type=int, default=16, help="concurrent redeemers per grant (default 16)")
     parser.add_argument("--skip-throughput", action="store_true", help="only the race")
     parser.add_argument("--skip-race", action="store_true", help="only the throughput run")
+    parser.add_argument("--no-bare", action="store_true", help="without the bare Flask endpoint of bench/run.py")
     parser.add_argument("--database-url", help="PostgreSQL server URL: the run creates and drops its own database")
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--log-level", default="INFO", help="server ECERT_LOG_LEVEL (default INFO)")
@@ -256,8 +259,9 @@ def bench_server(args: argparse.Namespace, instance: Path) -> Iterator[tuple[Ser
         print(f"instance {instance}; database {database}; preparing schema and demo data")
         flask_command(env, "db", "upgrade")
         flask_command(env, "demo", "load")
-        with gunicorn(env, port, args.workers, instance / "gunicorn.log"):
-            yield Server(base_url, instance, env), database
+        with gunicorn(env, port, args.workers, instance / "gunicorn.log"), \
+                bare_gunicorn(env, args.workers, instance, enabled=not args.no_bare) as bare_url:
+            yield Server(base_url, instance, env, bare_url), database
 
 
 def main() -> int:
@@ -267,7 +271,7 @@ def main() -> int:
     pool_size = args.fresh_pool or 300 * args.duration
     started = datetime.now(UTC)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    baseline = next(e for e in ENDPOINTS if e.name == BASELINE)
+    baselines = [e for e in ENDPOINTS if e.name == BASELINE or (e.name == BARE and not args.no_bare)]
     results: list[Result] = []
     report: RaceReport | None = None
     instance = Path(tempfile.mkdtemp(prefix="ecert-bench-redeem-"))
@@ -278,7 +282,7 @@ def main() -> int:
             print(f"gunicorn {server.base_url} ({args.workers} workers); {generator}, {args.connections} "
                   f"connections, {args.duration} s per measurement\n")
             if not args.skip_throughput:
-                for endpoint in (baseline, redeem_endpoint(seeder), baseline):
+                for endpoint in (*baselines, redeem_endpoint(seeder), *baselines):
                     results.append(measure(server, endpoint, load, generator, pool_size, instance))
             if not args.skip_race:
                 report = race(server, seeder, args.race_grants, args.race_attempts)
@@ -306,7 +310,7 @@ def write_json(results: list[Result], report: RaceReport | None, settings: dict[
     path = RESULTS / f"redeem-{started:%Y%m%dT%H%M%SZ}.json"
     rows = [{"endpoint": r.endpoint, "requests": r.requests, "seconds": round(r.seconds, 3), "rps": round(r.rps, 1),
              "p50_ms": round(r.p50_ms, 3), "p99_ms": round(r.p99_ms, 3), "ratio_to_baseline": r.ratio,
-             "statuses": r.statuses, "notes": r.notes} for r in results]
+             "ratio_to_bare": r.bare_ratio, "statuses": r.statuses, "notes": r.notes} for r in results]
     race_row = None if report is None else {
         "grants": report.grants, "attempts_per_grant": report.attempts_per_grant,
         "successes_per_grant": {str(k): v for k, v in sorted(report.successes.items())},

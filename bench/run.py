@@ -1,7 +1,8 @@
 """Load benchmark (not a test): gunicorn on loopback with demo data, requests/s and latency per endpoint.
 
-Every endpoint is reported as a ratio to the bare GET /healthz measured in the same run, so numbers from
-different machines can be compared. Usage: `python bench/run.py --duration 10` (see bench/README.md).
+Every endpoint is reported as a ratio to the platform's GET /healthz and to a bare Flask endpoint (bench/bare_app.py,
+on the same gunicorn settings) measured in the same run, so numbers from different machines can be compared.
+Usage: `python bench/run.py --duration 10` (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Server:
     base_url: str
     instance: Path
     env: dict[str, str]
+    bare_url: str | None = None  # the bare Flask app (bench/bare_app.py), when it runs
     _token: str | None = None
     _citizen: dict[str, Any] | None = None
     _issued: list[dict[str, Any]] = field(default_factory=list)
@@ -177,7 +179,8 @@ class Endpoint:
     turn (the holder's certificates). `fresh(server, n)` gives n requests (path, body) that are each sent once
     (fresh assertions, KB-JWTs, show codes, prepared right before the run): the run stops when they are used up.
     `lifetime`: seconds the prepared requests stay valid, flagged when the run outlasts it. `check(answer)` says
-    what is wrong with a warm-up answer body, or None. `target`: the ratio to the baseline the issues ask for.
+    what is wrong with a warm-up answer body, or None. `target`: the ratio to the baseline (`/healthz`) the issues
+    ask for; `bare_target`: the ratio to the bare Flask endpoint (issue 13). `bare`: sent to the bare Flask app.
     """
 
     name: str
@@ -191,6 +194,8 @@ class Endpoint:
     check: Callable[[bytes], str | None] | None = None
     expected_status: int = 200
     target: float | None = None
+    bare_target: float | None = None
+    bare: bool = False
 
 
 def bearer(server: Server) -> dict[str, str]:
@@ -263,6 +268,8 @@ def png_image(answer: bytes) -> str | None:
 
 
 BASELINE = "healthz"
+BARE = "bare flask"  # bench/bare_app.py: Flask's jsonify on the same gunicorn settings (issue 13)
+BARE_APP = "bench.bare_app:app"
 WALLET = "/api/v1/wallet/certificates"
 WALLET_SIZE = 20  # issue 4: wallet listing of a holder with 20 certificates
 SCAN_POOL = 200  # show codes for the "scan again" run, each scanned many times within its minute
@@ -270,25 +277,27 @@ SHOW_FULL = json.dumps({"profile": "full"})  # the heavier profile: face fields 
 SHOW_CODE_LIFETIME = 60  # seconds (ECERT_SHOW_CODE_TTL default)
 KB_LIFETIME = 300  # seconds a KB-JWT's iat is accepted (issuance.key_binding.KB_IAT_WINDOW)
 ENDPOINTS = [
-    Endpoint(BASELINE, "GET", "/healthz"),
+    Endpoint(BASELINE, "GET", "/healthz", bare_target=0.50),
+    Endpoint(BARE, "GET", "/", bare=True),
     Endpoint("jwks", "GET", "/.well-known/jwks.json"),
     Endpoint("catalog types", "GET", "/gov/v1/catalog/types", headers=bearer),
     Endpoint("token", "POST", "/gov/v1/oauth/token", headers=lambda server: FORM_HEADERS, fresh=fresh_token_forms),
     Endpoint("verify", "POST", "/gov/v1/verify", headers=bearer_json, fresh=fresh_presentations, lifetime=KB_LIFETIME,
-             check=valid_result, target=0.40),
+             check=valid_result, target=0.40, bare_target=0.20),
     Endpoint("verify identifier", "POST", "/gov/v1/verify", headers=bearer_json, body=identifier_body,
              check=valid_result),
     Endpoint("show-code mint", "POST", WALLET + "/{id}/show-codes", paths=show_code_paths,
              headers=lambda server: {**citizen_bearer(server), **JSON_HEADERS}, body=lambda server: SHOW_FULL,
-             target=0.50),
+             target=0.50, bare_target=0.20),
     Endpoint("show-code png", "POST", WALLET + "/{id}/show-codes", paths=show_code_paths,
              headers=lambda server: {**citizen_bearer(server), **JSON_HEADERS, "Accept": "image/png"},
              body=lambda server: SHOW_FULL, check=png_image),
     Endpoint("scan json", "GET", "/v/{token}", fresh=fresh_show_codes, lifetime=SHOW_CODE_LIFETIME,
-             headers=lambda server: {"Accept": "application/json"}, check=valid_verdict, target=0.50),
+             headers=lambda server: {"Accept": "application/json"}, check=valid_verdict, target=0.50,
+             bare_target=0.25),
     Endpoint("scan json again", "GET", "/v/{token}", paths=scanned_codes, lifetime=SHOW_CODE_LIFETIME,
              headers=lambda server: {"Accept": "application/json"}, check=valid_verdict),
-    Endpoint("wallet list", "GET", WALLET, headers=wallet_holder, target=0.30),
+    Endpoint("wallet list", "GET", WALLET, headers=wallet_holder, target=0.30, bare_target=0.30),
 ]
 
 
@@ -304,10 +313,16 @@ class Result:
     target: float | None = None
     ratio: float | None = None
     notes: list[str] = field(default_factory=list)
+    bare_target: float | None = None
+    bare_ratio: float | None = None  # to the bare Flask endpoint
 
     @property
     def met(self) -> bool | None:
         return None if self.target is None or self.ratio is None else self.ratio >= self.target
+
+    @property
+    def bare_met(self) -> bool | None:
+        return None if self.bare_target is None or self.bare_ratio is None else self.bare_ratio >= self.bare_target
 
     @property
     def rps(self) -> float:
@@ -374,17 +389,17 @@ def flask_command(env: dict[str, str], *args: str) -> None:
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], port: int, workers: int, log: Path) -> Iterator[None]:
+def gunicorn(env: dict[str, str], port: int, workers: int, log: Path, app: str = "wsgi:app",
+             health: str = "/healthz") -> Iterator[None]:
     """gunicorn on 127.0.0.1:port, stopped on the way out whatever happened (errors, Ctrl-C, SIGTERM)."""
     with log.open("w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-             "wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), app],
             cwd=PROJECT_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
         )
         try:
-            wait_healthy(f"http://127.0.0.1:{port}", process, log)
+            wait_healthy(f"http://127.0.0.1:{port}", process, log, path=health)
             yield
         finally:
             process.terminate()
@@ -395,14 +410,15 @@ def gunicorn(env: dict[str, str], port: int, workers: int, log: Path) -> Iterato
                 process.wait()
 
 
-def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0,
+                 path: str = "/healthz") -> None:
     # Generous: on a busy 2-core machine four workers each building the app took more than 30 s to answer.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if request_once(base_url, "GET", "/healthz")[0] == 200:
+            if request_once(base_url, "GET", path)[0] == 200:
                 return
         except OSError:
             pass
@@ -515,19 +531,22 @@ def measure(server: Server, endpoint: Endpoint, load: Load, generator: str, pool
     prepared = time.monotonic()
     headers = endpoint.headers(server)
     requests, once = prepare(server, endpoint, pool_size)
+    base_url = server.bare_url if endpoint.bare else server.base_url
+    if base_url is None:
+        raise RuntimeError(f"{endpoint.name}: the bare Flask app is not running")
     for i in range(WARMUP_REQUESTS):  # first requests load code and open database connections in each worker
         path, body = requests[i % len(requests)]
-        status, answer = request_once(server.base_url, endpoint.method, path, headers, body)
+        status, answer = request_once(base_url, endpoint.method, path, headers, body)
         problem = f"answered {status}" if status != endpoint.expected_status else \
             endpoint.check(answer) if endpoint.check else None
         if problem:
             raise RuntimeError(f"{endpoint.name}: warm-up request {endpoint.method} {path} {problem}: {answer[:300]!r}")
     timed = requests[WARMUP_REQUESTS:] if once else requests
     if generator == "wrk":
-        result = run_wrk(server.base_url, endpoint, headers, timed, once, load, scratch)
+        result = run_wrk(base_url, endpoint, headers, timed, once, load, scratch)
     else:
-        result = run_python(server.base_url, endpoint, headers, timed, once, load)
-    result.target = endpoint.target
+        result = run_python(base_url, endpoint, headers, timed, once, load)
+    result.target, result.bare_target = endpoint.target, endpoint.bare_target
     if once and result.requests >= len(timed) - load.connections:
         # wrk keeps the clock running until --duration ends, so its req/s is then too low.
         result.notes.append(f"used up its {len(timed)} fresh requests early (wrk: req/s understated); "
@@ -539,33 +558,47 @@ def measure(server: Server, endpoint: Endpoint, load: Load, generator: str, pool
 
 
 def set_ratios(results: list[Result]) -> None:
-    """Each endpoint against the mean of the baseline runs just before and after it (the machine's load drifts);
-    each baseline run against the mean of all of them."""
-    baselines = [r.rps for r in results if r.endpoint == BASELINE]
+    """Each endpoint against the mean of the runs of each baseline (`/healthz`, the bare Flask endpoint) just before
+    and after it (the machine's load drifts); each baseline run against the mean of all runs of itself."""
+    for r, ratio in zip(results, _ratios(results, BASELINE), strict=True):
+        r.ratio = ratio
+    for r, ratio in zip(results, _ratios(results, BARE), strict=True):
+        r.bare_ratio = ratio
+
+
+def _ratios(results: list[Result], baseline: str) -> list[float | None]:
+    runs = [r.rps for r in results if r.endpoint == baseline]
+    ratios: list[float | None] = []
     for i, r in enumerate(results):
-        if r.endpoint == BASELINE:
-            around = baselines
+        if r.endpoint == baseline:
+            around = runs
         else:
-            before = next((b.rps for b in reversed(results[:i]) if b.endpoint == BASELINE), None)
-            after = next((b.rps for b in results[i + 1:] if b.endpoint == BASELINE), None)
+            before = next((b.rps for b in reversed(results[:i]) if b.endpoint == baseline), None)
+            after = next((b.rps for b in results[i + 1:] if b.endpoint == baseline), None)
             around = [rps for rps in (before, after) if rps is not None]
         mean = sum(around) / len(around) if around else 0.0
-        r.ratio = round(r.rps / mean, 3) if mean else None
+        ratios.append(round(r.rps / mean, 3) if mean else None)
+    return ratios
 
 
 # --- report -----------------------------------------------------------------------------------------------
 
 def print_table(results: list[Result]) -> None:
     header = (f"{'endpoint':<18} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs healthz':>10} "
-              f"{'target':>10}  errors")
+              f"{'target':>11} {'vs bare':>8} {'target':>11}  errors")
     print(header)
     print("-" * len(header))
+
+    def judged(ratio: float | None, target: float | None, met: bool | None) -> tuple[str, str]:
+        shown = f"{ratio:.2f}" if ratio is not None else "-"
+        return shown, "-" if target is None else f"≥ {target:.2f} {'ok' if met else 'MISS'}"
+
     for r in results:
-        ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
-        target = "-" if r.target is None else f"≥ {r.target:.2f} {'ok' if r.met else 'MISS'}"
+        ratio, target = judged(r.ratio, r.target, r.met)
+        bare_ratio, bare_target = judged(r.bare_ratio, r.bare_target, r.bare_met)
         errors = ", ".join(f"{n}x {s}" for s, n in r.statuses.items() if s != str(r.expected_status)) or "0"
         print(f"{r.endpoint:<18} {r.requests:>9} {r.rps:>9.1f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {ratio:>10} "
-              f"{target:>10}  {errors}")
+              f"{target:>11} {bare_ratio:>8} {bare_target:>11}  {errors}")
         for note in r.notes:
             print(f"{'':<18} note: {note}")
 
@@ -580,10 +613,11 @@ def write_json(results: list[Result], settings: dict[str, Any], started: datetim
     path = RESULTS / f"{started:%Y%m%dT%H%M%SZ}.json"
     rows = [{"endpoint": r.endpoint, "requests": r.requests, "seconds": round(r.seconds, 3), "rps": round(r.rps, 1),
              "p50_ms": round(r.p50_ms, 3), "p99_ms": round(r.p99_ms, 3), "ratio_to_baseline": r.ratio,
-             "target_ratio": r.target, "target_met": r.met, "statuses": r.statuses,
+             "target_ratio": r.target, "target_met": r.met, "ratio_to_bare": r.bare_ratio,
+             "bare_target_ratio": r.bare_target, "bare_target_met": r.bare_met, "statuses": r.statuses,
              "expected_status": r.expected_status, "notes": r.notes} for r in results]
     path.write_text(json.dumps({"started": started.isoformat(), "git": git_revision(), "baseline": BASELINE,
-                                "settings": settings, "results": rows}, indent=2) + "\n")
+                                "bare": BARE, "settings": settings, "results": rows}, indent=2) + "\n")
     return path
 
 
@@ -605,14 +639,43 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto",
                         help="load generator: wrk when on PATH (auto), or the built-in Python one")
     parser.add_argument("--only", action="append", metavar="NAME",
-                        help="benchmark only this endpoint (repeatable); the baseline always runs")
+                        help="benchmark only this endpoint (repeatable); the baselines always run")
+    parser.add_argument("--no-bare", action="store_true",
+                        help="without the bare Flask endpoint (default: a second gunicorn serves bench/bare_app.py "
+                             "and every endpoint is also compared with it)")
     parser.add_argument("--log-level", default="INFO",
                         help="server ECERT_LOG_LEVEL (default INFO: the per-request log is part of the cost)")
     parser.add_argument("--baseline-once", action="store_true",
-                        help="measure the baseline once, first (default: also after each endpoint, which is then "
+                        help="measure the baselines once, first (default: also after each endpoint, which is then "
                              "compared with the mean of the baseline runs around it: this machine's load drifts)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary instance directory")
     return parser.parse_args()
+
+
+@contextmanager
+def bare_gunicorn(env: dict[str, str], workers: int, instance: Path, *, enabled: bool = True) -> Iterator[str | None]:
+    """The bare Flask app (bench/bare_app.py) on its own gunicorn, with the same settings as the platform's; its URL."""
+    if not enabled:
+        yield None
+        return
+    port = free_port()
+    with gunicorn(env, port, workers, instance / "gunicorn-bare.log", app=BARE_APP, health="/"):
+        yield f"http://127.0.0.1:{port}"
+
+
+def measure_all(server: Server, endpoints: list[Endpoint], load: Load, generator: str, pool_size: int,
+                scratch: Path, *, baseline_once: bool = False) -> list[Result]:
+    """The baselines (the first endpoints: `/healthz`, the bare Flask endpoint), then each other endpoint followed by
+    the baselines again (unless `baseline_once`), so that each is compared with the baseline runs around it."""
+    baselines = [e for e in endpoints if e.name in (BASELINE, BARE)]
+    results = [measure(server, e, load, generator, pool_size, scratch) for e in baselines]
+    for endpoint in endpoints:
+        if endpoint in baselines:
+            continue
+        results.append(measure(server, endpoint, load, generator, pool_size, scratch))
+        if not baseline_once:
+            results += [measure(server, e, load, generator, pool_size, scratch) for e in baselines]
+    return results
 
 
 def main() -> int:
@@ -620,7 +683,9 @@ def main() -> int:
     generator = args.generator if args.generator != "auto" else ("wrk" if shutil.which("wrk") else "python")
     if generator == "wrk" and not shutil.which("wrk"):
         sys.exit("wrk is not on PATH (Debian: apt-get install wrk); use --generator python")
-    endpoints = [e for e in ENDPOINTS if not args.only or e.name == BASELINE or e.name in args.only]
+    baselines = [BASELINE] if args.no_bare else [BASELINE, BARE]
+    endpoints = [e for e in ENDPOINTS if (e.name in baselines or not args.only or e.name in args.only)
+                 and not (args.no_bare and e.name == BARE)]
     load = Load(args.duration, args.connections, args.threads, args.max_requests)
     pool_size = args.fresh_pool or int(2000 * args.duration)
     started = datetime.now(UTC)
@@ -636,15 +701,14 @@ def main() -> int:
             print(f"instance {instance}; database {database_url.split('://')[0]}; preparing schema and demo data")
             flask_command(env, "db", "upgrade")
             flask_command(env, "demo", "load")
-            with gunicorn(env, port, args.workers, instance / "gunicorn.log"):
-                server = Server(base_url, instance, env)
-                print(f"gunicorn {base_url} ({args.workers} workers); {generator}, {args.connections} connections, "
-                      f"{args.duration} s per endpoint\n")
-                results = []
-                for endpoint in endpoints:
-                    results.append(measure(server, endpoint, load, generator, pool_size, instance))
-                    if endpoint.name != BASELINE and not args.baseline_once:
-                        results.append(measure(server, endpoints[0], load, generator, pool_size, instance))
+            with gunicorn(env, port, args.workers, instance / "gunicorn.log"), \
+                    bare_gunicorn(env, args.workers, instance, enabled=not args.no_bare) as bare_url:
+                server = Server(base_url, instance, env, bare_url)
+                print(f"gunicorn {base_url} ({args.workers} workers)"
+                      + (f", bare Flask {bare_url}" if bare_url else "")
+                      + f"; {generator}, {args.connections} connections, {args.duration} s per endpoint\n")
+                results = measure_all(server, endpoints, load, generator, pool_size, instance,
+                                      baseline_once=args.baseline_once)
     finally:
         if args.keep:
             print(f"kept {instance}")

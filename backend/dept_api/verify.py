@@ -10,13 +10,13 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, model_validator
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
-from backend.core.context import deps, field_cipher, keystore, now
+from backend.core.context import current_definitions, deps, field_cipher, keystore, now
 from backend.extensions import db
 from backend.issuance import verification as service
 from backend.issuance.verification import VerificationResult
 from backend.keys import showcode
 from backend.models import ApiClient
-from backend.models.certificates import EXPIRED, VALID
+from backend.models.issuance import EXPIRED, VALID
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
 from backend.wallet import showcodes
 
@@ -138,7 +138,8 @@ def verify(body: VerifyRequest) -> Response:
                                              nonce=body.nonce)
     elif body.show_code is not None:
         check = showcodes.check_for_department(db.session(), keystore(), field_cipher(), body.show_code,
-                                               client=client, actor=g.actor, now=now())
+                                               definitions=current_definitions(), client=client, actor=g.actor,
+                                               now=now())
         return jsonify(VerifyResponse.model_validate(show_code_body(check)).model_dump())
     else:
         assert body.identifier is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import re
 import secrets
@@ -19,7 +20,7 @@ from backend.audit.chain import record_event
 from backend.errors import AuditNote, Conflict, DomainError, NotFound, Unauthorized, ValidationFailed
 from backend.kernel.actors import Actor
 from backend.models import Department, StaffAccount, StaffSession
-from backend.models.staff import CITY_ADMIN, DEPARTMENT_STAFF
+from backend.models.identity import CITY_ADMIN, DEPARTMENT_STAFF
 
 # RFC 9106's second recommended option (t=3, m=64 MiB, p=4): memory-hard, affordable on a 2-core server.
 STANDARD_HASHER = PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY)
@@ -34,7 +35,6 @@ _TOUCH_INTERVAL = timedelta(seconds=60)
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 MIN_PASSWORD = 12
 MAX_PASSWORD = 128
-_dummy_hashes: dict[str, str] = {}
 
 
 class StaffLoginFailed(Unauthorized):
@@ -160,11 +160,15 @@ def set_password(session: Session, hasher: PasswordHasher, username: str, passwo
 
 def _burn_time(hasher: PasswordHasher, password: str) -> None:
     """Verify against a dummy hash, so an unknown username costs as long as a wrong password."""
-    key = repr(hasher.time_cost) + repr(hasher.memory_cost) + repr(hasher.parallelism)
-    if key not in _dummy_hashes:
-        _dummy_hashes[key] = hasher.hash(secrets.token_urlsafe(16))
     with contextlib.suppress(VerificationError):
-        hasher.verify(_dummy_hashes[key], password)
+        hasher.verify(_dummy_hash(hasher), password)
+
+
+@functools.lru_cache(maxsize=8)
+def _dummy_hash(hasher: PasswordHasher) -> str:
+    """A hash of a random password nobody knows, made once per hasher (an app's hasher is a constant of its config):
+    nothing secret or app-specific is kept, only the cost of one argon2 hash per login."""
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,14 @@ from typing import IO, Any, cast
 from sqlalchemy import ColumnElement, Select, Table, delete, func, insert, literal, null, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from backend.audit.chain import record_event
 from backend.catalog.face import FieldProblems
-from backend.core.bulk_insert import BulkInsert
+from backend.core.db.bulk_insert import BulkInsert
 from backend.core.spool import HEAD_BYTES
 from backend.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
+from backend.imports import numbers
 from backend.imports.files import FORMATS as FORMATS  # part of this module's interface (jsonl, csv)
 from backend.imports.files import HashingReader, Problem, Row, csv_face, read_rows
 from backend.imports.signer import CERTIFICATE_COLUMNS, CERTIFICATES, Signed, Signer, columns_of, values
@@ -56,7 +58,7 @@ from backend.kernel.actors import Actor
 from backend.kernel.ids import new_public_id
 from backend.keys.status_lists import bump_revision
 from backend.models import Base, Certificate, CertificateType, Department, ImportBatch
-from backend.models.certificates import VALID
+from backend.models.issuance import VALID
 
 MODES = ("all", "partial")
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
@@ -226,17 +228,16 @@ class _Run:
         return [(item, row, self.row_numbers.pop(id(item))) for item, row in signed]
 
     def _stored_contents(self, candidates: list[tuple[int, PreparedCertificate, str]]) -> dict[str, dict[str, bool]]:
-        """Number index → content hashes stored under it (every version), each with whether this batch stored it."""
-        if not candidates:
-            return {}
+        """Number index → content hashes stored under it (every version), each with whether this batch stored it.
+        Looked up by number index alone, one index probe each (see `numbers`), then kept for the department and the
+        chunk's types."""
         type_ids = {prepared.certificate_type.id for _, prepared, _ in candidates}
-        rows = self.session.execute(select(Certificate.number_index, Certificate.content_hash,
-                                           Certificate.import_batch_id).where(
-            Certificate.certificate_type_id.in_(type_ids),
-            Certificate.issuer_department_id == self.issuer.department.id,
-            Certificate.number_index.in_([index for _, _, index in candidates])))
+        department_id = self.issuer.department.id
         stored: dict[str, dict[str, bool]] = {}
-        for index, content_hash, batch_id in rows:
+        for index, type_id, issuer_id, content_hash, batch_id in numbers.stored(
+                self.session, [index for _, _, index in candidates]):
+            if type_id not in type_ids or issuer_id != department_id:
+                continue
             hashes = stored.setdefault(index, {})
             hashes[content_hash] = hashes.get(content_hash, False) or batch_id == self.batch.id
         return stored
@@ -247,6 +248,7 @@ class _Run:
         batch), the progress so far, and the department's turn at the status lists; the first one also clears what
         an earlier attempt at the batch left staged."""
         self.steps.begin()
+        numbers.without_jit(self.session)
         self.session.execute(update(ImportBatch).where(ImportBatch.id == self.batch.id)
                              .values(processed_rows=self.rows, processed_bytes=bytes_read)
                              .execution_options(synchronize_session=False))
@@ -333,18 +335,11 @@ class _Run:
             self._publish(in_part)
 
     def _check_numbers_again(self, staged: ColumnElement[bool]) -> None:
-        key = (STAGING.c.certificate_type_id, STAGING.c.issuer_department_id, STAGING.c.number_index)
-        found = [*self.session.execute(
-            select(STAGING.c.id, STAGING.c.row_number, STAGING.c.content_hash, CERTIFICATES.c.content_hash)
-            .join(CERTIFICATES, (CERTIFICATES.c.certificate_type_id == key[0])
-                  & (CERTIFICATES.c.issuer_department_id == key[1]) & (CERTIFICATES.c.number_index == key[2]))
-            .where(staged)),
-            *self.session.execute(
-            select(STAGING.c.id, STAGING.c.row_number, STAGING.c.content_hash, PUBLISHING.c.content_hash)
-            .select_from(STAGING).join(PUBLISHING, (PUBLISHING.c.certificate_type_id == key[0])
-                  & (PUBLISHING.c.issuer_department_id == key[1]) & (PUBLISHING.c.number_index == key[2])
-                  & PUBLISHING.c.import_batch_id.in_(_publishing_batches().where(ImportBatch.id != self.batch.id)))
-            .where(staged))]
+        found = self._staged_numbers_found(staged, CERTIFICATES)
+        others = list(self.session.scalars(_publishing_batches().where(
+            ImportBatch.id != self.batch.id, ImportBatch.department_id == self.issuer.department.id)))
+        if others:  # rare: another batch of the department publishing meanwhile
+            found += self._staged_numbers_found(staged, PUBLISHING, of_batches=others)
         same = {staged_id for staged_id, _, staged_hash, stored_hash in found if staged_hash == stored_hash}
         taken = {staged_id: number for staged_id, number, _, _ in found if staged_id not in same}
         for number in sorted(taken.values()):
@@ -355,21 +350,38 @@ class _Run:
         for start in range(0, len(gone), CHUNK_ROWS):
             self.session.execute(delete(STAGING).where(STAGING.c.id.in_(gone[start:start + CHUNK_ROWS])))
 
+    def _staged_numbers_found(self, staged: ColumnElement[bool], table: NamedFromClause,
+                              of_batches: list[int] | None = None) -> list[Any]:
+        """(staged id, row number, staged content hash, found content hash) of the staged rows whose number `table`
+        holds too (certificates, or the staged rows `of_batches`), each found by one probe of its number index."""
+        joined, found = numbers.probe(self.session, STAGING, table, "number_index", STAGING.c.number_index,
+                                      ("certificate_type_id", "issuer_department_id", "content_hash",
+                                       "import_batch_id"))
+        query = (select(STAGING.c.id, STAGING.c.row_number, STAGING.c.content_hash, found.content_hash)
+                 .select_from(joined).where(staged, found.certificate_type_id == STAGING.c.certificate_type_id,
+                                            found.issuer_department_id == STAGING.c.issuer_department_id))
+        if of_batches is not None:
+            query = query.where(found.import_batch_id.in_(of_batches))
+        return list(self.session.execute(query))
+
     def _publish(self, staged: ColumnElement[bool]) -> None:
-        joined = STAGING.join(CERTIFICATES, CERTIFICATES.c.public_id == STAGING.c.public_id)
+        """Copy staged rows (`staged`, ordered) into the certificates, then their notifications and events, each
+        staged row finding its certificate by public id (one probe of its unique index, see `numbers`)."""
+        joined, certificate = numbers.probe(self.session, STAGING, CERTIFICATES, "public_id", STAGING.c.public_id,
+                                            ("id",))
         self.session.execute(insert(CERTIFICATES).from_select(
             CERTIFICATE_COLUMNS, select(*(STAGING.c[name] for name in CERTIFICATE_COLUMNS)).where(staged)
             .order_by(STAGING.c.id)))
         template = self._notice_template()
-        staged_values = {"certificate_id": CERTIFICATES.c.id, "holder_index": STAGING.c.holder_index,
+        staged_values = {"certificate_id": certificate.id, "holder_index": STAGING.c.holder_index,
                          **{name: STAGING.c[f"notice_{name}"] for name in NOTICE_COLUMNS}}
         self.session.execute(insert(NOTIFICATIONS).from_select(NOTIFICATION_COLUMNS, select(*(
             staged_values[name] if name in staged_values else _constant(NOTIFICATIONS, name, template[name])
             for name in NOTIFICATION_COLUMNS)).select_from(joined).where(staged)))
-        self.record_events(joined, staged)
+        self.record_events(joined, certificate.id, staged)
         self.session.execute(delete(STAGING).where(staged))
 
-    def record_events(self, joined: Any, staged: ColumnElement[bool]) -> None:
+    def record_events(self, joined: Any, certificate_id: ColumnElement[int], staged: ColumnElement[bool]) -> None:
         """The "issued" event of every certificate published, in one INSERT … SELECT.
 
         The event is the same for every imported certificate (version 1, valid) but for its id: it is made once by
@@ -378,7 +390,7 @@ class _Run:
         event = values(certificate_event(Certificate(status=VALID), "issued", from_status=None,
                                          actor=self.issuer.actor, now=self.issuer.now), EVENT_COLUMNS)
         self.session.execute(insert(EVENTS).from_select(EVENT_COLUMNS, select(*(
-            CERTIFICATES.c.id if name == "certificate_id" else _constant(EVENTS, name, event[name])
+            certificate_id if name == "certificate_id" else _constant(EVENTS, name, event[name])
             for name in EVENT_COLUMNS)).select_from(joined).where(staged)))
 
     # The holder's notification is the same for every certificate of a type but for a few values: it is made once
@@ -512,10 +524,13 @@ def process_batch(session: Session, issuer: Issuer, batch: ImportBatch, source: 
             new = run.chunk(chunk)  # reads only, outside the transactions
             signed = run.signer.collect()  # the last chunk, signed meanwhile
             run.begin_step(reader.bytes_read)
-            run.stage(signed)
             slots = run.signer.slots_for(new) if new else []
+            if new and run.signer.workers:  # they sign it while this process stages the last chunk
+                run.signer.submit(new, slots)
+                new = []
+            run.stage(signed)
             run.steps.commit()
-            if new:
+            if new:  # signed here: after the commit, holding no lock
                 run.signer.submit(new, slots)
             if progress is not None:
                 progress(run.rows, reader.bytes_read)

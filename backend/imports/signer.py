@@ -115,11 +115,11 @@ class Signer:
     """`Issuer.build_row` (identify, sign, encrypt) for each chunk's new certificates.
 
     The importing process takes the slots of a chunk's certificates in one of its short transactions (`slots_for`),
-    submits them after the commit (`submit`) and collects them before the next (`collect`): signing holds no lock.
-    Without workers it signs in this process at submission. With workers it signs in forked processes, one chunk
-    behind, while this process reads, validates and stores: signing is most of the work, and one process uses one
-    core. Forking needs the `fork` start method and a single-threaded process (a lock held by another thread at fork
-    time would stay held in the child); otherwise it signs here.
+    submits them (`submit`) and collects them before the next (`collect`): signing holds no lock. Without workers it
+    signs in this process at submission, after the commit. With workers it signs in forked processes, one chunk
+    behind, while this process stages the last chunk and reads and validates the next: signing is most of the work,
+    and one process uses one core. Forking needs the `fork` start method and a single-threaded process (a lock held
+    by another thread at fork time would stay held in the child); otherwise it signs here.
     """
 
     def __init__(self, issuer: Issuer, batch_id: int, workers: int) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.audit.chain import record_event
 from backend.catalog.face import EARLIEST_DATE, LATEST_DATE, DateOutOfRange, FieldProblems, check_date_range
-from backend.core.once import updated_rows
+from backend.core.db.once import updated_rows
 from backend.crypto.canonical import canonical_json
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.jwk import SUPPORTED_ALGS, JWKError
@@ -35,7 +35,7 @@ from backend.kernel.identifiers import parse_identifier
 from backend.keys.keystore import PURPOSE_CERTIFICATE
 from backend.keys.status_lists import bump_revision
 from backend.models import ApiClient, Certificate, CertificateEvent, CertificateType, Department, IdempotencyRecord
-from backend.models.certificates import REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.models.issuance import REVOKED, SUPERSEDED, SUSPENDED, VALID
 
 REVOCATION_REASONS = ("注销", "吊销")
 

@@ -30,7 +30,7 @@ from backend.keys.deps import Deps
 from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET
 from backend.keys.status_lists import SlotAllocator, list_uri
 from backend.models import ApiClient, Certificate, CertificateEvent, CertificateType, Department, Notification
-from backend.models.certificates import VALID
+from backend.models.issuance import VALID
 
 SERIAL_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 NATURAL_PERSON_CODES = {HolderCodeType.RESIDENT_ID, HolderCodeType.PASSPORT, HolderCodeType.HK_MACAO_PERMIT,

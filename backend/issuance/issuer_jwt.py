@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
-from backend.core import rows
+from backend.core.db import rows
 from backend.crypto import jws
 from backend.crypto.jwk import SUPPORTED_ALGS, JWKError
 from backend.crypto.jws import CompactJWS, JWSError

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from backend.core.once import insert_once
+from backend.core.db.once import insert_once
 from backend.crypto import jws
 from backend.crypto.jwk import SUPPORTED_ALGS, JWKError, PublicKey, alg_for_jwk, load_public_jwk
 from backend.crypto.jws import JWSError

@@ -21,7 +21,7 @@ from backend.kernel.china_time import CHINA
 from backend.kernel.identifiers import parse_identifier
 from backend.keys.deps import Deps
 from backend.models import ApiClient, Certificate
-from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 
 # Stable reason codes (the API's `reasons`) of the disclosures, validity and status; the issuer JWT's are in
 # backend.issuance.issuer_jwt, the key binding's in backend.issuance.key_binding.

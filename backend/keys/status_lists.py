@@ -7,16 +7,17 @@ import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import ColumnElement, Integer, any_, bindparam, func, select, union_all, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from backend.crypto.sdjwt import b64url
 from backend.errors import NotFound
 from backend.keys.deps import Deps
 from backend.keys.keystore import PURPOSE_CERTIFICATE, KeyStore
 from backend.models import Certificate, Department, ImportStaging, StatusList
-from backend.models.certificates import STATUS_LIST_VALUE
+from backend.models.issuance import STATUS_LIST_VALUE
 
 LIST_SIZE = 1 << 16  # 65,536 two-bit entries = 16 KiB before compression
 FILL_LIMIT = LIST_SIZE * 3 // 4  # keep a quarter free so random picks stay cheap and unpredictable
@@ -50,8 +51,16 @@ def used_slots(session: Session, status_list_id: int, candidates: list[int] | No
     queries = []
     for table in (Certificate, ImportStaging):
         query = select(table.status_index).where(table.status_list_id == status_list_id)
-        queries.append(query if candidates is None else query.where(table.status_index.in_(candidates)))
+        queries.append(query if candidates is None else query.where(_among(session, table.status_index, candidates)))
     return set(session.scalars(union_all(*queries)))
+
+
+def _among(session: Session, column: InstrumentedAttribute[int], values: list[int]) -> ColumnElement[bool]:
+    """`column IN (values)`; on PostgreSQL `= ANY(array)`, one parameter instead of one per value: a batch checks 500
+    slots per chunk, and the client took longer to rewrite a statement of 1,000 parameters than the server to run it."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(Integer)))
+    return column.in_(values)
 
 
 class SlotAllocator:

@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.auth.access import public
-from backend.core import probe
-from backend.core.context import keystore
+from backend.core.context import app_caches, keystore
+from backend.core.db import probe
 from backend.crypto.encryption import DecryptionError
 from backend.errors import ServiceUnavailable
 from backend.extensions import db, limiter
@@ -60,7 +60,7 @@ def healthz() -> Response:
     except SQLAlchemyError as exc:
         raise ServiceUnavailable("数据库不可用", code="database_unavailable") from exc
     try:
-        open_platform_key(row, current_app.config["ECERT_MASTER_KEY"])
+        open_platform_key(row, current_app.config["ECERT_MASTER_KEY"], app_caches().keys)
     except DecryptionError as exc:
         raise ServiceUnavailable("主密钥无法解开平台密钥", code="master_key_mismatch") from exc
     return Response(HEALTHY, mimetype="application/json")

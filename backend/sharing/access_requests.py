@@ -21,8 +21,8 @@ from backend.kernel.china_time import china_clock, china_today
 from backend.kernel.identifiers import validate_holder_code
 from backend.kernel.ids import holder_index, new_public_id
 from backend.models import AccessRequest, ApiClient, Certificate, CertificateType, Grant, Holder, Notification
-from backend.models.certificates import VALID
-from backend.models.grants import CONSENT_APP, REQUEST_APPROVED, REQUEST_DECLINED, REQUEST_PENDING
+from backend.models.issuance import VALID
+from backend.models.sharing import CONSENT_APP, REQUEST_APPROVED, REQUEST_DECLINED, REQUEST_PENDING
 from backend.sharing import consent_policy, grants
 from backend.wallet.queries import Owner, certificate_number, find_holder_certificate, owners
 from backend.wallet.queries import effective_status as certificate_status

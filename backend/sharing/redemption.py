@@ -12,7 +12,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.audit.chain import record_event
-from backend.core.once import updated_rows
+from backend.core.db.once import updated_rows
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.presentation import ClaimPath, present
 from backend.errors import AuditNote, Conflict, DomainError, Forbidden, NotFound
@@ -21,7 +21,7 @@ from backend.kernel.ids import new_public_id
 from backend.keys.deps import Deps
 from backend.keys.keystore import HolderKeyNotHeld, KeyStore
 from backend.models import AccessRequest, ApiClient, Certificate, Notification, Redemption, SigningKey, UsageRecord
-from backend.models.grants import GRANT_ACTIVE, GRANT_REVOKED, GRANT_USED, REQUEST_DECLINED, Grant, GrantCertificate
+from backend.models.sharing import GRANT_ACTIVE, GRANT_REVOKED, GRANT_USED, REQUEST_DECLINED, Grant, GrantCertificate
 from backend.sharing import consent_policy
 from backend.sharing.grants import (
     GRANT_EXPIRED,

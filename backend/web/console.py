@@ -16,6 +16,7 @@ from backend.auth import staff as staff_auth
 from backend.auth.access import public
 from backend.auth.staff import require_department_staff, require_staff
 from backend.catalog import loader as catalog_service
+from backend.catalog.definitions import definition_as_issued
 from backend.core.context import deps, evidence_storage, field_cipher, now, request_actor_context
 from backend.core.edge import finish_failed_request
 from backend.errors import DomainError, Forbidden, ValidationFailed
@@ -33,7 +34,6 @@ from backend.objections import errors as objection_errors
 from backend.objections import evidence as objection_evidence
 from backend.objections import queue as objection_queue
 from backend.objections import views as objection_views
-from backend.wallet.queries import face_definition
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
@@ -260,7 +260,7 @@ def _correction_form(found: Objection) -> dict[str, Any]:
     certificate: Certificate = found.certificate
     content = certificate_service.decrypt(field_cipher(), certificate)
     claimed = {d["field"]: d["claimed_value"] for d in objection_views.disputed_fields(field_cipher(), found)}
-    specs = face_definition(db.session(), certificate)["fields"]
+    specs = definition_as_issued(db.session(), certificate)["fields"]
     fields = [{"spec": spec, "value": _shown(content.fields.get(spec["name"])),
                "claimed": claimed.get(spec["name"])} for spec in specs]
     holder = {"value": content.holder_name, "claimed": claimed.get(objection_checks.HOLDER_NAME_FIELD)}

@@ -20,6 +20,7 @@ from backend.extensions import db
 from backend.kernel.actors import Actor
 from backend.models import AuditCheckpoint, AuditEvent
 from tests.conftest import SAMR
+from tests.support import detached_all
 
 EVENTS = 10
 TAMPERED = 5
@@ -65,10 +66,7 @@ def stored_event(app: Any, seq: int) -> AuditEvent:
 
 
 def all_events(app: Any) -> list[AuditEvent]:
-    with app.app_context():
-        events = list(db.session.scalars(sa.select(AuditEvent).order_by(AuditEvent.seq)))
-        db.session.expunge_all()
-        return events
+    return detached_all(app, sa.select(AuditEvent).order_by(AuditEvent.seq))
 
 
 def insert_event(app: Any, event: AuditEvent) -> None:
@@ -113,10 +111,7 @@ def rehash(app: Any, *, edit: dict[int, dict[str, Any]] | None = None, drop: set
 
 
 def checkpoints(app: Any) -> list[AuditCheckpoint]:
-    with app.app_context():
-        rows = list(db.session.scalars(sa.select(AuditCheckpoint).order_by(AuditCheckpoint.seq)))
-        db.session.expunge_all()
-        return rows
+    return detached_all(app, sa.select(AuditCheckpoint).order_by(AuditCheckpoint.seq))
 
 
 def assert_broken_at(app: Any, runner: Any, seq: int, problem: str) -> None:

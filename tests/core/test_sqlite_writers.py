@@ -1,4 +1,4 @@
-"""SQLite writers queue on a file lock (backend.core.sqlite_writers), not SQLite's sleep-and-retry busy handler."""
+"""SQLite writers queue on a file lock (backend.core.db.sqlite_writers), not SQLite's sleep-and-retry busy handler."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from backend.core.sqlite_writers import QueuedWriterConnection, lock_path
+from backend.core.db.sqlite_writers import QueuedWriterConnection, lock_path
 
 
 def connect(path, busy_ms: int = 5000) -> QueuedWriterConnection:

@@ -18,12 +18,13 @@ from jwt.algorithms import ECAlgorithm
 from sqlalchemy import select
 
 from backend.catalog.loader import get_department
-from backend.core.context import keystore
+from backend.core.context import app_caches, keystore
 from backend.crypto.jwk import public_jwk
 from backend.extensions import db
 from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET
 from backend.models import AuditEvent
 from tests.conftest import SAMR, DeptClient
+from tests.support import detached_all
 
 TOKEN_URL = "/gov/v1/oauth/token"
 CATALOG_URL = "/gov/v1/catalog/types"
@@ -84,11 +85,8 @@ def with_one_character_changed(token: str, segment: int) -> str:
 
 
 def refused_audit_events(app: Any, client_id: str) -> list[AuditEvent]:
-    with app.app_context():
-        events = db.session.scalars(select(AuditEvent).where(
-            AuditEvent.action == "client.token_refused", AuditEvent.object_id == client_id)).all()
-        db.session.expunge_all()
-        return list(events)
+    return detached_all(app, select(AuditEvent).where(AuditEvent.action == "client.token_refused",
+                                                      AuditEvent.object_id == client_id))
 
 
 # --- token endpoint: successful exchanges -------------------------------------------------------------------------
@@ -536,11 +534,9 @@ def test_number_like_form_values_stay_strings(dept_client):
 
 
 def test_healthz_fails_when_the_master_key_cannot_open_the_platform_key(app, client, catalog):
-    from backend.keys import keystore as keystore_module
-
     with app.app_context():
         app.config["ECERT_MASTER_KEY"] = b"\x01" * 32
-        keystore_module._private_cache.clear()
+        app_caches().keys.private_keys.clear()
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "master_key_mismatch"

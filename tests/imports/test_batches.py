@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from backend.core.bulk_insert import BulkInsert
+from backend.core.db.bulk_insert import BulkInsert
 from backend.extensions import db
 from backend.imports import signer as import_signer
 from backend.issuance import issuer as issuance

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.config import load_settings
-from backend.core.bulk_insert import BulkInsert
+from backend.core.db.bulk_insert import BulkInsert
 from backend.core.spool import SealedSpool
 from backend.extensions import db
 from backend.identity.clients import set_client_active
@@ -41,7 +41,7 @@ from tests.imports.batch_support import (
     spooled_files,
     submit,
 )
-from tests.support import run_together
+from tests.support import detached, run_together
 
 
 def on_postgresql(app: Any) -> bool:
@@ -49,11 +49,7 @@ def on_postgresql(app: Any) -> bool:
 
 
 def batch_row(app: Any, batch_id: str) -> ImportBatch:
-    with app.app_context():
-        batch = db.session.scalar(select(ImportBatch).where(ImportBatch.public_id == batch_id))
-        assert batch is not None
-        db.session.expunge(batch)
-        return batch
+    return detached(app, ImportBatch, ImportBatch.public_id == batch_id)
 
 
 def claim(app: Any, worker: str, clock: Any) -> ImportBatch | None:

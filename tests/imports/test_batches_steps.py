@@ -87,6 +87,21 @@ def between_publishing_steps(monkeypatch: pytest.MonkeyPatch, write: Callable[[]
     return answers
 
 
+def failing_at_call(monkeypatch: pytest.MonkeyPatch, step: str, call: int, error: BaseException) -> Callable[[], None]:
+    """Make the import step `imports._Run.<step>` raise `error` at its `call`-th call (the calls before it run as
+    they would). Answers what puts the real step back."""
+    real, calls = getattr(imports._Run, step), []
+
+    def failing(self: Any, items: Any) -> None:
+        calls.append(items)
+        if len(calls) == call:
+            raise error
+        real(self, items)
+
+    monkeypatch.setattr(imports._Run, step, failing)
+    return lambda: monkeypatch.setattr(imports._Run, step, real)
+
+
 def slot_in_sd_jwt(app: Any, certificate: Certificate) -> int:
     """The status-list index the certificate's signed SD-JWT names."""
     with app.app_context():
@@ -136,25 +151,16 @@ def test_an_all_or_nothing_batch_failing_after_some_chunks_publishes_nothing_and
 def test_an_all_or_nothing_batch_interrupted_after_some_chunks_is_taken_over_and_imported_once(
         app, dept_client, clock, monkeypatch):
     rows = [certificate_body() for _ in range(ROWS)]
-    stage, calls = imports._Run.stage, []
-
-    def fails_the_third_time(self: Any, signed: Any) -> None:
-        calls.append(len(signed))
-        if len(calls) == 3:
-            raise database_failure()
-        stage(self, signed)
-
-    monkeypatch.setattr(imports._Run, "stage", fails_the_third_time)
+    mended = failing_at_call(monkeypatch, "stage", 3, database_failure())
     batch_id = submit(dept_client, jsonl(*rows)).get_json()["id"]
     assert run_imports(app) == {"interrupted": 1}
     assert count(app, Certificate) == 0 and count(app, ImportStaging) == 2  # left for the next attempt to clear
-    monkeypatch.setattr(imports._Run, "stage", stage)
+    mended()
     clock.advance(seconds=STALE.total_seconds())
     assert run_imports(app) == {"completed": 1}
     assert count(app, Certificate) == ROWS and count(app, Notification) == ROWS
     assert count(app, CertificateEvent) == ROWS and count(app, ImportStaging) == 0
-    assert dept_client.http.get(f"/gov/v1/certificates/batches/{batch_id}",
-                                headers=dept_client.headers()).get_json()["imported_rows"] == ROWS
+    assert read_batch(dept_client, batch_id)["imported_rows"] == ROWS
 
 
 @pytest.mark.parametrize("mode", ["all", "partial"])
@@ -178,22 +184,14 @@ def test_a_partial_batch_cut_short_while_publishing_is_taken_over_without_duplic
                                                                                       monkeypatch):
     monkeypatch.setattr(imports, "PUBLISH_ROWS", 2)
     rows = [certificate_body() for _ in range(ROWS)]
-    publish, calls = imports._Run._publish, []
-
-    def fails_the_second_time(self: Any, staged: Any) -> None:
-        calls.append(staged)
-        if len(calls) == 2:
-            raise database_failure()
-        publish(self, staged)
-
-    monkeypatch.setattr(imports._Run, "_publish", fails_the_second_time)
+    mended = failing_at_call(monkeypatch, "_publish", 2, database_failure())
     batch_id = submit(dept_client, jsonl(*rows), mode="partial").get_json()["id"]
     assert run_imports(app) == {"interrupted": 1}
     assert count(app, Certificate) == 2  # the first publishing step was committed: partial is not all-or-nothing
-    monkeypatch.setattr(imports._Run, "_publish", publish)
+    mended()
     clock.advance(seconds=STALE.total_seconds())
     assert run_imports(app) == {"completed": 1}
-    batch = dept_client.http.get(f"/gov/v1/certificates/batches/{batch_id}", headers=dept_client.headers()).get_json()
+    batch = read_batch(dept_client, batch_id)
     assert (batch["status"], batch["imported_rows"], batch["skipped_rows"]) == ("completed", ROWS, 0)
     assert count(app, Certificate) == ROWS and count(app, Notification) == ROWS
     assert count(app, CertificateEvent) == ROWS and count(app, ImportStaging) == 0
@@ -294,19 +292,11 @@ def test_an_all_or_nothing_batch_whose_worker_stops_while_publishing_is_publishe
     monkeypatch.setattr(imports, "PUBLISH_ROWS", 2)
     rows = [certificate_body() for _ in range(ROWS)]
     assert Department(dept_client).post(rows[0]).status_code == 201  # imported before: skipped
-    publish, calls = imports._Run._publish, []
-
-    def fails_the_second_time(self: Any, staged: Any) -> None:
-        calls.append(staged)
-        if len(calls) == 2:
-            raise database_failure()
-        publish(self, staged)
-
-    monkeypatch.setattr(imports._Run, "_publish", fails_the_second_time)
+    mended = failing_at_call(monkeypatch, "_publish", 2, database_failure())
     batch_id = submit(dept_client, jsonl(*rows)).get_json()["id"]
     assert run_imports(app) == {"interrupted": 1}
     assert count(app, Certificate) == 1 + 2 and count(app, ImportStaging) == 2  # one step published, one to go
-    monkeypatch.setattr(imports._Run, "_publish", publish)
+    mended()
     for path in spooled_files(app):  # the takeover does not read the file again
         path.unlink()
     clock.advance(seconds=STALE.total_seconds())
@@ -325,15 +315,7 @@ def test_an_all_or_nothing_batch_failing_unexpectedly_while_publishing_says_how_
         app, dept_client, monkeypatch):
     monkeypatch.setattr(imports, "PUBLISH_ROWS", 2)
     rows = [certificate_body() for _ in range(ROWS)]
-    publish, calls = imports._Run._publish, []
-
-    def fails_the_second_time(self: Any, staged: Any) -> None:
-        calls.append(staged)
-        if len(calls) == 2:
-            raise RuntimeError("a bug in publishing")
-        publish(self, staged)
-
-    monkeypatch.setattr(imports._Run, "_publish", fails_the_second_time)
+    failing_at_call(monkeypatch, "_publish", 2, RuntimeError("a bug in publishing"))
     batch = import_file(app, dept_client, jsonl(*rows))
     # Failed at once (not retried: it would fail again), its first step's certificates out, the rest not.
     assert (batch["status"], batch["error"]["code"], batch["imported_rows"]) == ("failed", "import_failed", 2)

@@ -367,6 +367,10 @@ def run_concurrently(app: Any, job: Callable[[], int], monkeypatch: pytest.Monke
 @pytest.mark.parametrize("read_together", [False, True], ids=["free", "stale-reads"])
 def test_two_nodes_reminding_at_once_send_one_reminder_per_certificate_and_horizon(
         app, clock, monkeypatch, samr, disability_federation, read_together):
+    with app.app_context():
+        postgres = db.engine.dialect.name == "postgresql"
+    if read_together and postgres:
+        pytest.skip("PostgreSQL runs one reminder run at a time (advisory lock): two nodes cannot read together")
     identifiers = [expiring(samr, days_from_today(d)) for d in range(3, 80, 4)]
     identifiers += [expiring(disability_federation, days_from_today(d), DISABILITY) for d in (5, 25, 85)]
     moment = clock()
@@ -381,6 +385,8 @@ def test_two_nodes_reminding_at_once_send_one_reminder_per_certificate_and_horiz
     assert len(pairs) == len(set(pairs)) == len(identifiers)
     assert kinds["expiry_reminder"] == len(identifiers)
     assert Counter(listed(app)) == Counter(identifiers)  # every certificate in exactly one digest
+    if postgres:  # and, with the run lock, one whole digest per department
+        assert kinds["department_expiry_digest"] == 2
 
 
 @pytest.mark.parametrize("read_together", [False, True], ids=["free", "stale-reads"])

@@ -28,7 +28,7 @@ from backend.models import AuditEvent, Certificate, ClientAssertionUse
 from tests.conftest import CIVIL_AFFAIRS, SAMR, DeptClient, FakeClock
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body
 from tests.presentation_support import presented_to, with_key_binding
-from tests.support import change, issue
+from tests.support import change, detached_all, issue
 
 OBJECTS = ("holder", "document", "face")
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -91,11 +91,8 @@ def now_ts(clock: FakeClock) -> int:
 
 
 def audit_events(app: OpenAPI) -> list[AuditEvent]:
-    with app.app_context():
-        events = list(db.session.scalars(select(AuditEvent).where(AuditEvent.action == "certificate.verified")
-                                         .order_by(AuditEvent.seq)))
-        db.session.expunge_all()
-        return events
+    return detached_all(app, select(AuditEvent).where(AuditEvent.action == "certificate.verified")
+                        .order_by(AuditEvent.seq))
 
 
 # -- an issued certificate verifies, independently and with our endpoint ------------------------------------------

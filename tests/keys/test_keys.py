@@ -15,15 +15,16 @@ from jwcrypto.jwk import JWK as IndependentJWK
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from sqlalchemy import select
 
+from backend.app import create_app
 from backend.catalog.loader import get_department
-from backend.core.context import keystore
+from backend.core.context import app_caches, keystore
 from backend.crypto.encryption import DecryptionError, unwrap_secret
 from backend.crypto.jwk import private_key_from_der, private_key_to_der, public_jwk
 from backend.errors import Conflict
 from backend.extensions import db
 from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_PLATFORM, PURPOSE_WALLET
 from backend.models import AuditEvent, SigningKey
-from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR
+from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, TEST_SECRETS
 
 JWKS_URL = "/.well-known/jwks.json"
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k"}
@@ -419,3 +420,22 @@ def test_keys_rotate_can_switch_a_department_to_eddsa(client, runner, catalog):
     assert result.exit_code == 0, result.output
     jwk = published(client)[result.stdout.strip()]
     assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("OKP", "Ed25519", "EdDSA")
+
+
+def test_each_app_keeps_its_own_caches(app, catalog, tmp_path):
+    """What an app remembers by kid or content hash (backend.core.caches) is its own: a second app in the same
+    process, even on the same database, starts with nothing and never sees the first one's decrypted keys."""
+    other = create_app({"ECERT_ENV": "testing", "ECERT_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+                        "ECERT_INSTANCE_PATH": str(tmp_path / "other"), "ECERT_PUBLIC_URL": "http://localhost",
+                        **TEST_SECRETS, "RATELIMIT_ENABLED": False})
+    with app.app_context():
+        store = keystore()
+        store.sign_bytes(store.active_platform_key(PURPOSE_PLATFORM), b"message")
+        mine = app_caches()
+        assert store.cache is mine.keys and mine.keys.private_keys
+    with other.app_context():
+        theirs = app_caches()
+        assert keystore().cache is theirs.keys
+        db.session.remove()
+    assert theirs is not mine
+    assert not theirs.keys.private_keys and not theirs.keys.verification_keys

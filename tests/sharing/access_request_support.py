@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import sqlalchemy as sa
-
 from backend.extensions import db
 from backend.kernel.actors import Actor
 from backend.models import AccessRequest
 from backend.sharing.access_requests import set_callback_allowlist
 from tests.conftest import Citizen, DeptClient
 from tests.factories import BUSINESS_LICENCE, MARRIAGE
+from tests.support import detached
 
 GOV = "/gov/v1/access-requests"
 API = "/api/v1/access-requests"
@@ -80,11 +79,7 @@ def allow_callbacks(app: Any, dept: DeptClient, *urls: str) -> None:
 
 
 def stored_request(app: Any, request_id: str) -> AccessRequest:
-    with app.app_context():
-        row = db.session.scalar(sa.select(AccessRequest).where(AccessRequest.public_id == request_id))
-        assert row is not None
-        db.session.expunge(row)
-        return row
+    return detached(app, AccessRequest, AccessRequest.public_id == request_id)
 
 
 # -- the department's callback endpoint ---------------------------------------------------------------------------

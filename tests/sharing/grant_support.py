@@ -16,9 +16,10 @@ from backend.kernel.actors import Actor
 from backend.kernel.identifiers import HolderCodeType
 from backend.kernel.ids import holder_index
 from backend.models import AccessRequest, ApiClient, Certificate, Department, Grant, Holder
-from backend.models.grants import CONSENT_APP
+from backend.models.sharing import CONSENT_APP
 from backend.sharing.grants import grant_from_request
 from tests.conftest import START
+from tests.support import detached
 
 if TYPE_CHECKING:
     from tests.conftest import Citizen, DeptClient
@@ -51,18 +52,11 @@ def holder_of(app: Any, citizen: Citizen) -> Holder:
     """The citizen's Holder row (detached), found as login finds it: by the blind index of the ID number."""
     with app.app_context():
         index = holder_index(field_cipher(), HolderCodeType.RESIDENT_ID.value, citizen.id_number)
-        holder = db.session.scalar(sa.select(Holder).where(Holder.id_index == index))
-        assert holder is not None
-        db.session.expunge(holder)
-        return holder
+    return detached(app, Holder, Holder.id_index == index)
 
 
 def stored_grant(app: Any, public_id: str) -> Grant:
-    with app.app_context():
-        grant = db.session.scalar(sa.select(Grant).where(Grant.public_id == public_id))
-        assert grant is not None
-        db.session.expunge(grant)
-        return grant
+    return detached(app, Grant, Grant.public_id == public_id)
 
 
 def make_access_request(app: Any, dept: DeptClient, wanted: list[dict[str, Any]], *, now: datetime,

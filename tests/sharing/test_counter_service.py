@@ -13,14 +13,16 @@ from backend.adapters.sms import FakeSmsGateway
 from backend.core.context import field_cipher
 from backend.extensions import db
 from backend.kernel.ids import holder_index
-from backend.models import AccessRequest, AuditEvent, CertificateType, Grant, Holder, Notification
+from backend.models import AuditEvent, CertificateType, Grant, Holder, Notification
 from backend.sharing import consent_policy, counter_service
 from tests.conftest import CIVIL_AFFAIRS, SAMR, Citizen, DeptClient
 from tests.factories import BUSINESS_LICENCE, MARRIAGE, company_code, resident_id
+from tests.sharing.access_request_support import stored_request
 from tests.support import (
     Department,
     after_first_read,
     database_is_shared,
+    detached_all,
     error_of,
     finish_meanwhile,
     run_together,
@@ -115,20 +117,8 @@ def texted_code(sms: FakeSmsGateway, phone: str = PHONE) -> str:
     return match.group(1)
 
 
-def stored_request(app: Any, request_id: str) -> AccessRequest:
-    with app.app_context():
-        request = db.session.scalar(sa.select(AccessRequest).where(AccessRequest.public_id == request_id))
-        assert request is not None
-        db.session.expunge(request)
-        return request
-
-
 def audit_of(app: Any, request_id: str) -> list[AuditEvent]:
-    with app.app_context():
-        events = list(db.session.scalars(sa.select(AuditEvent).where(AuditEvent.object_id == request_id)
-                                         .order_by(AuditEvent.seq)))
-        db.session.expunge_all()
-        return events
+    return detached_all(app, sa.select(AuditEvent).where(AuditEvent.object_id == request_id).order_by(AuditEvent.seq))
 
 
 def a_wrong_code(code: str) -> str:

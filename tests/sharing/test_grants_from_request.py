@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from backend.errors import DomainError
 from backend.extensions import db
 from backend.models import AuditEvent
-from backend.models.grants import CONSENT_APP, CONSENT_STAFF, GRANT_ACTIVE
+from backend.models.sharing import CONSENT_APP, CONSENT_STAFF, GRANT_ACTIVE
 from tests.conftest import SAMR, START
 from tests.factories import BUSINESS_LICENCE, MARRIAGE, company_code
 from tests.sharing.grant_support import approve, make_access_request

@@ -13,7 +13,7 @@ from backend.core.context import keystore
 from backend.crypto.sdjwt import b64url_decode
 from backend.extensions import db
 from backend.models import AccessRequest, AuditEvent, Redemption, UsageRecord
-from backend.models.grants import REQUEST_DECLINED
+from backend.models.sharing import REQUEST_DECLINED
 from tests.conftest import CIVIL_AFFAIRS, SAMR, START
 from tests.factories import MARRIAGE
 from tests.sharing.access_request_support import Asker, answer

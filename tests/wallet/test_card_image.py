@@ -20,16 +20,8 @@ from backend.extensions import db
 from backend.issuance.certificates import decrypt
 from backend.kernel.china_time import CHINA
 from backend.models import AuditEvent, Certificate
-from backend.wallet.card_image import (
-    FontUnavailable,
-    card_face,
-    card_fonts,
-    draws_chinese,
-    glyph,
-    status_stamp,
-    watermark_text,
-    wrap,
-)
+from backend.wallet.card_drawing import FontUnavailable, card_fonts, draws_chinese, glyph, wrap
+from backend.wallet.card_image import card_face, status_stamp, watermark_text
 from tests.factories import DISABILITY, MARRIAGE, company_code
 from tests.support import WALLET, error_code, public_id_of
 

@@ -23,7 +23,7 @@ from backend.core.context import keystore
 from backend.crypto.masking import mask_value
 from backend.extensions import db
 from backend.keys import showcode
-from backend.keys.keystore import PURPOSE_PLATFORM
+from backend.keys.keystore import PURPOSE_PLATFORM, KeyCache
 from backend.models import AuditEvent, SigningKey, UsageRecord
 from tests.conftest import CIVIL_AFFAIRS, DISABILITY_FEDERATION, SAMR, START, TEST_SECRETS, DeptClient
 from tests.factories import BUSINESS_LICENCE, certificate_body, company_code
@@ -335,9 +335,10 @@ def test_candidate_keys_are_those_whose_kid_starts_with_the_short_id_and_no_othe
             db.session.add(SigningKey(kid=kid, purpose=PURPOSE_PLATFORM, alg="ES256", origin="local", status="retired",
                                       public_jwk={**public, "kid": kid}, created_at=clock()))
         db.session.flush()
-        assert len(showcode._candidate_keys(db.session(), base64.urlsafe_b64decode("AB_D"))) == 1
-        assert len(showcode._candidate_keys(db.session(), base64.urlsafe_b64decode("ABxD"))) == 1
-        assert showcode._candidate_keys(db.session(), base64.urlsafe_b64decode("AB_F")) == []
+        cache = KeyCache()
+        assert len(showcode._candidate_keys(db.session(), base64.urlsafe_b64decode("AB_D"), cache)) == 1
+        assert len(showcode._candidate_keys(db.session(), base64.urlsafe_b64decode("ABxD"), cache)) == 1
+        assert showcode._candidate_keys(db.session(), base64.urlsafe_b64decode("AB_F"), cache) == []
         db.session.rollback()
 
 
@@ -348,14 +349,14 @@ def test_known_platform_keys_verify_without_a_query_and_anything_else_asks_the_d
     with app.app_context():
         store, session = keystore(), db.session()
         showcode.decode(session, first, now=START, keys=store)  # meets the key
-        assert showcode._kids_by_prefix[prefix]
+        assert store.cache.kids_by_prefix[prefix]
         asked = []
         real = showcode._candidate_keys
         monkeypatch.setattr(showcode, "_candidate_keys", lambda *args: asked.append(args) or real(*args))
         assert showcode.decode(session, second, now=START, keys=store).certificate_id == held.id
         assert asked == []
         # Only kids this database does not hold under that short id (another instance's, say): the database decides.
-        monkeypatch.setitem(showcode._kids_by_prefix, prefix, frozenset({"not-a-kid-of-this-database"}))
+        monkeypatch.setitem(store.cache.kids_by_prefix, prefix, frozenset({"not-a-kid-of-this-database"}))
         assert showcode.decode(session, second, now=START, keys=store).certificate_id == held.id
         assert len(asked) == 1
         with pytest.raises(showcode.ShowCodeRefused, match="bad_signature"):

@@ -23,6 +23,7 @@ from backend.kernel.ids import holder_index
 from backend.models import AuditEvent, Certificate, Holder, Objection, StaffAccount
 from backend.objections.checks import DisputedField
 from backend.objections.filing import ObjectionInput, file_objection
+from tests.support import detached, detached_all
 
 # Cheap argon2 parameters for tests (STYLE: test settings lower expensive crypto costs).
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -124,25 +125,12 @@ def file_about(app: Any, clock: Any, citizen: Any, identifier: str, *,
 
 
 def objection_row(app: Any, public_id: str) -> Objection:
-    with app.app_context():
-        found = db.session.scalar(sa.select(Objection).where(Objection.public_id == public_id))
-        assert found is not None
-        db.session.expunge(found)
-        return found
+    return detached(app, Objection, Objection.public_id == public_id)
 
 
 def account(app: Any, username: str) -> StaffAccount:
-    with app.app_context():
-        found = db.session.scalar(sa.select(StaffAccount).where(StaffAccount.username == username))
-        assert found is not None
-        db.session.expunge(found)
-        return found
+    return detached(app, StaffAccount, StaffAccount.username == username)
 
 
 def audit_events(app: Any, action: str) -> list[AuditEvent]:
-    with app.app_context():
-        events = list(db.session.scalars(sa.select(AuditEvent).where(AuditEvent.action == action)
-                                         .order_by(AuditEvent.seq)))
-        for event in events:
-            db.session.expunge(event)
-        return events
+    return detached_all(app, sa.select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.seq))

@@ -19,7 +19,7 @@ from PIL import Image, ImageChops
 from sqlalchemy import func, select
 
 from backend.catalog.loader import load_catalog
-from backend.core.context import field_cipher, keystore
+from backend.core.context import current_definitions, field_cipher, keystore
 from backend.extensions import db
 from backend.kernel.actors import Actor
 from backend.models import AuditEvent, AuditHead, Holder, ShowCodeUse, UsageRecord
@@ -330,7 +330,8 @@ def test_simultaneous_checks_of_one_code_record_it_once(app, clock, citizen, hel
         try:
             with app.app_context():
                 start.wait(timeout=30)
-                check = check_show_code(db.session(), keystore(), field_cipher(), token, verifier=PUBLIC_VERIFIER,
+                check = check_show_code(db.session(), keystore(), field_cipher(), token,
+                                        definitions=current_definitions(), verifier=PUBLIC_VERIFIER,
                                         actor=Actor(kind="public", id="scan"), now=clock())
                 db.session.commit()
                 states.append(check.state)

@@ -1,4 +1,4 @@
-"""Authorisation aggregate (授权用证): access requests, grants, the certificates and fields they cover, redemptions.
+"""Sharing (授权用证): access requests, grants, the certificates and fields they cover, redemptions.
 The rules they keep are described in backend/sharing/README.md."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.models.base import Base, JSONDoc
 from backend.models.catalog import Department
-from backend.models.certificates import Certificate
-from backend.models.clients import ApiClient
-from backend.models.holders import Holder
+from backend.models.identity import ApiClient, Holder
+from backend.models.issuance import Certificate
 
 # Access request states.
 REQUEST_PENDING, REQUEST_APPROVED, REQUEST_DECLINED = "pending", "approved", "declined"

@@ -1,4 +1,4 @@
-"""Show-code checks already on record (亮证核验): a refreshed page or a scanner's retry records nothing new."""
+"""Wallet: show-code checks already on record (亮证核验): a refreshed page or a scanner's retry records nothing new."""
 
 from __future__ import annotations
 

@@ -43,6 +43,8 @@ def insert_once(session: Session, model: type[Base], values: dict[str, Any], uni
     return connection.execute(stmt, values).first() is not None
 
 
+# Built statements by model, columns and dialect: pure (no app state, config or keys; the models are the process's),
+# so one process-wide memo is right; a plain dict, as a functools cache would double the lookup on every replay check.
 _statements: dict[tuple[type[Base], tuple[str, ...], str], Any] = {}
 
 

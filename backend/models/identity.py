@@ -1,14 +1,23 @@
-"""Holders (持证主体) who log in — citizens, and the companies they represent — and their sessions."""
+"""Identity: holders (持证主体) who log in and the companies they represent, department API clients, staff of the
+console; their sessions and the one-time values they spent."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.models.base import Base, JSONDoc
+from backend.models.catalog import Department
 
+DEPARTMENT_STAFF = "department"  # handles its own department's objection queue
+CITY_ADMIN = "city_admin"  # 牵头单位: reads every department's queue, acts on none
+STAFF_ROLES = (DEPARTMENT_STAFF, CITY_ADMIN)
+
+
+# -- holders -------------------------------------------------------------------------------------------------------
 
 class Holder(Base):
     """A citizen (自然人) known by real-name authentication. `id_index` equals Certificate.holder_index."""
@@ -134,20 +143,95 @@ class IdTokenUse(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
-class UsageRecord(Base):
-    """A use of a certificate (verification of a show code, a redemption): the holder's usage history."""
+# -- department clients --------------------------------------------------------------------------------------------
 
-    __tablename__ = "usage_record"
-    __table_args__ = (Index("ix_usage_record_holder", "holder_index", "occurred_at"),)
+class ApiClient(Base):
+    """A department's business system registered to call /gov/v1."""
+
+    __tablename__ = "api_client"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("department.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[list[str]] = mapped_column(JSONDoc)
+    public_jwks: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    callback_allowlist: Mapped[list[str]] = mapped_column(JSONDoc, default=list)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+    department: Mapped[Department] = relationship()
+
+
+class ClientAssertionUse(Base):
+    """A one-time value a client has spent, kept until it would be refused as stale anyway.
+
+    `jti` is a client assertion's `jti`, or "kb:" + SHA-256 (hex) of a KB-JWT's signed part that the client had
+    verified (POST /gov/v1/verify accepts each presentation once).
+    """
+
+    __tablename__ = "client_assertion_use"
+    __table_args__ = (UniqueConstraint("api_client_id", "jti"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_client_id: Mapped[int] = mapped_column(ForeignKey("api_client.id"))
+    jti: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime]
+
+
+# -- staff --------------------------------------------------------------------------------------------------------
+
+class StaffAccount(Base):
+    """A person who logs into the staff console with a password (argon2id hash, never the password)."""
+
+    __tablename__ = "staff_account"
+    __table_args__ = (
+        # Department staff belong to exactly one department; city administrators to none.
+        CheckConstraint(
+            "(role = 'department' AND department_id IS NOT NULL) OR (role = 'city_admin' AND department_id IS NULL)",
+            name="role_department",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
-    holder_index: Mapped[str] = mapped_column(String(64))
-    certificate_id: Mapped[int] = mapped_column(ForeignKey("certificate.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(24))  # show_code_checked | verified | redeemed
-    verifier_kind: Mapped[str] = mapped_column(String(16))  # public | client
-    verifier_id: Mapped[str | None] = mapped_column(String(64))
-    verifier_department_id: Mapped[int | None] = mapped_column(ForeignKey("department.id"))
-    purpose: Mapped[str | None] = mapped_column(String(200))
-    fields: Mapped[list[str]] = mapped_column(JSONDoc, default=list)  # names of the fields shown or disclosed
-    occurred_at: Mapped[datetime]
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("department.id"), index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # Lock-out: consecutive failed logins; at the limit the account is locked until `locked_until`.
+    failed_attempts: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None]
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+
+    department: Mapped[Department | None] = relationship()
+
+    @property
+    def is_city_admin(self) -> bool:
+        return self.role == CITY_ADMIN
+
+
+class StaffSession(Base):
+    """One console login. The cookie carries a random token; only its SHA-256 is stored.
+
+    A session ends at logout, when idle too long, at its absolute expiry, or when the account is disabled.
+    """
+
+    __tablename__ = "staff_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff_account.id"), index=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]  # absolute lifetime, whatever the activity
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))  # logout | idle | disabled | expired
+
+    staff: Mapped[StaffAccount] = relationship()
