@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -135,6 +136,32 @@ class KeyCache:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _unwrapped_private_key(key: SignerKey, master_key: bytes, cache: KeyCache) -> PrivateKey:
+    # Keyed by the master key too: a store opened with another master key must not sign with this one.
+    cache_key = (key.kid, hashlib.sha256(master_key).digest())
+    cached = cache.private_keys.get(cache_key)
+    if cached is not None:
+        return cached
+    if key.private_key_enc is None:
+        raise NotFound("该密钥没有私钥，不能用于签名", code="signing_key_not_found")
+    private = private_key_from_der(unwrap_secret(master_key, key.private_key_enc, key.kid))
+    with cache.lock:
+        cache.private_keys[cache_key] = private
+    return private
+
+
+# The active platform key's kid, alg, status and wrapped private key: read by GET /healthz on every probe.
+ACTIVE_PLATFORM_KEY = _ACTIVE_PLATFORM_KEY.params(purpose=PURPOSE_PLATFORM)
+
+
+def open_platform_key(row: Sequence[Any] | None, master_key: bytes, cache: KeyCache) -> None:
+    """Unwrap the platform key of a row of ACTIVE_PLATFORM_KEY (None: there is none yet) with `master_key`, as the
+    stores sharing `cache` would; raises DecryptionError if the master key is not the one that wrapped it."""
+    if row is not None:
+        kid, alg, status, private_key_enc = row
+        _unwrapped_private_key(ActiveKey(kid, PURPOSE_PLATFORM, alg, status, private_key_enc), master_key, cache)
+
+
 class LocalKeyStore:
     """Private keys stored in `signing_key`, wrapped with the master key (AES-GCM, kid as AAD)."""
 
@@ -206,17 +233,7 @@ class LocalKeyStore:
         return key
 
     def _private_key(self, key: SignerKey) -> PrivateKey:
-        # Keyed by the master key too: a store opened with another master key must not sign with this one.
-        cache_key = (key.kid, hashlib.sha256(self._master_key).digest())
-        cached = self.cache.private_keys.get(cache_key)
-        if cached is not None:
-            return cached
-        if key.private_key_enc is None:
-            raise NotFound("该密钥没有私钥，不能用于签名", code="signing_key_not_found")
-        private = private_key_from_der(unwrap_secret(self._master_key, key.private_key_enc, key.kid))
-        with self.cache.lock:
-            self.cache.private_keys[cache_key] = private
-        return private
+        return _unwrapped_private_key(key, self._master_key, self.cache)
 
     def wallet_key_for(self, cnf: object) -> SigningKey:
         """The platform-held wallet key a certificate's `cnf` claim binds it to, active or retired.
@@ -241,9 +258,8 @@ class LocalKeyStore:
 
     def check_platform_key(self) -> None:
         """Unwrap the active platform key if there is one (raises DecryptionError on a wrong master key)."""
-        key = self.session.scalar(self._owner_filter(PURPOSE_PLATFORM, None).order_by(SigningKey.id.desc()))
-        if key is not None:
-            self._private_key(key)
+        row = self.session.connection().execute(ACTIVE_PLATFORM_KEY).first()
+        open_platform_key(row, self._master_key, self.cache)
 
     @staticmethod
     def _refuse_retired(key: SignerKey, *, allow_retired: bool = False) -> None:
