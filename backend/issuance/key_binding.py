@@ -123,8 +123,8 @@ def holder_binding(session: Session, parsed: ParsedSdJwt, payload: dict[str, Any
     if parsed.kb_jwt is None:
         return [KB_MISSING] if presentee.nonce is not None or "cnf" in payload else []
     presented = token[: token.rindex("~") + 1]
-    # TODO(issue 5): nonces become grant ids, checked against the grant redeemed by this client; until then a
-    # nonce the caller gave must match, and any nonce is accepted once.
+    # Known gap (noted since issue 5): nonces are not tied to a grant redeemed by this client. A nonce the caller
+    # gave must match, and any nonce is accepted once.
     reasons = _key_binding(parsed.kb_jwt, payload, presented, now=now,
                            expected_audience=presentee.client.client_id, expected_nonce=presentee.nonce)
     return reasons or _spend_key_binding(session, presentee.client, parsed.kb_jwt, now)
