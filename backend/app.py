@@ -13,9 +13,10 @@ from backend import cli, dept_api, jobs, public_api
 from backend.audit.chain import record_refusal
 from backend.auth.access import check_routes, enforce_access
 from backend.config import PROJECT_ROOT, load_settings
+from backend.core import caches
 from backend.core.edge import EdgeHooks, register_edge, validation_error
 from backend.core.private_files import private_directory
-from backend.extensions import db, limiter, migrate
+from backend.extensions import db, init_limiter
 from backend.schemas import ErrorResponse
 from backend.web import console, verify_page
 
@@ -35,7 +36,10 @@ SECURITY_SCHEMES: dict[str, Any] = {
 }
 
 
-def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
+def create_app(overrides: Mapping[str, Any] | None = None, *, commands: bool = True) -> OpenAPI:
+    """The whole platform. `commands`: with the `flask` commands (backend.cli's groups and Flask-Migrate's `db`),
+    which gunicorn's workers do without (wsgi.py); a command of backend.cli's groups runs in a lighter app still
+    (backend.command_app)."""
     settings = load_settings(overrides=overrides)
     app = OpenAPI(
         __name__,
@@ -60,7 +64,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     check_routes(app)  # every route declares who may call it (backend.auth.access)
     register_edge(app, EdgeHooks(check_access=enforce_access, record_refusal=record_refusal))
     jobs.register(app)  # the faces start background jobs through the app's launcher (backend.core.launcher)
-    cli.register(app)
+    if commands:
+        register_commands(app)
     return app
 
 
@@ -72,8 +77,15 @@ def register_extensions(app: OpenAPI) -> None:
             x_proto=app.config["ECERT_TRUSTED_PROXIES"],
         )
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
-    limiter.init_app(app)
+    init_limiter(app)  # its hooks skipped where no limit can apply (GET /healthz)
+    caches.init_app(app)  # what the app remembers between requests: never another app's
+
+
+def register_commands(app: OpenAPI) -> None:
+    from flask_migrate import Migrate  # here, not at the top: alembic (~11 MB) is for the app that runs commands
+
+    Migrate(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
+    cli.register(app)
 
 
 def register_blueprints(app: OpenAPI) -> None:

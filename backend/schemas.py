@@ -31,7 +31,7 @@ class StrictModel(BaseModel):
 _DEFAULT_SCHEMAS: dict[type[BaseModel], dict[str, Any]] = {}
 
 
-# The two query fields of every paginated list (backend/core/paging.py): one page size, one opaque cursor.
+# The two query fields of every paginated list (backend/core/db/paging.py): one page size, one opaque cursor.
 LIMIT_FIELD = Field(default=20, ge=1, le=100, description="page size, 1–100")
 CURSOR_FIELD = Field(default=None, max_length=200, description="`next_cursor` of the previous page")
 

@@ -70,7 +70,7 @@ def import_file(path: Path, workers: int) -> Timed:
     """One import, timed from the service call to the last commit, and each of its transactions."""
     from backend.app import create_app
     from backend.catalog.loader import get_department
-    from backend.core.context import field_cipher, keystore, now
+    from backend.core.context import deps, now
     from backend.extensions import db
     from backend.imports import batches as imports
     from backend.issuance.issuer import Issuer
@@ -95,9 +95,8 @@ def import_file(path: Path, workers: int) -> Timed:
     with app.app_context():
         try:
             started, cpu_started = time.perf_counter(), cpu_seconds()
-            issuer = Issuer(db.session(), keystore(), field_cipher(), get_department(db.session(), DEMO_DEPARTMENT),
-                            public_url=app.config["ECERT_PUBLIC_URL"], actor=Actor.operator("bench"), now=now(),
-                            expected=imports.MAX_ROWS)
+            issuer = Issuer(deps(), get_department(db.session(), DEMO_DEPARTMENT), actor=Actor.operator("bench"),
+                            now=now(), expected=imports.MAX_ROWS)
             with path.open("rb") as handle:
                 batch, _created = imports.import_certificates(
                     db.session(), issuer, handle, file_format="jsonl", mode="all",

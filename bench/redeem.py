@@ -203,7 +203,7 @@ def _database_counts(server: Server, codes: list[str]) -> tuple[int, int]:
     from backend.core.context import field_cipher
     from backend.extensions import db
     from backend.models import Grant, Redemption
-    from backend.models.grants import GRANT_USED
+    from backend.models.sharing import GRANT_USED
     from backend.sharing.grants import code_digest
 
     with server.key_store():

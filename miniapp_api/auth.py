@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, RootModel
 
 from backend.auth.access import public
 from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
-from backend.core.context import field_cipher, keystore, now, representation_max_age, request_actor_context
+from backend.core.context import deps, field_cipher, keystore, now, representation_max_age, request_actor_context
 from backend.crypto.masking import mask_holder_code
 from backend.extensions import db, limiter
 from backend.identity import citizens as citizen_auth
@@ -145,8 +145,7 @@ def login(body: LoginBody) -> Response:
     provider = login_provider(current_app, body.root.provider)
     session, cipher = db.session(), field_cipher()
     identity = provider.authenticate(body.root.model_dump(), session=session, cipher=cipher, actor=origin, now=moment)
-    return _pair(citizen_auth.log_in(session, keystore(), cipher, identity, issuer=_issuer(), origin=origin,
-                                     now=moment))
+    return _pair(citizen_auth.log_in(deps(), identity, origin=origin, now=moment))
 
 
 @bp.post("/auth/refresh", responses={200: TokenPair, **error_responses(*COMMON_ERRORS, 401, 422)}, security=[])

@@ -13,7 +13,7 @@ from backend.core import qr
 from backend.core.context import field_cipher, now, representation_max_age
 from backend.errors import DomainError
 from backend.extensions import db
-from backend.models.grants import Grant
+from backend.models.sharing import Grant
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
 from backend.sharing import consent_policy
 from backend.sharing import grants as service

@@ -253,10 +253,10 @@ def file_objection(form: CitizenObjectionForm) -> Response:
     files = [_read_file(upload) for upload in form.evidence]
     storage = _TrackedStorage(evidence_storage())
     g.evidence_written = storage.written
+    filing = objection_filing.ObjectionInput(form.disputed_fields(), form.description, files)
     objection = objection_filing.file_objection(
-        session, field_cipher(), storage, certificate=certificate, filer=g.actor, holder=g.holder,
-        disputed=form.disputed_fields(), description=form.description, evidence=files, now=moment,
-        calendar=working_calendar())
+        session, field_cipher(), storage, certificate=certificate, holder=g.holder, filing=filing, actor=g.actor,
+        now=moment, calendar=working_calendar())
     response = jsonify(_detail(objection))
     response.status_code = 201
     return response

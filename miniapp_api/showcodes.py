@@ -15,7 +15,7 @@ from backend.errors import DomainError
 from backend.extensions import db
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
 from backend.wallet.queries import find_held_certificate
-from backend.wallet.showcodes import mint_show_code
+from backend.wallet.showcode_minting import mint_show_code
 
 bp = APIBlueprint("citizen_show_codes", __name__, url_prefix="/api/v1",
                   abp_tags=[Tag(name="citizen-show-codes", description="亮证")])

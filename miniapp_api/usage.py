@@ -12,7 +12,7 @@ from backend.auth.citizens import CITIZEN_SECURITY, require_citizen
 from backend.core.context import now, representation_max_age
 from backend.extensions import db
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, CURSOR_FIELD, LIMIT_FIELD, StrictModel, error_responses
-from backend.wallet import queries as service
+from backend.wallet import usage as service
 from miniapp_api.wallet import OwnerOut, owner_out
 
 bp = APIBlueprint("usage", __name__, url_prefix="/api/v1/usage",

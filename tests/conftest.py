@@ -36,6 +36,7 @@ from backend.identity.clients import register_client
 from backend.kernel.actors import Actor
 from backend.models import Base
 from tests.support import Department
+from tests.web.console_support import Staff, make_staff
 
 DEMO_CATALOG = PROJECT_ROOT / "catalog" / "xinyang"
 SAMR = "11411500MB1C629765"  # 信阳市市场监督管理局
@@ -285,19 +286,25 @@ def login(client: FlaskClient, catalog: None) -> Any:
     return factory
 
 
-# -- grants and redemption: a citizen representing a company, and 信阳市市场监督管理局's system ---------------------
+# -- people and systems that tests of several areas share ----------------------------------------------------------
 
 @pytest.fixture
 def company() -> str:
-    """A company's USCC; the `citizen` fixture represents it."""
+    """A company's USCC; the `representative` fixture represents it."""
     from tests.factories import company_code
 
     return company_code()
 
 
 @pytest.fixture
-def citizen(login: Any, company: str) -> Any:
-    """张伟, representing `company` (test modules with citizens of their own override this)."""
+def citizen(login: Any) -> Citizen:
+    """张伟, logged in, representing no company."""
+    return login("张伟")
+
+
+@pytest.fixture
+def representative(login: Any, company: str) -> Citizen:
+    """张伟, representing `company`."""
     return login("张伟", companies=[{"code": company, "name": "信阳毛尖茶业有限公司"}])
 
 
@@ -305,3 +312,21 @@ def citizen(login: Any, company: str) -> Any:
 def samr_system(make_dept_client: Any) -> Any:
     """信阳市市场监督管理局's system: issues licences, and redeems grants."""
     return make_dept_client(SAMR, scopes=("issue", "verify", "redeem"))
+
+
+@pytest.fixture
+def clerk(app: OpenAPI, clock: FakeClock, catalog: None) -> Staff:
+    """li.clerk, a staff member of 信阳市民政局 (which issues marriage certificates)."""
+    return make_staff(app, clock, CIVIL_AFFAIRS, username="li.clerk")
+
+
+@pytest.fixture
+def civil_issuer(make_dept_client: Any) -> DeptClient:
+    """信阳市民政局's system that only issues (marriage certificates)."""
+    return make_dept_client(CIVIL_AFFAIRS, scopes=("issue",))
+
+
+@pytest.fixture
+def civil_requester(make_dept_client: Any) -> DeptClient:
+    """信阳市民政局's system that issues, verifies, asks holders for certificates and redeems grants."""
+    return make_dept_client(CIVIL_AFFAIRS, scopes=("issue", "verify", "redeem", "request"))

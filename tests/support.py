@@ -136,12 +136,25 @@ def assert_documented(http: Any, method: str, path: str, response: Any) -> None:
 
 # -- database look-ups ------------------------------------------------------------------------------------------
 
-def stored(app: Any, identifier: str) -> Certificate:
+def detached(app: Any, model: type[T], *where: Any) -> T:
+    """The one row of `model` that `where` picks, detached from its session (there must be one)."""
     with app.app_context():
-        certificate = db.session.scalar(sa.select(Certificate).where(Certificate.identifier == identifier))
-        assert certificate is not None
-        db.session.expunge(certificate)
-        return certificate
+        row = db.session.scalar(sa.select(model).where(*where))
+        assert row is not None
+        db.session.expunge(row)
+        return row
+
+
+def detached_all(app: Any, statement: sa.Select[tuple[T]]) -> list[T]:
+    """Every row `statement` selects, detached from its session."""
+    with app.app_context():
+        rows = list(db.session.scalars(statement))
+        db.session.expunge_all()
+        return rows
+
+
+def stored(app: Any, identifier: str) -> Certificate:
+    return detached(app, Certificate, Certificate.identifier == identifier)
 
 
 def public_id_of(app: Any, identifier: str) -> str:

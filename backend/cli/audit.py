@@ -9,10 +9,9 @@ from typing import Any
 import click
 
 from backend.audit import chain as audit_service
-from backend.cli.base import CommandGroup, fail, operator_actor
+from backend.cli.base import CommandGroup, failing_cleanly, operator_actor
 from backend.core.context import keystore, now
 from backend.crypto.encryption import DecryptionError
-from backend.errors import DomainError
 from backend.extensions import db
 from backend.sharing import counter_service
 
@@ -52,12 +51,9 @@ def audit_verify() -> None:
 @audit_cli.command("checkpoint")
 def audit_checkpoint() -> None:
     """Sign the current chain head with the platform key."""
-    try:
+    with failing_cleanly():
         cp = audit_service.checkpoint(db.session(), keystore(), actor=operator_actor(), now=now())
         db.session.commit()
-    except DomainError as error:
-        fail(error)
-        return
     click.echo(f"checkpoint seq {cp.seq} {cp.chain_hash}")
 
 

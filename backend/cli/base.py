@@ -5,8 +5,10 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from flask.cli import AppGroup
@@ -41,12 +43,21 @@ def operator_actor() -> Actor:
     return Actor.operator(name)
 
 
-def fail(error: DomainError) -> None:
+def fail(error: DomainError) -> NoReturn:
     db.session.rollback()
     click.echo(f"错误 [{error.code}]: {error.message}", err=True)
     if error.details:
         click.echo(json.dumps(error.details, ensure_ascii=False), err=True)
     sys.exit(1)
+
+
+@contextmanager
+def failing_cleanly() -> Iterator[None]:
+    """Wrap a command's work: a DomainError rolls back and exits 1 with its code, message and details."""
+    try:
+        yield
+    except DomainError as error:
+        fail(error)
 
 
 def read_jwk(path: str) -> dict[str, Any]:

@@ -10,9 +10,8 @@ import click
 from flask import current_app
 
 from backend.catalog import loader as catalog_service
-from backend.cli.base import CommandGroup, fail, operator_actor
+from backend.cli.base import CommandGroup, failing_cleanly, operator_actor
 from backend.core.context import keystore, now
-from backend.errors import DomainError
 from backend.extensions import db
 
 catalog_cli = CommandGroup("catalog", help="证照目录: load and list departments and certificate types.")
@@ -22,13 +21,10 @@ catalog_cli = CommandGroup("catalog", help="证照目录: load and list departme
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def catalog_load(path: Path) -> None:
     """Load departments and certificate types from PATH (departments.yaml + types/*.yaml). Idempotent."""
-    try:
+    with failing_cleanly():
         report = catalog_service.load_catalog(db.session(), path, keystore(), actor=operator_actor(), now=now(),
                                               signing_alg=current_app.config["ECERT_SIGNING_ALG"])
         db.session.commit()
-    except DomainError as error:
-        fail(error)
-        return
     click.echo(f"departments: {len(report.departments_created)} created, {len(report.departments_updated)} updated; "
                f"types: {len(report.types_created)} created, {len(report.types_updated)} new versions; "
                f"{report.unchanged} unchanged")

@@ -11,9 +11,8 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from backend.catalog import loader as catalog_service
-from backend.cli.base import CommandGroup, fail, operator_actor
-from backend.core.context import field_cipher, keystore, now
-from backend.errors import DomainError
+from backend.cli.base import CommandGroup, failing_cleanly, operator_actor
+from backend.core.context import deps, now
 from backend.extensions import db
 from backend.imports import batches as imports_service
 from backend.issuance.issuer import Issuer
@@ -41,21 +40,17 @@ def certificates_import(path: Path, dept_code: str, mode: str, file_format: str 
     with path.open("rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     try:
-        department = catalog_service.get_department(db.session(), dept_code)
-        issuer = Issuer(db.session(), keystore(), field_cipher(), department,
-                        public_url=current_app.config["ECERT_PUBLIC_URL"], actor=operator_actor(), now=now(),
-                        expected=imports_service.MAX_ROWS)
-        with path.open("rb") as handle, click.progressbar(length=path.stat().st_size, label="导入中",
-                                                          show_percent=True) as bar:
-            batch, created = imports_service.import_certificates(
-                db.session(), issuer, handle, file_format=file_format, mode=mode,
-                idempotency_key=f"cli:{mode}:{digest}",  # the file itself: the same file is imported once per mode
-                max_rows=current_app.config["ECERT_MAX_BATCH_ROWS"], workers=workers,
-                progress=lambda _rows, done: bar.update(done - bar.pos))
-        db.session.commit()
-    except DomainError as error:
-        fail(error)
-        return
+        with failing_cleanly():
+            department = catalog_service.get_department(db.session(), dept_code)
+            issuer = Issuer(deps(), department, actor=operator_actor(), now=now(), expected=imports_service.MAX_ROWS)
+            with path.open("rb") as handle, click.progressbar(length=path.stat().st_size, label="导入中",
+                                                              show_percent=True) as bar:
+                batch, created = imports_service.import_certificates(
+                    db.session(), issuer, handle, file_format=file_format, mode=mode,
+                    idempotency_key=f"cli:{mode}:{digest}",  # the file itself: the same file is imported once per mode
+                    max_rows=current_app.config["ECERT_MAX_BATCH_ROWS"], workers=workers,
+                    progress=lambda _rows, done: bar.update(done - bar.pos))
+            db.session.commit()
     except IntegrityError:
         db.session.rollback()
         click.echo("错误 [concurrent_conflict]: 并发冲突，请重试", err=True)

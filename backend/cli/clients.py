@@ -6,9 +6,8 @@ import click
 from flask import current_app
 
 from backend.catalog import loader as catalog_service
-from backend.cli.base import CommandGroup, fail, operator_actor, read_jwk
+from backend.cli.base import CommandGroup, failing_cleanly, operator_actor, read_jwk
 from backend.core.context import now
-from backend.errors import DomainError
 from backend.extensions import db
 from backend.identity import clients as clients_service
 from backend.sharing import access_requests as access_requests_service
@@ -25,15 +24,12 @@ clients_cli = CommandGroup("clients", help="Department API clients.")
 @click.option("--callback", "callbacks", multiple=True, help="Allowed callback URL prefix (repeatable).")
 def clients_add(dept_code: str, name: str, scopes: tuple[str, ...], jwk_file: str, callbacks: tuple[str, ...]) -> None:
     """Register a department business system; prints its client_id."""
-    try:
+    with failing_cleanly():
         dept = catalog_service.get_department(db.session(), dept_code)
         client = clients_service.register_client(db.session(), department=dept, name=name, scopes=list(scopes),
                                                  jwks=read_jwk(jwk_file), callback_allowlist=list(callbacks),
                                                  actor=operator_actor(), now=now())
         db.session.commit()
-    except DomainError as error:
-        fail(error)
-        return
     click.echo(client.client_id)
 
 
@@ -41,11 +37,9 @@ def clients_add(dept_code: str, name: str, scopes: tuple[str, ...], jwk_file: st
 @click.argument("client_id")
 def clients_disable(client_id: str) -> None:
     """Disable a client: its tokens stop working at once."""
-    try:
+    with failing_cleanly():
         clients_service.set_client_active(db.session(), client_id, False, actor=operator_actor(), now=now())
         db.session.commit()
-    except DomainError as error:
-        fail(error)
 
 
 @clients_cli.command("callbacks")
@@ -53,12 +47,9 @@ def clients_disable(client_id: str) -> None:
 @click.argument("urls", nargs=-1)
 def clients_callbacks(client_id: str, urls: tuple[str, ...]) -> None:
     """Set the client's callback allow-list to URLS (origins with an optional path prefix; none clears it)."""
-    try:
+    with failing_cleanly():
         client = access_requests_service.set_callback_allowlist(
             db.session(), client_id, list(urls), allow_http=current_app.config["ECERT_ENV"] != "production",
             actor=operator_actor(), now=now())
         db.session.commit()
-    except DomainError as error:
-        fail(error)
-        return
     click.echo("\n".join(client.callback_allowlist) or "(empty)")

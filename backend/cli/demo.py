@@ -18,14 +18,13 @@ from sqlalchemy.orm import Session
 
 from backend.catalog.loader import get_department
 from backend.core.private_files import private_directory
-from backend.crypto.encryption import FieldCipher
 from backend.crypto.jwk import public_jwk
 from backend.errors import Conflict
 from backend.identity.clients import SCOPES, register_client
 from backend.issuance.certificates import issue_direct
 from backend.issuance.issuer import CertificateInput, Issuer
 from backend.kernel.actors import Actor
-from backend.keys.keystore import KeyStore
+from backend.keys.deps import Deps
 from backend.models import ApiClient
 
 DEMO_DEPARTMENT = "11411500MB1C629765"  # 信阳市市场监督管理局
@@ -144,14 +143,12 @@ def _demo_certificates() -> list[tuple[str, CertificateInput]]:
     ]
 
 
-def ensure_demo_certificates(
-    session: Session, keys: KeyStore, cipher: FieldCipher, *, public_url: str, actor: Actor, now: datetime
-) -> int:
+def ensure_demo_certificates(deps: Deps, *, actor: Actor, now: datetime) -> int:
     """Issue the demo certificates that are not there yet (matched by certificate number); returns how many."""
-    created = 0
+    session, created = deps.session, 0
     for department_code, data in _demo_certificates():
         department = get_department(session, department_code)
-        issuer = Issuer(session, keys, cipher, department, public_url=public_url, actor=actor, now=now)
+        issuer = Issuer(deps, department, actor=actor, now=now)
         try:
             with session.begin_nested():
                 issue_direct(session, issuer, data)

@@ -19,7 +19,7 @@ from backend.cli.demo import (
 )
 from backend.cli.keys import keys_init
 from backend.config import PROJECT_ROOT
-from backend.core.context import field_cipher, keystore, now
+from backend.core.context import deps, now
 from backend.extensions import db
 
 DEMO_CATALOG = PROJECT_ROOT / "catalog" / "xinyang"
@@ -35,8 +35,7 @@ def demo_load() -> None:
     ctx.invoke(keys_init)
     session, actor, moment = db.session(), operator_actor(), now()
     client_id, key_path = ensure_demo_client(session, Path(current_app.instance_path), actor=actor, now=moment)
-    issued = ensure_demo_certificates(session, keystore(), field_cipher(),
-                                      public_url=current_app.config["ECERT_PUBLIC_URL"], actor=actor, now=moment)
+    issued = ensure_demo_certificates(deps(), actor=actor, now=moment)
     db.session.commit()
     click.echo(f"demo client {client_id}; private key in {key_path}")
     click.echo(f"{issued} demo certificate(s) issued; log in as the demo citizen with POST /api/v1/auth/login "

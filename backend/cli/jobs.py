@@ -9,17 +9,16 @@ from datetime import timedelta
 import click
 from flask import current_app
 
-from backend.cli.base import CommandGroup, fail
+from backend.cli.base import CommandGroup, failing_cleanly
 from backend.core.context import now
 from backend.core.launcher import job_launcher
-from backend.errors import DomainError
 from backend.extensions import db
 from backend.identity import clients as clients_service
 from backend.identity import login_nonces
 from backend.issuance import expiry as expiry_service
 from backend.kernel.actors import Actor
 from backend.objections import deadlines as objection_deadlines
-from backend.sharing.request_callbacks import claim_due
+from backend.sharing.request_callbacks import due_callbacks
 from backend.wallet import showcodes as showcodes_service
 
 jobs_cli = CommandGroup("jobs", help="Scheduled, idempotent maintenance jobs.")
@@ -50,12 +49,13 @@ def jobs_purge(batch: int) -> None:
 
 @jobs_cli.command("callbacks")
 @click.option("--batch", type=click.IntRange(1, 1000), default=100, show_default=True,
-              help="Callbacks claimed per round; rounds continue until none is due.")
+              help="Due callbacks looked up per round (each claimed as it is posted); rounds continue until none is "
+                   "due.")
 def jobs_callbacks(batch: int) -> None:
     """Deliver due access-request callbacks, retrying failed ones with backoff. Idempotent; safe on two nodes."""
     totals: dict[str, int] = {}
     while True:
-        outcomes = job_launcher().run("callbacks", claim=lambda: claim_due(db.session(), now=now(), limit=batch))
+        outcomes = job_launcher().run("callbacks", due=lambda: due_callbacks(db.session(), now=now(), limit=batch))
         for outcome, number in outcomes.items():
             totals[outcome] = totals.get(outcome, 0) + number
         if sum(outcomes.values()) < batch:
@@ -86,13 +86,10 @@ def jobs_remind() -> None:
 def jobs_objections() -> None:
     """Escalate overdue objections to the city administrators (牵头单位), once per level. Idempotent; safe on two
     nodes at once."""
-    try:
+    with failing_cleanly():
         report = objection_deadlines.escalate_overdue_objections(
             db.session(), lead_department_code=current_app.config["ECERT_OBJECTION_LEAD_DEPARTMENT"],
             actor=Actor.system("jobs.objections"), now=now())
-    except DomainError as error:
-        fail(error)
-        return
     db.session.commit()
     click.echo(f"{report.total} overdue objection(s) escalated ({report.acknowledge} not acknowledged, "
                f"{report.resolve} not resolved in time)")

@@ -7,7 +7,7 @@ from flask import current_app
 
 from backend.audit import chain as audit_service
 from backend.catalog import loader as catalog_service
-from backend.cli.base import CommandGroup, fail, operator_actor, read_jwk
+from backend.cli.base import CommandGroup, failing_cleanly, operator_actor, read_jwk
 from backend.core.context import evidence_storage, field_cipher, keystore, now
 from backend.errors import DomainError
 from backend.extensions import db
@@ -48,7 +48,7 @@ def keys_rotate(dept_code: str | None, purpose: str | None, alg: str | None) -> 
     """Make a new active key; the old public key stays published so old signatures verify."""
     if bool(dept_code) == bool(purpose):
         raise click.UsageError("give exactly one of --dept or --platform")
-    try:
+    with failing_cleanly():
         dept = catalog_service.get_department(db.session(), dept_code) if dept_code else None
         moment = now()
         key = keystore().rotate(purpose or PURPOSE_CERTIFICATE, dept, alg or current_app.config["ECERT_SIGNING_ALG"],
@@ -57,9 +57,6 @@ def keys_rotate(dept_code: str | None, purpose: str | None, alg: str | None) -> 
                                    object_type="signing_key", object_id=key.kid,
                                    details={"department": dept_code, "purpose": key.purpose, "alg": key.alg})
         db.session.commit()
-    except DomainError as error:
-        fail(error)
-        return
     click.echo(key.kid)
 
 
@@ -86,15 +83,13 @@ def keys_reencrypt_data() -> None:
 def keys_import(dept_code: str, jwk_file: str) -> None:
     """Register the public key of a department's own signing system."""
     try:
-        dept = catalog_service.get_department(db.session(), dept_code)
-        moment = now()
-        key = keystore().import_public_key(dept, read_jwk(jwk_file), moment)
-        audit_service.record_event(db.session(), actor=operator_actor(), action="keys.imported", now=moment,
-                                   object_type="signing_key", object_id=key.kid, details={"department": dept_code})
-        db.session.commit()
-    except DomainError as error:
-        fail(error)
-        return
+        with failing_cleanly():
+            dept = catalog_service.get_department(db.session(), dept_code)
+            moment = now()
+            key = keystore().import_public_key(dept, read_jwk(jwk_file), moment)
+            audit_service.record_event(db.session(), actor=operator_actor(), action="keys.imported", now=moment,
+                                       object_type="signing_key", object_id=key.kid, details={"department": dept_code})
+            db.session.commit()
     except ValueError as error:
         db.session.rollback()
         raise click.BadParameter(str(error)) from error

@@ -8,9 +8,8 @@ import click
 from flask import current_app
 
 from backend.catalog import loader as catalog_service
-from backend.cli.base import CommandGroup, fail, operator_actor
+from backend.cli.base import CommandGroup, failing_cleanly, operator_actor
 from backend.core.context import now
-from backend.errors import DomainError
 from backend.extensions import db
 from backend.identity import staff as staff_service
 
@@ -37,16 +36,13 @@ def staff_add(username: str, display_name: str | None, dept_code: str | None, ci
     if bool(dept_code) == city_admin:
         raise click.UsageError("give exactly one of --dept or --city-admin")
     password = _read_password(password_stdin)
-    try:
+    with failing_cleanly():
         department = catalog_service.get_department(db.session(), dept_code) if dept_code else None
         account = staff_service.create_staff(db.session(), current_app.config["STAFF_PASSWORD_HASHER"],
                                              username=username, display_name=display_name or username,
                                              department=department, password=password, actor=operator_actor(),
                                              now=now())
         db.session.commit()
-    except DomainError as error:
-        fail(error)
-        return
     click.echo(account.public_id)
 
 
@@ -56,23 +52,19 @@ def staff_add(username: str, display_name: str | None, dept_code: str | None, ci
 def staff_password(username: str, password_stdin: bool) -> None:
     """Set a new password; also unlocks the account and ends its sessions."""
     password = _read_password(password_stdin)
-    try:
+    with failing_cleanly():
         staff_service.set_password(db.session(), current_app.config["STAFF_PASSWORD_HASHER"], username, password,
                                    actor=operator_actor(), now=now())
         db.session.commit()
-    except DomainError as error:
-        fail(error)
 
 
 @staff_cli.command("disable")
 @click.argument("username")
 def staff_disable(username: str) -> None:
     """Disable an account: it can no longer log in and its open sessions end at once."""
-    try:
+    with failing_cleanly():
         staff_service.disable_staff(db.session(), username, actor=operator_actor(), now=now())
         db.session.commit()
-    except DomainError as error:
-        fail(error)
 
 
 @staff_cli.command("list")

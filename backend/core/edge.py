@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import flask_openapi3.request
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Request, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from flask.typing import ResponseReturnValue
 from flask_limiter.errors import RateLimitExceeded
 from pydantic import ValidationError
@@ -64,9 +64,23 @@ _HTTP_MESSAGES = {
 class JsonFormatter(logging.Formatter):
     """One JSON object per line. Callers never pass tokens or ID numbers into log records."""
 
+    _encode = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps builds an encoder per call for these options
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")  # the last second formatted, and its text: one line per request
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, cached = int(record.created), self._second
+        if cached[0] != second:
+            cached = self._second = (second, super().formatTime(record, "%Y-%m-%dT%H:%M:%S%z"))
+        return cached[1]
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "ts": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -74,7 +88,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return self._encode(entry)
 
 
 def configure_logging(app: Flask) -> None:
@@ -85,6 +99,29 @@ def configure_logging(app: Flask) -> None:
         root.addHandler(handler)
     root.setLevel(app.config["ECERT_LOG_LEVEL"])
     root.propagate = False
+
+
+# On every answer unless the view set its own; Cache-Control and Pragma on the API faces' answers too.
+_SECURITY_HEADERS = (
+    ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+    ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"),
+)
+_API_PREFIXES = ("/api/", "/gov/")
+
+
+def _add_security_headers(response: Response, path: str) -> None:
+    headers = response.headers
+    present = {name.lower() for name, _ in headers}
+    for name, value in _SECURITY_HEADERS:
+        if name.lower() not in present:
+            headers.add(name, value)
+    if path.startswith(_API_PREFIXES):
+        headers["Cache-Control"] = "no-store"
+        if "pragma" not in present:
+            headers.add("Pragma", "no-cache")
 
 
 # Paths that carry a bearer-like token: logged without it.
@@ -166,8 +203,16 @@ def finish_failed_request(error: DomainError) -> None:
         log.exception("could not record a refused attempt", extra={"fields": {"request_id": g.get("request_id")}})
 
 
+def _in_transaction() -> bool:
+    """Whether the request's session began a transaction (it read, added or flushed anything). A request that
+    never touched the database has nothing to commit or roll back, and no session is made for it."""
+    return db.session.registry.has() and db.session().in_transaction()
+
+
 def _commit() -> DomainError | None:
     """The request's one commit. A database refusal here still answers in the error shape, never a bare 500."""
+    if not _in_transaction():
+        return None
     try:
         db.session.commit()
         return None
@@ -193,6 +238,21 @@ def _database_refusal(exc: OperationalError, what: str) -> DomainError:
     return error
 
 
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session (the staff console's), without building its signer and reading the cookie
+    settings on a request that neither brings the cookie nor touches the session: every API call."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if app.secret_key and ("HTTP_COOKIE" not in request.environ
+                               or not request.cookies.get(self.get_cookie_name(app))):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if session or session.modified or session.accessed:
+            super().save_session(app, session, response)
+
+
 class StrictJSONProvider(DefaultJSONProvider):
     """Request JSON read by `json_input`: bounded nesting, no NaN or Infinity, no numbers out of range."""
 
@@ -205,12 +265,15 @@ def _decode_form_values_with_json_input() -> None:
     JSONDecodeError. With the stdlib's `json` a value nested thousands deep (`[[[…`) or an integer of 5000 digits
     raised RecursionError or ValueError instead: a 500 before the view, or its authentication, ran. `json_input`
     raises JSONDecodeErrors only, so such a value stays text and the form's model refuses it with a 422."""
+    import flask_openapi3.request  # here, not at the top: the commands' app starts without flask-openapi3
+
     flask_openapi3.request.json = json_input  # its module-level `json`, used for loads only
 
 
 def register_edge(app: Flask, hooks: EdgeHooks) -> None:
     app.extensions[EXTENSION] = hooks
     app.json = StrictJSONProvider(app)
+    app.session_interface = CookieSessionInterface()
     _decode_form_values_with_json_input()
     configure_logging(app)
 
@@ -233,33 +296,25 @@ def register_edge(app: Flask, hooks: EdgeHooks) -> None:
             failure = _commit()
             if failure is not None:
                 response = error_response(failure)
-        else:
+        elif _in_transaction():
             db.session.rollback()
-        response.headers["X-Request-Id"] = g.get("request_id", "")
-        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
-        if request.path.startswith(("/api/", "/gov/")):
-            response.headers["Cache-Control"] = "no-store"
-            response.headers.setdefault("Pragma", "no-cache")
-        elapsed_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
-        # The path only: query strings may carry data that must not reach logs.
-        log.info(
-            "request",
-            extra={
-                "fields": {
-                    "request_id": g.get("request_id"),
-                    "method": request.method,
-                    "path": loggable_path(request.path),
-                    "status": response.status_code,
-                    "ms": elapsed_ms,
-                    "remote": request.remote_addr,
-                    "client": g.get("client_id"),
-                }
-            },
-        )
+        path, request_id = request.path, g.get("request_id")
+        response.headers["X-Request-Id"] = request_id or ""
+        _add_security_headers(response, path)
+        if log.isEnabledFor(logging.INFO):
+            started = g.get("started")
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 2) if started is not None else 0.0
+            # The path only: query strings may carry data that must not reach logs. The record is made without the
+            # caller's file and line (logging walks the stack for them): the JSON line has neither.
+            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "request", (), None, extra={"fields": {
+                "request_id": request_id,
+                "method": request.method,
+                "path": loggable_path(path),
+                "status": response.status_code,
+                "ms": elapsed_ms,
+                "remote": request.remote_addr,
+                "client": g.get("client_id"),
+            }}))
         return response
 
     @app.teardown_request

@@ -9,7 +9,6 @@ import os
 import re
 import secrets
 import struct
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +18,7 @@ from typing import IO, Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from backend.core.private_files import private_directory
+from backend.core.storage import LocalFiles
 from backend.crypto.encryption import DecryptionError, FieldCipher
 
 MAGIC = b"ECSPOOL1"
@@ -61,22 +60,14 @@ def new_spool_key(now: datetime) -> str:
     return f"{now:%Y%m%d}/{secrets.token_hex(16)}"
 
 
-class LocalSpoolStorage:
-    """Files under one directory (ECERT_IMPORT_SPOOL_DIR), written under a temporary name and renamed into place,
-    readable by the owner only."""
+class LocalSpoolStorage(LocalFiles):
+    """Spooled files under one directory (ECERT_IMPORT_SPOOL_DIR)."""
 
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-
-    def _path(self, key: str) -> Path:
-        if not _KEY.fullmatch(key):  # keys are made here; anything else could walk out of the directory
-            raise ValueError("invalid spool key")
-        return self.root / key
+    KEY = _KEY
+    KIND = "spool"
 
     def open_write(self, key: str) -> IO[bytes]:
-        path = self._path(key)
-        private_directory(path.parent)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")  # mode 0600
+        fd, temporary = self._temporary(key)
         os.close(fd)
         return open(temporary, "wb")  # closed by publish or discard
 
@@ -95,9 +86,6 @@ class LocalSpoolStorage:
             return self._path(key).open("rb")
         except FileNotFoundError as exc:
             raise SpoolMissing(key) from exc
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
 
     def keys_older_than(self, moment: datetime) -> Iterator[str]:
         """Keys (and abandoned temporary uploads, as their paths) last written before `moment`."""

@@ -1,5 +1,5 @@
 """Sealed file storage for objection evidence: a storage interface (a local directory by default, an object store
-can replace it) and the sealing with the current data key that every file goes through."""
+can replace it) and the sealing with the current data key; the local directory is shared with the import spool."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from backend.core.private_files import private_directory
 from backend.crypto.encryption import FieldCipher
@@ -31,32 +31,47 @@ class EvidenceStorage(Protocol):
     def delete(self, key: str) -> None: ...
 
 
-_KEY = re.compile(r"[0-9a-f]{32}/[0-9a-f]{32}")
-
-
 def new_storage_key(objection_public_id: str) -> str:
     return f"{objection_public_id}/{secrets.token_hex(16)}"
 
 
-class LocalEvidenceStorage:
-    """Files under one directory (by default instance/evidence), written atomically, readable by the owner only."""
+class LocalFiles:
+    """Files by key under one directory, written under a temporary name and renamed into place, readable by the
+    owner only (the local evidence storage and the local import spool)."""
+
+    KEY: ClassVar[re.Pattern[str]]
+    KIND: ClassVar[str]
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
     def _path(self, key: str) -> Path:
-        if not _KEY.fullmatch(key):  # keys are made here; anything else could walk out of the directory
-            raise ValueError("invalid evidence storage key")
+        if not self.KEY.fullmatch(key):  # keys are made here; anything else could walk out of the directory
+            raise ValueError(f"invalid {self.KIND} key")
         return self.root / key
 
-    def put(self, key: str, data: bytes) -> None:
+    def _temporary(self, key: str) -> tuple[int, str]:
+        """A new file (mode 0600) in the directory of `key`, to be renamed to it: its descriptor and path."""
         path = self._path(key)
         private_directory(path.parent)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        return tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class LocalEvidenceStorage(LocalFiles):
+    """Evidence files under one directory (by default instance/evidence)."""
+
+    KEY = re.compile(r"[0-9a-f]{32}/[0-9a-f]{32}")
+    KIND = "evidence storage"
+
+    def put(self, key: str, data: bytes) -> None:
+        fd, temporary = self._temporary(key)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            os.replace(temporary, path)
+            os.replace(temporary, self._path(key))
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
@@ -66,9 +81,6 @@ class LocalEvidenceStorage:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise EvidenceNotFound() from exc
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
 
 
 class SealedEvidenceStorage:

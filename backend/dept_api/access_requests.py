@@ -132,14 +132,14 @@ def create(body: AccessRequestIn) -> Response:
     if wanted is None:
         raise DomainError("只能返回 JSON、PNG 或 SVG", code="not_acceptable").with_status(406)
     config = current_app.config
-    created = service.create_access_request(
-        db.session(), field_cipher(), g.client,
+    asked = service.AccessRequestInput(
         wanted=[service.WantedInput(item.type_code, item.fields) for item in body.wanted],
         purpose=body.purpose, matter_code=body.matter_code, consent_seconds=body.consent_seconds,
         callback_url=body.callback_url,
-        assisted_holder=service.AssistedHolder(body.holder.code_type, body.holder.code) if body.holder else None,
-        allow_http_callbacks=config["ECERT_ENV"] != "production", answer_within=config["ECERT_ACCESS_REQUEST_TTL"],
-        actor=g.actor, now=now())
+        assisted_holder=service.AssistedHolder(body.holder.code_type, body.holder.code) if body.holder else None)
+    created = service.create_access_request(
+        db.session(), field_cipher(), g.client, asked, allow_http_callbacks=config["ECERT_ENV"] != "production",
+        answer_within=config["ECERT_ACCESS_REQUEST_TTL"], actor=g.actor, now=now())
     headers = {"X-Access-Request-Id": created.public_id, "X-Access-Request-Expires-At": created.expires_at.isoformat(),
                "Vary": "Accept"}
     if wanted == JSON:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, g, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, model_validator
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
-from backend.core.context import field_cipher, keystore, now
+from backend.core.context import deps, field_cipher, now
 from backend.errors import BadRequest
 from backend.extensions import db
 from backend.issuance import certificates as service
@@ -127,11 +127,6 @@ class GovCertificateDetail(BaseModel):
     sd_jwt: str
 
 
-def _issuer(client: ApiClient, expected: int = 1) -> Issuer:
-    return Issuer(db.session(), keystore(), field_cipher(), client.department,
-                  public_url=current_app.config["ECERT_PUBLIC_URL"], actor=g.actor, now=now(), expected=expected)
-
-
 def idempotency_key() -> str | None:
     key = request.headers.get(IDEMPOTENCY_KEY)
     if key is not None and not (8 <= len(key) <= 128 and key.isascii() and key.isprintable()):
@@ -178,9 +173,9 @@ def issue(body: CertificateSubmission) -> Response:
     client: ApiClient = g.client
     key = idempotency_key()
     digest = service.request_hash(request.get_json(silent=True))
-    issuer = _issuer(client)
+    issuer = Issuer.for_client(deps(), client, actor=g.actor, now=now())
     if body.sd_jwt is not None:
-        certificate, created = service.sync_certificate(db.session(), issuer, keystore(), client, body.sd_jwt,
+        certificate, created = service.sync_certificate(db.session(), issuer, client, body.sd_jwt,
                                                         idempotency_key=key, body_hash=digest)
     else:
         assert body.holder is not None
@@ -212,8 +207,8 @@ def reissue(path: IdentifierPath, body: ReissueBody) -> Response:
     certificate = service.get_own_certificate(db.session(), g.client.department, path.identifier)
     changes = body.model_dump(exclude_unset=True, mode="json")
     reason = changes.pop("reason", None)
-    successor = service.reissue_certificate(db.session(), _issuer(g.client), field_cipher(), certificate,
-                                            changes=changes, reason=reason)
+    issuer = Issuer.for_client(deps(), g.client, actor=g.actor, now=now())
+    successor = service.reissue_certificate(db.session(), issuer, certificate, changes=changes, reason=reason)
     response = jsonify(detail(successor))
     response.status_code = 201
     return response

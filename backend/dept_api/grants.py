@@ -7,8 +7,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field, model_validator
 
 from backend.auth.clients import BEARER_SECURITY, require_scope
-from backend.core.context import field_cipher, keystore, now
-from backend.extensions import db
+from backend.core.context import deps, now
 from backend.schemas import AUTH_ERRORS, COMMON_ERRORS, StrictModel, error_responses
 from backend.sharing import redemption as service
 
@@ -53,14 +52,12 @@ def redeem(body: RedeemRequest) -> Response:
     403 grant_wrong_client (audited); expired or revoked: 410 grant_expired / grant_revoked; unknown: 404. A covered
     certificate whose holder key (`cnf`) the platform does not hold, e.g. one synced from the department's own
     system with a key of its own choosing, cannot be presented: 409 holder_key_not_held, the grant stays unused."""
-    session, moment = db.session(), now()
+    moment = now()
     if body.code is not None:
-        redeemed = service.redeem_by_code(session, keystore(), field_cipher(), body.code, client=g.client,
-                                          actor=g.actor, now=moment, request_id=g.get("request_id"))
+        redeemed = service.redeem_by_code(deps(), body.code, client=g.client, actor=g.actor, now=moment)
     else:
         assert body.request_id is not None
-        redeemed = service.redeem_by_request(session, keystore(), field_cipher(), body.request_id, client=g.client,
-                                             actor=g.actor, now=moment, request_id=g.get("request_id"))
+        redeemed = service.redeem_by_request(deps(), body.request_id, client=g.client, actor=g.actor, now=moment)
     return jsonify(RedeemResponse(
         grant_id=redeemed.grant.public_id, redemption_id=redeemed.redemption.public_id,
         purpose=redeemed.grant.purpose, redeemed_at=redeemed.redemption.redeemed_at.isoformat(),

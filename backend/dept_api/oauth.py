@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.auth.access import public
-from backend.core.context import keystore, now
+from backend.core.context import keystore, now, request_actor_context
 from backend.extensions import db, limiter
-from backend.identity.clients import issue_access_token
+from backend.identity.clients import TokenPolicy, issue_access_token
+from backend.kernel.actors import Actor
 from backend.schemas import COMMON_ERRORS, StrictModel, error_responses
 
 bp = APIBlueprint(
@@ -50,19 +51,13 @@ def token_endpoint_url() -> str:
 @public
 def token(form: TokenForm) -> Response:
     """Exchange a signed client assertion for a short-lived access token."""
-    issued = issue_access_token(
-        db.session(),
-        keystore(),
-        assertion=form.client_assertion,
-        requested_scope=form.scope,
-        token_endpoint=token_endpoint_url(),
-        issuer=current_app.config["ECERT_PUBLIC_URL"],
-        ttl=current_app.config["ECERT_ACCESS_TOKEN_TTL"],
-        max_assertion_lifetime=current_app.config["ECERT_MAX_ASSERTION_LIFETIME"],
-        source_ip=request.remote_addr,
-        request_id=g.get("request_id"),
-        now=now(),
-    )
+    config = current_app.config
+    policy = TokenPolicy(token_endpoint=token_endpoint_url(), issuer=config["ECERT_PUBLIC_URL"],
+                         ttl=config["ECERT_ACCESS_TOKEN_TTL"],
+                         max_assertion_lifetime=config["ECERT_MAX_ASSERTION_LIFETIME"])
+    issued = issue_access_token(db.session(), keystore(), assertion=form.client_assertion, requested_scope=form.scope,
+                                policy=policy, origin=Actor(kind="client", id="unknown", **request_actor_context()),
+                                now=now())
     body = TokenResponse(
         access_token=issued.access_token, token_type="Bearer", expires_in=issued.expires_in, scope=issued.scope
     )

@@ -249,10 +249,11 @@ def report(body: GovReportBody) -> Response:
     report as filed, without the certificate's values. Attempts are limited per client and certificate
     (429 rate_limited with Retry-After). The report goes to the issuing department's queue; the holder's inbox is
     told which department reported a problem with which certificate (objection_reported), nothing of its content."""
+    filing = objection_filing.ObjectionInput(
+        [objection_checks.DisputedField(d.field, d.claimed_value) for d in body.disputed], body.description)
     objection = objection_filing.report_objection(
         db.session(), field_cipher(), certificate_identifier=body.certificate_identifier, client=g.client,
-        actor=g.actor, disputed=[objection_checks.DisputedField(d.field, d.claimed_value) for d in body.disputed],
-        description=body.description, now=now(), calendar=working_calendar())
+        filing=filing, actor=g.actor, now=now(), calendar=working_calendar())
     view = objection_views.objection_view(db.session(), field_cipher(), objection, now=now(), current_values=False)
     response = jsonify(GovReportedObjection(
         **_body(objection, view),

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from backend.audit.chain import record_event
-from backend.core.once import updated_rows
+from backend.core.db.once import updated_rows
 from backend.crypto import jws
 from backend.crypto.encryption import FieldCipher
 from backend.errors import AuditNote, Unauthorized
@@ -19,6 +19,7 @@ from backend.kernel.actors import Actor
 from backend.kernel.identifiers import validate_holder_code, validate_uscc
 from backend.kernel.ids import holder_index, new_public_id
 from backend.keys import platform_jws
+from backend.keys.deps import Deps
 from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
 from backend.keys.platform_jws import VerifiedTokens
 from backend.models import AuthSession, Holder, HolderIdentity, RefreshToken, Representation
@@ -179,12 +180,12 @@ def last_real_name_login(session: Session, holder: Holder) -> datetime:
     return latest if latest is not None else holder.created_at
 
 
-def log_in(session: Session, keys: KeyStore, cipher: FieldCipher, identity: VerifiedIdentity, *, issuer: str,
-           origin: Actor, now: datetime) -> IssuedSession:
+def log_in(deps: Deps, identity: VerifiedIdentity, *, origin: Actor, now: datetime) -> IssuedSession:
     """A login a provider verified: find or create the holder, bind linked identities, start a session.
 
     `origin` is the anonymous caller (address, request id); the holder becomes the actor once known.
     """
+    session, cipher = deps.session, deps.cipher
     if identity.real_name:
         holder = upsert_holder(session, cipher, identity, now=now)
         auth_time = now
@@ -197,8 +198,8 @@ def log_in(session: Session, keys: KeyStore, cipher: FieldCipher, identity: Veri
                          only_one=True):
             record_event(session, actor=actor, action="citizen.identity_bound", now=now, object_type="holder",
                          object_id=holder.public_id, details={"provider": provider, "via": identity.provider})
-    return start_session(session, keys, holder, provider=identity.provider, issuer=issuer, actor=actor, now=now,
-                         auth_time=auth_time)
+    return start_session(session, deps.keys, holder, provider=identity.provider, issuer=deps.public_url,
+                         actor=actor, now=now, auth_time=auth_time)
 
 
 def holder_name(cipher: FieldCipher, holder: Holder) -> str:

@@ -12,7 +12,7 @@ from enum import Enum
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
-from backend.core.once import insert_once
+from backend.core.db.once import insert_once
 from backend.crypto.encryption import FieldCipher
 from backend.models import IdTokenUse, LoginNonce
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher, profiles
@@ -19,7 +20,7 @@ from backend.audit.chain import record_event
 from backend.errors import AuditNote, Conflict, DomainError, NotFound, Unauthorized, ValidationFailed
 from backend.kernel.actors import Actor
 from backend.models import Department, StaffAccount, StaffSession
-from backend.models.staff import CITY_ADMIN, DEPARTMENT_STAFF
+from backend.models.identity import CITY_ADMIN, DEPARTMENT_STAFF
 
 # RFC 9106's second recommended option (t=3, m=64 MiB, p=4): memory-hard, affordable on a 2-core server.
 STANDARD_HASHER = PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY)
@@ -34,7 +35,6 @@ _TOUCH_INTERVAL = timedelta(seconds=60)
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 MIN_PASSWORD = 12
 MAX_PASSWORD = 128
-_dummy_hashes: dict[str, str] = {}
 
 
 class StaffLoginFailed(Unauthorized):
@@ -160,11 +160,15 @@ def set_password(session: Session, hasher: PasswordHasher, username: str, passwo
 
 def _burn_time(hasher: PasswordHasher, password: str) -> None:
     """Verify against a dummy hash, so an unknown username costs as long as a wrong password."""
-    key = repr(hasher.time_cost) + repr(hasher.memory_cost) + repr(hasher.parallelism)
-    if key not in _dummy_hashes:
-        _dummy_hashes[key] = hasher.hash(secrets.token_urlsafe(16))
     with contextlib.suppress(VerificationError):
-        hasher.verify(_dummy_hashes[key], password)
+        hasher.verify(_dummy_hash(hasher), password)
+
+
+@functools.lru_cache(maxsize=8)
+def _dummy_hash(hasher: PasswordHasher) -> str:
+    """A hash of a random password nobody knows, made once per hasher (an app's hasher is a constant of its config):
+    nothing secret or app-specific is kept, only the cost of one argon2 hash per login."""
+    return hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -232,10 +236,11 @@ def _refused(account: StaffAccount, actor: Actor, reason: str) -> StaffLoginFail
     return failed
 
 
-def authenticate(session: Session, hasher: PasswordHasher, *, username: str, password: str, now: datetime,
-                 commit: Callable[[], None], source_ip: str | None = None,
-                 request_id: str | None = None) -> StaffAccount:
+def authenticate(session: Session, hasher: PasswordHasher, *, username: str, password: str, origin: Actor,
+                 now: datetime, commit: Callable[[], None]) -> StaffAccount:
     """Check a console login; the fifth failure in a row locks the account for LOCK_DURATION, unchecked.
+
+    `origin` is the anonymous caller (address, request id); the account becomes the actor once found.
 
     The attempt is counted (atomically, as a failure) before the password is checked, and `commit` — the caller's
     commit of the request's transaction — makes that count durable before the slow hash runs: a failure, a crash or
@@ -245,15 +250,14 @@ def authenticate(session: Session, hasher: PasswordHasher, *, username: str, pas
     # A name no account can have (too long, NUL or other odd characters) is not even looked up.
     account = session.scalar(select(StaffAccount).where(StaffAccount.username == name)) \
         if USERNAME.fullmatch(name) else None
-    context = {"source_ip": source_ip, "request_id": request_id}
     if account is None or not account.active:
         _burn_time(hasher, password)
         failed = StaffLoginFailed()
-        failed.audit = AuditNote(actor=Actor(kind="staff", id=account.public_id if account else "unknown", **context),
+        failed.audit = AuditNote(actor=replace(origin, kind="staff", id=account.public_id if account else "unknown"),
                                  action="staff.login", object_type="staff",
                                  details={"reason": "disabled" if account else "unknown_user"})
         raise failed
-    actor = staff_actor(account, **context)
+    actor = staff_actor(account, source_ip=origin.source_ip, request_id=origin.request_id)
     account_id = account.id
     reserved = _reserve_attempt(session, account_id, now)
     if reserved is None:

@@ -40,7 +40,7 @@ from sqlalchemy.sql.selectable import NamedFromClause
 
 from backend.audit.chain import record_event
 from backend.catalog.face import FieldProblems
-from backend.core.bulk_insert import BulkInsert
+from backend.core.db.bulk_insert import BulkInsert
 from backend.core.spool import HEAD_BYTES
 from backend.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from backend.imports import numbers
@@ -58,7 +58,7 @@ from backend.kernel.actors import Actor
 from backend.kernel.ids import new_public_id
 from backend.keys.status_lists import bump_revision
 from backend.models import Base, Certificate, CertificateType, Department, ImportBatch
-from backend.models.certificates import VALID
+from backend.models.issuance import VALID
 
 MODES = ("all", "partial")
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"

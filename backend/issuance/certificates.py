@@ -15,7 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.audit.chain import record_event
 from backend.catalog.face import EARLIEST_DATE, LATEST_DATE, DateOutOfRange, FieldProblems, check_date_range
-from backend.core.once import updated_rows
+from backend.core.db.once import updated_rows
 from backend.crypto.canonical import canonical_json
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.jwk import SUPPORTED_ALGS, JWKError
@@ -32,10 +32,10 @@ from backend.issuance.issuer import (
 from backend.kernel.actors import Actor
 from backend.kernel.china_time import CHINA
 from backend.kernel.identifiers import parse_identifier
-from backend.keys.keystore import PURPOSE_CERTIFICATE, KeyStore
+from backend.keys.keystore import PURPOSE_CERTIFICATE
 from backend.keys.status_lists import bump_revision
 from backend.models import ApiClient, Certificate, CertificateEvent, CertificateType, Department, IdempotencyRecord
-from backend.models.certificates import REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.models.issuance import REVOKED, SUPERSEDED, SUSPENDED, VALID
 
 REVOCATION_REASONS = ("注销", "吊销")
 
@@ -136,7 +136,7 @@ def _sync_refused(reason: str, message: str, claim: str | None = None) -> Valida
     return ValidationFailed(f"同步的证照无效：{message}", code="invalid_sd_jwt", details=details)
 
 
-def sync_certificate(session: Session, issuer: Issuer, keys: KeyStore, client: ApiClient, token: str, *,
+def sync_certificate(session: Session, issuer: Issuer, client: ApiClient, token: str, *,
                      idempotency_key: str | None, body_hash: str) -> tuple[Certificate, bool]:
     """Store a certificate the department signed in its own system, after verifying it completely."""
     existing = _idempotent(session, client, "certificate", idempotency_key, body_hash)
@@ -152,7 +152,7 @@ def sync_certificate(session: Session, issuer: Issuer, keys: KeyStore, client: A
     if header.get("typ") != "dc+sd-jwt" or header.get("alg") not in SUPPORTED_ALGS:
         raise _sync_refused("bad_header", "typ 必须是 dc+sd-jwt，算法必须是 ES256 或 EdDSA")
     try:
-        signing_key, public = keys.public_key(str(header.get("kid")))
+        signing_key, public = issuer.keys.public_key(str(header.get("kid")))
     except DomainError as exc:
         raise _sync_refused("unknown_key", "签名密钥未在平台登记") from exc
     if signing_key.department_id != issuer.department.id or signing_key.purpose != PURPOSE_CERTIFICATE:
@@ -315,14 +315,14 @@ def resume_certificate(session: Session, certificate: Certificate, *, actor: Act
 REISSUABLE = (VALID, SUSPENDED, "expired")
 
 
-def reissue_certificate(session: Session, issuer: Issuer, cipher: FieldCipher, certificate: Certificate, *,
-                        changes: dict[str, Any], reason: str | None) -> Certificate:
+def reissue_certificate(session: Session, issuer: Issuer, certificate: Certificate, *, changes: dict[str, Any],
+                        reason: str | None) -> Certificate:
     """A new version (same serial, version + 1, new check character); the old one becomes superseded."""
     if certificate.status not in REISSUABLE:
         raise _refused(certificate.status, "reissued")
     if certificate.version >= 999:
         raise Conflict("证照版本号已达上限 999", code="version_exhausted")
-    content = decrypt(cipher, certificate)
+    content = decrypt(issuer.cipher, certificate)
     ctype = session.get_one(CertificateType, certificate.certificate_type_id)
     fields = {**content.fields, **(changes.get("fields") or {})}
     data = CertificateInput(

@@ -19,12 +19,14 @@ from backend.kernel.china_time import china_today
 from backend.kernel.ids import new_public_id
 from backend.keys.status_lists import bump_revision
 from backend.models import Certificate, ExpiryReminder, Notification, StatusList
-from backend.models.certificates import EXPIRED, SUSPENDED, VALID
+from backend.models.issuance import EXPIRED, SUSPENDED, VALID
 
 DEFAULT_HORIZONS = (90, 30, 7)
 DEFAULT_BATCH_SIZE = 500
 EXPIRED_REASON = "有效期届满"
 DIGEST_KIND = "department_expiry_digest"
+# PostgreSQL advisory lock: one reminder run at a time across nodes, so that a department gets one whole digest.
+REMINDER_RUN_LOCK = 0x45_52  # "ER"
 
 
 def _locked_batch(session: Session, criteria: Iterable[Any], after_id: int, batch_size: int) -> list[Certificate]:
@@ -138,6 +140,10 @@ def send_expiry_reminders(session: Session, *, actor: Actor, now: datetime,
     horizon_days = sorted({int(h) for h in horizons if int(h) > 0})
     if not horizon_days:
         return 0
+    if session.get_bind().dialect.name == "postgresql":
+        # Two nodes running at once would each send a partial digest (rows are skip-locked between them); the
+        # second waits until the first commits and then finds nothing left to remind. SQLite has one writer.
+        session.execute(select(func.pg_advisory_xact_lock(REMINDER_RUN_LOCK)))
     upcoming = (Certificate.status == VALID, Certificate.valid_until.is_not(None), Certificate.valid_until >= today,
                 Certificate.valid_until <= today + timedelta(days=horizon_days[-1]))
     by_department: dict[int, list[Reminder]] = defaultdict(list)

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from backend.audit.chain import record_event
 from backend.catalog.face import LATEST_DATE, DateOutOfRange, FieldProblems, parse_date, validate_face
 from backend.crypto.canonical import canonical_json
-from backend.crypto.encryption import FieldCipher
 from backend.crypto.sdjwt import b64url
 from backend.crypto.sdjwt import issue as issue_sd_jwt
 from backend.errors import Forbidden, ValidationFailed
@@ -27,10 +26,11 @@ from backend.kernel.identifiers import (
     validate_holder_code,
 )
 from backend.kernel.ids import holder_index, new_public_id
-from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET, KeyStore
+from backend.keys.deps import Deps
+from backend.keys.keystore import PURPOSE_CERTIFICATE, PURPOSE_WALLET
 from backend.keys.status_lists import SlotAllocator, list_uri
-from backend.models import Certificate, CertificateEvent, CertificateType, Department, Notification
-from backend.models.certificates import VALID
+from backend.models import ApiClient, Certificate, CertificateEvent, CertificateType, Department, Notification
+from backend.models.issuance import VALID
 
 SERIAL_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 NATURAL_PERSON_CODES = {HolderCodeType.RESIDENT_ID, HolderCodeType.PASSPORT, HolderCodeType.HK_MACAO_PERMIT,
@@ -117,17 +117,24 @@ def issuer_uri(public_url: str, department_code: str) -> str:
 
 @dataclass
 class Issuer:
-    session: Session
-    keys: KeyStore
-    cipher: FieldCipher
+    """Issues for `department` as `actor` at `now`; `expected` is how many certificates it will sign (a batch's
+    many make the slot allocator load a list's used slots once)."""
+
+    deps: Deps
     department: Department
-    public_url: str
     actor: Actor
     now: datetime
     expected: int = 1
     _types: dict[str, CertificateType] = field(default_factory=dict)
 
+    @classmethod
+    def for_client(cls, deps: Deps, client: ApiClient, *, actor: Actor, now: datetime, expected: int = 1) -> Issuer:
+        """The issuer of a department API client's certificates: its department's."""
+        return cls(deps, client.department, actor=actor, now=now, expected=expected)
+
     def __post_init__(self) -> None:
+        self.session, self.keys, self.cipher = self.deps.session, self.deps.keys, self.deps.cipher
+        self.public_url = self.deps.public_url
         self.signing_key = self.keys.active_key(PURPOSE_CERTIFICATE, self.department)
         self.wallet_jwk = dict(self.keys.active_key(PURPOSE_WALLET).public_jwk)
         self.slots = SlotAllocator(self.session, self.department, self.now, expected=self.expected)

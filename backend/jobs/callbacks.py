@@ -25,13 +25,20 @@ def callback_sender() -> CallbackSender:
     return sender
 
 
-def deliver(claim: Callable[[], list[request_callbacks.ClaimedCallback]]) -> Counter[str]:
-    """Claim (commit), post each claimed callback, record each outcome (commit). Needs an app context."""
-    claimed = claim()
+def deliver(due: Callable[[], list[int]]) -> Counter[str]:
+    """For each of the due access requests' callbacks: claim it (commit), post it, record the outcome (commit).
+    Each is claimed right before its POST, never all first: the lease (60 s) covers one POST (at most
+    ECERT_CALLBACK_TIMEOUT, 30 s), not a run of them, after which another node's job would take the rest over and
+    post them as well. One that another node claimed meanwhile is skipped. Needs an app context."""
+    candidates = due()
     db.session.commit()
     outcomes: Counter[str] = Counter()
     config = current_app.config
-    for item in claimed:
+    for access_request_id in candidates:
+        item = request_callbacks.claim_one(db.session(), access_request_id, now=now())
+        db.session.commit()
+        if item is None:
+            continue
         result = request_callbacks.send(keystore(), callback_sender(), item, issuer=config["ECERT_PUBLIC_URL"],
                                         now=now())
         outcomes[request_callbacks.record_outcome(db.session(), item, result, now=now(),
@@ -48,8 +55,7 @@ def deliver_after_response(access_request_id: int) -> Callable[[], None]:
     def run() -> None:
         with app.app_context():
             try:
-                deliver(lambda: [c for c in [request_callbacks.claim_one(db.session(), access_request_id, now=now())]
-                                 if c is not None])
+                deliver(lambda: [access_request_id])
             except Exception:
                 db.session.rollback()
                 log.exception("callback delivery failed; left for the job",

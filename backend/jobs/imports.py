@@ -11,7 +11,7 @@ from datetime import timedelta
 from flask import Flask, current_app
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from backend.core.context import field_cipher, import_spool, keystore, now
+from backend.core.context import deps, import_spool, now
 from backend.core.spool import SealedSpool, SpoolMissing
 from backend.crypto.encryption import DecryptionError
 from backend.errors import DomainError, database_error
@@ -88,8 +88,7 @@ def import_batch(batch_id: int, worker: str, *, workers: int = 0) -> str:
     def issuer() -> Issuer:
         department = session.get(Department, batch.department_id)
         assert department is not None
-        return Issuer(session, keystore(), field_cipher(), department, public_url=config["ECERT_PUBLIC_URL"],
-                      actor=actor, now=now(), expected=imports_service.MAX_ROWS)
+        return Issuer(deps(), department, actor=actor, now=now(), expected=imports_service.MAX_ROWS)
 
     steps = imports_service.Steps(commit=session.commit, begin=still_held)
     try:

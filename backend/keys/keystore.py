@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -84,6 +85,8 @@ class HolderKeyNotHeld(Conflict):
 
 
 class KeyStore(Protocol):
+    cache: KeyCache
+
     def active_key(self, purpose: str, department: Department | None = None) -> SigningKey: ...
 
     def active_platform_key(self, purpose: str) -> ActiveKey: ...
@@ -119,21 +122,54 @@ _ACTIVE_PLATFORM_KEY = (
     .order_by(SigningKey.id.desc()).limit(1)
 )
 
-# Decrypted private keys, by kid. A kid's key never changes, so entries never go stale.
-_private_cache: dict[tuple[str, bytes], PrivateKey] = {}
-_cache_lock = threading.Lock()
+@dataclass(frozen=True)
+class KeyCache:
+    """What the key stores of one app remember, by kid: a kid is a key's thumbprint and names that key forever, so
+    no entry goes stale. Writers take `lock`; readers need not (one dict read)."""
+
+    # Decrypted private keys by (kid, SHA-256 of the master key): a store with another master key must not use them.
+    private_keys: dict[tuple[str, bytes], PrivateKey] = field(default_factory=dict)
+    verification_keys: dict[str, VerificationKey] = field(default_factory=dict)  # see `verification_key`
+    # Platform public keys met while checking show codes, and their kids by short key id (backend.keys.showcode).
+    show_code_keys: dict[str, PublicKey] = field(default_factory=dict)
+    kids_by_prefix: dict[bytes, frozenset[str]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _unwrapped_private_key(key: SignerKey, master_key: bytes, cache: KeyCache) -> PrivateKey:
+    # Keyed by the master key too: a store opened with another master key must not sign with this one.
+    cache_key = (key.kid, hashlib.sha256(master_key).digest())
+    cached = cache.private_keys.get(cache_key)
+    if cached is not None:
+        return cached
+    if key.private_key_enc is None:
+        raise NotFound("该密钥没有私钥，不能用于签名", code="signing_key_not_found")
+    private = private_key_from_der(unwrap_secret(master_key, key.private_key_enc, key.kid))
+    with cache.lock:
+        cache.private_keys[cache_key] = private
+    return private
+
+
+# The active platform key's kid, alg, status and wrapped private key: read by GET /healthz on every probe.
+ACTIVE_PLATFORM_KEY = _ACTIVE_PLATFORM_KEY.params(purpose=PURPOSE_PLATFORM)
+
+
+def open_platform_key(row: Sequence[Any] | None, master_key: bytes, cache: KeyCache) -> None:
+    """Unwrap the platform key of a row of ACTIVE_PLATFORM_KEY (None: there is none yet) with `master_key`, as the
+    stores sharing `cache` would; raises DecryptionError if the master key is not the one that wrapped it."""
+    if row is not None:
+        kid, alg, status, private_key_enc = row
+        _unwrapped_private_key(ActiveKey(kid, PURPOSE_PLATFORM, alg, status, private_key_enc), master_key, cache)
 
 
 class LocalKeyStore:
     """Private keys stored in `signing_key`, wrapped with the master key (AES-GCM, kid as AAD)."""
 
-    def __init__(
-        self, session: Session, master_key: bytes, verification_keys: dict[str, VerificationKey] | None = None
-    ) -> None:
-        """`verification_keys`: a cache shared by the stores of one app (see `verification_key`)."""
+    def __init__(self, session: Session, master_key: bytes, cache: KeyCache | None = None) -> None:
+        """`cache`: the app's (backend.core.context.keystore); a store of its own when None."""
         self.session = session
         self._master_key = master_key
-        self._verification_keys = {} if verification_keys is None else verification_keys
+        self.cache = KeyCache() if cache is None else cache
 
     def _owner_filter(self, purpose: str, department: Department | None) -> Any:
         stmt = select(SigningKey).where(SigningKey.purpose == purpose, SigningKey.status == "active")
@@ -197,17 +233,7 @@ class LocalKeyStore:
         return key
 
     def _private_key(self, key: SignerKey) -> PrivateKey:
-        # Keyed by the master key too: a store opened with another master key must not sign with this one.
-        cache_key = (key.kid, hashlib.sha256(self._master_key).digest())
-        cached = _private_cache.get(cache_key)
-        if cached is not None:
-            return cached
-        if key.private_key_enc is None:
-            raise NotFound("该密钥没有私钥，不能用于签名", code="signing_key_not_found")
-        private = private_key_from_der(unwrap_secret(self._master_key, key.private_key_enc, key.kid))
-        with _cache_lock:
-            _private_cache[cache_key] = private
-        return private
+        return _unwrapped_private_key(key, self._master_key, self.cache)
 
     def wallet_key_for(self, cnf: object) -> SigningKey:
         """The platform-held wallet key a certificate's `cnf` claim binds it to, active or retired.
@@ -232,9 +258,8 @@ class LocalKeyStore:
 
     def check_platform_key(self) -> None:
         """Unwrap the active platform key if there is one (raises DecryptionError on a wrong master key)."""
-        key = self.session.scalar(self._owner_filter(PURPOSE_PLATFORM, None).order_by(SigningKey.id.desc()))
-        if key is not None:
-            self._private_key(key)
+        row = self.session.connection().execute(ACTIVE_PLATFORM_KEY).first()
+        open_platform_key(row, self._master_key, self.cache)
 
     @staticmethod
     def _refuse_retired(key: SignerKey, *, allow_retired: bool = False) -> None:
@@ -271,11 +296,11 @@ class LocalKeyStore:
         A kid is the key's thumbprint and its row is never deleted, so what it stands for never changes; the
         key's status does (retirement), but retired keys keep verifying what they signed.
         """
-        known = self._verification_keys.get(kid)
+        known = self.cache.verification_keys.get(kid)
         if known is None:
             key, public = self.public_key(kid)
             known = VerificationKey(key.kid, key.purpose, key.alg, key.department_id, public)
-            self._verification_keys[kid] = known
+            self.cache.verification_keys[kid] = known
         return known
 
     def held_platform_key(self, kid: str) -> VerificationKey:

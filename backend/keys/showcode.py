@@ -8,7 +8,6 @@ import binascii
 import re
 import secrets
 import struct
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from backend.crypto.jwk import JWKError, PublicKey, load_public_jwk
 from backend.errors import DomainError
-from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore, SignerKey
+from backend.keys.keystore import PURPOSE_PLATFORM, KeyCache, KeyStore, SignerKey
 from backend.models import SigningKey
 
 VERSION: Final = 1
@@ -112,19 +111,14 @@ def token_from_text(text: str) -> str:
     return text.split("?", 1)[0].split("#", 1)[0]
 
 
-# Public keys by kid: a kid names one key forever, so entries never go stale.
-_public_cache: dict[str, PublicKey] = {}
-_cache_lock = threading.Lock()
-
-
 _CANDIDATES: Final = select(SigningKey.kid, SigningKey.alg, SigningKey.public_jwk).where(
     SigningKey.purpose == PURPOSE_PLATFORM, SigningKey.department_id.is_(None),
     SigningKey.kid.like(bindparam("pattern"), escape="/"))
 
 
-def _candidate_keys(session: Session, prefix: bytes) -> list[tuple[str, str, PublicKey]]:
+def _candidate_keys(session: Session, prefix: bytes, cache: KeyCache) -> list[tuple[str, str, PublicKey]]:
     """(kid, alg, public key) of the platform keys, active or retired, whose kid starts with the token's short key
-    id, read from the database (and remembered for `_known_candidates`).
+    id, read from the database (and remembered in `cache` for `_known_candidates`).
 
     Plain columns on the session's connection: the ORM's entity loading cost more than the query.
     """
@@ -132,30 +126,27 @@ def _candidate_keys(session: Session, prefix: bytes) -> list[tuple[str, str, Pub
     pattern = text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"  # "_" is base64url, and LIKE's
     found = []
     for kid, alg, jwk in session.connection().execute(_CANDIDATES, {"pattern": pattern}):
-        public = _public_cache.get(kid)
+        public = cache.show_code_keys.get(kid)
         if public is None:
             try:
                 public = load_public_jwk({k: v for k, v in jwk.items() if k not in {"kid", "use", "alg"}})
             except JWKError:
                 continue
-            with _cache_lock:
-                _public_cache[kid] = public
+            with cache.lock:
+                cache.show_code_keys[kid] = public
         found.append((kid, alg, public))
     if found:
-        with _cache_lock:
-            _kids_by_prefix[prefix] = _kids_by_prefix.get(prefix, frozenset()) | {kid for kid, _, _ in found}
+        with cache.lock:
+            cache.kids_by_prefix[prefix] = cache.kids_by_prefix.get(prefix, frozenset()) | {kid for kid, _, _ in found}
     return found
 
 
-# Kids met per short key id (only ids that named a platform key). A kid is a thumbprint: it names one key
-# wherever it is found, so an entry never goes stale; whether this database holds it, as a platform key, is asked of
-# the key store (its per-app cache of kids). A key made later under a known short id is found by the fallback.
-_kids_by_prefix: dict[bytes, frozenset[str]] = {}
-
-
 def _known_candidates(keys: KeyStore, prefix: bytes) -> list[tuple[str, str, PublicKey]]:
+    """The platform keys met before under this short key id (`cache.kids_by_prefix`: only ids that named a platform
+    key). A kid names one key wherever it is found; whether this database holds it, as a platform key, is asked of
+    the key store. A key made later under a known short id is found by the fallback to the database."""
     found = []
-    for kid in _kids_by_prefix.get(prefix, ()):
+    for kid in keys.cache.kids_by_prefix.get(prefix, ()):
         try:
             key = keys.verification_key(kid)
         except (DomainError, JWKError):  # not a key of this database
@@ -191,7 +182,7 @@ def decode(session: Session, token: str, *, now: datetime, keys: KeyStore | None
     message = DOMAIN + header
     tried = _known_candidates(keys, kid_prefix) if keys is not None else []
     if not _signed_by(tried, message, signature):
-        candidates = _candidate_keys(session, kid_prefix)
+        candidates = _candidate_keys(session, kid_prefix, keys.cache if keys is not None else KeyCache())
         if not candidates:
             raise ShowCodeRefused(UNKNOWN_KEY)
         seen = {kid for kid, _, _ in tried}

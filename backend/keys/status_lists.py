@@ -14,9 +14,10 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from backend.crypto.sdjwt import b64url
 from backend.errors import NotFound
+from backend.keys.deps import Deps
 from backend.keys.keystore import PURPOSE_CERTIFICATE, KeyStore
 from backend.models import Certificate, Department, ImportStaging, StatusList
-from backend.models.certificates import STATUS_LIST_VALUE
+from backend.models.issuance import STATUS_LIST_VALUE
 
 LIST_SIZE = 1 << 16  # 65,536 two-bit entries = 16 KiB before compression
 FILL_LIMIT = LIST_SIZE * 3 // 4  # keep a quarter free so random picks stay cheap and unpredictable
@@ -229,4 +230,23 @@ def status_list_token(session: Session, keys: KeyStore, status_list: StatusList,
     status_list.token = token
     status_list.token_revision = status_list.revision
     status_list.token_issued_at = now
+    return token
+
+
+def published_token(deps: Deps, status_list: StatusList, *, now: datetime) -> str:
+    """The current token (`status_list_token`); a freshly signed one is cached on the row only if no issuer holds
+    that row.
+
+    Issuing locks the list row until its transaction ends, which for a batch import can take minutes; the
+    public endpoint must not wait for it, so it then serves the new token without caching it.
+    """
+    session = deps.session
+    cached = (status_list.token, status_list.token_revision, status_list.token_issued_at)
+    token = status_list_token(session, deps.keys, status_list, public_url=deps.public_url, now=now)
+    if (status_list.token, status_list.token_revision, status_list.token_issued_at) != cached:
+        with session.no_autoflush:  # flushing the new token now would wait for the lock we are probing
+            free = session.scalar(select(StatusList.id).where(StatusList.id == status_list.id)
+                                  .with_for_update(skip_locked=True))
+        if free is None:
+            session.expire(status_list, ["token", "token_revision", "token_issued_at"])  # drop the unsaved cache
     return token

@@ -1,6 +1,6 @@
-"""SQLAlchemy models, one module per aggregate. Importing this package registers every table."""
+"""SQLAlchemy models, one module per business area. Importing this package registers every table."""
 
-from backend.models.audit import AuditCheckpoint, AuditEvent, AuditHead
+from backend.models.audit import AuditCheckpoint, AuditEvent, AuditHead, UsageRecord
 from backend.models.base import Base
 from backend.models.catalog import (
     CertificateType,
@@ -8,32 +8,26 @@ from backend.models.catalog import (
     Department,
     certificate_type_issuer,
 )
-from backend.models.certificates import (
-    Certificate,
-    CertificateEvent,
-    ExpiryReminder,
-    IdempotencyRecord,
-    ImportBatch,
-    ImportStaging,
-    Notification,
-    StatusList,
-)
-from backend.models.clients import ApiClient, ClientAssertionUse
-from backend.models.grants import AccessRequest, Grant, GrantCertificate, Redemption
-from backend.models.holders import (
+from backend.models.identity import (
+    ApiClient,
     AuthSession,
+    ClientAssertionUse,
     Holder,
     HolderIdentity,
     IdTokenUse,
     LoginNonce,
     RefreshToken,
     Representation,
-    UsageRecord,
+    StaffAccount,
+    StaffSession,
 )
-from backend.models.keys import SigningKey
+from backend.models.imports import ImportBatch, ImportStaging
+from backend.models.issuance import Certificate, CertificateEvent, ExpiryReminder, IdempotencyRecord
+from backend.models.keys import SigningKey, StatusList
+from backend.models.notifications import Notification
 from backend.models.objections import Objection, ObjectionEscalation, ObjectionEvent, ObjectionEvidence
-from backend.models.showcodes import ShowCodeUse
-from backend.models.staff import StaffAccount, StaffSession
+from backend.models.sharing import AccessRequest, Grant, GrantCertificate, Redemption
+from backend.models.wallet import ShowCodeUse
 
 __all__ = [
     "AccessRequest",

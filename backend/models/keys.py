@@ -1,11 +1,12 @@
-"""Signing keys of departments and of the platform; private parts encrypted with the master key."""
+"""Keys: signing keys of departments and of the platform (private parts encrypted with the master key), and the
+status lists they sign."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.models.base import Base, JSONDoc
@@ -35,3 +36,23 @@ class SigningKey(Base):
     retired_at: Mapped[datetime | None]
 
     department: Mapped[Department | None] = relationship()
+
+
+class StatusList(Base):
+    """One IETF Token Status List of an issuer. Bits are derived from certificates; `revision` counts changes."""
+
+    __tablename__ = "status_list"
+    __table_args__ = (UniqueConstraint("department_id", "list_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("department.id"))
+    list_number: Mapped[int]
+    size: Mapped[int]
+    allocated: Mapped[int] = mapped_column(default=0)
+    revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    token: Mapped[str | None] = mapped_column(Text)  # the last signed statuslist+jwt
+    token_revision: Mapped[int | None] = mapped_column(BigInteger)
+    token_issued_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+    department: Mapped[Department] = relationship()

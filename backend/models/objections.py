@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.models.base import Base
 from backend.models.catalog import Department
-from backend.models.certificates import Certificate
+from backend.models.issuance import Certificate
 
 # Objection states: filed → in progress (受理) → resolved (已更正) or rejected (驳回); rejection is possible at once.
 SUBMITTED, IN_PROGRESS, REJECTED, RESOLVED = "submitted", "in_progress", "rejected", "resolved"

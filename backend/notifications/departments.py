@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.core.paging import keyset_page
+from backend.core.db.paging import keyset_page
 from backend.errors import NotificationNotFound
 from backend.models import Department, Notification
 

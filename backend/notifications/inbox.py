@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backend.core.paging import keyset_page
+from backend.core.db.paging import keyset_page
 from backend.errors import NotificationNotFound
 from backend.models import Certificate, Holder, Notification
 from backend.wallet.queries import Owner, owners

@@ -16,7 +16,7 @@ from backend.kernel.china_time import china_clock
 from backend.kernel.identifiers import parse_identifier
 from backend.kernel.ids import new_public_id
 from backend.models import Certificate, Holder, Notification
-from backend.models.certificates import SUPERSEDED
+from backend.models.issuance import SUPERSEDED
 from backend.models.objections import IN_PROGRESS, OPEN_STATES, REJECTED, RESOLVED, SUBMITTED, Objection, ObjectionEvent
 from backend.objections.checks import MAX_ANSWER, plain_text
 from backend.objections.errors import CorrectionRefused, ObjectionTransitionConflict

@@ -10,12 +10,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from backend.catalog.definitions import definition_as_issued
 from backend.crypto.encryption import FieldCipher
 from backend.errors import Conflict, ValidationFailed
 from backend.issuance.certificates import decrypt
 from backend.models import Certificate, CertificateType
-from backend.models.certificates import REVOKED, SUPERSEDED
-from backend.wallet.queries import face_definition
+from backend.models.issuance import REVOKED, SUPERSEDED
 
 DEFAULT_ACKNOWLEDGE_DAYS = 1
 DEFAULT_RESOLVE_DAYS = 5
@@ -49,7 +49,7 @@ def deadline_policy(certificate_type: CertificateType) -> DeadlinePolicy:
 
 
 def field_labels(session: Session, certificate: Certificate) -> dict[str, str]:
-    labels = {spec["name"]: spec["label"] for spec in face_definition(session, certificate)["fields"]}
+    labels = {spec["name"]: spec["label"] for spec in definition_as_issued(session, certificate)["fields"]}
     return {HOLDER_NAME_FIELD: "持证主体名称", **labels}
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from backend.audit.chain import record_event
-from backend.core.once import conflict_insert
+from backend.core.db.once import conflict_insert
 from backend.errors import NotFound
 from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_clock

@@ -33,7 +33,7 @@ from backend.objections.checks import (
     check_disputed,
     deadline_policy,
 )
-from backend.objections.evidence import MAX_FILES, check_count, clean_image
+from backend.objections.evidence import check_count, clean_image
 from backend.wallet import showcodes
 
 # How long after a department client verified a presentation, checked a show code or redeemed a grant it may
@@ -42,6 +42,16 @@ REPORT_WINDOW = timedelta(days=90)
 # To the holder when a department reports a problem with their certificate (the filer is notified apart).
 HOLDER_REPORTED = ("有部门反映您的{name}信息有误",
                    "{reporter}反映您的{name}中的信息可能有误，已转{issuer}核实；如需更正，{issuer}将换发新版本并通知您。")
+
+
+@dataclass(frozen=True)
+class ObjectionInput:
+    """What the filer says: the fields it disputes with the values it claims, why (说明), and (a holder only) evidence
+    images as uploaded."""
+
+    disputed: Sequence[DisputedField]
+    description: str
+    evidence: Sequence[bytes] = ()
 
 
 def encryption_context(objection: Objection, column: str) -> str:
@@ -88,16 +98,15 @@ def _open_duplicate(session: Session, certificate: Certificate, **filer: Any) ->
 
 
 def file_objection(session: Session, cipher: FieldCipher, storage: EvidenceStorage, *, certificate: Certificate,
-                   filer: Actor, holder: Holder, disputed: Sequence[DisputedField], description: str,
-                   evidence: Sequence[bytes], now: datetime, calendar: WorkingCalendar,
-                   max_files: int = MAX_FILES) -> Objection:
+                   holder: Holder, filing: ObjectionInput, actor: Actor, now: datetime,
+                   calendar: WorkingCalendar) -> Objection:
     """A citizen's objection about a certificate they hold or represent (the caller found it through the
     holder's wallet: anyone else's is a 404 there). Evidence images are cleaned before anything is written."""
     check_correctable(certificate)
-    check_count(len(evidence), max_files)
-    cleaned = [clean_image(data, position=n) for n, data in enumerate(evidence, 1)]
-    checked = check_disputed(session, certificate, disputed)
-    text = check_description(description)
+    check_count(len(filing.evidence))
+    cleaned = [clean_image(data, position=n) for n, data in enumerate(filing.evidence, 1)]
+    checked = check_disputed(session, certificate, filing.disputed)
+    text = check_description(filing.description)
     _open_duplicate(session, certificate, filer_holder_id=holder.id)
     check_changed(cipher, certificate, checked)
     objection = _new_objection(session, cipher, certificate, disputed=checked, description=text, now=now,
@@ -115,7 +124,7 @@ def file_objection(session: Session, cipher: FieldCipher, storage: EvidenceStora
                                       size=len(image.data), digest=cipher.keyed_digest(image.data, "evidence"),
                                       created_at=now))
     objection.evidence_count = len(cleaned)
-    _filed(session, objection, certificate, actor=filer, now=now, disputed=checked)
+    _filed(session, objection, certificate, actor=actor, now=now, disputed=checked)
     session.add(filer_notification(objection, holder.id_index, None, "objection_received", now=now))
     session.flush()
     return objection
@@ -183,8 +192,8 @@ def client_has_seen(session: Session, client: ApiClient, certificate: Certificat
 
 
 def report_objection(session: Session, cipher: FieldCipher, *, certificate_identifier: str, client: ApiClient,
-                     actor: Actor, disputed: Sequence[DisputedField], description: str, now: datetime,
-                     calendar: WorkingCalendar, window: timedelta = REPORT_WINDOW) -> Objection:
+                     filing: ObjectionInput, actor: Actor, now: datetime, calendar: WorkingCalendar,
+                     window: timedelta = REPORT_WINDOW) -> Objection:
     """A department client reports a data problem about a certificate it has seen (`fields_seen_by`); a
     certificate it has not seen is a 404, as if it did not exist.
 
@@ -200,8 +209,8 @@ def report_objection(session: Session, cipher: FieldCipher, *, certificate_ident
         raise NotFound("证照不存在，或本系统近期未核验过该证照", code="certificate_not_seen",
                        details={"window_days": window.days})
     check_correctable(certificate)
-    checked = check_disputed(session, certificate, disputed, shown=seen.shown)
-    text = check_description(description)
+    checked = check_disputed(session, certificate, filing.disputed, shown=seen.shown)
+    text = check_description(filing.description)
     _open_duplicate(session, certificate, filer_department_id=client.department_id)
     check_changed(cipher, certificate, checked, known=seen.in_full)
     objection = _new_objection(session, cipher, certificate, disputed=checked, description=text, now=now,

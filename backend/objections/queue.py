@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from backend.core.paging import keyset_page
+from backend.core.db.paging import keyset_page
 from backend.models import Certificate, Department, Holder
 from backend.models.objections import Objection, ObjectionEscalation
 from backend.objections.errors import ObjectionNotFound

@@ -7,18 +7,15 @@ import re
 from typing import Any
 
 import jwt
-from flask import Response, current_app, request
+from flask import Response, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from backend.auth.access import public
-from backend.core.context import keystore, now
+from backend.core.context import deps, now
 from backend.errors import NotFound
 from backend.extensions import db
-from backend.keys.status_lists import get_status_list, status_list_token
-from backend.models import StatusList
+from backend.keys.status_lists import get_status_list, published_token
 from backend.schemas import COMMON_ERRORS, error_responses
 
 MEDIA_TYPE = "application/statuslist+jwt"
@@ -46,24 +43,6 @@ class StatusListPath(BaseModel):
     list: int = Field(description="list number within the issuer, from 1")
 
 
-def _published_token(session: Session, found: StatusList) -> str:
-    """The current token; a freshly signed one is cached on the row only if no issuer holds that row.
-
-    Issuing locks the list row until its transaction ends, which for a batch import can take minutes; the
-    public endpoint must not wait for it, so it then serves the new token without caching it.
-    """
-    cached = (found.token, found.token_revision, found.token_issued_at)
-    token = status_list_token(session, keystore(), found, public_url=current_app.config["ECERT_PUBLIC_URL"],
-                              now=now())
-    if (found.token, found.token_revision, found.token_issued_at) != cached:
-        with session.no_autoflush:  # flushing the new token now would wait for the lock we are probing
-            free = session.scalar(select(StatusList.id).where(StatusList.id == found.id)
-                                  .with_for_update(skip_locked=True))
-        if free is None:
-            session.expire(found, ["token", "token_revision", "token_issued_at"])  # drop the unsaved cache
-    return token
-
-
 def _cache_headers(token: str) -> dict[str, str]:
     claims = jwt.decode(token, options={"verify_signature": False})  # our own token, just signed or cached
     ttl, remaining = int(claims["ttl"]), int(claims["exp"]) - int(now().timestamp())
@@ -79,8 +58,8 @@ def status_list(path: StatusListPath) -> Response:
     """The issuer's signed status list token (statuslist+jwt): 0 valid, 1 invalid, 2 suspended, 3 superseded."""
     if not _USCC.fullmatch(path.issuer) or not 1 <= path.list <= _MAX_LIST_NUMBER:
         raise NotFound("状态列表不存在", code="status_list_not_found")
-    session = db.session()
-    token = _published_token(session, get_status_list(session, path.issuer, path.list))
+    found = get_status_list(db.session(), path.issuer, path.list)
+    token = published_token(deps(), found, now=now())
     headers = _cache_headers(token)
     if request.if_none_match.contains_weak(headers["ETag"].strip('"')):
         return Response(status=304, headers=headers)

@@ -21,8 +21,8 @@ from backend.kernel.china_time import china_clock, china_today
 from backend.kernel.identifiers import validate_holder_code
 from backend.kernel.ids import holder_index, new_public_id
 from backend.models import AccessRequest, ApiClient, Certificate, CertificateType, Grant, Holder, Notification
-from backend.models.certificates import VALID
-from backend.models.grants import CONSENT_APP, REQUEST_APPROVED, REQUEST_DECLINED, REQUEST_PENDING
+from backend.models.issuance import VALID
+from backend.models.sharing import CONSENT_APP, REQUEST_APPROVED, REQUEST_DECLINED, REQUEST_PENDING
 from backend.sharing import consent_policy, grants
 from backend.wallet.queries import Owner, certificate_number, find_holder_certificate, owners
 from backend.wallet.queries import effective_status as certificate_status
@@ -64,6 +64,19 @@ class AssistedHolder:
     code: str
 
 
+@dataclass(frozen=True)
+class AccessRequestInput:
+    """What a department asks: the types and fields it wants, why (用证事由), for which matter (事项编码), how long
+    the holder's consent should last, where to call back, and (counter service) the holder at the window."""
+
+    wanted: list[WantedInput]
+    purpose: str
+    matter_code: str
+    consent_seconds: int | None = None
+    callback_url: str | None = None
+    assisted_holder: AssistedHolder | None = None
+
+
 def _wanted_types(session: Session, wanted: list[WantedInput]) -> list[tuple[CertificateType, list[str]]]:
     """Each wanted type with its fields checked against the sharing policy; every problem named at once."""
     codes = [item.type_code for item in wanted]
@@ -102,12 +115,13 @@ def _wanted_types(session: Session, wanted: list[WantedInput]) -> list[tuple[Cer
     return checked
 
 
-def create_access_request(session: Session, cipher: FieldCipher, client: ApiClient, *, wanted: list[WantedInput],
-                          purpose: str, matter_code: str, consent_seconds: int | None, callback_url: str | None,
-                          assisted_holder: AssistedHolder | None, allow_http_callbacks: bool, answer_within: int,
-                          actor: Actor, now: datetime) -> AccessRequest:
-    """Validate and store a department's request; `consent_seconds` is capped by the strictest type policy."""
-    checked = _wanted_types(session, wanted)
+def create_access_request(session: Session, cipher: FieldCipher, client: ApiClient, asked: AccessRequestInput, *,
+                          allow_http_callbacks: bool, answer_within: int, actor: Actor,
+                          now: datetime) -> AccessRequest:
+    """Validate and store a department's request; `consent_seconds` is capped by the strictest type policy.
+    `answer_within`: seconds the holder has to answer; `allow_http_callbacks`: outside production only."""
+    checked = _wanted_types(session, asked.wanted)
+    callback_url, assisted = asked.callback_url, asked.assisted_holder
     if callback_url is not None:
         try:
             callback_url = check_callback_url(callback_url, list(client.callback_allowlist or []),
@@ -117,22 +131,22 @@ def create_access_request(session: Session, cipher: FieldCipher, client: ApiClie
                                    else "回调地址无效", code="callback_url_not_allowed",
                                    details={"fields": [{"field": "callback_url", "reason": refused.reason}]}) from None
     assisted_index = None
-    if assisted_holder is not None:
-        code = validate_holder_code(assisted_holder.code_type, assisted_holder.code, field="holder.code")
-        assisted_index = holder_index(cipher, assisted_holder.code_type.strip(), code)
-    granted = consent_policy.cap_lifetime([ctype for ctype, _ in checked], consent_seconds)
+    if assisted is not None:
+        code = validate_holder_code(assisted.code_type, assisted.code, field="holder.code")
+        assisted_index = holder_index(cipher, assisted.code_type.strip(), code)
+    granted = consent_policy.cap_lifetime([ctype for ctype, _ in checked], asked.consent_seconds)
     request = AccessRequest(
         public_id=new_public_id(), api_client_id=client.id, department_id=client.department_id,
         wanted=[{"type_code": ctype.type_code, "fields": fields} for ctype, fields in checked],
-        purpose=purpose, matter_code=matter_code, consent_seconds=granted, callback_url=callback_url,
+        purpose=asked.purpose, matter_code=asked.matter_code, consent_seconds=granted, callback_url=callback_url,
         status=REQUEST_PENDING, created_at=now, expires_at=now + timedelta(seconds=answer_within),
-        assisted=assisted_holder is not None, assisted_holder_index=assisted_index)
+        assisted=assisted is not None, assisted_holder_index=assisted_index)
     session.add(request)
     session.flush()
     record_event(session, actor=actor, action="access_request.created", now=now, object_type="access_request",
                  object_id=request.public_id,
-                 details={"wanted": request.wanted, "purpose": purpose, "matter_code": matter_code,
-                          "consent_seconds": granted, "requested_consent_seconds": consent_seconds,
+                 details={"wanted": request.wanted, "purpose": asked.purpose, "matter_code": asked.matter_code,
+                          "consent_seconds": granted, "requested_consent_seconds": asked.consent_seconds,
                           "assisted": request.assisted, "callback": callback_url is not None})
     return request
 

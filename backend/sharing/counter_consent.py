@@ -19,8 +19,8 @@ from backend.kernel.china_time import china_today
 from backend.kernel.identifiers import HolderCodeType
 from backend.kernel.ids import new_public_id
 from backend.models import ApiClient, Certificate, CertificateType, Holder, Notification, Representation
-from backend.models.certificates import VALID
-from backend.models.grants import CONSENT_SMS, REQUEST_APPROVED, REQUEST_PENDING, AccessRequest, Grant
+from backend.models.issuance import VALID
+from backend.models.sharing import CONSENT_SMS, REQUEST_APPROVED, REQUEST_PENDING, AccessRequest, Grant
 from backend.sharing import grants
 from backend.sharing.access_requests import (
     AccessRequestDecided,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from backend.adapters.sms import SmsGateway, SmsUnavailable, mask_phone
 from backend.audit.chain import record_event
-from backend.core.once import updated_rows
+from backend.core.db.once import updated_rows
 from backend.crypto.encryption import FieldCipher
 from backend.errors import (
     AuditNote,
@@ -29,7 +29,7 @@ from backend.kernel.actors import Actor
 from backend.kernel.identifiers import HolderCodeType
 from backend.kernel.ids import new_public_id
 from backend.models import ApiClient, AuditEvent, Certificate, Holder
-from backend.models.grants import CONSENT_SMS, CONSENT_STAFF, REQUEST_PENDING, AccessRequest
+from backend.models.sharing import CONSENT_SMS, CONSENT_STAFF, REQUEST_PENDING, AccessRequest
 from backend.sharing.counter_consent import (
     MAX_ATTEMPTS,
     CounterConsent,

@@ -12,15 +12,15 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.audit.chain import record_event
-from backend.core.once import updated_rows
-from backend.core.paging import keyset_page
+from backend.core.db.once import updated_rows
+from backend.core.db.paging import keyset_page
 from backend.crypto.encryption import FieldCipher
 from backend.errors import Conflict, DomainError, Gone, NotFound, ValidationFailed
 from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_today
 from backend.models import ApiClient, Certificate, CertificateType, Holder
-from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED
-from backend.models.grants import (
+from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED
+from backend.models.sharing import (
     CONSENT_APP,
     CONSENT_SMS,
     CONSENT_STAFF,

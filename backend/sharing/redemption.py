@@ -12,15 +12,16 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.audit.chain import record_event
-from backend.core.once import updated_rows
+from backend.core.db.once import updated_rows
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.presentation import ClaimPath, present
 from backend.errors import AuditNote, Conflict, DomainError, Forbidden, NotFound
 from backend.kernel.actors import Actor
 from backend.kernel.ids import new_public_id
+from backend.keys.deps import Deps
 from backend.keys.keystore import HolderKeyNotHeld, KeyStore
 from backend.models import AccessRequest, ApiClient, Certificate, Notification, Redemption, SigningKey, UsageRecord
-from backend.models.grants import GRANT_ACTIVE, GRANT_REVOKED, GRANT_USED, REQUEST_DECLINED, Grant, GrantCertificate
+from backend.models.sharing import GRANT_ACTIVE, GRANT_REVOKED, GRANT_USED, REQUEST_DECLINED, Grant, GrantCertificate
 from backend.sharing import consent_policy
 from backend.sharing.grants import (
     GRANT_EXPIRED,
@@ -188,8 +189,8 @@ def _with_certificates() -> Any:
         .selectinload(Certificate.certificate_type)
 
 
-def _redeem(session: Session, keys: KeyStore, cipher: FieldCipher, grant: Grant, *, client: ApiClient, via: str,
-            actor: Actor, now: datetime, request_id: str | None) -> Redeemed:
+def _redeem(deps: Deps, grant: Grant, *, client: ApiClient, via: str, actor: Actor, now: datetime) -> Redeemed:
+    session, keys = deps.session, deps.keys
     if grant.api_client_id != client.id:
         raise _refused(GrantWrongClient(), grant, client, "wrong_client", actor)
     status = effective_status(grant, now)
@@ -197,7 +198,7 @@ def _redeem(session: Session, keys: KeyStore, cipher: FieldCipher, grant: Grant,
         raise _refused(_status_error(status), grant, client, status, actor)
     _check_certificates(session, grant, now)
     # Everything that could still refuse is checked before the grant is spent.
-    presentable = [_presentable(keys, cipher, covered) for covered in grant.certificates]
+    presentable = [_presentable(keys, deps.cipher, covered) for covered in grant.certificates]
     # The one decision: of all concurrent redeemers, the database lets exactly one change the row.
     won = updated_rows(session, update(Grant).where(
         Grant.id == grant.id, Grant.status == GRANT_ACTIVE, Grant.api_client_id == client.id,
@@ -208,7 +209,7 @@ def _redeem(session: Session, keys: KeyStore, cipher: FieldCipher, grant: Grant,
         status = GRANT_EXPIRED if grant.status == GRANT_ACTIVE else grant.status
         raise _refused(_status_error(status), grant, client, status, actor)
     redemption = Redemption(public_id=new_public_id(), grant_id=grant.id, api_client_id=client.id, redeemed_at=now,
-                            request_id=request_id)
+                            request_id=actor.request_id)
     session.add(redemption)
     session.flush()  # the unique grant_id: a second guard behind the conditional update
     presentations = [_presentation(keys, item, audience=client.client_id, nonce=grant.public_id, now=now)
@@ -217,23 +218,22 @@ def _redeem(session: Session, keys: KeyStore, cipher: FieldCipher, grant: Grant,
     return Redeemed(grant, redemption, presentations)
 
 
-def redeem_by_code(session: Session, keys: KeyStore, cipher: FieldCipher, code: str, *, client: ApiClient,
-                   actor: Actor, now: datetime, request_id: str | None = None) -> Redeemed:
+def redeem_by_code(deps: Deps, code: str, *, client: ApiClient, actor: Actor, now: datetime) -> Redeemed:
     """Redeem the grant a holder offered with a one-time code (the code or the URL its QR carries)."""
     code = code_from_text(code)
     grant = None
     if _CODE.fullmatch(code):
-        grant = session.scalar(select(Grant).where(Grant.code_hash == code_digest(cipher, code))
-                               .options(_with_certificates()))
+        grant = deps.session.scalar(select(Grant).where(Grant.code_hash == code_digest(deps.cipher, code))
+                                    .options(_with_certificates()))
     if grant is None:
         raise GrantNotFound("授权码无效", code="grant_not_found")
-    return _redeem(session, keys, cipher, grant, client=client, via="code", actor=actor, now=now,
-                   request_id=request_id)
+    return _redeem(deps, grant, client=client, via="code", actor=actor, now=now)
 
 
-def redeem_by_request(session: Session, keys: KeyStore, cipher: FieldCipher, request_public_id: str, *,
-                      client: ApiClient, actor: Actor, now: datetime, request_id: str | None = None) -> Redeemed:
+def redeem_by_request(deps: Deps, request_public_id: str, *, client: ApiClient, actor: Actor,
+                      now: datetime) -> Redeemed:
     """Redeem the grant that answered the client's own access request."""
+    session = deps.session
     request = session.scalar(select(AccessRequest).where(AccessRequest.public_id == request_public_id))
     if request is None:
         raise AccessRequestNotFound()
@@ -248,6 +248,5 @@ def redeem_by_request(session: Session, keys: KeyStore, cipher: FieldCipher, req
         if request.status == REQUEST_DECLINED:
             raise Conflict("持证人已拒绝该用证请求", code="access_request_declined")
         raise Conflict("持证人尚未同意该用证请求", code="access_request_pending")
-    return _redeem(session, keys, cipher, grant, client=client, via="request", actor=actor, now=now,
-                   request_id=request_id)
+    return _redeem(deps, grant, client=client, via="request", actor=actor, now=now)
 

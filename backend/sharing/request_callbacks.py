@@ -15,7 +15,7 @@ from backend.audit.chain import record_event
 from backend.kernel.actors import Actor
 from backend.keys.keystore import KeyStore
 from backend.models import AccessRequest, ApiClient, Grant
-from backend.models.grants import REQUEST_APPROVED
+from backend.models.sharing import REQUEST_APPROVED
 
 log = logging.getLogger("ecert.callbacks")
 
@@ -70,17 +70,18 @@ def _claim(session: Session, request: AccessRequest, *, now: datetime) -> Claime
 
 
 def claim_one(session: Session, access_request_id: int, *, now: datetime) -> ClaimedCallback | None:
-    """Claim the callback of one request if it is due (the request that decided it, right after its commit)."""
+    """Claim the callback of one request if it is due (right before posting it: the lease is for one POST)."""
     request = session.get(AccessRequest, access_request_id)
     return None if request is None else _claim(session, request, now=now)
 
 
-def claim_due(session: Session, *, now: datetime, limit: int = 100) -> list[ClaimedCallback]:
-    """Claim up to `limit` due callbacks, oldest first."""
-    due = session.scalars(select(AccessRequest)
-                          .where(AccessRequest.callback_next_at <= now, AccessRequest.callback_delivered_at.is_(None))
-                          .order_by(AccessRequest.callback_next_at).limit(limit)).all()
-    return [claimed for request in due if (claimed := _claim(session, request, now=now)) is not None]
+def due_callbacks(session: Session, *, now: datetime, limit: int = 100) -> list[int]:
+    """The access requests of up to `limit` due callbacks, oldest first, not claimed: a job claims each right before
+    it posts it (`claim_one`), so that the lease covers that POST, however long the ones before it took."""
+    return list(session.scalars(select(AccessRequest.id)
+                                .where(AccessRequest.callback_next_at <= now,
+                                       AccessRequest.callback_delivered_at.is_(None))
+                                .order_by(AccessRequest.callback_next_at).limit(limit)))
 
 
 def send(keys: KeyStore, sender: CallbackSender, claimed: ClaimedCallback, *, issuer: str,

@@ -1,1 +1,1 @@
-"""What a holder sees and shows: wallet queries, show codes, card images."""
+"""What a holder sees and shows: wallet queries, usage history, show codes, card images (README.md)."""

@@ -1,34 +1,32 @@
-"""What a holder may see: their own certificates and those of the companies they represent."""
+"""What a holder may see: their own certificates and their represented companies', scoped by blind index
+(backend/wallet/README.md); the hot paths read `*Row` tuples of plain columns."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from sqlalchemy import BindParameter, Select, and_, bindparam, not_, or_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from backend.audit.chain import record_event
-from backend.core import rows
-from backend.core.paging import decode_cursor, encode_cursor, keyset_page
+from backend.catalog.definitions import definition_as_issued
+from backend.core.db import rows
+from backend.core.db.paging import decode_cursor, encode_cursor
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_certificate_number, mask_holder_code
 from backend.errors import Forbidden, NotFound, ValidationFailed
 from backend.identity.citizens import current_representations
 from backend.issuance.certificates import STATUS_LABELS, version_history
 from backend.kernel.actors import Actor
-from backend.models import Certificate, CertificateType, CertificateTypeVersion, Department, Holder, UsageRecord
-from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.models import Certificate, CertificateType, Department, Holder
+from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
 
 OwnerKind = Literal["self", "company"]
 LONG_TERM = "长期"
-PUBLIC_VERIFIER = "公众扫码"
-# Names of the non-face claims a usage record may list (the face's come from the catalog).
-CLAIM_LABELS = {"holder.name": "持证主体名称", "holder.code_type": "持证主体代码类型", "holder.code": "持证主体代码",
-                "document.number": "证照编号"}
 
 
 def holder_indexes(holder: Holder, *, now: datetime, max_age: timedelta) -> dict[str, str | None]:
@@ -49,8 +47,7 @@ def find_holder_certificate(session: Session, holder: Holder, public_id: str, *,
     return certificate
 
 
-@dataclass(frozen=True)
-class HeldCertificate:
+class HeldCertificateRow(NamedTuple):
     """A certificate's identity, status and validity as plain columns: what minting a show code needs of it."""
 
     id: int
@@ -62,18 +59,58 @@ class HeldCertificate:
     valid_until: date | None
 
 
-_HELD = select(Certificate.id, Certificate.public_id, Certificate.identifier, Certificate.holder_index,
-               Certificate.status, Certificate.valid_from, Certificate.valid_until) \
-    .where(Certificate.public_id == bindparam("public_id"))
+_HELD = rows.selecting(HeldCertificateRow, select(
+    Certificate.id, Certificate.public_id, Certificate.identifier, Certificate.holder_index, Certificate.status,
+    Certificate.valid_from, Certificate.valid_until).where(Certificate.public_id == bindparam("public_id")))
 
 
 def find_held_certificate(session: Session, holder: Holder, public_id: str, *, now: datetime,
-                          max_age: timedelta) -> HeldCertificate:
+                          max_age: timedelta) -> HeldCertificateRow:
     """`find_holder_certificate` reading only identity, status and validity (no entity, no encrypted columns)."""
     row = rows.execute(session, _HELD, {"public_id": public_id}).first()
     if row is None or row.holder_index not in holder_indexes(holder, now=now, max_age=max_age):
         raise NotFound("证照不存在", code="certificate_not_found")
-    return HeldCertificate(**row._mapping)
+    return HeldCertificateRow._make(row)
+
+
+class CheckedCertificateRow(NamedTuple):
+    """What a show-code check reads of the certificate a code names, with its type and issuer: one joined row."""
+
+    id: int
+    public_id: str
+    identifier: str
+    version: int
+    holder_index: str
+    holder_code_type: str
+    status: str
+    valid_from: date
+    valid_until: date | None
+    holder_name_enc: bytes
+    face_enc: bytes
+    type_id: int
+    type_code: str
+    type_name: str
+    type_hash: str  # content hash of the type's current catalog definition
+    issuer_code: str
+    issuer_name: str
+
+
+_CHECKED = rows.selecting(CheckedCertificateRow, select(
+    Certificate.id, Certificate.public_id, Certificate.identifier, Certificate.version, Certificate.holder_index,
+    Certificate.holder_code_type, Certificate.status, Certificate.valid_from, Certificate.valid_until,
+    Certificate.holder_name_enc, Certificate.face_enc, CertificateType.id.label("type_id"), CertificateType.type_code,
+    CertificateType.name.label("type_name"), CertificateType.content_hash.label("type_hash"),
+    Department.code.label("issuer_code"), Department.name.label("issuer_name"))
+    .join(CertificateType, CertificateType.id == Certificate.certificate_type_id)
+    .join(Department, Department.id == Certificate.issuer_department_id)
+    .where(Certificate.public_id == bindparam("public_id")))
+
+
+def checked_certificate(session: Session, public_id: str) -> CheckedCertificateRow | None:
+    """The certificate a show code names, with its type and issuer (every check's answer names them): one query of
+    plain columns, not three of entities; None when it is gone."""
+    row = rows.execute(session, _CHECKED, {"public_id": public_id}).first()
+    return None if row is None else CheckedCertificateRow._make(row)
 
 
 # -- owners and statuses ----------------------------------------------------------------------------------
@@ -136,8 +173,7 @@ def status_label(status: str) -> str:
 
 # -- the wallet list --------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ListedCertificate:
+class ListedCertificateRow(NamedTuple):
     """What a wallet list shows of a certificate, with its type and issuer: plain columns of one joined row."""
 
     public_id: str
@@ -151,11 +187,12 @@ class ListedCertificate:
     type_name: str
     issuer_code: str
     issuer_name: str
+    number_enc: bytes  # decrypted only to be shown masked (WalletItem.number_masked)
 
 
 @dataclass(frozen=True)
 class WalletItem:
-    certificate: ListedCertificate
+    certificate: ListedCertificateRow
     owner: Owner
     status: str  # effective status
     number_masked: str
@@ -186,37 +223,34 @@ def certificate_number(cipher: FieldCipher, certificate: Certificate) -> str:
 # What a list shows: these columns only, with the type's and issuer's names, in one query of plain rows (loading
 # entities with their type and issuer cost more than the rest of the request; SD-JWTs and faces are most of a
 # certificate's bytes).
-_LISTED = (
+_LISTED = rows.selecting(ListedCertificateRow, (
     select(Certificate.public_id, Certificate.holder_index, Certificate.status, Certificate.valid_from,
            Certificate.valid_until, Certificate.version, Certificate.created_at, CertificateType.type_code,
            CertificateType.name.label("type_name"), Department.code.label("issuer_code"),
            Department.name.label("issuer_name"), Certificate.number_enc)
     .join(CertificateType, CertificateType.id == Certificate.certificate_type_id)
     .join(Department, Department.id == Certificate.issuer_department_id)
-)
+))
 
 
 _Rows = Select[*tuple[Any, ...]]  # a query of plain columns
-_list_statements: dict[tuple[str | None, bool, bool], _Rows] = {}
 
 
+# Built once per combination (building it cost as much as running it). A pure function of its arguments over the
+# models, the same for every app (no config, no keys, values are bound parameters): a process-wide memo is right.
+@functools.lru_cache(maxsize=64)
 def _list_statement(status: str | None, by_type: bool, after_cursor: bool) -> _Rows:
-    """The list's query for one combination of filters, built once (building it cost as much as running it);
-    parameters: indexes, today, limit, type_code, at and after (the cursor's position)."""
-    key = (status, by_type, after_cursor)
-    cached = _list_statements.get(key)
-    if cached is None:
-        stmt: _Rows = _LISTED.where(Certificate.holder_index.in_(bindparam("indexes", expanding=True)),
-                                          _status_filter(status, bindparam("today")))
-        if by_type:
-            stmt = stmt.where(CertificateType.type_code == bindparam("type_code"))
-        if after_cursor:  # keyset pagination as backend/core/paging.py: newest first, ties by public id
-            stmt = stmt.where(or_(Certificate.created_at < bindparam("at"),
-                                  and_(Certificate.created_at == bindparam("at"),
-                                       Certificate.public_id < bindparam("after"))))
-        stmt = stmt.order_by(Certificate.created_at.desc(), Certificate.public_id.desc()).limit(bindparam("limit"))
-        _list_statements[key] = cached = stmt
-    return cached
+    """The list's query for one combination of filters; parameters: indexes, today, limit, type_code, at and after
+    (the cursor's position)."""
+    stmt: _Rows = _LISTED.where(Certificate.holder_index.in_(bindparam("indexes", expanding=True)),
+                                _status_filter(status, bindparam("today")))
+    if by_type:
+        stmt = stmt.where(CertificateType.type_code == bindparam("type_code"))
+    if after_cursor:  # keyset pagination as backend/core/db/paging.py: newest first, ties by public id
+        stmt = stmt.where(or_(Certificate.created_at < bindparam("at"),
+                              and_(Certificate.created_at == bindparam("at"),
+                                   Certificate.public_id < bindparam("after"))))
+    return stmt.order_by(Certificate.created_at.desc(), Certificate.public_id.desc()).limit(bindparam("limit"))
 
 
 def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Holder, *, now: datetime,
@@ -227,7 +261,7 @@ def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Hold
     """The holder's certificates and their represented companies', newest first; current versions unless
     `status` asks for superseded ones. Only the certificate number is decrypted (and shown masked).
 
-    Keyset-paginated like every list (backend/core/paging.py), on plain rows rather than entities."""
+    Keyset-paginated like every list (backend/core/db/paging.py), on plain rows rather than entities."""
     by_index = owners(holder, now=now, max_age=max_age)
     selected = _selected_indexes(by_index, owner, company)
     params: dict[str, Any] = {"indexes": selected, "today": today, "limit": limit + 1, "type_code": type_code}
@@ -237,10 +271,8 @@ def list_wallet_certificates(session: Session, cipher: FieldCipher, holder: Hold
     found = rows.execute(session, stmt, params).all()
     items = []
     for row in found[:limit]:
-        listed = ListedCertificate(row.public_id, row.holder_index, row.status, row.valid_from, row.valid_until,
-                                   row.version, row.created_at, row.type_code, row.type_name, row.issuer_code,
-                                   row.issuer_name)
-        number = cipher.decrypt(row.number_enc, f"certificate:{listed.public_id}:number")
+        listed = ListedCertificateRow._make(row)
+        number = cipher.decrypt(listed.number_enc, f"certificate:{listed.public_id}:number")
         items.append(WalletItem(listed, by_index[listed.holder_index], effective_status(listed, today),
                                 mask_certificate_number(number)))
     last = items[-1].certificate if len(found) > limit else None
@@ -271,18 +303,6 @@ class CertificateView:
     versions: list[Certificate]
     current_version: Certificate | None  # the newest version of the serial when this is not it
     notice: str | None
-
-
-def face_definition(session: Session, certificate: Certificate) -> dict[str, Any]:
-    """The catalog definition the certificate was issued under (labels may have changed since)."""
-    ctype = certificate.certificate_type
-    if certificate.catalog_version != ctype.catalog_version:
-        definition = session.scalar(select(CertificateTypeVersion.definition).where(
-            CertificateTypeVersion.certificate_type_id == ctype.id,
-            CertificateTypeVersion.version == certificate.catalog_version))
-        if definition is not None:
-            return definition
-    return ctype.definition
 
 
 def face_entries(definition: dict[str, Any], values: dict[str, Any]) -> list[FaceEntry]:
@@ -329,54 +349,7 @@ def view_certificate(session: Session, cipher: FieldCipher, holder: Holder, publ
     return CertificateView(
         certificate=certificate, owner=owner, status=status, holder_name=holder_name,
         holder_code_masked=mask_holder_code(certificate.holder_code_type, holder_code), number=number,
-        fields=face_entries(face_definition(session, certificate), values), versions=versions,
+        fields=face_entries(definition_as_issued(session, certificate), values), versions=versions,
         current_version=newest if newest.id != certificate.id else None,
         notice=_notice(certificate, status, newest),
     )
-
-
-# -- usage history ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class UsageEntry:
-    record: UsageRecord
-    certificate: Certificate
-    owner: Owner
-    verifier_name: str
-    fields: list[tuple[str, str]]  # (name, Chinese label)
-
-
-@dataclass(frozen=True)
-class UsagePage:
-    items: list[UsageEntry]
-    next_cursor: str | None
-
-
-def field_labels(definition: dict[str, Any], names: Sequence[str]) -> list[tuple[str, str]]:
-    """Chinese labels of the shown or disclosed fields: face fields by catalog, the rest by claim name."""
-    face = {spec["name"]: spec["label"] for spec in definition["fields"]}
-    return [(name, CLAIM_LABELS.get(name) or face.get(name.removeprefix("face."), name)) for name in names]
-
-
-def list_usage(session: Session, holder: Holder, *, now: datetime, max_age: timedelta, limit: int = 20,
-               cursor: str | None = None) -> UsagePage:
-    """Who used the holder's (and their current companies') certificates, when, for what, which fields, newest first."""
-    by_index = owners(holder, now=now, max_age=max_age)
-    stmt = select(UsageRecord).where(UsageRecord.holder_index.in_(list(by_index)))
-    records, next_cursor = keyset_page(session, stmt, UsageRecord.occurred_at, UsageRecord.public_id, limit=limit,
-                                       cursor=cursor)
-    certificates = {c.id: c for c in session.scalars(
-        select(Certificate).where(Certificate.id.in_({r.certificate_id for r in records}))
-        .options(selectinload(Certificate.certificate_type)))}
-    department_ids = {r.verifier_department_id for r in records if r.verifier_department_id is not None}
-    departments = {d.id: d.name for d in session.scalars(select(Department).where(Department.id.in_(department_ids)))}
-    items = []
-    for record in records:
-        certificate = certificates[record.certificate_id]
-        if record.verifier_department_id is not None:
-            verifier = departments[record.verifier_department_id]
-        else:
-            verifier = PUBLIC_VERIFIER if record.verifier_kind == "public" else "部门业务系统"
-        items.append(UsageEntry(record, certificate, by_index[record.holder_index], verifier,
-                                field_labels(face_definition(session, certificate), record.fields or [])))
-    return UsagePage(items, next_cursor)

@@ -1,34 +1,35 @@
-"""Show codes (亮证): mint a short-lived code for a holder's certificate, and check one when it is scanned."""
+"""Show codes (亮证) checked when scanned: the certificate's live state and, when valid, the profile's fields masked;
+recorded once per verifier and outcome (backend/wallet/README.md)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any, Final, Protocol
+from datetime import datetime
+from typing import Any, Final
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from backend.audit.chain import record_event
-from backend.core import rows
-from backend.core.once import insert_once
-from backend.crypto.canonical import canonical_json
+from backend.catalog.definitions import current_definition
+from backend.core.caches import Memo
+from backend.core.db import rows
+from backend.core.db.once import insert_once
 from backend.crypto.encryption import FieldCipher
 from backend.crypto.masking import mask_name, mask_value
-from backend.errors import Conflict, Gone
 from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_today
 from backend.kernel.identifiers import HolderCodeType
 from backend.kernel.ids import new_public_id
 from backend.keys import showcode
-from backend.keys.keystore import PURPOSE_PLATFORM, KeyStore
-from backend.models import ApiClient, Base, Certificate, CertificateType, Department, ShowCodeUse, UsageRecord
-from backend.models.certificates import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.keys.keystore import KeyStore
+from backend.models import ApiClient, Base, Certificate, ShowCodeUse, UsageRecord
+from backend.models.issuance import EXPIRED, REVOKED, SUPERSEDED, SUSPENDED, VALID
+from backend.wallet.queries import CheckedCertificateRow, checked_certificate
 
 # States of a checked code: the certificate's live state, or why the code itself is refused.
 STATE_VALID: Final = "valid"
@@ -78,73 +79,11 @@ class Verifier:
 
 PUBLIC_VERIFIER: Final = Verifier("public")
 
-
-@dataclass(frozen=True)
-class MintedShowCode:
-    token: str
-    url: str
-    claims: showcode.ShowCodeClaims
-
-
-@dataclass(frozen=True)
-class CheckedCertificate:
-    """What a check reads of the certificate a code names, with its type and issuer: one row of plain columns."""
-
-    id: int
-    public_id: str
-    identifier: str
-    version: int
-    holder_index: str
-    holder_code_type: str
-    status: str
-    valid_from: date
-    valid_until: date | None
-    holder_name_enc: bytes
-    face_enc: bytes
-    type_id: int
-    type_code: str
-    type_name: str
-    type_hash: str  # content hash of the type's current catalog definition
-    issuer_code: str
-    issuer_name: str
-
-
-_CHECKED: Final = (
-    select(Certificate.id, Certificate.public_id, Certificate.identifier, Certificate.version,
-           Certificate.holder_index, Certificate.holder_code_type, Certificate.status, Certificate.valid_from,
-           Certificate.valid_until, Certificate.holder_name_enc, Certificate.face_enc,
-           CertificateType.id.label("type_id"), CertificateType.type_code, CertificateType.name.label("type_name"),
-           CertificateType.content_hash.label("type_hash"), Department.code.label("issuer_code"),
-           Department.name.label("issuer_name"))
-    .join(CertificateType, CertificateType.id == Certificate.certificate_type_id)
-    .join(Department, Department.id == Certificate.issuer_department_id)
-    .where(Certificate.public_id == bindparam("public_id"))
-)
 _IDENTIFIER: Final = select(Certificate.identifier).where(Certificate.public_id == bindparam("public_id"))
-_DEFINITION: Final = select(CertificateType.definition).where(CertificateType.id == bindparam("type_id"))
 _USED: Final = select(ShowCodeUse.id).where(
     ShowCodeUse.certificate_public_id == bindparam("certificate_public_id"), ShowCodeUse.nonce == bindparam("nonce"),
     ShowCodeUse.verifier == bindparam("verifier"), ShowCodeUse.outcome == bindparam("outcome"))
 _INSERT_USAGE: Final = insert(Base.metadata.tables[UsageRecord.__tablename__])
-
-# Parsed catalog definitions by content hash (SHA-256 of the canonical document): a hash names one document, so an
-# entry never goes stale; a type whose definition changes gets a new hash (backend/catalog/loader.py).
-_definitions: dict[str, dict[str, Any]] = {}
-_DEFINITIONS_KEPT: Final = 256
-
-
-def _definition(session: Session, certificate: CheckedCertificate) -> dict[str, Any]:
-    """The type's current definition, read from the database only the first time its content hash is seen."""
-    cached = _definitions.get(certificate.type_hash)
-    if cached is not None:
-        return cached
-    definition: dict[str, Any] = rows.execute(session, _DEFINITION, {"type_id": certificate.type_id}).scalar_one()
-    # Kept only when the row's hash is the document's (the catalog loader writes both together).
-    if hashlib.sha256(canonical_json(definition)).hexdigest() == certificate.type_hash:
-        if len(_definitions) >= _DEFINITIONS_KEPT:
-            _definitions.clear()
-        _definitions[certificate.type_hash] = definition
-    return definition
 
 
 @dataclass
@@ -156,7 +95,7 @@ class ShowCodeCheck:
     claims: showcode.ShowCodeClaims | None
     certificate: dict[str, Any] | None = None
     shown: list[str] = field(default_factory=list)  # names of the holder/face values shown
-    record: CheckedCertificate | None = None
+    record: CheckedCertificateRow | None = None
 
     @property
     def label(self) -> str:
@@ -175,69 +114,14 @@ def _display(spec: dict[str, Any], value: Any) -> str:
     return str(value)
 
 
-def _holder_display(certificate: CheckedCertificate, name: str) -> str:
+def _holder_display(certificate: CheckedCertificateRow, name: str) -> str:
     # A company's name is public (企业信息公示); a person's is masked.
     return name if certificate.holder_code_type == HolderCodeType.USCC.value else mask_name(name)
 
 
-# -- minting ----------------------------------------------------------------------------------------------------
-
-class Showable(Protocol):
-    """What minting reads of a certificate: a Certificate, or the plain columns of wallet.HeldCertificate."""
-
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def public_id(self) -> str: ...
-
-    @property
-    def identifier(self) -> str: ...
-
-    @property
-    def status(self) -> str: ...
-
-    @property
-    def valid_from(self) -> date: ...
-
-    @property
-    def valid_until(self) -> date | None: ...
-
-
-def _refuse_unshowable(session: Session, certificate: Showable, now: datetime) -> None:
-    """Only a certificate that is valid today can be shown; the others get a clear code."""
-    status = certificate.status
-    if status == REVOKED:
-        raise Conflict("该证照已注销，不能亮证", code="certificate_revoked")
-    if status == SUSPENDED:
-        raise Conflict("该证照已中止，不能亮证", code="certificate_suspended")
-    if status == SUPERSEDED:
-        successor = session.scalar(select(Certificate.public_id).where(Certificate.previous_id == certificate.id))
-        raise Conflict("该证照已换发新版本，请出示最新版本", code="certificate_superseded",
-                       details={"current_id": successor} if successor else None)
-    today = china_today(now)
-    if status == EXPIRED or (certificate.valid_until is not None and today > certificate.valid_until):
-        raise Gone("该证照已过期，不能亮证", code="certificate_expired")
-    if today < certificate.valid_from:
-        raise Conflict("该证照尚未生效，不能亮证", code="certificate_not_yet_valid")
-
-
-def mint_show_code(session: Session, keys: KeyStore, certificate: Showable, *, profile: str, lifetime: int,
-                   public_url: str, actor: Actor, now: datetime) -> MintedShowCode:
-    """A fresh code for a certificate the caller has already checked the holder may show (find_holder_certificate)."""
-    _refuse_unshowable(session, certificate, now)
-    claims = showcode.new_claims(certificate.public_id, profile, now=now, lifetime=lifetime)
-    token = showcode.encode(keys, keys.active_platform_key(PURPOSE_PLATFORM), claims)
-    # The token itself is never audited: within its minute it is a bearer credential.
-    record_event(session, actor=actor, action="showcode.minted", now=now, object_type="certificate",
-                 object_id=certificate.identifier,
-                 details={"profile": profile, "nonce": claims.nonce.hex(), "expires_at": claims.expires_at.isoformat()})
-    return MintedShowCode(token, showcode.url_for_token(public_url, token), claims)
-
-
 # -- checking ---------------------------------------------------------------------------------------------------
 
-def _live_state(certificate: CheckedCertificate, now: datetime) -> str:
+def _live_state(certificate: CheckedCertificateRow, now: datetime) -> str:
     if certificate.status == EXPIRED:
         return STATE_CERTIFICATE_EXPIRED
     if certificate.status != VALID:
@@ -250,7 +134,7 @@ def _live_state(certificate: CheckedCertificate, now: datetime) -> str:
     return STATE_VALID
 
 
-def _outline(certificate: CheckedCertificate, state: str, profile: str) -> dict[str, Any]:
+def _outline(certificate: CheckedCertificateRow, state: str, profile: str) -> dict[str, Any]:
     """What a non-valid certificate shows: its kind and issuer, nothing about the holder."""
     return {"name": certificate.type_name, "type_code": certificate.type_code,
             "issuer": {"code": certificate.issuer_code, "name": certificate.issuer_name},
@@ -258,7 +142,7 @@ def _outline(certificate: CheckedCertificate, state: str, profile: str) -> dict[
             "fields": []}
 
 
-def _profile_view(cipher: FieldCipher, certificate: CheckedCertificate, definition: dict[str, Any],
+def _profile_view(cipher: FieldCipher, certificate: CheckedCertificateRow, definition: dict[str, Any],
                   profile: str) -> tuple[dict[str, Any], list[str]]:
     """The certificate as the profile shows it, with every value masked by the current catalog policy."""
     specs = {spec["name"]: spec for spec in definition["fields"]}
@@ -320,9 +204,11 @@ def _record_refusal(session: Session, check: ShowCodeCheck, *, verifier: Verifie
                           "verifier": verifier.kind})
 
 
-def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token: str, *, verifier: Verifier,
-                    actor: Actor, now: datetime, record: bool = True) -> ShowCodeCheck:
-    """Check a scanned code: signature and expiry, then the certificate's live state.
+def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token: str, *,
+                    definitions: Memo[str, dict[str, Any]], verifier: Verifier, actor: Actor, now: datetime,
+                    record: bool = True) -> ShowCodeCheck:
+    """Check a scanned code: signature and expiry, then the certificate's live state, shown by the type's current
+    definition (`definitions`: the app's memo of them, backend.core.context.current_definitions).
 
     With `record` (not for HEAD requests), the first check of a genuine code by this verifier with this outcome
     is written to the usage history (unexpired codes) and the audit chain.
@@ -337,9 +223,7 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
         elif record:
             _record_refusal(session, check, verifier=verifier, actor=actor, now=now)
         return check
-    # With its type and issuer: every answer names them (one query of plain columns, not three of entities).
-    row = rows.execute(session, _CHECKED, {"public_id": claims.certificate_id}).first()
-    certificate = None if row is None else CheckedCertificate(**row._mapping)
+    certificate = checked_certificate(session, claims.certificate_id)
     if certificate is None:  # signed by us, but the certificate is gone: nothing to vouch for
         check = ShowCodeCheck(STATE_INVALID, "certificate_not_found", claims)
         if record:
@@ -347,7 +231,8 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
         return check
     state = _live_state(certificate, now)
     if state == STATE_VALID:
-        view, shown = _profile_view(cipher, certificate, _definition(session, certificate), claims.profile)
+        view, shown = _profile_view(cipher, certificate, current_definition(
+            session, certificate.type_id, certificate.type_hash, definitions), claims.profile)
     else:
         view, shown = _outline(certificate, state, claims.profile), []
     if record and _first_check(session, claims, verifier, state, now):
@@ -362,42 +247,14 @@ def check_show_code(session: Session, keys: KeyStore, cipher: FieldCipher, token
     return ShowCodeCheck(state, None, claims, view, shown, certificate)
 
 
-# -- the department API's answer -----------------------------------------------------------------------------------
+# -- the department API's check ------------------------------------------------------------------------------------
 
-_DEPARTMENT_STATUS: Final = {STATE_CERTIFICATE_EXPIRED: EXPIRED, STATE_NOT_YET_VALID: VALID}
-
-
-def department_result(check: ShowCodeCheck) -> dict[str, Any]:
-    """The check in POST /gov/v1/verify's shape: {valid, status, reasons, certificate}.
-
-    `disclosed` carries what the holder chose to show, masked as on the public page: a code shows, it does not
-    authorise (full values need the holder's grant, 授权用证).
-    """
-    if check.record is None or check.certificate is None:
-        reason = f"show_code_{check.reason}" if check.reason in (showcode.EXPIRED, showcode.NOT_YET_VALID) \
-            else (check.reason or showcode.MALFORMED)
-        return {"valid": False, "status": "unknown", "reasons": [reason], "certificate": None}
-    certificate, view = check.record, check.certificate
-    status = _DEPARTMENT_STATUS.get(check.state, check.state)
-    reasons = [] if check.state == STATE_VALID else [check.state]
-    disclosed: dict[str, dict[str, Any]] = {}
-    if check.state == STATE_VALID:
-        disclosed = {"holder": {"name": view["holder_name"]},
-                     "face": {item["name"]: item["value"] for item in view["fields"]}}
-    return {"valid": not reasons, "status": status, "reasons": reasons, "certificate": {
-        "identifier": certificate.identifier, "type_code": view["type_code"], "type_name": view["name"],
-        "issuer": view["issuer"], "version": certificate.version,
-        "valid_from": certificate.valid_from.isoformat(),
-        "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None,
-        "status": status, "disclosed": disclosed}}
-
-
-def check_for_department(session: Session, keys: KeyStore, cipher: FieldCipher, text: str, *, client: ApiClient,
-                         actor: Actor, now: datetime) -> dict[str, Any]:
+def check_for_department(session: Session, keys: KeyStore, cipher: FieldCipher, text: str, *,
+                         definitions: Memo[str, dict[str, Any]], client: ApiClient, actor: Actor,
+                         now: datetime) -> ShowCodeCheck:
     """A department scanner's check of a show code (the token or its URL), recorded with the client as verifier."""
-    check = check_show_code(session, keys, cipher, showcode.token_from_text(text),
-                            verifier=Verifier("client", client.client_id, client.department_id), actor=actor, now=now)
-    return department_result(check)
+    return check_show_code(session, keys, cipher, showcode.token_from_text(text), definitions=definitions,
+                           verifier=Verifier("client", client.client_id, client.department_id), actor=actor, now=now)
 
 
 # -- retention ------------------------------------------------------------------------------------------------------

@@ -16,13 +16,15 @@ from backend.auth import staff as staff_auth
 from backend.auth.access import public
 from backend.auth.staff import require_department_staff, require_staff
 from backend.catalog import loader as catalog_service
-from backend.core.context import evidence_storage, field_cipher, keystore, now, request_actor_context
+from backend.catalog.definitions import definition_as_issued
+from backend.core.context import deps, evidence_storage, field_cipher, now, request_actor_context
 from backend.core.edge import finish_failed_request
 from backend.errors import DomainError, Forbidden, ValidationFailed
 from backend.extensions import db, limiter
 from backend.identity import staff as staff_service
 from backend.issuance import certificates as certificate_service
 from backend.issuance.issuer import Issuer
+from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_clock
 from backend.models import Certificate, StaffAccount
 from backend.models.objections import IN_PROGRESS, OPEN_STATES, REJECTED, RESOLVED, SUBMITTED, Objection
@@ -32,7 +34,6 @@ from backend.objections import errors as objection_errors
 from backend.objections import evidence as objection_evidence
 from backend.objections import queue as objection_queue
 from backend.objections import views as objection_views
-from backend.wallet.queries import face_definition
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
@@ -127,13 +128,12 @@ def login() -> Any:
         return _page("console/login.html", next=staff_auth.safe_next(request.args.get("next")))
     username = request.form.get("username", "")
     target = staff_auth.safe_next(request.form.get("next"))
-    context = request_actor_context()
+    origin = Actor(kind="staff", id="unknown", **request_actor_context())
     try:
         # `commit`: the attempt is counted and committed before the slow password check (see authenticate).
         account = staff_service.authenticate(db.session(), staff_auth.password_hasher(), username=username,
-                                             password=request.form.get("password", ""), now=now(),
-                                             commit=db.session.commit, source_ip=context["source_ip"],
-                                             request_id=context["request_id"])
+                                             password=request.form.get("password", ""), origin=origin, now=now(),
+                                             commit=db.session.commit)
     except DomainError as error:
         finish_failed_request(error)
         response = render_template("console/login.html", staff=None, error=error.message, username=username[:64],
@@ -260,7 +260,7 @@ def _correction_form(found: Objection) -> dict[str, Any]:
     certificate: Certificate = found.certificate
     content = certificate_service.decrypt(field_cipher(), certificate)
     claimed = {d["field"]: d["claimed_value"] for d in objection_views.disputed_fields(field_cipher(), found)}
-    specs = face_definition(db.session(), certificate)["fields"]
+    specs = definition_as_issued(db.session(), certificate)["fields"]
     fields = [{"spec": spec, "value": _shown(content.fields.get(spec["name"])),
                "claimed": claimed.get(spec["name"])} for spec in specs]
     holder = {"value": content.holder_name, "claimed": claimed.get(objection_checks.HOLDER_NAME_FIELD)}
@@ -332,10 +332,9 @@ def resolve(public_id: str) -> Any:
     changes = _changes(_correction_form(found), request.form)
     reason = clean_text(request.form.get("reason", "").strip(), MAX_REASON) or "根据异议更正"
     moment = now()
-    issuer = Issuer(db.session(), keystore(), field_cipher(), account.department,
-                    public_url=current_app.config["ECERT_PUBLIC_URL"], actor=g.actor, now=moment)
-    successor = certificate_service.reissue_certificate(db.session(), issuer, field_cipher(), certificate,
-                                                        changes=changes, reason=reason)
+    issuer = Issuer(deps(), account.department, actor=g.actor, now=moment)
+    successor = certificate_service.reissue_certificate(db.session(), issuer, certificate, changes=changes,
+                                                        reason=reason)
     objection_answers.resolve_objection(db.session(), found, corrected_identifier=successor.identifier,
                                         actor=g.actor, now=moment, note=reason)
     return redirect(url_for("console.objection", public_id=found.public_id))

@@ -10,7 +10,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend.auth.access import public
-from backend.core.context import field_cipher, keystore, now, request_actor_context
+from backend.core.context import current_definitions, field_cipher, keystore, now, request_actor_context
 from backend.extensions import db
 from backend.kernel.actors import Actor
 from backend.kernel.china_time import china_clock
@@ -101,8 +101,8 @@ def verify_show_code(path: TokenPath) -> Response:
     actor = Actor(kind="public", id="scan", **request_actor_context())
     token = path.token if len(path.token) <= _MAX_TOKEN_CHARS else ""
     # HEAD (link checkers, some preview fetchers) answers like GET but is no use of the certificate.
-    check = check_show_code(db.session(), keystore(), field_cipher(), token, verifier=PUBLIC_VERIFIER, actor=actor,
-                            now=moment, record=request.method != "HEAD")
+    check = check_show_code(db.session(), keystore(), field_cipher(), token, definitions=current_definitions(),
+                            verifier=PUBLIC_VERIFIER, actor=actor, now=moment, record=request.method != "HEAD")
     body = verdict(check, moment)
     wanted = request.accept_mimetypes.best_match([HTML, JSON], default=HTML)
     if wanted == JSON:

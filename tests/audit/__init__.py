@@ -1,0 +1,1 @@
+"""Tests of backend/audit: the audit chain and its signed checkpoints."""

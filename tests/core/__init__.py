@@ -1,0 +1,1 @@
+"""Tests of backend/core: SQLite writers, lock timeouts, private instance files."""

@@ -1,0 +1,1 @@
+"""Tests of backend/crypto: field encryption, JWS, SD-JWT and presentations."""

@@ -1,0 +1,1 @@
+"""Cross-cutting HTTP tests: the error shape, headers, request ids, rate limits, the OpenAPI document."""

@@ -1,0 +1,1 @@
+"""Tests of backend/kernel: certificate identifiers, holder codes and organisation codes."""

@@ -1,0 +1,1 @@
+"""Tests of backend/notifications: the citizen's inbox and usage history."""

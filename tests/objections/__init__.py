@@ -1,0 +1,1 @@
+"""Tests of backend/objections: filing, the department queue, deadlines, evidence and department reports."""

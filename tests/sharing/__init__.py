@@ -1,0 +1,1 @@
+"""Tests of backend/sharing: access requests, grants, redemption, counter service and callbacks."""

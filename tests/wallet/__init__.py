@@ -1,0 +1,1 @@
+"""Tests of backend/wallet: the citizen's wallet, card images, show codes and their retention."""
