@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -43,30 +45,88 @@ WINDOW_TARGET = 0.85  # the last window's rate within 15 % of the first's
 
 @dataclass
 class Imported:
-    """One file imported: its rows, the seconds of `flask certificates import` (process start included)."""
+    """One file imported: its rows, the seconds of `flask certificates import` (process start included), and the CPU
+    seconds of that process and its signing workers (not the database server's)."""
 
     file: str
     department: str
     rows: int
     seconds: float
     status: str
+    cpu: float = 0.0
+    server_cpu: float | None = None  # the PostgreSQL backend's CPU seconds (local server), None if unknown
 
     @property
     def rate(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
+def children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+IMPORTER = "ecert-scale-import"  # application_name of the imports' database connections
+
+
+class ServerCpu(threading.Thread):
+    """The CPU seconds of the PostgreSQL backends of connections named IMPORTER, read from /proc (a server on this
+    machine) every 0.2 s while an import runs, since a backend's counters go when its connection ends (the last
+    0.2 s are missed). Stays None when the server is elsewhere or the database is SQLite."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(daemon=True)
+        self.engine = sa.create_engine(database_url) if database_url.startswith("postgresql") else None
+        self.seen: dict[int, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            while not self.done.wait(0.2):
+                pids = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+                                    {"name": IMPORTER}).scalars().all()
+                conn.rollback()
+                for pid in pids:
+                    try:
+                        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    self.seen[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> ServerCpu:
+        if self.engine is not None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.engine is not None:
+            self.done.set()
+            self.join()
+            self.engine.dispose()
+
+    @property
+    def seconds(self) -> float | None:
+        return sum(self.seen.values()) if self.seen else None
+
+
 def import_file(env: dict[str, str], batch: generate.BatchFile, workers: int) -> Imported:
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "certificates", "import", str(batch.path),
-                           "--dept", batch.department, "--workers", str(workers)],
-                          cwd=run.PROJECT_ROOT, env=env, capture_output=True, text=True)
+    started, cpu = time.perf_counter(), children_cpu()
+    url = env["ECERT_DATABASE_URL"]
+    if url.startswith("postgresql"):  # named, so that its backend's CPU can be found
+        url += ("&" if "?" in url else "?") + f"application_name={IMPORTER}"
+    with ServerCpu(env["ECERT_DATABASE_URL"]) as server:
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "certificates", "import",
+                               str(batch.path), "--dept", batch.department, "--workers", str(workers)],
+                              cwd=run.PROJECT_ROOT, env={**env, "ECERT_DATABASE_URL": url}, capture_output=True,
+                              text=True)
     seconds = time.perf_counter() - started
     summary = next((line for line in done.stdout.splitlines() if line.startswith("批次 ")), "")
     if done.returncode != 0 or "completed" not in summary or f"导入 {batch.rows}，" not in summary:
         raise RuntimeError(f"import of {batch.path.name} failed ({done.returncode}): {summary}\n"
                            f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return Imported(batch.path.name, batch.department, batch.rows, seconds, "completed")
+    return Imported(batch.path.name, batch.department, batch.rows, seconds, "completed", children_cpu() - cpu,
+                    server.seconds)
 
 
 def department_order(sizes: list[int], window: int) -> list[str]:
@@ -84,14 +144,21 @@ def department_order(sizes: list[int], window: int) -> list[str]:
             + [generate.DEPARTMENTS[0]] * last)
 
 
-def window_rate(imported: list[Imported], window: int, *, last: bool) -> tuple[float, int]:
-    """Certificates/s over the first (or last) `window` rows, counting whole files; and the rows counted."""
-    rows, seconds = 0, 0.0
-    for item in reversed(imported) if last else imported:
+def window_rate(imported: list[Imported], window: int, *, last: bool) -> tuple[float, int, float, float | None]:
+    """Certificates/s over the first (or last) `window` rows, counting whole files; the rows counted; and the
+    milliseconds of CPU per certificate there of the import processes and of the database server (or None)."""
+    rows, seconds, cpu, server = 0, 0.0, 0.0, 0.0
+    counted = list(reversed(imported) if last else imported)
+    taken = []
+    for item in counted:
         if rows >= window:
             break
-        rows, seconds = rows + item.rows, seconds + item.seconds
-    return (rows / seconds if seconds else 0.0), rows
+        rows, seconds, cpu = rows + item.rows, seconds + item.seconds, cpu + item.cpu
+        taken.append(item)
+    known = all(item.server_cpu is not None for item in taken)
+    server = sum(item.server_cpu or 0.0 for item in taken)
+    return ((rows / seconds if seconds else 0.0), rows, (cpu / rows * 1000 if rows else 0.0),
+            (server / rows * 1000 if rows and known else None))
 
 
 def analyze(database_url: str) -> float:
@@ -152,20 +219,29 @@ def by_endpoint(results: list[run.Result]) -> dict[str, run.Result]:
 def print_import(imported: list[Imported], total: int, args: argparse.Namespace, database: str) -> dict[str, Any]:
     seconds = sum(item.seconds for item in imported)
     overall = total / seconds if seconds else 0.0
-    first, first_rows = window_rate(imported, args.window, last=False)
-    last, last_rows = window_rate(imported, args.window, last=True)
-    print(f"\nimport ({database}, `flask certificates import --workers {args.workers}`, {len(imported)} files):")
-    print(f"{'file':<34} {'rows':>8} {'seconds':>8} {'certificates/s':>15}")
+    first, first_rows, first_cpu, first_server = window_rate(imported, args.window, last=False)
+    last, last_rows, last_cpu, last_server = window_rate(imported, args.window, last=True)
+    print(f"\nimport ({database}, `flask certificates import --workers {args.workers}`, {len(imported)} files; CPU "
+          "ms per certificate of the import's processes and of its database backend):")
+    print(f"{'file':<34} {'rows':>8} {'seconds':>8} {'certificates/s':>15} {'CPU import':>11} {'CPU server':>11}")
     for item in imported:
-        print(f"{item.file:<34} {item.rows:>8} {item.seconds:>8.1f} {item.rate:>15.0f}")
+        server = f"{item.server_cpu / item.rows * 1000:.3f}" if item.server_cpu is not None else "-"
+        print(f"{item.file:<34} {item.rows:>8} {item.seconds:>8.1f} {item.rate:>15.0f} "
+              f"{item.cpu / item.rows * 1000:>11.3f} {server:>11}")
     print(f"overall: {total} certificates in {seconds:.1f} s = {overall:.0f}/s (target ≥ {RATE_TARGET}: "
           f"{'ok' if overall >= RATE_TARGET else 'MISS'})")
     ratio = last / first if first else 0.0
     print(f"first {first_rows} rows {first:.0f}/s, last {last_rows} rows {last:.0f}/s: last/first {ratio:.2f} "
           f"(target ≥ {WINDOW_TARGET}: {'ok' if ratio >= WINDOW_TARGET else 'MISS'})")
+    if first_server is not None and last_server is not None:
+        print(f"CPU per certificate, first → last: import {first_cpu:.3f} → {last_cpu:.3f} ms, database "
+              f"{first_server:.3f} → {last_server:.3f} ms (what the machine's other load does not change)")
     return {"certificates": total, "seconds": round(seconds, 2), "rate": round(overall, 1),
-            "first_window": {"rows": first_rows, "rate": round(first, 1)},
-            "last_window": {"rows": last_rows, "rate": round(last, 1)}, "last_over_first": round(ratio, 3),
+            "first_window": {"rows": first_rows, "rate": round(first, 1), "cpu_ms_each": round(first_cpu, 4),
+                             "server_cpu_ms_each": first_server},
+            "last_window": {"rows": last_rows, "rate": round(last, 1), "cpu_ms_each": round(last_cpu, 4),
+                            "server_cpu_ms_each": last_server},
+            "last_over_first": round(ratio, 3),
             "files": [{**asdict(item), "seconds": round(item.seconds, 2)} for item in imported]}
 
 
