@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flask.testing import FlaskClient, FlaskCliRunner
 from flask_migrate import upgrade
 from flask_openapi3 import OpenAPI
-from sqlalchemy.engine import make_url
 
 from backend.app import create_app
 from backend.audit.chain import GENESIS
@@ -35,7 +34,7 @@ from backend.extensions import db
 from backend.identity.clients import register_client
 from backend.kernel.actors import Actor
 from backend.models import Base
-from tests.support import Department
+from tests.support import Department, throwaway_postgres
 from tests.web.console_support import Staff, make_staff
 
 DEMO_CATALOG = PROJECT_ROOT / "catalog" / "xinyang"
@@ -77,17 +76,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not admin_url:
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
         return
-    url = make_url(admin_url).set(drivername="postgresql+psycopg")
-    name = f"ecert_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_postgres(admin_url, "ecert_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -15,11 +16,29 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import jsonschema
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from backend.extensions import db
 from backend.kernel.china_time import CHINA
 from backend.models import AuditEvent, Certificate, CertificateEvent, Notification, StatusList
 from tests.factories import BUSINESS_LICENCE, DISABILITY, MARRIAGE, certificate_body
+
+
+@contextlib.contextmanager
+def throwaway_postgres(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new database on the PostgreSQL server of `admin_url`, named `<prefix>_<random>`; dropped afterwards."""
+    url = make_url(admin_url).set(drivername="postgresql+psycopg")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
 
 if TYPE_CHECKING:  # conftest imports this module for its fixtures
     from tests.conftest import Citizen, DeptClient

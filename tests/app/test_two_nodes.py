@@ -14,7 +14,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask_migrate import upgrade
-from sqlalchemy.engine import make_url
 
 from backend.app import create_app
 from backend.audit.chain import verify_chain
@@ -55,7 +53,7 @@ from tests.app.node_support import COPIES, JOBS, Answer, Node, client_address, f
 from tests.conftest import CIVIL_AFFAIRS, DEMO_CATALOG, SAMR, Citizen, DeptClient, FakeClock, _settings
 from tests.factories import BUSINESS_LICENCE, FOOD_LICENCE, certificate_body, resident_id
 from tests.sharing.access_request_support import Receiver, ask_body, start_receiver
-from tests.support import marriage_of, public_id_of
+from tests.support import marriage_of, public_id_of, throwaway_postgres
 
 ADMIN_URL = os.environ.get("ECERT_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("ECERT_TEST_REDIS_URL", "")
@@ -219,17 +217,8 @@ def scalar(app: Any, query: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def fresh_database() -> Iterator[str]:
-    url = make_url(ADMIN_URL).set(drivername="postgresql+psycopg")
-    name = f"ecert_nodes_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_postgres(ADMIN_URL, "ecert_nodes") as url:
+        yield url
 
 
 def seed(app: Any, clock: FakeClock, callback_url: str) -> tuple[DeptClient, list[str], int]:
